@@ -1,0 +1,139 @@
+"""The `opsflow` command line."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from definitions.cli import app as defs_app
+from store.migrate import upgrade
+from worker.cli_agents import app as agents_app
+from worker.cli_case import app as case_app
+from worker.cli_events import app as events_app
+from worker.cli_handoff import app as handoff_app
+from worker.cli_recovery import app as recovery_app
+from worker.cli_rollout import app as rollout_app
+from worker.cli_sandbox import app as sandbox_app
+from worker.cli_support import console, fail, run, settings_or_exit
+
+app = typer.Typer(
+    name="opsflow",
+    help="Durable customer-operations workflows on Temporal: escalations, rollouts, "
+    "service recovery and bot-to-human handoffs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(case_app, name="case")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(defs_app, name="defs")
+app.add_typer(events_app, name="events")
+app.add_typer(rollout_app, name="rollout")
+app.add_typer(recovery_app, name="recovery")
+app.add_typer(handoff_app, name="handoff")
+app.add_typer(agents_app, name="agents")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"opsflow {importlib.metadata.version('opsflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Settings come from OPSFLOW_* and TEMPORAL_* environment variables (see README)."""
+
+
+@app.command()
+def dev() -> None:
+    """Run everything locally: Temporal dev server with UI, app database, sandbox and worker."""
+    from worker.dev import run_dev
+
+    settings = settings_or_exit()
+    run(lambda: run_dev(settings, console))
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker against the configured Temporal cluster or Temporal Cloud."""
+    from worker.runner import run_worker, stop_on_signals
+    from worker.temporal import connect
+
+    settings = settings_or_exit()
+
+    async def main() -> None:
+        stop = stop_on_signals()
+        client = await connect(settings)
+        await run_worker(client, settings, stop)
+
+    run(main)
+
+
+@app.command()
+def intake() -> None:
+    """Run the event intake alone (HTTP on OPSFLOW_INTAKE_HOST:OPSFLOW_INTAKE_PORT)."""
+    from intake.serve import address, run_intake
+    from worker.dev import ensure_port_free
+    from worker.runner import stop_on_signals
+
+    settings = settings_or_exit()
+    if not settings.intake_sources:
+        raise fail("OPSFLOW_INTAKE_SOURCES is empty: no sender could sign an event")
+
+    async def main() -> None:
+        ensure_port_free(
+            settings.intake_host, settings.intake_port, "event intake", "OPSFLOW_INTAKE_PORT"
+        )
+        stop = stop_on_signals()
+        console.print(
+            f"event intake on {address(settings)} (docs at {address(settings)}/docs), "
+            f"senders: {', '.join(sorted(settings.intake_sources))}",
+            highlight=False,
+        )
+        await run_intake(settings, stop)
+
+    run(main)
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the app database to the newest schema."""
+    settings = settings_or_exit()
+    try:
+        upgrade(settings.database)
+    except Exception as exc:  # one line, whatever the driver raised
+        raise fail(
+            "migrating the app database (OPSFLOW_DATABASE_URL="
+            f"{settings.database.render_as_string(hide_password=True)}) failed: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    console.print(
+        f"app database at {settings.database.render_as_string(hide_password=True)} is up to date"
+    )
+
+
+def entry() -> None:
+    """The `opsflow` console script.
+
+    Ends the process with os._exit once output is flushed: the Temporal SDK's native threads
+    can abort a normal interpreter shutdown ("Fatal Python error ... finalizing",
+    temporalio/sdk-python#300), which would turn a successful command into a crash.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

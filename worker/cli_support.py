@@ -1,0 +1,91 @@
+"""What every `opsflow` command shares: one-line errors, settings, the database, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from store.db import create_engine, session_factory
+from worker.errors import OpsflowError
+from worker.logging import configure_logging
+from worker.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+Sessions = async_sessionmaker[AsyncSession]
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one readable error line on stderr; the caller raises the returned Exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise fail(f"bad setting: {exc}") from None
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine: OpsflowError and database errors become one line, exit 1."""
+
+    async def wrapped() -> T:
+        return await main()
+
+    try:
+        return asyncio.run(wrapped())
+    except OpsflowError as exc:
+        raise fail(str(exc)) from None
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise fail(f"cannot use the app database ({first}); run `opsflow migrate` first") from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def with_database(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
+    """Run `work` with a session factory on the configured app database."""
+
+    async def main() -> T:
+        engine = create_engine(settings.database)
+        try:
+            return await work(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    return run(main)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, default=str, ensure_ascii=False, indent=2))
+
+
+def show_rows(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str, as_json: bool
+) -> None:
+    """Rows as a rich table, or as a JSON list with `--json`."""
+    if as_json:
+        print_json(list(rows))
+        return
+    table = Table(title=f"{title} ({len(rows)})", title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
+    console.print(table)

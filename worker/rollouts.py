@@ -1,0 +1,120 @@
+"""Client-side operations on rollouts, shared by the command line and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from definitions.models import PinnedDefinition
+from worker.errors import OpsflowError
+from workflows import search_attributes as sa
+from workflows.rollout import RolloutWorkflow, StartRollout
+from workflows.rollout_model import ChangeRequest, RolloutStatus, rollout_workflow_id
+
+COMMANDS = ("approve", "reject", "pause", "resume", "promote", "promote_full", "abort", "retry")
+
+
+class RolloutCommandRefused(OpsflowError):
+    """The rollout refused the command (or does not exist); the message says why."""
+
+
+@dataclass(frozen=True)
+class StartedRollout:
+    handle: WorkflowHandle[RolloutWorkflow, RolloutStatus]
+    started: bool
+    """False when a rollout of this change is already running: nothing new started."""
+
+
+async def start_rollout(
+    client: Client, task_queue: str, change: ChangeRequest, plan: PinnedDefinition
+) -> StartedRollout:
+    if plan.kind != "rollout":
+        raise OpsflowError(f"{plan.ref} is a {plan.kind} definition, not a rollout plan")
+    workflow_id = rollout_workflow_id(change.change_id)
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.OPS_KIND, "rollout"),
+            SearchAttributePair(sa.OPS_OWNER, change.owner),
+            SearchAttributePair(sa.OPS_STATE, "assessing"),
+            SearchAttributePair(sa.OPS_STAGE, "impact"),
+            SearchAttributePair(sa.OPS_DEFINITION, plan.ref),
+        ]
+    )
+    summary = f"Change {change.change_id} by {change.owner} under {plan.ref}: {change.reason[:120]}"
+    try:
+        handle = await client.start_workflow(
+            RolloutWorkflow.run,
+            StartRollout(change=change, plan=plan),
+            id=workflow_id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=attributes,
+            static_summary=summary,
+        )
+    except WorkflowAlreadyStartedError:
+        return StartedRollout(
+            client.get_workflow_handle_for(RolloutWorkflow.run, workflow_id), False
+        )
+    return StartedRollout(handle, True)
+
+
+def _handle(client: Client, change_id: str) -> WorkflowHandle[Any, Any]:
+    return client.get_workflow_handle(rollout_workflow_id(change_id))
+
+
+async def rollout_state(client: Client, change_id: str) -> RolloutStatus:
+    try:
+        result: RolloutStatus = await _handle(client, change_id).query(
+            "state", result_type=RolloutStatus
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RolloutCommandRefused(f"there is no rollout of change {change_id}") from None
+        raise OpsflowError(f"cannot read rollout of change {change_id}: {exc.message}") from None
+    return result
+
+
+async def command_rollout(
+    client: Client, change_id: str, update: str, argument: BaseModel | None = None
+) -> RolloutStatus:
+    """Send update `update`; a refusal raises RolloutCommandRefused with the reason."""
+    if update not in COMMANDS:
+        raise RolloutCommandRefused(f"unknown command {update!r}")
+    args = [] if argument is None else [argument]
+    try:
+        result: RolloutStatus = await _handle(client, change_id).execute_update(
+            update, args=args, result_type=RolloutStatus
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        raise RolloutCommandRefused(f"rollout of {change_id} refused {update}: {reason}") from None
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise RolloutCommandRefused(f"there is no running rollout of change {change_id}") from None
+    return result
+
+
+async def list_rollouts(client: Client, limit: int = 100) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    async for execution in client.list_workflows("OpsKind = 'rollout'", limit=limit):
+        attrs = execution.typed_search_attributes
+        rows.append(
+            {
+                "change": execution.id.removeprefix("rollout-"),
+                "owner": attrs.get(sa.OPS_OWNER),
+                "state": attrs.get(sa.OPS_STATE),
+                "stage": attrs.get(sa.OPS_STAGE),
+                "plan": attrs.get(sa.OPS_DEFINITION),
+                "status": execution.status.name.lower() if execution.status else "",
+                "started": execution.start_time,
+            }
+        )
+    return rows
