@@ -1,0 +1,275 @@
+"""Conditions: CEL expressions (cel-python), checked when a definition loads, evaluated purely.
+
+Each place a condition appears declares the variables it may read (`ticket` and `customer`
+in an escalation's match, `event`, `customer` and `history` in a recovery trigger, ...).
+Loading compiles the expression and refuses a syntax error or an unknown variable, naming
+its column. cel-python has no cost limit and raises RecursionError on deep nesting, so
+expressions over a length, nesting or comprehension bound are refused at load time too.
+
+`evaluate` is pure (no I/O, no clock) and caches compiled programs, so workflow code may
+call it. Note: creating a `celpy.Environment` sets the process recursion limit to 2500;
+it is created once, lazily, and shared.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+import celpy
+from celpy import celtypes
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
+from pydantic import AfterValidator, WithJsonSchema
+
+MAX_CONDITION_CHARS = 1_000
+MAX_NESTING = 12
+"""Brackets and parentheses inside each other; cel-python recurses once per level."""
+MAX_TREE_DEPTH = 160
+"""Depth of the parse tree: long operator chains nest as deeply as brackets do."""
+MAX_COMPREHENSION_NESTING = 2
+"""`all`/`exists`/`map`/`filter` inside each other: each level multiplies the cost."""
+
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+
+# The variables each place offers (see definitions/README.md for their fields).
+ESCALATION_MATCH = ("ticket", "customer")
+RECOVERY_TRIGGER = ("event", "customer", "history")
+RECOVERY_DEDUP = ("event", "customer")
+ROLLOUT_COHORT = ("customer",)
+HANDOFF_ROUTE = ("conversation", "customer")
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be compiled or evaluated; `column` is 1-based when known."""
+
+    def __init__(self, message: str, column: int | None = None) -> None:
+        self.message = message
+        self.column = column
+        where = f" (column {column} of the expression)" if column is not None else ""
+        super().__init__(f"{message}{where}")
+
+
+@functools.cache
+def _environment() -> celpy.Environment:
+    return celpy.Environment()
+
+
+def _bracket_nesting(expression: str) -> tuple[int, int]:
+    """Deepest bracket nesting outside string literals, and the column where it is reached."""
+    depth = deepest = 0
+    column = 1
+    quote: str | None = None
+    escaped = False
+    for index, char in enumerate(expression, start=1):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+            if depth > deepest:
+                deepest, column = depth, index
+        elif char in ")]}":
+            depth = max(depth - 1, 0)
+    return deepest, column
+
+
+def _tree_depth(tree: Any) -> int:
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.children if hasattr(child, "data"))
+    return deepest
+
+
+def _macro_name(node: Any) -> str | None:
+    if node.data == "member_dot_arg":
+        for child in node.children:
+            if not hasattr(child, "data"):
+                return str(child)
+    return None
+
+
+def _check_identifiers(tree: Any, variables: Iterable[str]) -> None:
+    """Refuse unknown variables and comprehensions nested too deeply."""
+    known = set(variables)
+    bound: set[str] = set()
+    identifiers: list[Any] = []
+    stack: list[tuple[Any, int]] = [(tree, 0)]
+    while stack:
+        node, macros = stack.pop()
+        name = _macro_name(node)
+        if name in _MACROS:
+            macros += 1
+            if macros > MAX_COMPREHENSION_NESTING:
+                raise ConditionError(
+                    f"comprehensions ({', '.join(sorted(_MACROS))}) nest more than "
+                    f"{MAX_COMPREHENSION_NESTING} deep",
+                )
+            exprlist = next(c for c in node.children if getattr(c, "data", "") == "exprlist")
+            first = exprlist.children[0] if exprlist.children else None
+            tokens = [t for t in first.scan_values(lambda _: True)] if first is not None else []
+            if len(tokens) == 1:
+                bound.add(str(tokens[0]))
+        if node.data in ("ident", "dot_ident"):
+            identifiers.extend(c for c in node.children if not hasattr(c, "data"))
+        stack.extend((child, macros) for child in node.children if hasattr(child, "data"))
+    for token in sorted(identifiers, key=lambda t: getattr(t, "column", 0) or 0):
+        name = str(token)
+        if name not in known and name not in bound:
+            offered = ", ".join(sorted(known)) or "none"
+            raise ConditionError(
+                f"unknown variable {name[:40]!r}; the variables here are {offered}",
+                getattr(token, "column", None),
+            )
+
+
+def _describe_syntax_error(expression: str, column: int | None) -> str:
+    if column is None or column > len(expression.rstrip()):
+        return "syntax error: the expression ends too early"
+    return f"syntax error at {expression[column - 1 : column + 11]!r}"
+
+
+@functools.lru_cache(maxsize=1_024)
+def _compile(expression: str) -> Any:
+    if not expression.strip():
+        raise ConditionError("the condition is empty")
+    if len(expression) > MAX_CONDITION_CHARS:
+        raise ConditionError(f"the condition is over {MAX_CONDITION_CHARS} characters")
+    nesting, column = _bracket_nesting(expression)
+    if nesting > MAX_NESTING:
+        raise ConditionError(f"brackets nest {nesting} deep; the limit is {MAX_NESTING}", column)
+    try:
+        tree = _environment().compile(expression)
+    except CELParseError as exc:
+        raise ConditionError(_describe_syntax_error(expression, exc.column), exc.column) from None
+    except RecursionError:
+        raise ConditionError("the condition is too complex (nests too deeply)") from None
+    except Exception as exc:  # cel-python raises plain errors for some malformed input
+        raise ConditionError(f"cannot compile: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if _tree_depth(tree) > MAX_TREE_DEPTH:
+        raise ConditionError("the condition is too complex: split long chains of operators")
+    return tree
+
+
+def check_condition(expression: str, variables: Iterable[str]) -> str:
+    """`expression` if it compiles and reads only `variables`; ConditionError otherwise."""
+    tree = _compile(expression)
+    _check_identifiers(tree, variables)
+    return expression
+
+
+def selected_fields(expression: str, variable: str) -> list[tuple[str, int | None]]:
+    """The fields `expression` selects directly on `variable` (`event.score` -> score), with
+    their columns; an expression that does not compile selects nothing."""
+    try:
+        tree = _compile(expression)
+    except ConditionError:
+        return []
+    found: list[tuple[str, int | None]] = []
+    for node in tree.iter_subtrees():
+        if node.data != "member_dot" or len(node.children) != 2:
+            continue
+        target, name = node.children
+        tokens = list(target.scan_values(lambda _: True))
+        idents = [c for c in target.iter_subtrees() if c.data in ("ident", "dot_ident", "primary")]
+        if len(tokens) == 1 and str(tokens[0]) == variable and idents:
+            found.append((str(name), getattr(name, "column", None)))
+    return sorted(found, key=lambda f: f[1] or 0)
+
+
+@functools.lru_cache(maxsize=1_024)
+def _program(expression: str) -> Any:
+    return _environment().program(_compile(expression))
+
+
+def to_cel(value: Any) -> Any:
+    """Plain Python data (what a model_dump gives) as CEL values."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return celtypes.BoolType(value)
+    if isinstance(value, int):
+        return celtypes.IntType(value)
+    if isinstance(value, float | Decimal):
+        return celtypes.DoubleType(float(value))
+    if isinstance(value, str):
+        return celtypes.StringType(value)
+    if isinstance(value, datetime):
+        return celtypes.TimestampType(value)
+    if isinstance(value, timedelta):
+        return celtypes.DurationType(seconds=int(value.total_seconds()))
+    if isinstance(value, Mapping):
+        return celtypes.MapType({celtypes.StringType(str(k)): to_cel(v) for k, v in value.items()})
+    if isinstance(value, list | tuple | set | frozenset):
+        return celtypes.ListType([to_cel(item) for item in value])
+    raise ConditionError(f"a {type(value).__name__} cannot be given to a condition")
+
+
+def evaluate_value(expression: str, activation: Mapping[str, Any]) -> Any:
+    """The CEL value of `expression` (compiled once, cached); ConditionError on failure."""
+    program = _program(expression)
+    try:
+        result = program.evaluate({name: to_cel(value) for name, value in activation.items()})
+    except ConditionError:
+        raise
+    except CELEvalError as exc:
+        raise ConditionError(
+            f"cannot evaluate: {str(exc.args[0] if exc.args else exc)[:160]}"
+        ) from None
+    except RecursionError:
+        raise ConditionError("the condition nests too deeply to evaluate") from None
+    except Exception as exc:  # cel-python leaks TypeError/ValueError on some inputs
+        raise ConditionError(f"cannot evaluate: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if isinstance(result, CELEvalError):
+        raise ConditionError(
+            f"cannot evaluate: {str(result.args[0] if result.args else result)[:160]}"
+        )
+    return result
+
+
+def evaluate(expression: str, activation: Mapping[str, Any]) -> bool:
+    """Whether the condition holds for `activation` (plain data); ConditionError if not a bool."""
+    result = evaluate_value(expression, activation)
+    if not isinstance(result, bool):  # celtypes.BoolType subclasses int, not bool
+        if isinstance(result, celtypes.BoolType):
+            return bool(result)
+        raise ConditionError(f"the condition gave a {type(result).__name__}, not true or false")
+    return result
+
+
+def condition(*variables: str) -> Any:
+    """A pydantic string type holding a CEL condition over `variables`."""
+
+    def check(expression: str) -> str:
+        return check_condition(expression, variables)
+
+    return Annotated[
+        str,
+        AfterValidator(check),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "maxLength": MAX_CONDITION_CHARS,
+                "description": f"A CEL expression over {', '.join(variables)}.",
+            }
+        ),
+    ]
+
+
+EscalationMatch = condition(*ESCALATION_MATCH)
+RecoveryCondition = condition(*RECOVERY_TRIGGER)
+DedupKey = condition(*RECOVERY_DEDUP)
+CohortCondition = condition(*ROLLOUT_COHORT)
+RouteCondition = condition(*HANDOFF_ROUTE)

@@ -1,0 +1,409 @@
+"""Lint: the mistakes a schema cannot see, each reported at the field that causes it.
+
+- escalation: levels strictly later than the one before and reachable before the longest
+  resolution SLA; an SLA (for any stage, `*`) for every priority the policy handles; no two
+  SLAs for the same priority and stage; warn_at below 100 and increasing;
+- rollout: phase percentages increasing, the last reaching every customer at 100; bake
+  longer than the analysis interval; at least one open change window in the next 30 days;
+  known metrics;
+- recovery: known event types and journey stages; conditions, dedup keys and inline texts
+  read only fields the event type has (the event contract, definitions/events.py); a credit
+  that needs approval has a gate;
+- handoff: no route after one that catches everything; route languages spoken by the queue;
+  the escalation policy exists and is an escalation;
+- everywhere: every referenced template (in every language, using only the variables its
+  kind offers), queue and definition exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel
+
+from definitions.common import (
+    AssignAction,
+    CreateTicketAction,
+    CreditAction,
+    CrmNoteAction,
+    NotifyAction,
+    ScheduleCallbackAction,
+    StartAction,
+    UpdateTicketAction,
+)
+from definitions.conditions import selected_fields
+from definitions.directory import (
+    EVENT_TYPES,
+    JOURNEY_STAGES,
+    LANGUAGES,
+    METRICS,
+    QUEUES,
+    TEMPLATE_VARIABLES,
+    Kind,
+)
+from definitions.duration import format_duration
+from definitions.events import EVENT_TYPES as CONTRACT
+from definitions.loader import LoadedDefinition, PathKey, Problem
+from definitions.models import (
+    ANY_STAGE,
+    CustomerNotice,
+    EscalationSpec,
+    FollowUp,
+    HandoffSpec,
+    RecoveryRule,
+    RecoverySpec,
+    RolloutSpec,
+)
+
+WINDOW_LOOKAHEAD_DAYS = 30
+# What every event offers besides its type's data, and what a stall timer's event offers.
+ENVELOPE_FIELDS = ("id", "source", "type", "time")
+STALL_FIELDS = ("type", "stage", "since", "customer_id")
+_EVENT_FIELD = re.compile(r"\bevent\.([A-Za-z_]\w*)")
+TEMPLATE_SUFFIX = ".j2"
+_SUBJECT = "Subject:"
+
+
+def _walk(value: Any, path: PathKey) -> Iterator[tuple[Any, PathKey]]:
+    """Every model inside `value` with its path (YAML keys, i.e. field aliases)."""
+    if isinstance(value, BaseModel):
+        yield value, path
+        for name, info in type(value).model_fields.items():
+            yield from _walk(getattr(value, name), (*path, info.alias or name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, (*path, index))
+
+
+@dataclass
+class _TemplateCheck:
+    folder: Path
+    cache: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    _parser: SandboxedEnvironment = field(default_factory=SandboxedEnvironment)
+
+    def variables(self, source: str) -> set[str]:
+        try:
+            from definitions.templates import undeclared_variables
+        except ImportError:  # the rendering module is optional for lint
+            return set(meta.find_undeclared_variables(self._parser.parse(source)))
+        return undeclared_variables(source)
+
+    def source_problems(self, source: str, allowed: frozenset[str], what: str) -> list[str]:
+        try:
+            used = self.variables(source)
+        except Exception as exc:  # TemplateSyntaxError, TemplateProblem: one readable line
+            return [f"{what}: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"]
+        unknown = sorted(used - allowed)
+        if unknown:
+            return [
+                f"{what} uses unknown variable {name!r}; here you may use "
+                f"{', '.join(sorted(allowed))}"
+                for name in unknown
+            ]
+        return []
+
+    def file_problems(self, name: str, kind: Kind) -> list[str]:
+        key = (name, kind)
+        if key not in self.cache:
+            self.cache[key] = self._check_files(name, kind)
+        return self.cache[key]
+
+    def _check_files(self, name: str, kind: Kind) -> list[str]:
+        problems: list[str] = []
+        paths = {lang: self.folder / f"{name}.{lang}{TEMPLATE_SUFFIX}" for lang in LANGUAGES}
+        if not any(path.is_file() for path in paths.values()):
+            return [f"no template named {name!r} ({name}.<language>{TEMPLATE_SUFFIX})"]
+        for language, path in paths.items():
+            if not path.is_file():
+                problems.append(f"template {name!r} has no {language} version ({path.name})")
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"cannot read template {path.name}: {exc}")
+                continue
+            if text.startswith(_SUBJECT):
+                subject, _, body = text.partition("\n")
+                text = subject[len(_SUBJECT) :] + "\n" + body
+            problems.extend(
+                self.source_problems(text, TEMPLATE_VARIABLES[kind], f"template {path.name}")
+            )
+        return problems
+
+
+@dataclass
+class _Linter:
+    loaded: LoadedDefinition
+    kinds: Mapping[str, str]
+    templates: _TemplateCheck
+    today: date
+    problems: list[Problem] = field(default_factory=list)
+
+    def report(self, path: PathKey, message: str) -> None:
+        self.problems.append(self.loaded.source.problem(path, message))
+
+    def run(self) -> list[Problem]:
+        definition = self.loaded.definition
+        spec = definition.spec
+        kind: Kind = definition.kind
+        self._references(spec, kind)
+        if isinstance(spec, EscalationSpec):
+            self._escalation(spec)
+        elif isinstance(spec, RolloutSpec):
+            self._rollout(spec)
+        elif isinstance(spec, RecoverySpec):
+            self._recovery(spec)
+        elif isinstance(spec, HandoffSpec):
+            self._handoff(spec)
+        return self.problems
+
+    # --- references shared by every kind --------------------------------------------------
+
+    def _queue(self, queue: str | None, path: PathKey) -> None:
+        if queue is not None and queue not in QUEUES:
+            self.report(path, f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
+
+    def _definition(self, name: str, path: PathKey, kind: str | None = None) -> None:
+        found = self.kinds.get(name)
+        if found is None:
+            self.report(path, f"no definition named {name!r}")
+        elif kind is not None and found != kind:
+            self.report(path, f"{name!r} is a {found} definition, not {kind}")
+
+    def _references(self, spec: BaseModel, kind: Kind) -> None:
+        allowed = TEMPLATE_VARIABLES[kind]
+        for model, path in _walk(spec, ("spec",)):
+            if isinstance(model, NotifyAction | CustomerNotice | FollowUp):
+                for message in self.templates.file_problems(model.template, kind):
+                    self.report((*path, "template"), message)
+            if isinstance(model, AssignAction | CreateTicketAction | ScheduleCallbackAction):
+                self._queue(model.queue, (*path, "queue"))
+            if isinstance(model, StartAction):
+                self._definition(model.definition, (*path, "definition"))
+            inline: list[tuple[str, str | None]] = []
+            if isinstance(model, UpdateTicketAction):
+                inline.append(("comment", model.comment))
+            if isinstance(model, CrmNoteAction):
+                inline.append(("text", model.text))
+            for key, source in inline:
+                if source is not None:
+                    for message in self.templates.source_problems(source, allowed, "the text"):
+                        self.report((*path, key), message)
+
+    # --- per kind --------------------------------------------------------------------------
+
+    def _escalation(self, spec: EscalationSpec) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        for index, target in enumerate(spec.slas):
+            key = (target.priority, target.stage)
+            if key in seen:
+                self.report(
+                    ("spec", "slas", index),
+                    f"a second SLA for {target.priority} at stage {target.stage!r} "
+                    f"(first: slas[{seen[key]}])",
+                )
+            seen[key] = index
+            if target.stage != ANY_STAGE and target.stage not in JOURNEY_STAGES:
+                self.report(
+                    ("spec", "slas", index, "stage"),
+                    f"unknown journey stage {target.stage!r}; known: {', '.join(JOURNEY_STAGES)}",
+                )
+            if target.priority not in spec.priorities:
+                self.report(
+                    ("spec", "slas", index, "priority"),
+                    f"{target.priority} is not among the policy's priorities, so this SLA "
+                    "never applies",
+                )
+        for priority in spec.priorities:
+            if (priority, ANY_STAGE) not in seen:
+                self.report(
+                    ("spec", "slas"),
+                    f"no SLA for {priority} at stage '*': every priority the policy handles "
+                    "needs one that covers any stage",
+                )
+        previous = 0
+        for index, percent in enumerate(spec.warn_at):
+            if percent >= 100:
+                self.report(
+                    ("spec", "warn_at", index),
+                    f"{percent}: a warning must come before the breach (below 100)",
+                )
+            elif percent <= previous:
+                self.report(
+                    ("spec", "warn_at", index), f"{percent} is not above the warning before it"
+                )
+            previous = max(previous, percent)
+        longest = max(
+            (t.resolution for t in spec.slas if t.priority in spec.priorities), default=None
+        )
+        before = None
+        for index, level in enumerate(spec.levels):
+            path = ("spec", "levels", index, "after")
+            if before is not None and level.after <= before:
+                self.report(
+                    path,
+                    f"level {index + 1} fires after {format_duration(level.after)}, not later than "
+                    f"level {index} ({format_duration(before)})",
+                )
+            if longest is not None and level.after >= longest:
+                self.report(
+                    path,
+                    f"level {index + 1} fires after {format_duration(level.after)}, when every "
+                    f"resolution SLA (longest {format_duration(longest)}) has breached: "
+                    "it can never be reached in time",
+                )
+            before = level.after if before is None else max(before, level.after)
+
+    def _rollout(self, spec: RolloutSpec) -> None:
+        previous = 0.0
+        for index, phase in enumerate(spec.phases):
+            path = ("spec", "phases", index)
+            if phase.cohort.percent <= previous:
+                self.report(
+                    (*path, "cohort", "percent"),
+                    f"{phase.cohort.percent:g}% does not increase on the phase before "
+                    f"({previous:g}%)",
+                )
+            previous = max(previous, phase.cohort.percent)
+            if phase.bake <= spec.analysis.interval:
+                self.report(
+                    (*path, "bake"),
+                    f"bake {format_duration(phase.bake)} is not longer than the analysis "
+                    f"interval ({format_duration(spec.analysis.interval)}): no check would run",
+                )
+            for number, check in enumerate(phase.checks):
+                if check.metric not in METRICS:
+                    self.report(
+                        (*path, "checks", number, "metric"),
+                        f"unknown metric {check.metric!r}; known: {', '.join(METRICS)}",
+                    )
+        last = spec.phases[-1]
+        if last.cohort.percent != 100 or last.cohort.when is not None:
+            self.report(
+                ("spec", "phases", len(spec.phases) - 1, "cohort"),
+                "the last phase must reach every customer: percent 100 and no `when`",
+            )
+        if spec.impact.risk != "emergency" and not self._window_opens(spec):
+            self.report(
+                ("spec", "windows"),
+                f"no open change window in the next {WINDOW_LOOKAHEAD_DAYS} days "
+                "(hours, holidays and blackouts together)",
+            )
+
+    def _window_opens(self, spec: RolloutSpec) -> bool:
+        calendar = spec.change_calendar()
+        for offset in range(WINDOW_LOOKAHEAD_DAYS + 1):
+            if calendar.open_intervals(self.today + timedelta(days=offset)):
+                return True
+        return False
+
+    def _recovery(self, spec: RecoverySpec) -> None:
+        names: dict[str, int] = {}
+        for index, rule in enumerate(spec.rules):
+            path = ("spec", "rules", index)
+            if rule.name in names:
+                self.report((*path, "name"), f"a second rule named {rule.name!r}")
+            names[rule.name] = index
+            trigger = rule.trigger
+            if trigger.event is not None and trigger.event not in EVENT_TYPES:
+                self.report(
+                    (*path, "trigger", "event"),
+                    f"unknown event type {trigger.event!r}; known: {', '.join(EVENT_TYPES)}",
+                )
+            self._event_fields(rule, path)
+            if trigger.stall is not None and trigger.stall.stage not in JOURNEY_STAGES:
+                self.report(
+                    (*path, "trigger", "stall", "stage"),
+                    f"unknown journey stage {trigger.stall.stage!r}",
+                )
+            for model, model_path in _walk(rule, path):
+                if (
+                    isinstance(model, CreditAction)
+                    and model.approval_above is not None
+                    and model.amount > model.approval_above
+                    and rule.approval is None
+                ):
+                    self.report(
+                        model_path,
+                        f"a credit of {model.amount} {model.currency} is above its approval "
+                        "limit, but the rule has no approval gate",
+                    )
+
+    def _event_fields(self, rule: RecoveryRule, path: PathKey) -> None:
+        """Refuse `event.<field>` reads the triggering event cannot satisfy."""
+        trigger = rule.trigger
+        if trigger.event is not None:
+            model = CONTRACT.get(trigger.event)
+            if model is None:
+                return  # reported as an unknown event type
+            data = [info.alias or name for name, info in model.model_fields.items()]
+            offered = (*data, *ENVELOPE_FIELDS)
+            what = f"a {trigger.event} event"
+        else:
+            offered, what = STALL_FIELDS, "a stall"
+        reads: list[tuple[PathKey, str]] = [
+            ((*path, "trigger", "when"), f) for f, _ in selected_fields(trigger.when, "event")
+        ]
+        if rule.dedup is not None:
+            reads += [((*path, "dedup"), f) for f, _ in selected_fields(rule.dedup, "event")]
+        for model_, model_path in _walk(rule, path):
+            if isinstance(model_, CrmNoteAction):
+                reads += [((*model_path, "text"), f) for f in _EVENT_FIELD.findall(model_.text)]
+        for where, name in reads:
+            if name not in offered:
+                self.report(
+                    where,
+                    f"{what} has no field {name!r}; it has {', '.join(offered)}",
+                )
+
+    def _handoff(self, spec: HandoffSpec) -> None:
+        catch_all: int | None = None
+        for index, route in enumerate(spec.routes):
+            path = ("spec", "routes", index)
+            if catch_all is not None:
+                self.report(
+                    path,
+                    f"route {route.name!r} can never be reached: route "
+                    f"{spec.routes[catch_all].name!r} before it takes every conversation",
+                )
+            elif route.catches_all:
+                catch_all = index
+            self._queue(route.queue, (*path, "queue"))
+            spoken = QUEUES.get(route.queue, ())
+            for number, language in enumerate(route.languages):
+                if route.queue in QUEUES and language not in spoken:
+                    self.report(
+                        (*path, "languages", number),
+                        f"queue {route.queue!r} has no agents for {language!r}",
+                    )
+        self._queue(spec.overflow_queue, ("spec", "overflow_queue"))
+        self._definition(spec.escalation_policy, ("spec", "escalation_policy"), "escalation")
+        if spec.offer_timeout >= spec.max_wait:
+            self.report(("spec", "offer_timeout"), "the offer timeout is not shorter than max_wait")
+        if spec.relax_after is not None and spec.relax_after >= spec.max_wait:
+            self.report(("spec", "relax_after"), "relax_after is not shorter than max_wait")
+
+
+def lint(
+    definitions: list[LoadedDefinition],
+    *,
+    templates: Path,
+    known: Mapping[str, str] | None = None,
+    today: date | None = None,
+) -> list[Problem]:
+    """Problems beyond the schema; references resolve among `definitions` and `known`."""
+    kinds: dict[str, str] = dict(known or {})
+    kinds.update({loaded.name: loaded.kind for loaded in definitions})
+    check = _TemplateCheck(templates)
+    day = today or datetime.now(UTC).date()
+    problems: list[Problem] = []
+    for loaded in definitions:
+        problems.extend(_Linter(loaded, kinds, check, day).run())
+    return sorted(set(problems))

@@ -1,0 +1,523 @@
+"""The definition language: one pydantic model per kind, a discriminated union on `kind`,
+and the pinned form a workflow receives as input.
+
+Imports only the standard library, pydantic and definitions' own pure modules, so workflow
+modules may import it (inside `workflow.unsafe.imports_passed_through()`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from definitions.common import (
+    Action,
+    Actions,
+    BusinessCalendar,
+    Channel,
+    CohortCondition,
+    DedupKey,
+    Duration,
+    EscalationMatch,
+    Identifier,
+    Label,
+    Name,
+    OpsModel,
+    RecoveryCondition,
+    RouteCondition,
+    TemplateName,
+    Text,
+)
+from definitions.directory import Kind, Priority
+
+API_VERSION = "opsflow/v1"
+ANY_STAGE = "*"
+
+Percent = Annotated[int, Field(ge=1, le=1_000)]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]
+
+
+def _unique(values: list[Any], what: str) -> list[Any]:
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is listed twice")
+        seen.add(value)
+    return values
+
+
+class Metadata(OpsModel):
+    name: Name
+    owner: Label = Field(description="Team or person who answers for this definition.")
+    description: Text = ""
+    labels: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_./-]{0,62}$")], Label] = Field(
+        default_factory=dict
+    )
+
+
+# --- escalation ----------------------------------------------------------------------------
+
+
+class SlaTarget(OpsModel):
+    """Targets for one priority at one journey stage (`*`: any stage without its own)."""
+
+    priority: Priority
+    stage: Identifier | Literal["*"] = ANY_STAGE
+    first_response: Duration = Field(description="Business time until the first reply.")
+    resolution: Duration = Field(description="Business time until the case is resolved.")
+
+    @model_validator(mode="after")
+    def _response_before_resolution(self) -> SlaTarget:
+        if self.first_response > self.resolution:
+            raise ValueError("first_response is longer than resolution")
+        return self
+
+
+class EscalationLevel(OpsModel):
+    after: Duration = Field(description="Business time since the case opened.")
+    name: Label | None = None
+    actions: Actions
+
+
+class EscalationSpec(OpsModel):
+    match: EscalationMatch = Field("true", description="Which cases this policy takes.")
+    priorities: Annotated[list[Priority], Field(min_length=1)] = Field(
+        description="The priorities this policy handles; each needs an SLA."
+    )
+    calendar: BusinessCalendar
+    slas: Annotated[list[SlaTarget], Field(min_length=1)]
+    warn_at: list[Percent] = Field(
+        default_factory=list, description="Percentages of an SLA at which to warn (below 100)."
+    )
+    on_warning: list[Action] = Field(
+        default_factory=list, description="Actions at each warn_at percentage."
+    )
+    pause_statuses: list[Identifier] = Field(
+        default_factory=lambda: ["pending", "on_hold"],
+        description="Ticket statuses that stop the clocks (waiting on the customer).",
+    )
+    levels: Annotated[list[EscalationLevel], Field(min_length=1, max_length=20)]
+    repeat: int = Field(0, ge=0, le=10, description="How many more times the levels cycle.")
+    on_breach: list[Action] = Field(
+        default_factory=list, description="Actions when an SLA breaches (besides the event)."
+    )
+
+    @field_validator("priorities")
+    @classmethod
+    def _distinct(cls, value: list[Priority]) -> list[Priority]:
+        return _unique(value, "priority")
+
+    def sla_for(self, priority: str, stage: str | None) -> SlaTarget | None:
+        """The SLA for a case: its stage's own targets first, then the `*` ones."""
+        fallback = None
+        for target in self.slas:
+            if target.priority != priority:
+                continue
+            if target.stage == stage:
+                return target
+            if target.stage == ANY_STAGE:
+                fallback = target
+        return fallback
+
+
+# --- rollout -------------------------------------------------------------------------------
+
+
+class ChangeTarget(OpsModel):
+    system: Literal["flag"] = Field("flag", description="What the change flips.")
+    key: Identifier = Field(description="The flag key, e.g. new-billing-flow.")
+    value: Label = Field("on", description="The value exposed customers get.")
+
+
+class Impact(OpsModel):
+    risk: Literal["standard", "normal", "emergency"] = Field(
+        description="standard: pre-approved; normal: needs approvals; emergency: one "
+        "approver and no change windows."
+    )
+    journeys: list[Identifier] = Field(default_factory=list)
+    compliance: list[Identifier] = Field(default_factory=list)
+
+
+class Approvals(OpsModel):
+    group: Identifier = Field(description="Who may approve.")
+    required: int = Field(1, ge=1, le=10)
+    allow_owner: bool = Field(False, description="May the change owner approve their own change?")
+    members: list[Identifier] = Field(
+        default_factory=list,
+        description="Who belongs to the group; empty: anyone may approve (the owner only if "
+        "allow_owner).",
+    )
+    timeout: Duration = Field(description="After this, the approvers' channel and owner are paged.")
+    channel: Channel = "slack"
+
+
+class Blackout(OpsModel):
+    start: date
+    end: date = Field(description="Last blacked-out day (inclusive).")
+    reason: Label
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Blackout:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=n) for n in range((self.end - self.start).days + 1)]
+
+
+class Analysis(OpsModel):
+    interval: Duration = Field(description="How often every check is read during a bake.")
+    failure_limit: int = Field(
+        0, ge=0, le=100, description="Failed readings a check may have before it fails."
+    )
+    error_limit: int = Field(
+        3, ge=1, le=100, description="Consecutive metric errors that count as one failure."
+    )
+    min_samples: int = Field(30, ge=1, description="Fewer samples make a reading inconclusive.")
+    inconclusive: Literal["hold", "pass", "fail"] = Field(
+        "hold", description="hold: pause and page the owner."
+    )
+
+
+class Check(OpsModel):
+    metric: Identifier
+    max: float | None = Field(None, allow_inf_nan=False)
+    min: float | None = Field(None, allow_inf_nan=False)
+    max_increase_pct: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Most the cohort may exceed the baseline, %."
+    )
+    max_decrease_pct: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Most the cohort may fall below the baseline, %.",
+    )
+    window: Duration = Field(description="How far back each reading looks.")
+    on_fail: Literal["rollback", "hold"] = "rollback"
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> Check:
+        limits = (self.max, self.min, self.max_increase_pct, self.max_decrease_pct)
+        if all(limit is None for limit in limits):
+            raise ValueError("give a threshold: max, min, max_increase_pct or max_decrease_pct")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError("min is above max")
+        return self
+
+
+class Cohort(OpsModel):
+    percent: float = Field(gt=0, le=100, allow_inf_nan=False, description="Cumulative share.")
+    when: CohortCondition | None = Field(
+        None, description="Only customers matching this (e.g. an internal pilot segment)."
+    )
+
+
+class Phase(OpsModel):
+    name: Name
+    cohort: Cohort
+    bake: Duration
+    checks: list[Check] = Field(default_factory=list)
+    gate: Literal["auto", "approval"] = "auto"
+    irreversible: bool = False
+
+
+class RecoveryStep(OpsModel):
+    when: CohortCondition | None = None
+    actions: Actions
+
+
+class CustomerNotice(OpsModel):
+    channel: Channel = "email"
+    template: TemplateName
+
+
+class Rollback(OpsModel):
+    notify: CustomerNotice | None = None
+    recovery: list[RecoveryStep] = Field(default_factory=list)
+
+
+class RolloutSpec(OpsModel):
+    change: ChangeTarget
+    impact: Impact
+    approvals: Approvals
+    windows: BusinessCalendar = Field(
+        description="When phases may start: timezone and hours; holidays are closed."
+    )
+    blackouts: list[Blackout] = Field(default_factory=list)
+    analysis: Analysis
+    phases: Annotated[list[Phase], Field(min_length=1, max_length=20)]
+    rollback: Rollback
+    deadline: Duration | None = Field(None, description="Overall limit; pauses do not count.")
+
+    _change_calendar: BusinessCalendar | None = PrivateAttr(None)
+
+    def change_calendar(self) -> BusinessCalendar:
+        """The windows with every blackout day closed: `next_open` says when a phase may start."""
+        if self._change_calendar is None:
+            closed = set(self.windows.resolved_holidays)
+            for blackout in self.blackouts:
+                closed.update(blackout.days())
+            self._change_calendar = BusinessCalendar(
+                timezone=self.windows.timezone,
+                hours=self.windows.hours,
+                holidays=self.windows.holidays,
+                resolved_holidays=sorted(closed),
+            )
+        return self._change_calendar
+
+
+# --- recovery ------------------------------------------------------------------------------
+
+
+class Stall(OpsModel):
+    stage: Identifier = Field(description="The journey stage the customer is stuck in.")
+    for_: Duration = Field(alias="for", description="Business time without leaving the stage.")
+
+
+class Trigger(OpsModel):
+    event: Identifier | None = Field(None, description="Event type, e.g. survey.responded.")
+    when: RecoveryCondition = "true"
+    count: int = Field(1, ge=1, le=1_000, description="Matching events needed within `within`.")
+    within: Duration | None = None
+    stall: Stall | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Trigger:
+        if (self.event is None) == (self.stall is None):
+            raise ValueError("give exactly one of event or stall")
+        if self.count > 1 and self.within is None:
+            raise ValueError("a count above 1 needs a window: within")
+        return self
+
+
+class ApprovalGate(OpsModel):
+    approvers: Identifier = Field(description="Group whose members may approve.")
+    members: list[Identifier] = Field(
+        default_factory=list,
+        description="Who belongs to the group; empty: anyone but the requester may approve.",
+    )
+    requester: Identifier | None = Field(
+        None, description="Who asks for the action (default: the definition's owner)."
+    )
+    timeout: Duration
+    on_timeout: Literal["skip", "escalate", "approve_reduced"]
+    escalate_to: Identifier | None = None
+    reduced_amount: Decimal | None = Field(None, gt=0, max_digits=10, decimal_places=2)
+
+    @model_validator(mode="after")
+    def _timeout_choice(self) -> ApprovalGate:
+        if self.on_timeout == "escalate" and self.escalate_to is None:
+            raise ValueError("on_timeout escalate needs escalate_to")
+        if self.on_timeout == "approve_reduced" and self.reduced_amount is None:
+            raise ValueError("on_timeout approve_reduced needs reduced_amount")
+        return self
+
+
+class Rung(OpsModel):
+    actions: Actions
+
+
+class RecoveryRule(OpsModel):
+    name: Name
+    description: Text = ""
+    severity: int = Field(3, ge=1, le=5, description="1 is the most severe.")
+    mode: Literal["live", "shadow"] = Field("live", description="shadow: record, act on nothing.")
+    trigger: Trigger
+    dedup: DedupKey | None = Field(None, description="CEL giving the key one failure has.")
+    cooldown: Duration | None = None
+    actions: Actions
+    ladder: list[Rung] = Field(
+        default_factory=list, description="Next steps if it triggers again within the episode."
+    )
+    approval: ApprovalGate | None = None
+
+
+class FrequencyCap(OpsModel):
+    class_: Label = Field(alias="class")
+    max: int = Field(ge=1, le=100)
+    per: Duration
+
+
+class FollowUp(OpsModel):
+    after: Duration
+    channel: Channel = "email"
+    template: TemplateName
+    recovered_at: int = Field(4, ge=1, le=5, description="Survey score that means recovered.")
+
+
+class RecoverySpec(OpsModel):
+    mode: Literal["live", "shadow"] = "live"
+    calendar: BusinessCalendar = Field(description="Business days for stalls and callbacks.")
+    rules: Annotated[list[RecoveryRule], Field(min_length=1, max_length=100)]
+    caps: list[FrequencyCap] = Field(default_factory=list)
+    follow_up: FollowUp | None = None
+    episode_timeout: Duration = Field(timedelta(days=30))
+
+
+# --- handoff -------------------------------------------------------------------------------
+
+
+class LowConfidence(OpsModel):
+    below: float = Field(gt=0, lt=1, allow_inf_nan=False)
+    turns: int = Field(2, ge=1, le=20)
+
+
+class NegativeSentiment(OpsModel):
+    below: float = Field(ge=-1, le=1, allow_inf_nan=False)
+
+
+class HandoffTriggers(OpsModel):
+    customer_asks: bool = True
+    bot_requests: bool = True
+    low_confidence: LowConfidence | None = None
+    negative_sentiment: NegativeSentiment | None = None
+    topics: list[Identifier] = Field(
+        default_factory=list, description="Regulated topics: cancellation, complaint, legal, ..."
+    )
+    tiers: list[Identifier] = Field(
+        default_factory=list, description="Customer tiers always handed to a person."
+    )
+
+
+ContextItem = Literal[
+    "transcript", "intents", "attempts", "profile", "open_tickets", "sentiment", "summary"
+]
+
+
+class Route(OpsModel):
+    name: Name
+    when: RouteCondition = "true"
+    queue: Identifier
+    skills: list[Identifier] = Field(default_factory=list)
+    optional_skills: list[Identifier] = Field(default_factory=list)
+    languages: list[Language] = Field(default_factory=list)
+    tiers: list[Identifier] = Field(default_factory=list)
+
+    @property
+    def catches_all(self) -> bool:
+        return self.when.strip() == "true" and not self.languages and not self.tiers
+
+
+class HandoffSpec(OpsModel):
+    triggers: HandoffTriggers
+    context: Annotated[list[ContextItem], Field(min_length=1)]
+    routes: Annotated[list[Route], Field(min_length=1, max_length=50)]
+    offer_timeout: Duration
+    max_offers: int = Field(3, ge=1, le=20, description="Offers before moving to overflow.")
+    relax_after: Duration | None = Field(None, description="Drop optional skills after this.")
+    max_wait: Duration
+    max_queue_depth: int | None = Field(None, ge=1)
+    overflow_queue: Identifier | None = None
+    notice: CustomerNotice = Field(description="Tells the customer a person is coming.")
+    fallback: Actions = Field(description="When no one can take it (after hours, wait too long).")
+    escalation_policy: Name = Field(description="The escalation definition that takes over.")
+
+
+# --- documents -----------------------------------------------------------------------------
+
+
+class _Document(OpsModel):
+    api_version: Literal["opsflow/v1"] = Field(alias="apiVersion")
+    metadata: Metadata
+
+
+class EscalationDefinition(_Document):
+    kind: Literal["escalation"]
+    spec: EscalationSpec
+
+
+class RolloutDefinition(_Document):
+    kind: Literal["rollout"]
+    spec: RolloutSpec
+
+
+class RecoveryDefinition(_Document):
+    kind: Literal["recovery"]
+    spec: RecoverySpec
+
+
+class HandoffDefinition(_Document):
+    kind: Literal["handoff"]
+    spec: HandoffSpec
+
+
+AnyDefinition = Annotated[
+    EscalationDefinition | RolloutDefinition | RecoveryDefinition | HandoffDefinition,
+    Field(discriminator="kind"),
+]
+DEFINITION_MODELS: dict[Kind, type[_Document]] = {
+    "escalation": EscalationDefinition,
+    "rollout": RolloutDefinition,
+    "recovery": RecoveryDefinition,
+    "handoff": HandoffDefinition,
+}
+definition_adapter: TypeAdapter[AnyDefinition] = TypeAdapter(AnyDefinition)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a definition document, for editors and `opsflow defs schema`."""
+    schema = definition_adapter.json_schema(by_alias=True)
+    # `calendar: 24x7` is accepted as shorthand for an always-open UTC calendar.
+    calendar = schema["$defs"]["BusinessCalendar"]
+    schema["$defs"]["BusinessCalendar"] = {
+        "anyOf": [{"const": "24x7", "description": "Always open (UTC)."}, calendar],
+        "title": calendar.get("title", "BusinessCalendar"),
+        "description": calendar.get("description", ""),
+    }
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "opsflow definition"
+    return schema
+
+
+class PinnedDefinition(BaseModel):
+    """The exact definition version a workflow run was started with: its input, never re-read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: int
+    content_hash: str
+    kind: Kind
+    definition: AnyDefinition
+
+    @property
+    def ref(self) -> str:
+        """`name@version`, as shown in OpsDefinition and the ledger."""
+        return f"{self.name}@{self.version}"
+
+    def _expect(self, kind: Kind) -> Any:
+        if self.definition.kind != kind:
+            raise TypeError(f"{self.ref} is a {self.definition.kind} definition, not {kind}")
+        return self.definition.spec
+
+    @property
+    def escalation(self) -> EscalationSpec:
+        spec: EscalationSpec = self._expect("escalation")
+        return spec
+
+    @property
+    def rollout(self) -> RolloutSpec:
+        spec: RolloutSpec = self._expect("rollout")
+        return spec
+
+    @property
+    def recovery(self) -> RecoverySpec:
+        spec: RecoverySpec = self._expect("recovery")
+        return spec
+
+    @property
+    def handoff(self) -> HandoffSpec:
+        spec: HandoffSpec = self._expect("handoff")
+        return spec
