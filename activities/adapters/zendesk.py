@@ -1,0 +1,183 @@
+"""Zendesk Support API v2: tickets and comments, API-token auth (`{email}/token:{token}`).
+
+- create: POST /api/v2/tickets.json with an `Idempotency-Key` header, so a retried create
+  returns the ticket made the first time instead of a second one;
+- read: GET /api/v2/tickets/{id}.json; update and comment: PUT /api/v2/tickets/{id}.json
+  (a comment is `ticket.comment`, public or internal). Zendesk dedups only creates, so a
+  comment retried after Zendesk accepted it but before the outbox recorded it can repeat.
+
+Mapping: priority p1..p4 -> urgent/high/normal/low; status on_hold -> hold; the queue is the
+group when numeric, else a `queue_<name>` tag; the assignee is `assignee_id` when numeric,
+else `assignee_email`; the customer is recorded as the ticket's `external_id` and a tag.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from activities.adapters.http import VendorHttp
+from activities.errors import protocol_error
+from activities.models import AddComment, CommentAdded, CreateTicket, Ticket, UpdateTicket
+from activities.outbox import Effect
+from activities.settings import AdapterSettings
+
+PRIORITY_TO_ZENDESK = {"p1": "urgent", "p2": "high", "p3": "normal", "p4": "low"}
+PRIORITY_FROM_ZENDESK = {value: key for key, value in PRIORITY_TO_ZENDESK.items()}
+STATUS_TO_ZENDESK = {"on_hold": "hold"}
+QUEUE_TAG = "queue_"
+STAGE_TAG = "stage_"
+
+
+class _ZendeskTicket(BaseModel):
+    id: int
+    subject: str | None = None
+    status: str = "new"
+    priority: str | None = None
+    group_id: int | None = None
+    assignee_id: int | None = None
+    external_id: str | None = None
+    tags: list[str] = []
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def _assignment(queue: str | None, assignee: str | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if queue is not None and queue.isdigit():
+        fields["group_id"] = int(queue)
+    if assignee is not None:
+        fields["assignee_id" if assignee.isdigit() else "assignee_email"] = (
+            int(assignee) if assignee.isdigit() else assignee
+        )
+    return fields
+
+
+def _tag(prefix: str, value: str) -> str:
+    return prefix + "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in value.lower())
+
+
+class ZendeskTicketing:
+    name = "zendesk"
+    in_app_database = False
+
+    def __init__(self, base_url: str, email: str, api_token: str, *, timeout: float = 10.0) -> None:
+        self._http = VendorHttp(
+            "zendesk", base_url, auth=(f"{email}/token", api_token), timeout=timeout
+        )
+
+    @classmethod
+    def from_settings(cls, settings: AdapterSettings) -> ZendeskTicketing:
+        assert settings.zendesk_email is not None and settings.zendesk_api_token is not None
+        return cls(
+            settings.zendesk_base_url,
+            settings.zendesk_email,
+            settings.zendesk_api_token.get_secret_value(),
+            timeout=settings.http_timeout_seconds,
+        )
+
+    def _ticket(self, body: dict[str, Any], operation: str) -> Ticket:
+        try:
+            raw = _ZendeskTicket.model_validate(body.get("ticket"))
+        except ValidationError:
+            raise protocol_error("zendesk", operation, "response has no valid `ticket`") from None
+        queue = str(raw.group_id) if raw.group_id is not None else None
+        stage = None
+        for tag in raw.tags:
+            if tag.startswith(QUEUE_TAG) and queue is None:
+                queue = tag.removeprefix(QUEUE_TAG)
+            if tag.startswith(STAGE_TAG):
+                stage = tag.removeprefix(STAGE_TAG)
+        status = {"hold": "on_hold"}.get(raw.status, raw.status)
+        return Ticket(
+            id=str(raw.id),
+            customer_id=raw.external_id,
+            subject=raw.subject or "",
+            status=status,
+            priority=PRIORITY_FROM_ZENDESK.get(raw.priority or "normal", "p3"),
+            queue=queue,
+            assignee=str(raw.assignee_id) if raw.assignee_id is not None else None,
+            tags=raw.tags,
+            stage=stage,
+            created_at=raw.created_at,
+            updated_at=raw.updated_at,
+        )
+
+    async def create_ticket(self, effect: Effect, request: CreateTicket) -> Ticket:
+        tags = list(request.tags)
+        if request.queue and not request.queue.isdigit():
+            tags.append(_tag(QUEUE_TAG, request.queue))
+        if request.stage:
+            tags.append(_tag(STAGE_TAG, request.stage))
+        ticket: dict[str, Any] = {
+            "subject": request.subject,
+            "comment": {"body": request.description or request.subject, "public": False},
+            "priority": PRIORITY_TO_ZENDESK[request.priority],
+            "external_id": request.customer_id,
+            "tags": tags,
+            **_assignment(request.queue, request.assignee),
+        }
+        body = await self._http.json(
+            "create_ticket",
+            "POST",
+            "/api/v2/tickets.json",
+            json={"ticket": ticket},
+            headers={"Idempotency-Key": effect.idempotency_key},
+        )
+        return self._ticket(body, "create_ticket")
+
+    async def get_ticket(self, ticket_id: str) -> Ticket:
+        body = await self._http.json(
+            "get_ticket", "GET", f"/api/v2/tickets/{int_id(ticket_id)}.json"
+        )
+        return self._ticket(body, "get_ticket")
+
+    async def update_ticket(self, effect: Effect, request: UpdateTicket) -> Ticket:
+        ticket: dict[str, Any] = _assignment(request.queue, request.assignee)
+        if request.priority is not None:
+            ticket["priority"] = PRIORITY_TO_ZENDESK[request.priority]
+        if request.status is not None:
+            ticket["status"] = STATUS_TO_ZENDESK.get(request.status, request.status)
+        extra_tags = list(request.add_tags)
+        if request.queue and not request.queue.isdigit():
+            extra_tags.append(_tag(QUEUE_TAG, request.queue))
+        if request.stage:
+            extra_tags.append(_tag(STAGE_TAG, request.stage))
+        if request.tags is not None:
+            ticket["tags"] = [*request.tags, *extra_tags]
+        elif extra_tags:
+            ticket["additional_tags"] = extra_tags
+        body = await self._http.json(
+            "update_ticket",
+            "PUT",
+            f"/api/v2/tickets/{int_id(request.ticket_id)}.json",
+            json={"ticket": ticket},
+        )
+        return self._ticket(body, "update_ticket")
+
+    async def add_comment(self, effect: Effect, request: AddComment) -> CommentAdded:
+        body = await self._http.json(
+            "add_comment",
+            "PUT",
+            f"/api/v2/tickets/{int_id(request.ticket_id)}.json",
+            json={"ticket": {"comment": {"body": request.body, "public": request.public}}},
+        )
+        audit = body.get("audit")
+        events = audit.get("events", []) if isinstance(audit, dict) else []
+        for event in events:
+            if isinstance(event, dict) and event.get("type") == "Comment" and "id" in event:
+                return CommentAdded(comment_id=str(event["id"]))
+        if isinstance(audit, dict) and "id" in audit:
+            return CommentAdded(comment_id=f"audit-{audit['id']}")
+        raise protocol_error("zendesk", "add_comment", "response has no comment audit")
+
+
+def int_id(ticket_id: str) -> int:
+    """Zendesk ticket ids are integers; anything else can never exist there."""
+    from activities.errors import invalid
+
+    if not ticket_id.isdigit():
+        raise invalid(f"Zendesk ticket ids are numbers, not {ticket_id[:40]!r}")
+    return int(ticket_id)

@@ -1,0 +1,318 @@
+"""The sandbox presence backend: agents, their status and capacity, queues and their depth.
+
+opsflow picks the agent itself here: matching skills (all required ones) and a language the
+customer speaks, free capacity, the longest idle first. Reserving an agent (an offer) takes
+one of their conversation slots inside the outbox's transaction, so a retried activity never
+reserves twice; releasing gives it back and restarts their idle clock.
+
+Also the bot's webhook instruction (`stop_replying`, `resume`), sent once per key through
+the outbox to the `webhook` notifier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from activities.deps import ActivityDeps
+from activities.errors import invalid, not_found
+from activities.outbox import Effect, Outbox
+from activities.ports import OutgoingMessage
+from store.db import transaction
+from store.models import SandboxAgent, SandboxQueue, SandboxTicket
+from store.types import utcnow
+from workflows.handoff_model import (
+    AgentReleased,
+    AgentView,
+    BotAction,
+    BotActionSent,
+    OpenTickets,
+    PickAgent,
+    QueueInfo,
+    QueueRequest,
+    ReleaseAgent,
+    Reservation,
+    SetAgentStatus,
+    TicketBrief,
+)
+
+Sessions = async_sessionmaker[AsyncSession]
+
+AVERAGE_HANDLE_SECONDS = 6 * 60
+"""Sandbox estimate of how long one conversation keeps an agent slot."""
+FIRST_OFFER_SECONDS = 60
+"""The estimate when a matching agent is free now."""
+HANDOFF_TAG = "handoff"
+CLOSED_TICKET = ("solved", "closed")
+
+
+class _PresenceBackend:
+    name = "sandbox"
+    in_app_database = True
+
+
+_BACKEND = _PresenceBackend()
+
+
+def queue_hours(text: str) -> str | dict[str, str]:
+    """The seeded queue hours as BusinessCalendar hours: `weekdays-08-18` -> mon-fri 08-18."""
+    if text == "24x7":
+        return "24x7"
+    days, _, span = text.partition("-")
+    start, _, end = span.partition("-")
+    keys = {"weekdays": "mon-fri", "everyday": "mon-sun", "saturdays": "sat"}
+    if days not in keys or not (start.isdigit() and end.isdigit()):
+        raise invalid(f"queue hours {text!r} are not like weekdays-08-18 or 24x7")
+    return {keys[days]: f"{int(start):02d}:00-{int(end):02d}:00"}
+
+
+def matches(agent: SandboxAgent, skills: Sequence[str], languages: Sequence[str]) -> bool:
+    has = set(agent.skills)
+    speaks = set(agent.languages)
+    return set(skills) <= has and (not languages or bool(speaks & set(languages)))
+
+
+def _view(row: SandboxAgent) -> AgentView:
+    return AgentView(
+        id=row.id,
+        name=row.name,
+        team=row.team,
+        skills=list(row.skills),
+        languages=list(row.languages),
+        status=row.status,
+        capacity=row.capacity,
+        active_conversations=row.active_conversations,
+        status_since=row.status_since,
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def list_agents(sessions: Sessions) -> list[AgentView]:
+    async with sessions() as session:
+        rows = await session.scalars(select(SandboxAgent).order_by(SandboxAgent.id))
+        return [_view(row) for row in rows]
+
+
+async def set_agent_status(sessions: Sessions, agent_id: str, status: str) -> AgentView:
+    """Set an agent's status; going offline keeps their conversations (they end normally)."""
+    if status not in ("available", "busy", "offline"):
+        raise invalid(f"unknown status {status!r}: use available, busy or offline")
+    async with transaction(sessions) as session:
+        row = await session.get(SandboxAgent, agent_id)
+        if row is None:
+            raise not_found(f"agent {agent_id!r}")
+        if row.status != status:
+            row.status, row.status_since = status, utcnow()
+        await session.flush()
+        return _view(row)
+
+
+async def queue_info(sessions: Sessions, request: QueueRequest) -> QueueInfo:
+    async with sessions() as session:
+        queue = await session.get(SandboxQueue, request.queue)
+        if queue is None:
+            raise not_found(f"queue {request.queue!r}")
+        waiting = await session.scalars(
+            select(SandboxTicket).where(
+                SandboxTicket.queue == request.queue,
+                SandboxTicket.assignee.is_(None),
+                SandboxTicket.status.not_in(CLOSED_TICKET),
+            )
+        )
+        depth = sum(
+            1
+            for ticket in waiting
+            if HANDOFF_TAG in ticket.tags
+            and "callback" not in ticket.tags
+            and (
+                request.exclude_conversation is None
+                or f"conversation:{request.exclude_conversation}" not in ticket.tags
+            )
+        )
+        agents = list(await session.scalars(select(SandboxAgent)))
+    skills = list(queue.skills) if request.skills is None else request.skills
+    eligible = [a for a in agents if matches(a, skills, request.languages)]
+    staffed = [a for a in eligible if a.status != "offline"]
+    free = sum(
+        max(a.capacity - a.active_conversations, 0) for a in eligible if a.status == "available"
+    )
+    if not staffed:
+        estimate: int | None = None
+    elif free > depth:
+        estimate = FIRST_OFFER_SECONDS
+    else:
+        slots = max(sum(a.capacity for a in staffed), 1)
+        estimate = AVERAGE_HANDLE_SECONDS * math.ceil((depth + 1 - free) / slots)
+    return QueueInfo(
+        id=queue.id,
+        name=queue.name,
+        timezone=queue.timezone,
+        hours=queue_hours(queue.hours),
+        skills=skills,
+        depth=depth,
+        staffed=len(staffed),
+        free_slots=free,
+        estimated_wait_seconds=estimate,
+    )
+
+
+async def _reserve(session: AsyncSession, request: PickAgent) -> Reservation:
+    now = utcnow()
+    rows = await session.scalars(
+        select(SandboxAgent)
+        .where(SandboxAgent.status == "available")
+        .where(SandboxAgent.active_conversations < SandboxAgent.capacity)
+        .order_by(SandboxAgent.status_since, SandboxAgent.id)
+        .with_for_update()
+    )
+    for row in rows:
+        if row.id in request.exclude or not matches(row, request.skills, request.languages):
+            continue
+        idle = int((now - _aware(row.status_since)).total_seconds())
+        row.active_conversations += 1
+        await session.flush()
+        return Reservation(
+            agent_id=row.id,
+            name=row.name,
+            skills=list(row.skills),
+            languages=list(row.languages),
+            idle_seconds=max(idle, 0),
+        )
+    return Reservation(agent_id=None)
+
+
+async def _release(session: AsyncSession, request: ReleaseAgent) -> AgentReleased:
+    row = await session.get(SandboxAgent, request.agent_id, with_for_update=True)
+    if row is None:
+        raise not_found(f"agent {request.agent_id!r}")
+    row.active_conversations = max(row.active_conversations - 1, 0)
+    row.status_since = utcnow()  # idle again from now: the longest idle goes first
+    await session.flush()
+    return AgentReleased(agent_id=row.id, active_conversations=row.active_conversations)
+
+
+class PresenceActivities:
+    def __init__(self, deps: ActivityDeps) -> None:
+        self._deps = deps
+        self._sessions = deps.sessions
+        self._outbox = Outbox(deps.sessions)
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity of this module, for the worker's list."""
+        return [
+            self.queue_info,
+            self.reserve_agent,
+            self.release_agent,
+            self.set_status,
+            self.open_tickets,
+            self.bot_action,
+        ]
+
+    @activity.defn(name="presence.queue_info")
+    async def queue_info(self, request: QueueRequest) -> QueueInfo:
+        """A queue's hours, waiting conversations, matching staff and estimated wait."""
+        return await queue_info(self._sessions, request)
+
+    @activity.defn(name="presence.reserve_agent")
+    async def reserve_agent(self, request: PickAgent) -> Reservation:
+        """Reserve the longest-idle available agent with the skills, a language and capacity."""
+
+        async def act(effect: Effect) -> Reservation:
+            assert effect.session is not None
+            return await _reserve(effect.session, request)
+
+        return await self._outbox.run(
+            idempotency_key=request.idempotency_key,
+            system="presence",
+            operation="reserve_agent",
+            backend=_BACKEND,
+            result_type=Reservation,
+            act=act,
+        )
+
+    @activity.defn(name="presence.release_agent")
+    async def release_agent(self, request: ReleaseAgent) -> AgentReleased:
+        """Give a reserved conversation slot back (decline, timeout, end of conversation)."""
+
+        async def act(effect: Effect) -> AgentReleased:
+            assert effect.session is not None
+            return await _release(effect.session, request)
+
+        return await self._outbox.run(
+            idempotency_key=request.idempotency_key,
+            system="presence",
+            operation="release_agent",
+            backend=_BACKEND,
+            result_type=AgentReleased,
+            act=act,
+        )
+
+    @activity.defn(name="presence.set_status")
+    async def set_status(self, request: SetAgentStatus) -> AgentView:
+        return await set_agent_status(self._sessions, request.agent_id, request.status)
+
+    @activity.defn(name="presence.open_tickets")
+    async def open_tickets(self, request: OpenTickets) -> list[TicketBrief]:
+        """The customer's open tickets (for the context packet), newest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(SandboxTicket)
+                .where(
+                    SandboxTicket.customer_id == request.customer_id,
+                    SandboxTicket.status.not_in(CLOSED_TICKET),
+                )
+                .order_by(SandboxTicket.created_at.desc())
+                .limit(20)
+            )
+            return [
+                TicketBrief(id=r.id, subject=r.subject, status=r.status, priority=r.priority)
+                for r in rows
+                if request.exclude_tag is None or request.exclude_tag not in r.tags
+            ]
+
+    @activity.defn(name="handoff.bot_action")
+    async def bot_action(self, request: BotAction) -> BotActionSent:
+        """Tell the bot (webhook `bot:<conversation>`) to stop replying or to resume; once."""
+        notifier = self._deps.resolved_backends.notifiers.get("webhook")
+        if notifier is None:
+            raise invalid("no backend configured for channel 'webhook'")
+        message = OutgoingMessage(
+            channel="webhook",
+            recipient=f"bot:{request.conversation_id}",
+            subject=f"bot.{request.action}",
+            body=json.dumps(
+                {
+                    "action": request.action,
+                    "conversation_id": request.conversation_id,
+                    "reason": request.reason,
+                }
+            ),
+            language="en",
+            template=f"bot.{request.action}",
+            severity="info",
+            customer_id=request.customer_id,
+        )
+
+        async def deliver(effect: Effect) -> BotActionSent:
+            return BotActionSent(
+                message_id=await notifier.send(effect, message), backend=notifier.name
+            )
+
+        return await self._outbox.run(
+            idempotency_key=request.idempotency_key,
+            system="notify",
+            operation="bot_action",
+            backend=notifier,
+            result_type=BotActionSent,
+            act=deliver,
+        )

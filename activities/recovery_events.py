@@ -1,0 +1,60 @@
+"""Delivering workflow-emitted events (`sla.breached`) to the customer's recovery workflow.
+
+A workflow cannot signal-with-start another, so this activity does it with the worker's own
+client: `Recovery` workflow `customer-<id>`, signal `event`, the envelope plus the recovery
+rule sets deployed now. The envelope's id is deterministic (the escalation workflow uses
+`<case workflow id>/<sla>` from source `escalation`), so a retried activity delivers an event
+the recovery workflow has already seen, and it ignores it: exactly once per breach.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import ActivityDeps
+from definitions.events import EventEnvelope, parse_event_data
+from definitions.registry import latest_of_kind
+from workflows import search_attributes as sa
+from workflows.recovery import RecoveryInput, RecoveryRules, customer_workflow_id
+
+
+class RecoveryEventActivities:
+    def __init__(self, deps: ActivityDeps) -> None:
+        self._sessions = deps.sessions
+
+    @activity.defn(name="recovery.deliver_event")
+    async def deliver_event(self, event: EventEnvelope) -> str:
+        """Signal-with-start `customer-<id>` with `event`; returns the workflow id ("" when
+        no recovery rule set is deployed: there is nothing to decide with)."""
+        try:
+            parse_event_data(event.type, event.data)
+        except (KeyError, ValueError) as exc:
+            raise ApplicationError(
+                f"cannot deliver a bad {event.type} event: {str(exc)[:200]}", non_retryable=True
+            ) from None
+        customer = event.data.get("customer_id")
+        if not isinstance(customer, str):
+            raise ApplicationError("the event names no customer_id", non_retryable=True)
+        rules = await latest_of_kind(self._sessions, "recovery")
+        if not rules:
+            activity.logger.info("no recovery rules deployed: %s not delivered", event.type)
+            return ""
+        workflow_id = customer_workflow_id(customer)
+        await activity.client().start_workflow(
+            "Recovery",
+            RecoveryInput(rules=rules),
+            id=workflow_id,
+            task_queue=activity.info().task_queue,
+            start_signal="event",
+            start_signal_args=[event, RecoveryRules(rules=rules)],
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.OPS_KIND, "recovery"),
+                    SearchAttributePair(sa.OPS_CUSTOMER_ID, customer),
+                ]
+            ),
+            static_summary=f"recovery for {customer}",
+        )
+        return workflow_id

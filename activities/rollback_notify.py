@@ -1,0 +1,236 @@
+"""Rollback of one phase of a rollout, for its customers: tell each of them once, in their
+language, and run the plan's service-recovery actions, in batches with heartbeats.
+
+The customers are the phase's cohort minus the earlier phases' cohorts, selected here (by the
+same stable hash the changes activity used), so their ids never enter a workflow history.
+Every effect goes through the outbox with a key of `<key>/<customer id>/...`: a retried
+attempt (resuming from its last heartbeat) never notifies or acts twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.cohorts import Condition
+from activities.crm import CrmActivities
+from activities.deps import ActivityDeps
+from activities.heartbeat import heartbeat
+from activities.models import (
+    AddNote,
+    ApplyCredit,
+    Channel,
+    CohortSpec,
+    CreateTicket,
+    CustomerProfile,
+    IdempotencyKey,
+    SendMessage,
+)
+from activities.notify import NotifyActivities
+from activities.ticketing import TicketingActivities
+from definitions.common import (
+    CreateTicketAction,
+    CreditAction,
+    CrmNoteAction,
+    NotifyAction,
+    ScheduleCallbackAction,
+)
+from definitions.models import RecoveryStep
+from definitions.templates import TemplateProblem, render_string
+
+log = structlog.get_logger(__name__)
+
+_CHANNELS: dict[str, Channel] = {
+    "email": "email",
+    "slack": "chat",
+    "chat": "chat",
+    "pager": "pager",
+    "sms": "chat",
+}
+
+
+class CustomerNoticeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: str = "email"
+    template: str = Field(min_length=1, max_length=120)
+
+
+class NotifyPhaseCustomers(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idempotency_key: IdempotencyKey
+    change_id: str = Field(min_length=1, max_length=64)
+    phase: str = Field(min_length=1, max_length=64)
+    cohort: CohortSpec
+    earlier: list[CohortSpec] = Field(
+        default_factory=list, description="earlier phases' cohorts: their customers are theirs"
+    )
+    notice: CustomerNoticeRequest | None = None
+    recovery: list[RecoveryStep] = Field(default_factory=list)
+    context: dict[str, Any] = Field(default_factory=dict, description="`change` and `phase`")
+    batch_size: int = Field(200, ge=1, le=5_000)
+
+
+class PhaseCustomersNotified(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customers: int
+    notified: int
+    recovery_actions: int
+    failed: int = Field(description="customers an effect was refused for (e.g. no email)")
+
+
+class RollbackNotifyActivities:
+    def __init__(self, deps: ActivityDeps) -> None:
+        self._deps = deps
+        self._notify = NotifyActivities(deps)
+        self._crm = CrmActivities(deps)
+        self._ticketing = TicketingActivities(deps)
+
+    @activity.defn(name="rollout.notify_phase_customers")
+    async def notify_phase_customers(self, request: NotifyPhaseCustomers) -> PhaseCustomersNotified:
+        crm = self._deps.resolved_backends.crm
+        members = (await crm.cohort_members(request.cohort)).customer_ids
+        if request.earlier:
+            taken: set[str] = set()
+            for spec in request.earlier:
+                taken.update((await crm.cohort_members(spec)).customer_ids)
+            members = [customer for customer in members if customer not in taken]
+        conditions = [Condition(step.when) if step.when else None for step in request.recovery]
+        # A retried attempt resumes after the last batch it reported; the outbox makes the
+        # overlap (a batch cut short by a crash) harmless.
+        start, notified, actions, failed = 0, 0, 0, 0
+        details = activity.info().heartbeat_details if activity.in_activity() else ()
+        if details:
+            start, notified, actions, failed = (int(n) for n in details[0])
+        for offset in range(start, len(members), request.batch_size):
+            for customer_id in members[offset : offset + request.batch_size]:
+                try:
+                    sent, acted = await self._one(request, customer_id, conditions)
+                except ApplicationError as exc:
+                    if not exc.non_retryable:
+                        raise
+                    failed += 1
+                    log.warning(
+                        "rollback.customer_refused", customer_id=customer_id, error=exc.message
+                    )
+                    continue
+                notified += sent
+                actions += acted
+            done = min(offset + request.batch_size, len(members))
+            heartbeat((done, notified, actions, failed))
+        log.info(
+            "rollback.phase_customers",
+            change_id=request.change_id,
+            phase=request.phase,
+            customers=len(members),
+            notified=notified,
+            recovery_actions=actions,
+            failed=failed,
+        )
+        return PhaseCustomersNotified(
+            customers=len(members), notified=notified, recovery_actions=actions, failed=failed
+        )
+
+    async def _one(
+        self,
+        request: NotifyPhaseCustomers,
+        customer_id: str,
+        conditions: list[Condition | None],
+    ) -> tuple[int, int]:
+        key = f"{request.idempotency_key}/{customer_id}"
+        profile: CustomerProfile = await self._deps.resolved_backends.crm.get_customer(customer_id)
+        customer = profile.model_dump(mode="json")
+        customer["lifetime_value"] = float(profile.lifetime_value)
+        context = {**request.context, "customer": customer}
+        sent = 0
+        if request.notice is not None:
+            await self._notify.send(
+                SendMessage(
+                    idempotency_key=f"{key}/notice",
+                    channel=_CHANNELS.get(request.notice.channel, "email"),
+                    recipient=f"customer:{customer_id}",
+                    template=request.notice.template,
+                    context=context,
+                    severity="info",
+                )
+            )
+            sent = 1
+        acted = 0
+        for number, (step, condition) in enumerate(zip(request.recovery, conditions, strict=True)):
+            if condition is not None and not condition.matches(customer):
+                continue
+            for index, action in enumerate(step.actions):
+                acted += await self._act(
+                    action, f"{key}/recovery/{number}/{index}", customer_id, context
+                )
+        return sent, acted
+
+    async def _act(
+        self, action: object, key: str, customer_id: str, context: dict[str, Any]
+    ) -> int:
+        if isinstance(action, CrmNoteAction):
+            await self._crm.add_note(
+                AddNote(
+                    idempotency_key=key, customer_id=customer_id, body=_render(action.text, context)
+                )
+            )
+        elif isinstance(action, CreateTicketAction):
+            await self._ticketing.create_ticket(
+                CreateTicket(
+                    idempotency_key=key,
+                    customer_id=customer_id,
+                    subject=_render(action.subject, context),
+                    priority=action.priority,
+                    queue=action.queue,
+                    tags=["opsflow", "rollout", "rollback"],
+                )
+            )
+        elif isinstance(action, ScheduleCallbackAction):
+            await self._ticketing.create_ticket(
+                CreateTicket(
+                    idempotency_key=key,
+                    customer_id=customer_id,
+                    subject="Call the customer back",
+                    queue=action.queue,
+                    tags=["opsflow", "rollout", "callback"],
+                )
+            )
+        elif isinstance(action, CreditAction):
+            if action.approval_above is not None and action.amount > action.approval_above:
+                return 0
+            await self._crm.apply_credit(
+                ApplyCredit(
+                    idempotency_key=key,
+                    customer_id=customer_id,
+                    amount=action.amount,
+                    currency=action.currency,
+                    reason=action.reason,
+                )
+            )
+        elif isinstance(action, NotifyAction):
+            for m, name in enumerate(action.to):
+                await self._notify.send(
+                    SendMessage(
+                        idempotency_key=f"{key}/{m}",
+                        channel=_CHANNELS[action.channel],
+                        recipient=f"customer:{customer_id}" if name == "customer" else name,
+                        template=action.template,
+                        context=context,
+                    )
+                )
+        else:  # assign, set_priority, update_ticket, start: nothing to act on per customer
+            return 0
+        return 1
+
+
+def _render(source: str, context: dict[str, Any]) -> str:
+    try:
+        return render_string(source, context)
+    except TemplateProblem as exc:
+        return f"{source}\n\n[template could not be rendered: {exc}]"

@@ -1,0 +1,141 @@
+"""Adapter settings: which backend each system uses, and the vendors' endpoints and secrets.
+
+Every value comes from an `OPSFLOW_*` environment variable; secrets are `SecretStr` so they
+never appear in a repr or a log line. With nothing set, every system uses the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.settings import SettingsError
+
+DEFAULT_PROMQL = {
+    "csat": 'avg_over_time(opsflow_csat{{cohort="{cohort}"}}[{window}])',
+    "complaint_rate": 'avg_over_time(opsflow_complaint_rate{{cohort="{cohort}"}}[{window}])',
+    "handle_time": 'avg_over_time(opsflow_handle_time_seconds{{cohort="{cohort}"}}[{window}])',
+    "repeat_contacts": 'avg_over_time(opsflow_repeat_contacts{{cohort="{cohort}"}}[{window}])',
+    "error_rate": 'avg_over_time(opsflow_error_rate{{cohort="{cohort}"}}[{window}])',
+}
+DEFAULT_PROMQL_SAMPLES = 'sum(count_over_time(opsflow_{metric}{{cohort="{cohort}"}}[{window}]))'
+
+
+class AdapterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPSFLOW_", extra="ignore", frozen=True)
+
+    # --- backend per system -----------------------------------------------------------------
+    crm_backend: Literal["sandbox", "hubspot"] = Field(
+        "sandbox", description="Customer profiles, cohorts and timeline notes."
+    )
+    credits_backend: Literal["sandbox"] = Field(
+        "sandbox", description="Service credits (HubSpot has no credit ledger)."
+    )
+    ticketing_backend: Literal["sandbox", "zendesk"] = Field("sandbox")
+    email_backend: Literal["sandbox", "smtp"] = Field("sandbox")
+    chat_backend: Literal["sandbox", "slack"] = Field("sandbox")
+    pager_backend: Literal["sandbox", "pagerduty"] = Field("sandbox")
+    webhook_backend: Literal["sandbox", "webhook"] = Field(
+        "sandbox", description="Where `notify` messages on the webhook channel go."
+    )
+    changes_backend: Literal["sandbox", "webhook"] = Field(
+        "sandbox", description="Flag changes: the sandbox flag store or a signed webhook."
+    )
+    metrics_backend: Literal["sandbox", "prometheus"] = Field("sandbox")
+
+    # --- Zendesk Support API v2 --------------------------------------------------------------
+    zendesk_subdomain: str | None = Field(None, description="<subdomain>.zendesk.com")
+    zendesk_url: str | None = Field(
+        None, description="Base URL instead of the subdomain (tests, proxies)."
+    )
+    zendesk_email: str | None = Field(None, description="Agent email for API-token auth.")
+    zendesk_api_token: SecretStr | None = None
+
+    # --- HubSpot CRM v3 ----------------------------------------------------------------------
+    hubspot_url: str = "https://api.hubapi.com"
+    hubspot_token: SecretStr | None = Field(None, description="Private app access token.")
+
+    # --- SMTP ----------------------------------------------------------------------------------
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "opsflow <opsflow@localhost>"
+    smtp_starttls: bool = Field(True, description="Upgrade with STARTTLS before logging in.")
+    smtp_ssl: bool = Field(False, description="Implicit TLS (port 465) instead of STARTTLS.")
+    smtp_timeout_seconds: float = Field(20.0, gt=0)
+
+    # --- Slack incoming webhooks --------------------------------------------------------------
+    slack_webhook_url: SecretStr | None = Field(
+        None, description="The webhook URL is itself the credential."
+    )
+
+    # --- PagerDuty Events API v2 --------------------------------------------------------------
+    pagerduty_url: str = "https://events.pagerduty.com"
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_source: str = "opsflow"
+
+    # --- generic signed webhook (notify and changes) -----------------------------------------
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 signing secret.")
+
+    # --- Prometheus HTTP API -------------------------------------------------------------------
+    prometheus_url: str | None = None
+    prometheus_bearer_token: SecretStr | None = None
+    prometheus_queries: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_PROMQL),
+        description="PromQL per metric (JSON), with {cohort} and {window} placeholders.",
+    )
+    prometheus_sample_query: str = Field(
+        DEFAULT_PROMQL_SAMPLES,
+        description="PromQL for the sample size, with {metric}, {cohort} and {window}.",
+    )
+
+    http_timeout_seconds: float = Field(10.0, gt=0, description="Per vendor HTTP request.")
+
+    @model_validator(mode="after")
+    def _selected_backends_are_configured(self) -> AdapterSettings:
+        missing: list[str] = []
+
+        def need(selected: bool, **values: object) -> None:
+            if selected:
+                missing.extend(
+                    f"OPSFLOW_{name.upper()}" for name, value in values.items() if not value
+                )
+
+        need(
+            self.ticketing_backend == "zendesk",
+            zendesk_email=self.zendesk_email,
+            zendesk_api_token=self.zendesk_api_token,
+        )
+        if self.ticketing_backend == "zendesk" and not (self.zendesk_subdomain or self.zendesk_url):
+            missing.append("OPSFLOW_ZENDESK_SUBDOMAIN")
+        need(self.crm_backend == "hubspot", hubspot_token=self.hubspot_token)
+        need(self.email_backend == "smtp", smtp_host=self.smtp_host)
+        need(self.chat_backend == "slack", slack_webhook_url=self.slack_webhook_url)
+        need(self.pager_backend == "pagerduty", pagerduty_routing_key=self.pagerduty_routing_key)
+        uses_webhook = "webhook" in (self.webhook_backend, self.changes_backend)
+        need(uses_webhook, webhook_url=self.webhook_url, webhook_secret=self.webhook_secret)
+        need(self.metrics_backend == "prometheus", prometheus_url=self.prometheus_url)
+        if missing:
+            raise ValueError("the selected backends need " + ", ".join(dict.fromkeys(missing)))
+        return self
+
+    @property
+    def zendesk_base_url(self) -> str:
+        return self.zendesk_url or f"https://{self.zendesk_subdomain}.zendesk.com"
+
+
+def load_adapter_settings() -> AdapterSettings:
+    """Read the adapter settings, or raise SettingsError naming the variables at fault."""
+    try:
+        return AdapterSettings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]).upper() if error["loc"] else ""
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"OPSFLOW_{field}: {message}" if field else message)
+        raise SettingsError("; ".join(problems)) from None
