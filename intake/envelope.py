@@ -1,0 +1,173 @@
+"""CloudEvents 1.0 in, EventEnvelope out: structured, binary and batch modes.
+
+The envelope's attributes are checked by the `cloudevents` package (required attributes,
+spec version, extension names, a time zone on `time`); `data` by the type's pydantic model,
+which refuses unknown fields. Every refusal names the field, with a `[n]` prefix in a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from cloudevents.core.exceptions import CloudEventValidationError
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import TypeAdapter, ValidationError
+
+from definitions.events import EVENT_TYPES, EventEnvelope, parse_event_data, subject_of
+from intake.body import parse_json
+from intake.problems import Problem, invalid
+
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+MAX_BATCH = 100
+_ATTRIBUTES = {
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+}
+_time = TypeAdapter(datetime)
+
+
+def _field(prefix: str, name: str) -> str:
+    return f"{prefix}{name}" if prefix else name
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def to_envelope(
+    attributes: Mapping[str, Any], data: Any, source: str, prefix: str = ""
+) -> EventEnvelope:
+    """Validate one event's attributes and data; `source` is the authenticated sender."""
+    errors: list[dict[str, Any]] = []
+    attrs = {k: v for k, v in attributes.items() if k != "data"}
+    if isinstance(attrs.get("time"), str):
+        try:
+            attrs["time"] = _time.validate_python(attrs["time"])
+        except ValidationError:
+            errors.append({"field": _field(prefix, "time"), "message": "not an RFC 3339 time"})
+            attrs.pop("time")
+    for name in attrs:
+        if not isinstance(name, str) or (name not in _ATTRIBUTES and not name.isalnum()):
+            errors.append({"field": _field(prefix, str(name)[:60]), "message": "unknown attribute"})
+    if not errors:
+        try:
+            CloudEvent(dict(attrs))
+        except CloudEventValidationError as exc:
+            for name, problems in exc.errors.items():
+                errors.extend({"field": _field(prefix, name), "message": str(p)} for p in problems)
+    if errors:
+        raise invalid(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+    if attrs["source"] != source:
+        raise invalid(
+            f"{_field(prefix, 'source')}: must be {source!r}, the sender this request is signed as",
+            [{"field": _field(prefix, "source"), "message": f"must be {source!r}"}],
+        )
+    event_type = attrs["type"]
+    if event_type not in EVENT_TYPES:
+        known = ", ".join(EVENT_TYPES)
+        raise invalid(
+            f"{_field(prefix, 'type')}: unknown event type {str(event_type)[:80]!r}",
+            [{"field": _field(prefix, "type"), "message": f"one of {known}"}],
+        )
+    content_type = attrs.get("datacontenttype")
+    if content_type is not None and content_type.split(";")[0].strip() != "application/json":
+        raise invalid(
+            f"{_field(prefix, 'datacontenttype')}: only application/json data is accepted",
+            [{"field": _field(prefix, "datacontenttype"), "message": "use application/json"}],
+        )
+    if not isinstance(data, dict):
+        raise invalid(
+            f"{_field(prefix, 'data')}: must be a JSON object",
+            [{"field": _field(prefix, "data"), "message": "must be a JSON object"}],
+        )
+    try:
+        model = parse_event_data(event_type, data)
+    except ValidationError as exc:
+        found = [
+            {
+                "field": _field(prefix, _loc(("data", *e["loc"]))),
+                "message": str(e["msg"]).removeprefix("Value error, "),
+            }
+            for e in exc.errors()
+        ]
+        raise invalid(f"{found[0]['field']}: {found[0]['message']}", found) from None
+    subject = attrs.get("subject") or subject_of(event_type, model)
+    if len(str(attrs["id"])) > 200 or len(subject) > 200:
+        raise invalid(
+            "id and subject are at most 200 characters",
+            [{"field": _field(prefix, "id"), "message": "at most 200 characters"}],
+        )
+    return EventEnvelope(
+        id=attrs["id"],
+        source=source,
+        type=event_type,
+        subject=subject,
+        time=attrs.get("time"),
+        data=model.model_dump(mode="json", by_alias=True),
+    )
+
+
+def _structured(document: Any, source: str, prefix: str = "") -> EventEnvelope:
+    if not isinstance(document, dict):
+        raise invalid(
+            f"{prefix or 'body'}: a CloudEvent is a JSON object",
+            [{"field": prefix or "body", "message": "must be a JSON object"}],
+        )
+    return to_envelope(document, document.get("data"), source, prefix)
+
+
+def parse_events(
+    content_type: str, headers: Mapping[str, str], body: bytes, source: str
+) -> list[EventEnvelope]:
+    """The events in a request, in order, or a Problem for the first thing wrong."""
+    media = content_type.split(";")[0].strip().lower()
+    if media == STRUCTURED:
+        return [_structured(parse_json(body), source)]
+    if media == BATCH:
+        document = parse_json(body)
+        if not isinstance(document, list):
+            raise invalid(
+                "a batch is a JSON array of CloudEvents",
+                [{"field": "body", "message": "must be a JSON array"}],
+            )
+        if not 1 <= len(document) <= MAX_BATCH:
+            raise invalid(
+                f"a batch holds 1 to {MAX_BATCH} events, not {len(document)}",
+                [{"field": "body", "message": f"1 to {MAX_BATCH} events"}],
+            )
+        events = [_structured(item, source, f"[{i}].") for i, item in enumerate(document)]
+        ids = [e.id for e in events]
+        if len(set(ids)) != len(ids):
+            raise invalid("the batch repeats an event id", [{"field": "id", "message": "repeated"}])
+        return events
+    if media == "application/json":
+        attributes = {
+            key[3:]: value for key, value in headers.items() if key.lower().startswith("ce-")
+        }
+        if "specversion" not in attributes:
+            raise invalid(
+                "binary mode needs ce-specversion, ce-id, ce-source and ce-type headers",
+                [{"field": "ce-specversion", "message": "missing"}],
+            )
+        return [to_envelope(attributes, parse_json(body), source)]
+    raise Problem(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"Content-Type {media[:80]!r} is not accepted: send {STRUCTURED}, {BATCH}, or "
+        "application/json with ce-* headers",
+        [{"field": "Content-Type", "message": "unsupported"}],
+    )

@@ -1,0 +1,107 @@
+"""Running the intake: from settings, alone (`opsflow intake`) or inside `opsflow dev`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from activities.backends import Backends
+from activities.settings import load_adapter_settings
+from intake.app import Intake, create_app
+from intake.relay import Relay
+from intake.router import Router, TemporalLink
+from store.db import create_engine, session_factory
+from worker.settings import Settings
+from worker.temporal import connect
+
+DEV_SOURCE = "dev"
+
+
+def dev_secret(data_dir: Path) -> str:
+    """The `dev` sender's secret: made once per data folder and kept there."""
+    path = data_dir / "intake-dev-secret"
+    if path.exists():
+        return path.read_text().strip()
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
+def build_intake(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    client: Client | None = None,
+    extra_sources: dict[str, str] | None = None,
+) -> Intake:
+    sessions = session_factory(engine)
+    link = TemporalLink(lambda: connect(settings), client)
+    crm = Backends.from_settings(load_adapter_settings(), sessions).crm
+    router = Router(link, sessions, settings.task_queue, crm)
+    sources = {**settings.intake_sources, **(extra_sources or {})}
+    return Intake(sessions=sessions, sources=sources, link=link, relay=Relay(sessions, router))
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller's stop event rules."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def server(app: FastAPI, settings: Settings) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=settings.intake_host,
+        port=settings.intake_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        limit_concurrency=1000,
+        timeout_graceful_shutdown=10,
+    )
+    return _QuietServer(config)
+
+
+async def serve_until(srv: uvicorn.Server, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then shut down cleanly."""
+    task = asyncio.create_task(srv.serve())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        srv.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        stopper.cancel()
+
+
+async def run_intake(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    client: Client | None = None,
+    extra_sources: dict[str, str] | None = None,
+) -> None:
+    engine = create_engine(settings.database)
+    try:
+        intake = build_intake(settings, engine, client=client, extra_sources=extra_sources)
+        await serve_until(server(create_app(intake), settings), stop)
+    finally:
+        await engine.dispose()
+
+
+def address(settings: Settings) -> str:
+    return f"http://{settings.intake_host}:{settings.intake_port}"
