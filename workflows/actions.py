@@ -1,0 +1,284 @@
+"""Running a definition's actions through the integration activities.
+
+Each action gets a deterministic idempotency key, `<workflow id>/<step>/<n>`, so a retried
+activity, a replayed workflow or a re-delivered event never acts twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.ledger import LedgerAppend
+    from activities.models import (
+        AddComment,
+        AddNote,
+        ApplyCredit,
+        CommentAdded,
+        CreateTicket,
+        CreditApplied,
+        MessageSent,
+        NoteAdded,
+        SendMessage,
+        Ticket,
+        UpdateTicket,
+    )
+    from definitions.common import (
+        Action,
+        AssignAction,
+        CreateTicketAction,
+        CreditAction,
+        CrmNoteAction,
+        NotifyAction,
+        ScheduleCallbackAction,
+        SetPriorityAction,
+        StartAction,
+        UpdateTicketAction,
+    )
+    from definitions.templates import TemplateProblem, render_string
+
+# Vendors fail in bursts; back off up to a minute and give up after a day, by which time a
+# person has seen the failed activity in the UI.
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+ACTIVITY_DEADLINE = timedelta(days=1)
+
+PRIORITY_ORDER = ("p4", "p3", "p2", "p1")
+# The definitions language names chat channels by product; the notify activity by kind.
+_CHANNELS = {
+    "email": "email",
+    "slack": "chat",
+    "chat": "chat",
+    "pager": "pager",
+    "webhook": "webhook",
+}
+
+
+async def call(activity: str, arg: Any, result_type: type[Any]) -> Any:
+    return await workflow.execute_activity(
+        activity,
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=ACTIVITY_TIMEOUT,
+        schedule_to_close_timeout=ACTIVITY_DEADLINE,
+        retry_policy=ACTIVITY_RETRY,
+    )
+
+
+def raised(priority: str) -> str:
+    """One step more urgent (p4 -> p3); p1 stays p1."""
+    index = PRIORITY_ORDER.index(priority)
+    return PRIORITY_ORDER[min(index + 1, len(PRIORITY_ORDER) - 1)]
+
+
+@dataclass
+class ActionTarget:
+    """Who and what a definition's actions apply to, and what their templates may use."""
+
+    kind: str
+    customer_id: str
+    ticket_id: str | None = None
+    assignee: str | None = None
+    owner: str | None = None
+    account_manager: str | None = None
+    definition: str | None = None
+    template_context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ActionOutcome:
+    new_priority: str | None = None
+    new_assignee: str | None = None
+    new_queue: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def _recipient(name: str, target: ActionTarget) -> str:
+    if name == "customer":
+        return f"customer:{target.customer_id}"
+    if name == "assignee":
+        return f"agent:{target.assignee}" if target.assignee else "queue:unassigned"
+    if name == "owner" and target.owner:
+        return f"team:{target.owner}"
+    if name == "account_manager":
+        return (
+            f"agent:{target.account_manager}" if target.account_manager else "team:account-managers"
+        )
+    return name
+
+
+def _render(source: str, target: ActionTarget) -> str:
+    try:
+        return render_string(source, target.template_context)
+    except TemplateProblem as exc:
+        # A definition passed lint, so this is data the template did not expect: say so in
+        # the text rather than lose the whole action.
+        return f"{source}\n\n[template could not be rendered: {exc}]"
+
+
+async def ledger(
+    target: ActionTarget,
+    step: str,
+    detail: dict[str, Any],
+    *,
+    subject: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    info = workflow.info()
+    await call(
+        "ledger.append",
+        LedgerAppend(
+            idempotency_key=f"{info.workflow_id}/{step}/ledger",
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            kind=target.kind,
+            subject=subject or target.ticket_id or target.customer_id,
+            step=step,
+            detail=detail,
+            definition=target.definition,
+            at=at or workflow.now(),
+        ),
+        int,
+    )
+
+
+async def run_actions(
+    actions: list[Action], target: ActionTarget, step: str, *, priority: str | None = None
+) -> ActionOutcome:
+    """Run `actions` in order for `target`; `step` names them in keys and the ledger."""
+    outcome = ActionOutcome()
+    base = f"{workflow.info().workflow_id}/{step}"
+    for n, action in enumerate(actions):
+        try:
+            await _run_one(action, f"{base}/{n}", target, outcome, priority)
+        except ActivityError as exc:
+            # One failed action (a vendor refused it, a ticket is gone) must not end the
+            # case: it is recorded, and the remaining actions still run.
+            outcome.failed.append(f"{action.type}: {exc.cause or exc}")
+    return outcome
+
+
+async def _run_one(
+    action: Action, key: str, target: ActionTarget, outcome: ActionOutcome, priority: str | None
+) -> None:
+    if isinstance(action, NotifyAction):
+        for m, name in enumerate(action.to):
+            await call(
+                "notify.send",
+                SendMessage(
+                    idempotency_key=f"{key}/{m}",
+                    channel=_CHANNELS[action.channel],
+                    recipient=_recipient(name, target),
+                    template=action.template,
+                    context=target.template_context,
+                ),
+                MessageSent,
+            )
+    elif isinstance(action, AssignAction) and target.ticket_id:
+        await call(
+            "ticketing.update_ticket",
+            UpdateTicket(
+                idempotency_key=key,
+                ticket_id=target.ticket_id,
+                queue=action.queue,
+                assignee=action.agent,
+            ),
+            Ticket,
+        )
+        outcome.new_queue, outcome.new_assignee = action.queue, action.agent
+    elif isinstance(action, SetPriorityAction) and target.ticket_id:
+        current = outcome.new_priority or priority or "p3"
+        new = raised(current) if action.priority == "raise" else action.priority
+        await call(
+            "ticketing.update_ticket",
+            UpdateTicket(idempotency_key=key, ticket_id=target.ticket_id, priority=new),
+            Ticket,
+        )
+        outcome.new_priority = new
+    elif isinstance(action, UpdateTicketAction) and target.ticket_id:
+        if action.status is not None or action.tags:
+            await call(
+                "ticketing.update_ticket",
+                UpdateTicket(
+                    idempotency_key=key,
+                    ticket_id=target.ticket_id,
+                    status=action.status,
+                    add_tags=list(action.tags),
+                ),
+                Ticket,
+            )
+        if action.comment is not None:
+            await call(
+                "ticketing.add_comment",
+                AddComment(
+                    idempotency_key=f"{key}/comment",
+                    ticket_id=target.ticket_id,
+                    body=_render(action.comment, target),
+                ),
+                CommentAdded,
+            )
+    elif isinstance(action, CrmNoteAction):
+        await call(
+            "crm.add_note",
+            AddNote(
+                idempotency_key=key,
+                customer_id=target.customer_id,
+                body=_render(action.text, target),
+            ),
+            NoteAdded,
+        )
+    elif isinstance(action, CreditAction):
+        if action.approval_above is not None and action.amount > action.approval_above:
+            outcome.skipped.append(f"credit of {action.amount} {action.currency} needs approval")
+            return
+        await call(
+            "crm.apply_credit",
+            ApplyCredit(
+                idempotency_key=key,
+                customer_id=target.customer_id,
+                amount=action.amount,
+                currency=action.currency,
+                reason=action.reason,
+            ),
+            CreditApplied,
+        )
+    elif isinstance(action, CreateTicketAction):
+        await call(
+            "ticketing.create_ticket",
+            CreateTicket(
+                idempotency_key=key,
+                customer_id=target.customer_id,
+                subject=_render(action.subject, target),
+                priority=action.priority,
+                queue=action.queue,
+                tags=["opsflow", target.kind],
+            ),
+            Ticket,
+        )
+    elif isinstance(action, ScheduleCallbackAction):
+        await call(
+            "ticketing.create_ticket",
+            CreateTicket(
+                idempotency_key=key,
+                customer_id=target.customer_id,
+                subject="Call the customer back",
+                queue=action.queue,
+                tags=["opsflow", target.kind, "callback"],
+            ),
+            Ticket,
+        )
+    elif isinstance(action, StartAction):
+        outcome.skipped.append(f"start of {action.definition!r} is done by the caller")
+    else:
+        outcome.skipped.append(f"{action.type} needs a ticket")

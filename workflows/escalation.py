@@ -1,0 +1,633 @@
+"""The escalation workflow: one per case, SLA clocks on a business calendar, escalation levels
+until someone acknowledges, breaches recorded and announced once.
+
+Workflow id `case-<ticket id>`. Updates (acknowledge, pause, resume, set_priority, set_stage,
+reassign, resolve) are validated first: a refused update changes nothing. The `state` query
+returns everything; the Temporal UI shows the search attributes and a one-line status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows import search_attributes as sa
+from workflows.actions import ActionOutcome, ActionTarget, call, ledger, run_actions
+from workflows.sla import SlaClock
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import CustomerProfile, GetCustomer
+    from definitions.calendar import BusinessCalendar
+    from definitions.common import AssignAction
+    from definitions.events import EventEnvelope, SlaBreached
+    from definitions.models import EscalationSpec
+    from workflows.escalation_model import (
+        FIRST_RESPONSE,
+        MAX_HISTORY_EVENTS,
+        RESOLUTION,
+        Acknowledge,
+        CaseInfo,
+        CaseState,
+        CaseStatus,
+        CaseSummary,
+        LevelVisit,
+        OpenCase,
+        Pause,
+        PendingLedgerEntry,
+        Priority,
+        Reassign,
+        Resolve,
+        SetPriority,
+        SetStage,
+        SlaOutcome,
+        case_workflow_id,
+    )
+
+
+def _format_at(moment: datetime, calendar: BusinessCalendar) -> str:
+    return calendar.local_time(moment).strftime("%a %H:%M") + f" {calendar.timezone}"
+
+
+@workflow.defn(name="Escalation")
+class EscalationWorkflow:
+    @workflow.init
+    def __init__(self, request: OpenCase) -> None:
+        # State exists before any handler runs: an update may arrive with the first task.
+        self._spec: EscalationSpec = request.policy.escalation
+        self._status: CaseStatus = request.carried or self._new_status(request)
+        self._changed = False
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @property
+    def status(self) -> CaseStatus:
+        return self._status
+
+    @property
+    def spec(self) -> EscalationSpec:
+        return self._spec
+
+    def _target(self, sla: SlaClock | None = None, percent: int | None = None) -> ActionTarget:
+        s = self.status
+        return ActionTarget(
+            kind="escalation",
+            customer_id=s.case.customer_id,
+            ticket_id=s.case.ticket_id,
+            assignee=s.assignee,
+            account_manager=s.customer.account_manager if s.customer else None,
+            definition=s.definition,
+            template_context=self._template_context(sla, percent),
+        )
+
+    def _template_context(self, sla: SlaClock | None, percent: int | None) -> dict[str, object]:
+        """What message templates of an escalation policy may use: case, customer, sla, level."""
+        s = self.status
+        now = workflow.now()
+        calendar = self.spec.calendar
+        clock = sla or s.clocks.get(FIRST_RESPONSE)
+        sla_context: dict[str, object] = {}
+        if clock is not None:
+            due = clock.due_at(calendar)
+            sla_context = {
+                "name": clock.name,
+                "label": clock.name.replace("_", " "),
+                "budget": str(clock.budget),
+                "spent": str(clock.spent(now, calendar)),
+                "remaining": str(clock.remaining(now, calendar)),
+                "due_at": _format_at(due, calendar) if due else "",
+                "percent": percent or 0,
+            }
+        visit = s.visits[-1] if s.visits else None
+        profile = s.customer.model_dump(mode="json") if s.customer else {"id": s.case.customer_id}
+        return {
+            "case": {
+                "id": s.case.ticket_id,
+                "ticket_id": s.case.ticket_id,
+                "subject": s.case.subject or "",
+                "priority": s.case.priority,
+                "stage": s.case.stage,
+                "channel": s.case.channel or "",
+                "state": s.state,
+                "assignee": s.assignee or "",
+                "queue": s.queue or "",
+                "opened_at": s.case.opened_at.isoformat(),
+                "policy": s.definition,
+            },
+            "customer": profile,
+            "sla": sla_context,
+            "level": {
+                "number": visit.level if visit else 0,
+                "name": (visit.name or "") if visit else "",
+                "cycle": visit.cycle if visit else 0,
+                "of": len(self.spec.levels),
+            },
+        }
+
+    def _budgets(self, priority: str, stage: str) -> dict[str, timedelta]:
+        target = self.spec.sla_for(priority, stage)
+        if target is None:
+            raise ValueError(
+                f"policy {self.status.definition} has no SLA for {priority} at {stage}"
+            )
+        return {FIRST_RESPONSE: target.first_response, RESOLUTION: target.resolution}
+
+    def _wake(self) -> None:
+        self._changed = True
+
+    def _upsert_search_attributes(self) -> None:
+        s = self.status
+        workflow.upsert_search_attributes(
+            [
+                sa.OPS_KIND.value_set("escalation"),
+                sa.OPS_CASE_ID.value_set(s.case.ticket_id),
+                sa.OPS_CUSTOMER_ID.value_set(s.case.customer_id),
+                sa.OPS_STAGE.value_set(s.case.stage),
+                sa.OPS_PRIORITY.value_set(s.case.priority),
+                sa.OPS_LEVEL.value_set(self._current_level()),
+                sa.OPS_STATE.value_set(s.state),
+                sa.OPS_DEFINITION.value_set(s.definition),
+            ]
+        )
+
+    def _current_level(self) -> int:
+        visits = self.status.visits
+        return visits[-1].level if visits and visits[-1].ended_at is None else 0
+
+    # --- schedule ------------------------------------------------------------------------
+
+    def _level_due_spent(self, index: int) -> timedelta:
+        """Business time on the escalation clock at which firing number `index` is due."""
+        levels = self.spec.levels
+        cycle, position = divmod(index, len(levels))
+        return levels[-1].after * cycle + levels[position].after
+
+    def _total_firings(self) -> int:
+        return len(self.spec.levels) * (1 + self.spec.repeat)
+
+    def _escalating(self) -> bool:
+        s = self.status
+        return s.state == "open" and s.levels_fired < self._total_firings()
+
+    def _next_moment(self) -> datetime | None:
+        """The next moment something is due: a warning, a level or a breach."""
+        calendar = self.spec.calendar
+        s = self.status
+        moments: list[datetime] = []
+        for clock in s.clocks.values():
+            if clock.stopped or not clock.running:
+                continue
+            for percent in self.spec.warn_at:
+                if percent not in clock.warned_at:
+                    at = clock.moment_spent_reaches(clock.budget * percent / 100, calendar)
+                    if at:
+                        moments.append(at)
+            if clock.breached_at is None and (due := clock.due_at(calendar)):
+                moments.append(due)
+        escalation = s.clocks.get(FIRST_RESPONSE)
+        if self._escalating() and escalation and escalation.running:
+            at = escalation.moment_spent_reaches(self._level_due_spent(s.levels_fired), calendar)
+            if at:
+                moments.append(at)
+        return min(moments) if moments else None
+
+    async def _fire_due(self) -> None:
+        calendar = self.spec.calendar
+        s = self.status
+        now = workflow.now()
+        for name, clock in s.clocks.items():
+            if clock.stopped or not clock.running:
+                continue
+            spent = clock.spent(now, calendar)
+            for percent in sorted(self.spec.warn_at):
+                if percent not in clock.warned_at and spent >= clock.budget * percent / 100:
+                    clock.warned_at.append(percent)
+                    await self._warn(name, percent)
+            if clock.breached_at is None and spent >= clock.budget:
+                # The moment the budget ran out, not the moment the timer was handled.
+                clock.breached_at = clock.due_at(calendar) or now
+                await self._breach(name, clock)
+        escalation = s.clocks.get(FIRST_RESPONSE)
+        while (
+            self._escalating()
+            and escalation is not None
+            and escalation.spent(now, calendar) >= self._level_due_spent(s.levels_fired)
+        ):
+            await self._fire_level(s.levels_fired)
+
+    async def _warn(self, clock_name: str, percent: int) -> None:
+        step = f"warn-{clock_name}-{percent}"
+        target = self._target(self.status.clocks[clock_name], percent)
+        await ledger(target, step, {"sla": clock_name, "percent": percent})
+        if self.spec.on_warning:
+            await run_actions(
+                self.spec.on_warning, target, step, priority=self.status.case.priority
+            )
+
+    async def _breach(self, clock_name: str, clock: SlaClock) -> None:
+        s = self.status
+        step = f"breach-{clock_name}"
+        event = SlaBreached(
+            ticket_id=s.case.ticket_id,
+            customer_id=s.case.customer_id,
+            sla=clock_name,
+            priority=s.case.priority,
+            stage=s.case.stage,
+            budget_seconds=int(clock.budget.total_seconds()),
+            breached_at=clock.breached_at or workflow.now(),
+            policy=s.definition,
+        )
+        target = self._target(clock)
+        await ledger(target, step, {"event": event.model_dump(mode="json")})
+        if workflow.patched("deliver-sla-breach"):
+            await self._deliver_breach(event)
+        if self.spec.on_breach:
+            await self._apply(
+                await run_actions(self.spec.on_breach, target, step, priority=s.case.priority)
+            )
+        s.breaches_announced.append(clock_name)
+
+    async def _deliver_breach(self, event: SlaBreached) -> None:
+        """Hand the breach to `customer-<id>` (recovery); its fixed id makes it count once."""
+        envelope = EventEnvelope(
+            id=f"{workflow.info().workflow_id}/{event.sla}",
+            source="escalation",
+            type="sla.breached",
+            subject=event.ticket_id,
+            time=event.breached_at,
+            data=event.model_dump(mode="json"),
+        )
+        try:
+            await call("recovery.deliver_event", envelope, str)
+        except ActivityError as exc:
+            workflow.logger.warning("sla.breached not delivered to recovery: %s", exc.cause)
+
+    async def _fire_level(self, index: int) -> None:
+        s = self.status
+        cycle, position = divmod(index, len(self.spec.levels))
+        level = self.spec.levels[position]
+        # The moment the level fell due, not the moment the timer was handled.
+        clock = s.clocks[FIRST_RESPONSE]
+        due = clock.moment_spent_reaches(self._level_due_spent(index), self.spec.calendar)
+        at = due or workflow.now()
+        if s.visits and s.visits[-1].ended_at is None:
+            s.visits[-1].ended_at = at
+        s.visits.append(LevelVisit(level=position + 1, cycle=cycle, name=level.name, started_at=at))
+        s.levels_fired = index + 1
+        step = f"level-{position + 1}-cycle-{cycle}"
+        await ledger(
+            self._target(), step, {"level": position + 1, "cycle": cycle, "name": level.name}
+        )
+        await self._apply(
+            await run_actions(level.actions, self._target(), step, priority=s.case.priority)
+        )
+        self._upsert_search_attributes()
+
+    async def _apply(self, outcome: ActionOutcome) -> None:
+        s = self.status
+        if outcome.new_assignee:
+            s.assignee = outcome.new_assignee
+        if outcome.new_queue:
+            s.queue = outcome.new_queue
+        if outcome.new_priority and outcome.new_priority != s.case.priority:
+            if self.spec.sla_for(outcome.new_priority, s.case.stage) is None:
+                # A level raised the priority beyond what this policy has targets for: the
+                # ticket says so, the clocks keep the SLA they have.
+                s.case = s.case.model_copy(update={"priority": outcome.new_priority})
+            else:
+                self._rebudget(priority=outcome.new_priority, stage=s.case.stage)
+
+    def _rebudget(self, *, priority: str, stage: str) -> None:
+        s = self.status
+        budgets = self._budgets(priority, stage)
+        now = workflow.now()
+        for name, clock in s.clocks.items():
+            if not clock.stopped:  # a target already met keeps the SLA it was met under
+                clock.rebudget(budgets[name], now, self.spec.calendar)
+        s.case = s.case.model_copy(update={"priority": priority, "stage": stage})
+
+    def _describe(self, next_at: datetime | None) -> str:
+        s = self.status
+        if s.state == "resolved":
+            return f"resolved by {s.resolved_by}"
+        parts = []
+        level = self._current_level()
+        if s.state == "paused":
+            parts.append(f"paused ({s.pause_reason}); clocks stopped")
+        elif s.state == "acknowledged":
+            parts.append(f"acknowledged by {s.acknowledged_by}")
+        elif level:
+            who = s.assignee or s.queue or "the assignee"
+            parts.append(
+                f"level {level} of {len(self.spec.levels)}, waiting for acknowledgement by {who}"
+            )
+        else:
+            parts.append("waiting for acknowledgement")
+        for name, clock in s.clocks.items():
+            if clock.stopped:
+                continue
+            due = clock.due_at(self.spec.calendar)
+            label = name.replace("_", " ")
+            if clock.breached_at:
+                parts.append(f"{label} breached")
+            elif due:
+                parts.append(f"{label} breaches at {_format_at(due, self.spec.calendar)}")
+            break
+        return "; ".join(parts)
+
+    # --- run -----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: OpenCase) -> CaseSummary:
+        s = self.status
+        self._upsert_search_attributes()
+        if request.carried is None:
+            s.customer = await self._profile(s.case.customer_id)
+            await ledger(
+                self._target(),
+                "opened",
+                {
+                    "priority": s.case.priority,
+                    "stage": s.case.stage,
+                    "policy": s.definition,
+                },
+            )
+        while not self._resolved():
+            # Cleared before the awaits below, so a command that lands while an activity
+            # runs still wakes the wait at the end of this pass.
+            self._changed = False
+            await self._write_unrecorded()
+            await self._fire_due()
+            if self._resolved():  # resolved while an action ran
+                break
+            next_at = self._next_moment()
+            workflow.set_current_details(self._describe(next_at))
+            if workflow.info().is_continue_as_new_suggested() or (
+                workflow.info().get_current_history_length() > request.max_history_events
+            ):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(request.model_copy(update={"case": s.case, "carried": s}))
+            timeout = None
+            if next_at is not None:
+                timeout = max(next_at - workflow.now(), timedelta(seconds=1))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await workflow.wait_condition(lambda: self._changed, timeout=timeout)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._write_unrecorded()
+        workflow.set_current_details(self._describe(None))
+        return self._summary()
+
+    async def _profile(self, customer_id: str) -> CustomerProfile | None:
+        """The customer's CRM profile, for templates and recipients; a case opens without."""
+        try:
+            profile: CustomerProfile = await call(
+                "crm.get_customer", GetCustomer(customer_id=customer_id), CustomerProfile
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("no CRM profile for the case's customer: %s", exc.cause)
+            return None
+        return profile
+
+    def _new_status(self, request: OpenCase) -> CaseStatus:
+        case = request.case
+        status = CaseStatus(case=case, definition=request.policy.ref)
+        target = self._spec.sla_for(case.priority, case.stage)
+        if target is None:
+            raise ApplicationError(
+                f"policy {request.policy.ref} has no SLA for {case.priority} at {case.stage}",
+                type="InvalidRequest",
+                non_retryable=True,
+            )
+        opened = min(case.opened_at, workflow.now())
+        for name, budget in (
+            (FIRST_RESPONSE, target.first_response),
+            (RESOLUTION, target.resolution),
+        ):
+            status.clocks[name] = SlaClock(name=name, budget=budget, running_since=opened)
+        return status
+
+    def _summary(self) -> CaseSummary:
+        s = self.status
+        assert s.resolved_at is not None and s.resolved_by is not None
+        calendar = self.spec.calendar
+        outcomes = []
+        for name, clock in s.clocks.items():
+            spent = clock.spent(s.resolved_at, calendar)
+            outcomes.append(
+                SlaOutcome(
+                    name=name,
+                    budget=clock.budget,
+                    spent=spent,
+                    met=clock.met_at is not None and spent <= clock.budget,
+                    breached=spent > clock.budget,
+                    margin=clock.budget - spent,
+                )
+            )
+        at_level: dict[str, timedelta] = {}
+        for visit in s.visits:
+            key = f"level {visit.level}"
+            at_level[key] = at_level.get(key, timedelta(0)) + (
+                (visit.ended_at or s.resolved_at) - visit.started_at
+            )
+        return CaseSummary(
+            ticket_id=s.case.ticket_id,
+            resolved_at=s.resolved_at,
+            resolved_by=s.resolved_by,
+            acknowledged_by=s.acknowledged_by,
+            acknowledged_at=s.acknowledged_at,
+            slas=outcomes,
+            time_at_level=at_level,
+        )
+
+    # --- messages ------------------------------------------------------------------------
+
+    @workflow.query
+    def state(self) -> CaseStatus:
+        """The full state, each running clock with the moment it runs out."""
+        view = self.status.model_copy(deep=True)
+        for clock in view.clocks.values():
+            clock.due = None if clock.stopped else clock.due_at(self.spec.calendar)
+        return view
+
+    def _resolved(self) -> bool:
+        return self.status.state == "resolved"
+
+    def _refuse_if_resolved(self) -> None:
+        if self.status.state == "resolved":
+            raise ValueError(f"case {self.status.case.ticket_id} is already resolved")
+
+    def _record(self, command: str, detail: dict[str, Any]) -> None:
+        """Note a command for the ledger and wake the main loop, which writes it: the update
+        answers at once instead of waiting for the database."""
+        s = self.status
+        s.commands += 1
+        s.unrecorded.append(
+            PendingLedgerEntry(
+                step=f"command-{s.commands}-{command}", detail=detail, at=workflow.now()
+            )
+        )
+        self._upsert_search_attributes()
+        self._wake()
+
+    async def _write_unrecorded(self) -> None:
+        while self.status.unrecorded:
+            entry = self.status.unrecorded[0]
+            await ledger(self._target(), entry.step, entry.detail, at=entry.at)
+            self.status.unrecorded.pop(0)
+
+    @workflow.update
+    async def acknowledge(self, command: Acknowledge) -> CaseStatus:
+        s = self.status
+        now = workflow.now()
+        s.acknowledged_by, s.acknowledged_at = command.by, now
+        s.state = "acknowledged" if s.state == "open" else s.state
+        clock = s.clocks[FIRST_RESPONSE]
+        if not clock.stopped:
+            clock.stop(now, self.spec.calendar)
+        if s.visits and s.visits[-1].ended_at is None:
+            s.visits[-1].ended_at = now
+        self._record("acknowledge", {"by": command.by})
+        return s
+
+    @acknowledge.validator
+    def _validate_acknowledge(self, command: Acknowledge) -> None:
+        self._refuse_if_resolved()
+        if self.status.acknowledged_by is not None:
+            raise ValueError(f"already acknowledged by {self.status.acknowledged_by}")
+
+    @workflow.update
+    async def pause(self, command: Pause) -> CaseStatus:
+        s = self.status
+        now = workflow.now()
+        for clock in s.clocks.values():
+            if not clock.stopped:
+                clock.pause(now, self.spec.calendar)
+        s.paused_since, s.pause_reason = now, command.reason
+        s.state = "paused"
+        self._record("pause", {"reason": command.reason})
+        return s
+
+    @pause.validator
+    def _validate_pause(self, command: Pause) -> None:
+        self._refuse_if_resolved()
+        if self.status.state == "paused":
+            raise ValueError("the case is already paused")
+
+    @workflow.update
+    async def resume(self) -> CaseStatus:
+        s = self.status
+        now = workflow.now()
+        for clock in s.clocks.values():
+            clock.resume(now)
+        s.paused_since, s.pause_reason = None, None
+        s.state = "acknowledged" if s.acknowledged_by else "open"
+        self._record("resume", {})
+        return s
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        self._refuse_if_resolved()
+        if self.status.state != "paused":
+            raise ValueError("the case is not paused")
+
+    @workflow.update
+    async def set_priority(self, command: SetPriority) -> CaseStatus:
+        before = self.status.case.priority
+        self._rebudget(priority=command.priority, stage=self.status.case.stage)
+        self._record("priority", {"from": before, "to": command.priority})
+        return self.status
+
+    @set_priority.validator
+    def _validate_set_priority(self, command: SetPriority) -> None:
+        self._refuse_if_resolved()
+        if command.priority not in ("p1", "p2", "p3", "p4"):
+            raise ValueError(f"unknown priority {command.priority!r}: use p1, p2, p3 or p4")
+        if command.priority == self.status.case.priority:
+            raise ValueError(f"the case is already {command.priority}")
+        if self.spec.sla_for(command.priority, self.status.case.stage) is None:
+            raise ValueError(f"policy {self.status.definition} has no SLA for {command.priority}")
+
+    @workflow.update
+    async def set_stage(self, command: SetStage) -> CaseStatus:
+        before = self.status.case.stage
+        self._rebudget(priority=self.status.case.priority, stage=command.stage)
+        self._record("stage", {"from": before, "to": command.stage})
+        return self.status
+
+    @set_stage.validator
+    def _validate_set_stage(self, command: SetStage) -> None:
+        self._refuse_if_resolved()
+        if command.stage == self.status.case.stage:
+            raise ValueError(f"the case is already at stage {command.stage}")
+        if self.spec.sla_for(self.status.case.priority, command.stage) is None:
+            raise ValueError(
+                f"policy {self.status.definition} has no SLA for stage {command.stage!r}"
+            )
+
+    @workflow.update
+    async def reassign(self, command: Reassign) -> CaseStatus:
+        s = self.status
+        action = AssignAction(type="assign", queue=command.queue, agent=command.agent)
+        s.commands += 1
+        step = f"command-{s.commands}-reassign"
+        await self._apply(await run_actions([action], self._target(), step))
+        await ledger(self._target(), step, command.model_dump())
+        self._upsert_search_attributes()
+        self._wake()
+        return s
+
+    @reassign.validator
+    def _validate_reassign(self, command: Reassign) -> None:
+        self._refuse_if_resolved()
+        try:
+            AssignAction(type="assign", queue=command.queue, agent=command.agent)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise ValueError(f"{where + ': ' if where else ''}{error['msg']}") from None
+
+    @workflow.update
+    async def resolve(self, command: Resolve) -> CaseStatus:
+        s = self.status
+        now = workflow.now()
+        for clock in s.clocks.values():
+            if not clock.stopped:
+                clock.stop(now, self.spec.calendar)
+        if s.visits and s.visits[-1].ended_at is None:
+            s.visits[-1].ended_at = now
+        s.resolved_by, s.resolved_at, s.state = command.by, now, "resolved"
+        self._record("resolve", {"by": command.by})
+        return s
+
+    @resolve.validator
+    def _validate_resolve(self, command: Resolve) -> None:
+        self._refuse_if_resolved()
+
+
+__all__ = [
+    "FIRST_RESPONSE",
+    "MAX_HISTORY_EVENTS",
+    "RESOLUTION",
+    "Acknowledge",
+    "CaseInfo",
+    "CaseState",
+    "CaseStatus",
+    "CaseSummary",
+    "EscalationWorkflow",
+    "LevelVisit",
+    "OpenCase",
+    "Pause",
+    "PendingLedgerEntry",
+    "Priority",
+    "Reassign",
+    "Resolve",
+    "SetPriority",
+    "SetStage",
+    "SlaOutcome",
+    "case_workflow_id",
+]

@@ -1,0 +1,130 @@
+"""The escalation workflow's data: its input, state, commands and summary.
+
+Kept apart from the workflow so the sandbox passes it through (workflows/sandbox.py) instead
+of building these pydantic classes again for every run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from activities.models import CustomerProfile
+from definitions.models import PinnedDefinition
+from workflows.sla import SlaClock
+
+Priority = Literal["p1", "p2", "p3", "p4"]
+CaseState = Literal["open", "paused", "acknowledged", "resolved"]
+FIRST_RESPONSE = "first_response"
+RESOLUTION = "resolution"
+# Keep histories small: a case that has seen this many events starts afresh, state carried.
+MAX_HISTORY_EVENTS = 10_000
+
+
+def case_workflow_id(ticket_id: str) -> str:
+    return f"case-{ticket_id}"
+
+
+class CaseInfo(BaseModel):
+    ticket_id: str = Field(min_length=1, max_length=64)
+    customer_id: str = Field(min_length=1, max_length=64)
+    priority: Priority
+    stage: str = Field("support", min_length=1, max_length=40)
+    channel: str | None = None
+    subject: str | None = Field(None, max_length=500)
+    opened_at: datetime
+
+
+class LevelVisit(BaseModel):
+    level: int = Field(description="1-based level number")
+    cycle: int = Field(description="0 for the first pass, then one more per repeat")
+    name: str | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+
+
+class SlaOutcome(BaseModel):
+    name: str
+    budget: timedelta
+    spent: timedelta
+    met: bool
+    breached: bool
+    margin: timedelta = Field(description="budget - spent: negative by how much it was late")
+
+
+class CaseSummary(BaseModel):
+    ticket_id: str
+    resolved_at: datetime
+    resolved_by: str
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    slas: list[SlaOutcome]
+    time_at_level: dict[str, timedelta]
+
+
+class PendingLedgerEntry(BaseModel):
+    step: str
+    detail: dict[str, Any]
+    at: datetime
+
+
+class CaseStatus(BaseModel):
+    """Everything the workflow knows; carried whole through continue-as-new."""
+
+    case: CaseInfo
+    definition: str
+    customer: CustomerProfile | None = None
+    state: CaseState = "open"
+    paused_since: datetime | None = None
+    pause_reason: str | None = None
+    assignee: str | None = None
+    queue: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    clocks: dict[str, SlaClock] = Field(default_factory=dict)
+    levels_fired: int = Field(0, description="levels fired so far, across cycles")
+    visits: list[LevelVisit] = Field(default_factory=list)
+    breaches_announced: list[str] = Field(default_factory=list)
+    commands: int = Field(0, description="updates applied; numbers their ledger steps")
+    unrecorded: list[PendingLedgerEntry] = Field(
+        default_factory=list, description="commands applied, not yet written to the ledger"
+    )
+
+
+class OpenCase(BaseModel):
+    case: CaseInfo
+    policy: PinnedDefinition
+    carried: CaseStatus | None = None
+    max_history_events: int = Field(
+        MAX_HISTORY_EVENTS, ge=20, description="continue as new past this many events"
+    )
+
+
+class Acknowledge(BaseModel):
+    by: str = Field(min_length=1, max_length=200)
+
+
+class Pause(BaseModel):
+    reason: str = Field("waiting on the customer", max_length=500)
+
+
+class SetPriority(BaseModel):
+    priority: str
+
+
+class SetStage(BaseModel):
+    stage: str = Field(min_length=1, max_length=40)
+
+
+class Reassign(BaseModel):
+    queue: str | None = Field(None, max_length=64)
+    agent: str | None = Field(None, max_length=64)
+    by: str = Field("opsflow", max_length=200)
+
+
+class Resolve(BaseModel):
+    by: str = Field(min_length=1, max_length=200)

@@ -1,0 +1,284 @@
+"""The handoff workflow's state and messages, and the presence activities' wire models.
+
+Pure pydantic (no I/O): the workflow, the presence activities and the command line share
+these. Everything the workflow knows lives in `HandoffStatus`, carried whole through
+continue-as-new.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from activities.models import CustomerProfile
+from definitions.models import PinnedDefinition
+
+HandoffState = Literal[
+    "bot",
+    "requested",
+    "queued",
+    "offered",
+    "active",
+    "resolved",
+    "returned_to_bot",
+    "callback_scheduled",
+    "abandoned",
+]
+FINAL_STATES: frozenset[str] = frozenset(
+    {"resolved", "returned_to_bot", "callback_scheduled", "abandoned"}
+)
+TriggerKind = Literal[
+    "customer_asks", "bot_requests", "low_confidence", "negative_sentiment", "topic", "tier"
+]
+AgentStatus = Literal["available", "busy", "offline"]
+
+
+def handoff_workflow_id(conversation_id: str) -> str:
+    return f"handoff-{conversation_id}"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- presence (activities/presence.py) ------------------------------------------------------
+
+
+class QueueRequest(_Wire):
+    queue: str = Field(min_length=1, max_length=64)
+    skills: list[str] | None = Field(None, description="required skills; None: the queue's own")
+    languages: list[str] = Field(default_factory=list, description="any of these; empty: any")
+    exclude_conversation: str | None = Field(
+        None, max_length=64, description="do not count this conversation's own ticket"
+    )
+
+
+class QueueInfo(_Wire):
+    id: str
+    name: str
+    timezone: str
+    hours: str | dict[str, str] = Field(description="`24x7` or BusinessCalendar hours")
+    skills: list[str] = Field(description="the skills asked of its agents (the request's)")
+    depth: int = Field(description="conversations waiting in the queue (unassigned)")
+    staffed: int = Field(description="matching agents not offline")
+    free_slots: int = Field(description="free capacity of matching available agents")
+    estimated_wait_seconds: int | None = Field(description="None: no one can take it")
+
+
+class PickAgent(_Wire):
+    idempotency_key: str = Field(min_length=1, max_length=400)
+    conversation_id: str
+    queue: str
+    skills: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list, description="agents not to offer again")
+
+
+class Reservation(_Wire):
+    agent_id: str | None = Field(description="None: no matching agent has free capacity")
+    name: str | None = None
+    skills: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    idle_seconds: int = 0
+
+
+class ReleaseAgent(_Wire):
+    idempotency_key: str = Field(min_length=1, max_length=400)
+    agent_id: str
+
+
+class AgentReleased(_Wire):
+    agent_id: str
+    active_conversations: int
+
+
+class SetAgentStatus(_Wire):
+    agent_id: str = Field(min_length=1, max_length=64)
+    status: AgentStatus
+
+
+class AgentView(_Wire):
+    id: str
+    name: str
+    team: str
+    skills: list[str]
+    languages: list[str]
+    status: str
+    capacity: int
+    active_conversations: int
+    status_since: datetime
+
+
+class OpenTickets(_Wire):
+    customer_id: str
+    exclude_tag: str | None = None
+
+
+class TicketBrief(_Wire):
+    id: str
+    subject: str
+    status: str
+    priority: str
+
+
+class BotAction(_Wire):
+    """An instruction to the bot's webhook (`stop_replying`, `resume`), sent once per key."""
+
+    idempotency_key: str = Field(min_length=1, max_length=400)
+    conversation_id: str
+    customer_id: str
+    action: Literal["stop_replying", "resume"]
+    reason: str = Field("", max_length=500)
+
+
+class BotActionSent(_Wire):
+    message_id: str
+    backend: str
+
+
+# --- workflow -----------------------------------------------------------------------------
+
+
+class Turn(BaseModel):
+    speaker: Literal["customer", "bot", "agent"]
+    text: str
+    at: datetime | None = None
+    intent: str | None = None
+    confidence: float | None = None
+    sentiment: float | None = None
+
+
+class Trigger(BaseModel):
+    kind: TriggerKind
+    detail: str
+    at: datetime
+
+
+class ContextPacket(BaseModel):
+    """Everything the agent needs, built once at the handoff request."""
+
+    conversation_id: str
+    customer_id: str
+    trigger: Trigger
+    transcript: list[Turn] = Field(default_factory=list)
+    intents: list[str] = Field(default_factory=list)
+    attempts: list[str] = Field(default_factory=list, description="what the bot tried")
+    profile: CustomerProfile | None = None
+    open_tickets: list[TicketBrief] = Field(default_factory=list)
+    sentiment_trend: list[float] = Field(default_factory=list)
+    summary: str = ""
+    text: str = Field("", description="the packet as the ticket comment shows it")
+
+
+class Offer(BaseModel):
+    agent_id: str
+    agent_name: str | None = None
+    skills: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    queue: str
+    number: int = Field(description="1-based offer number in this conversation")
+    offered_at: datetime
+    expires_at: datetime
+    outcome: Literal["pending", "accepted", "declined", "timed_out", "withdrawn"] = "pending"
+    reason: str | None = None
+
+
+class Transition(BaseModel):
+    state: HandoffState
+    at: datetime
+    why: str
+
+
+class HandoffStatus(BaseModel):
+    """Everything the workflow knows; carried whole through continue-as-new."""
+
+    conversation_id: str
+    customer_id: str | None = None
+    definition: str
+    state: HandoffState = "bot"
+    history: list[Transition] = Field(default_factory=list)
+    turns: list[Turn] = Field(default_factory=list)
+    attempts: list[str] = Field(default_factory=list)
+    low_confidence_streak: int = 0
+    topic: str | None = None
+    profile: CustomerProfile | None = None
+    profile_loaded: bool = False
+    trigger: Trigger | None = None
+    requested_at: datetime | None = None
+    context: ContextPacket | None = None
+    ticket_id: str | None = None
+    route: str | None = None
+    queue: str | None = None
+    queue_name: str | None = None
+    queue_depth: int = 0
+    queue_skills: list[str] = Field(default_factory=list)
+    queued_at: datetime | None = None
+    queue_deadline: datetime | None = None
+    overflowed: bool = False
+    relaxed: bool = False
+    estimated_wait_seconds: int | None = None
+    offers: list[Offer] = Field(default_factory=list)
+    agent: str | None = None
+    accepted_at: datetime | None = None
+    case_workflow_id: str | None = None
+    bot_muted: bool = False
+    customer_notified: bool = False
+    callback_ticket_id: str | None = None
+    callback_at: datetime | None = None
+    callback_local: str | None = None
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    seen_events: list[str] = Field(default_factory=list, description="recent event keys")
+    commands: int = 0
+    transitions: int = 0
+    searches: int = Field(0, description="agent searches so far (each its own key)")
+
+    @property
+    def current_offer(self) -> Offer | None:
+        if self.offers and self.offers[-1].outcome == "pending":
+            return self.offers[-1]
+        return None
+
+
+class HandoffInput(BaseModel):
+    """The workflow's input: the pinned handoff definition and the escalation policy it names."""
+
+    definition: PinnedDefinition
+    escalation_policy: PinnedDefinition | None = Field(
+        None, description="the pinned `escalation_policy`; None: no case is opened on accept"
+    )
+    conversation_id: str | None = Field(None, description="default: from the workflow id")
+    carried: HandoffStatus | None = None
+
+
+class Accept(BaseModel):
+    agent: str = Field(min_length=1, max_length=64)
+
+
+class Decline(BaseModel):
+    agent: str = Field(min_length=1, max_length=64)
+    reason: str = Field("declined", max_length=500)
+
+
+class Resolve(BaseModel):
+    by: str = Field("agent", min_length=1, max_length=200)
+
+
+class ReturnToBot(BaseModel):
+    by: str = Field("agent", min_length=1, max_length=200)
+    reason: str = Field("returned to the bot", max_length=500)
+
+
+class CustomerLeft(BaseModel):
+    reason: str = Field("customer left the chat", max_length=500)
+
+
+def plain(value: Any) -> Any:
+    """JSON-friendly data for the ledger."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value

@@ -1,0 +1,469 @@
+"""The service-recovery workflow: one per customer (`customer-<id>`), started by
+signal-with-start on the customer's first event, alive while anything is pending (windows,
+cooldowns, caps, dedup keys, stall timers, an open episode or an approval).
+
+Decisions are made by the pure `RecoveryEngine` (workflows/recovery_rules.py); this module
+turns its plans into ledger entries and actions (activities), handles the messages and keeps
+the Temporal UI telling. The `event` signal takes the EventEnvelope and, optionally, the rule
+sets deployed now (`RecoveryRules`): a newer set replaces the pinned one from that event on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+from workflows import search_attributes as sa
+from workflows.actions import ActionTarget, call, ledger, run_actions
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import CustomerProfile, GetCustomer
+    from definitions.events import EventEnvelope
+    from definitions.models import PinnedDefinition
+    from workflows.recovery_rules import (
+        Plan,
+        RecoveryEngine,
+        RecoveryState,
+        Silence,
+    )
+
+MAX_HISTORY_EVENTS = 10_000
+# Runs started before this patch keep reading the pre-contract event names of their pinned
+# rule sets (recovery_rules.LEGACY_EVENT_NAMES); new runs read the event contract only.
+CONTRACT_NAMES_PATCH = "recovery-contract-names"
+PROFILE_TTL = timedelta(days=1)
+OpsState = Literal["watching", "acting", "awaiting_approval", "silenced"]
+
+
+def customer_workflow_id(customer_id: str) -> str:
+    return f"customer-{customer_id}"
+
+
+def rules_digest(rules: list[PinnedDefinition]) -> list[str]:
+    return sorted(f"{p.ref}#{p.content_hash}" for p in rules)
+
+
+class RecoveryRules(BaseModel):
+    """The recovery rule sets deployed now (`latest_of_kind(sessions, "recovery")`)."""
+
+    rules: list[PinnedDefinition]
+
+
+class RecoveryInput(BaseModel):
+    rules: list[PinnedDefinition] = Field(default_factory=list)
+    carried: RecoveryState | None = None
+    max_history_events: int = Field(MAX_HISTORY_EVENTS, ge=100)
+    legacy_event_names: bool = Field(
+        False, description="carried by continue-as-new of a run started before the contract"
+    )
+
+
+class Approve(BaseModel):
+    by: str = Field(min_length=1, max_length=200)
+    approval_id: int | None = Field(None, description="default: the oldest waiting approval")
+    amount: Decimal | None = Field(None, gt=0, description="approve a smaller amount")
+    note: str | None = Field(None, max_length=500)
+
+
+class Reject(BaseModel):
+    by: str = Field(min_length=1, max_length=200)
+    approval_id: int | None = None
+    reason: str = Field("", max_length=500)
+
+
+class SilenceCommand(BaseModel):
+    by: str = Field(min_length=1, max_length=200)
+    rule: str | None = Field(None, description="<definition>/<rule> or <rule>; None: customer")
+    until: datetime | None = None
+    duration: timedelta | None = None
+    reason: str = Field("", max_length=500)
+
+
+class Unsilence(BaseModel):
+    by: str = Field(min_length=1, max_length=200)
+    rule: str | None = None
+
+
+class CloseEpisode(BaseModel):
+    by: str = Field(min_length=1, max_length=200)
+    outcome: Literal["recovered", "not_recovered", "closed"] = "closed"
+
+
+class RecoveryView(BaseModel):
+    """The `state` query: everything, plus what the UI shows."""
+
+    state: RecoveryState
+    ops_state: OpsState
+    details: str
+    next_wake: datetime | None
+
+
+class RecoverySummary(BaseModel):
+    customer_id: str
+    events_seen: int
+    episodes: int
+    tally: dict[str, dict[str, int]]
+
+
+@workflow.defn(name="Recovery")
+class RecoveryWorkflow:
+    @workflow.init
+    def __init__(self, request: RecoveryInput) -> None:
+        customer_id = workflow.info().workflow_id.removeprefix("customer-")
+        state = request.carried or RecoveryState(customer_id=customer_id)
+        legacy = request.legacy_event_names or not workflow.patched(CONTRACT_NAMES_PATCH)
+        self._engine: RecoveryEngine | None = RecoveryEngine(
+            state, request.rules, legacy_names=legacy
+        )
+        self._queue: list[tuple[EventEnvelope, RecoveryRules | None]] = []
+        self._acting = 0
+        self._changed = False
+
+    @property
+    def engine(self) -> RecoveryEngine:
+        assert self._engine is not None
+        return self._engine
+
+    @property
+    def state(self) -> RecoveryState:
+        return self.engine.state
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _ops_state(self) -> OpsState:
+        now = workflow.now()
+        if self._acting:
+            return "acting"
+        if self.state.waiting_approvals():
+            return "awaiting_approval"
+        if any(x.rule is None and x.until > now for x in self.state.silences):
+            return "silenced"
+        return "watching"
+
+    def _upsert(self) -> None:
+        workflow.upsert_search_attributes(
+            [
+                sa.OPS_KIND.value_set("recovery"),
+                sa.OPS_CUSTOMER_ID.value_set(self.state.customer_id),
+                sa.OPS_STATE.value_set(self._ops_state()),
+                sa.OPS_DEFINITION.value_set(",".join(self.state.rule_sets)[:1000] or "none"),
+            ]
+        )
+
+    def _calendar_tz(self) -> str:
+        rules = self.engine.rules
+        return rules[0].spec.calendar.timezone if rules else "UTC"
+
+    def _at(self, moment: datetime) -> str:
+        rules = self.engine.rules
+        if rules:
+            local = rules[0].spec.calendar.local_time(moment)
+            return local.strftime("%a %d %b %H:%M") + f" {self._calendar_tz()}"
+        return moment.strftime("%a %d %b %H:%M UTC")
+
+    def _details(self) -> str:
+        s = self.state
+        now = workflow.now()
+        parts: list[str] = []
+        for approval in s.waiting_approvals()[:1]:
+            parts.append(
+                f"awaiting approval of a {approval.amount} {approval.currency} credit by "
+                f"{approval.group} until {self._at(approval.deadline)}"
+            )
+        episode = s.open_episode()
+        if episode is not None:
+            days = (now - episode.opened_at).days
+            since = f"since {days} days" if days != 1 else "since 1 day"
+            waiting = ""
+            if episode.follow_up_sent_at:
+                waiting = ", waiting for the follow-up survey"
+            elif episode.follow_up_at:
+                waiting = f", follow-up survey at {self._at(episode.follow_up_at)}"
+            parts.append(f"episode {episode.id} {since}{waiting}")
+        silenced = [x for x in s.silences if x.until > now]
+        for silence in silenced[:1]:
+            what = silence.rule or "customer"
+            parts.append(f"{what} silenced until {self._at(silence.until)}")
+        if not parts:
+            wake = self.engine.next_wake()
+            windows = ", ".join(f"{k.split('/')[-1]} {len(v)}" for k, v in s.windows.items())
+            parts.append(f"watching {len(self.engine.rules)} rules")
+            if windows:
+                parts.append(f"windows: {windows}")
+            if wake is not None:
+                parts.append(f"next check {self._at(wake)}")
+        return "; ".join(parts)
+
+    def _target(self, plan: Plan) -> ActionTarget:
+        customer = self.state.customer or {}
+        manager = customer.get("account_manager")
+        return ActionTarget(
+            kind="recovery",
+            customer_id=self.state.customer_id,
+            ticket_id=plan.ticket_id,
+            account_manager=manager if isinstance(manager, str) else None,
+            definition=plan.ref,
+            template_context=plan.context,
+        )
+
+    async def _execute(self, plans: list[Plan]) -> None:
+        if not plans:
+            return
+        self._acting += 1
+        self._upsert()
+        try:
+            for plan in plans:
+                target = self._target(plan)
+                await ledger(target, plan.step, plan.detail, subject=self.state.customer_id)
+                if plan.actions:
+                    outcome = await run_actions(plan.actions, target, plan.step)
+                    if outcome.failed or outcome.skipped:
+                        await ledger(
+                            target,
+                            f"{plan.step}-problems",
+                            {"failed": outcome.failed, "skipped": outcome.skipped},
+                            subject=self.state.customer_id,
+                        )
+        finally:
+            self._acting -= 1
+            self._upsert()
+
+    async def _refresh_profile(self) -> None:
+        s = self.state
+        now = workflow.now()
+        if s.customer is not None and s.customer_at and now - s.customer_at < PROFILE_TTL:
+            return
+        try:
+            profile: CustomerProfile = await call(
+                "crm.get_customer", GetCustomer(customer_id=s.customer_id), CustomerProfile
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("no CRM profile for the customer: %s", exc.cause)
+            s.customer, s.customer_at = {"id": s.customer_id}, now
+            return
+        data = profile.model_dump(mode="json")
+        data["lifetime_value"] = float(profile.lifetime_value)
+        s.customer, s.customer_at = data, now
+
+    # --- run -----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: RecoveryInput) -> RecoverySummary:
+        customer_id = self.state.customer_id
+        self._upsert()
+        while True:
+            while self._queue:
+                event, rules = self._queue.pop(0)
+                if rules is not None and rules_digest(rules.rules) != rules_digest(
+                    self.engine.rule_sets
+                ):
+                    before = list(self.state.rule_sets)
+                    self.engine.set_rules(rules.rules)
+                    await ledger(
+                        ActionTarget(kind="recovery", customer_id=customer_id),
+                        f"rules-{self.state.events_seen + 1}",
+                        {"from": before, "to": self.state.rule_sets},
+                        subject=customer_id,
+                    )
+                if event.key in self.state.seen:
+                    continue
+                await self._refresh_profile()
+                await self._execute(self.engine.on_event(event, workflow.now()))
+            await self._execute(self.engine.on_time(workflow.now()))
+            if self._queue:
+                continue
+            if self.engine.idle(workflow.now()):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._queue and self.engine.idle(workflow.now()):
+                    break
+                continue
+            info = workflow.info()
+            if info.is_continue_as_new_suggested() or (
+                info.get_current_history_length() > request.max_history_events
+            ):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._queue:
+                    workflow.continue_as_new(
+                        RecoveryInput(
+                            rules=self.engine.rule_sets,
+                            carried=self.state,
+                            max_history_events=request.max_history_events,
+                            legacy_event_names=self.engine.legacy_names,
+                        )
+                    )
+            workflow.set_current_details(self._details())
+            self._upsert()
+            wake = self.engine.next_wake()
+            timeout = None
+            if wake is not None:
+                timeout = max(wake - workflow.now(), timedelta(seconds=1))
+            self._changed = False
+            with contextlib.suppress(asyncio.TimeoutError):
+                await workflow.wait_condition(
+                    lambda: bool(self._queue) or self._changed, timeout=timeout
+                )
+        workflow.set_current_details("nothing pending: finished")
+        return RecoverySummary(
+            customer_id=customer_id,
+            events_seen=self.state.events_seen,
+            episodes=self.state.episode_count,
+            tally=self.state.tally,
+        )
+
+    # --- messages ------------------------------------------------------------------------
+
+    @workflow.signal
+    def event(self, event: EventEnvelope, rules: RecoveryRules | None = None) -> None:
+        """An event about this customer (re-deliveries are ignored by `event.key`).
+
+        The rule sets are optional: the SDK converts arguments by type only when as many are
+        sent as the handler declares, so either form is validated here."""
+        envelope = EventEnvelope.model_validate(event)
+        offered = None if rules is None else RecoveryRules.model_validate(rules)
+        self._queue.append((envelope, offered))
+
+    @workflow.signal
+    def update_rules(self, rules: RecoveryRules) -> None:
+        """The rule sets deployed now; they apply from the next event on."""
+        if rules_digest(rules.rules) != rules_digest(self.engine.rule_sets):
+            self.engine.set_rules(rules.rules)
+            self._changed = True
+
+    @workflow.query
+    def view(self) -> RecoveryView:
+        return RecoveryView(
+            state=self.state,
+            ops_state=self._ops_state(),
+            details=self._details(),
+            next_wake=self.engine.next_wake(),
+        )
+
+    def _wake(self) -> None:
+        self._changed = True
+
+    @workflow.update
+    async def approve(self, command: Approve) -> RecoveryView:
+        approval = self.state.approval(command.approval_id)
+        assert approval is not None  # the validator checked
+        amount = command.amount or approval.amount
+        status: Literal["approved", "approved_reduced"] = (
+            "approved" if amount == approval.amount else "approved_reduced"
+        )
+        plans = self.engine.decide_approval(
+            approval, status, command.by, workflow.now(), amount, command.note
+        )
+        await self._execute(plans)
+        self._wake()
+        return self.view()
+
+    @approve.validator
+    def _validate_approve(self, command: Approve) -> None:
+        refusal = self.engine.approval_refusal(command.approval_id, command.by)
+        if refusal:
+            raise ValueError(refusal)
+        approval = self.state.approval(command.approval_id)
+        if approval is not None and command.amount is not None and command.amount > approval.amount:
+            raise ValueError(
+                f"cannot approve more than the {approval.amount} {approval.currency} requested"
+            )
+
+    @workflow.update
+    async def reject(self, command: Reject) -> RecoveryView:
+        approval = self.state.approval(command.approval_id)
+        assert approval is not None
+        plans = self.engine.decide_approval(
+            approval, "rejected", command.by, workflow.now(), None, command.reason or None
+        )
+        await self._execute(plans)
+        self._wake()
+        return self.view()
+
+    @reject.validator
+    def _validate_reject(self, command: Reject) -> None:
+        refusal = self.engine.approval_refusal(command.approval_id, command.by)
+        if refusal:
+            raise ValueError(refusal)
+
+    def _rule_id(self, rule: str | None) -> str | None:
+        if rule is None:
+            return None
+        ids = self.engine.rule_ids()
+        if rule in ids:
+            return rule
+        matches = [r for r in ids if r.split("/", 1)[1] == rule]
+        return matches[0] if len(matches) == 1 else rule
+
+    @workflow.update
+    async def silence(self, command: SilenceCommand) -> RecoveryView:
+        now = workflow.now()
+        until = command.until or now + (command.duration or timedelta(0))
+        silence = Silence(
+            rule=self._rule_id(command.rule), until=until, by=command.by, reason=command.reason
+        )
+        self.engine.silence(silence)
+        await ledger(
+            ActionTarget(kind="recovery", customer_id=self.state.customer_id),
+            f"silence-{self.state.seq}-{len(self.state.silences)}",
+            silence.model_dump(mode="json"),
+            subject=self.state.customer_id,
+        )
+        self._upsert()
+        self._wake()
+        return self.view()
+
+    @silence.validator
+    def _validate_silence(self, command: SilenceCommand) -> None:
+        now = workflow.now()
+        if (command.until is None) == (command.duration is None):
+            raise ValueError("give exactly one of until or duration")
+        until = command.until or now + (command.duration or timedelta(0))
+        if until.tzinfo is None:
+            raise ValueError("until needs a timezone")
+        if until <= now:
+            raise ValueError(f"until {until.isoformat()} is not in the future")
+        if until - now > timedelta(days=365):
+            raise ValueError("a silence lasts at most 365 days")
+        rule = self._rule_id(command.rule)
+        if rule is not None and rule not in self.engine.rule_ids():
+            known = ", ".join(self.engine.rule_ids())
+            raise ValueError(f"unknown rule {command.rule!r}; the rules are {known}")
+
+    @workflow.update
+    async def unsilence(self, command: Unsilence) -> RecoveryView:
+        self.engine.unsilence(self._rule_id(command.rule))
+        await ledger(
+            ActionTarget(kind="recovery", customer_id=self.state.customer_id),
+            f"unsilence-{self.state.seq}-{command.rule or 'customer'}",
+            {"by": command.by, "rule": command.rule},
+            subject=self.state.customer_id,
+        )
+        self._upsert()
+        self._wake()
+        return self.view()
+
+    @unsilence.validator
+    def _validate_unsilence(self, command: Unsilence) -> None:
+        rule = self._rule_id(command.rule)
+        now = workflow.now()
+        if not any(x.rule == rule and x.until > now for x in self.state.silences):
+            what = f"rule {command.rule}" if command.rule else "the customer"
+            raise ValueError(f"{what} is not silenced")
+
+    @workflow.update
+    async def close_episode(self, command: CloseEpisode) -> RecoveryView:
+        plans = self.engine.close_episode(workflow.now(), command.outcome, command.by)
+        await self._execute(plans)
+        self._wake()
+        return self.view()
+
+    @close_episode.validator
+    def _validate_close_episode(self, command: CloseEpisode) -> None:
+        if self.state.open_episode() is None:
+            raise ValueError(f"customer {self.state.customer_id} has no open episode")

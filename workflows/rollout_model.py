@@ -1,0 +1,234 @@
+"""The rollout workflow's state, commands and pure decisions (no I/O, no clock: `now` is passed).
+
+Everything a rollout knows lives in one `RolloutStatus`, carried whole through
+continue-as-new and returned by the `state` query.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from definitions.models import Analysis, Check
+
+RolloutState = Literal[
+    "assessing",
+    "awaiting_approval",
+    "waiting_window",
+    "applying",
+    "baking",
+    "held",
+    "rolling_back",
+    "rolled_back",
+    "frozen",
+    "completed",
+    "rejected",
+]
+TERMINAL: frozenset[str] = frozenset({"completed", "rejected"})
+Verdict = Literal["pass", "fail", "inconclusive", "error"]
+CheckVerdict = Literal["pending", "passing", "failed", "inconclusive"]
+MAX_READINGS_KEPT = 48
+"""Readings kept per check in state (the counts cover all of them)."""
+
+
+def rollout_workflow_id(change_id: str) -> str:
+    return f"rollout-{change_id}"
+
+
+class ChangeRequest(BaseModel):
+    change_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.:@-]*$")
+    owner: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+    ticket_id: str | None = Field(None, max_length=64)
+
+
+class Stopwatch(BaseModel):
+    """Active time: runs, pauses, resumes; `spent` never counts the paused stretches."""
+
+    spent_before: timedelta = timedelta(0)
+    running_since: datetime | None = None
+
+    def spent(self, now: datetime) -> timedelta:
+        if self.running_since is None:
+            return self.spent_before
+        return self.spent_before + (now - self.running_since)
+
+    def pause(self, now: datetime) -> None:
+        self.spent_before = self.spent(now)
+        self.running_since = None
+
+    def resume(self, now: datetime) -> None:
+        if self.running_since is None:
+            self.running_since = now
+
+    def moment_reaching(self, spent: timedelta) -> datetime | None:
+        """When this running stopwatch will show `spent`; None while paused."""
+        if self.running_since is None:
+            return None
+        return self.running_since + max(spent - self.spent_before, timedelta(0))
+
+
+class Reading(BaseModel):
+    at: datetime
+    value: float | None = None
+    baseline: float | None = None
+    sample_size: int = 0
+    verdict: Verdict
+    note: str = ""
+
+
+class CheckStatus(BaseModel):
+    metric: str
+    threshold: str
+    on_fail: Literal["rollback", "hold"]
+    readings: list[Reading] = Field(default_factory=list)
+    failures: int = 0
+    consecutive_errors: int = 0
+    verdict: CheckVerdict = "pending"
+
+
+class PhaseStatus(BaseModel):
+    name: str
+    percent: float
+    condition: str | None = None
+    cohort_size: int = 0
+    eligible: int = 0
+    irreversible: bool = False
+    gate: Literal["auto", "approval"] = "auto"
+    applied_at: datetime | None = None
+    exposed_total: int | None = None
+    bake_total: timedelta
+    bake: Stopwatch = Field(default_factory=Stopwatch)
+    readings_taken: int = 0
+    checks: list[CheckStatus] = Field(default_factory=list)
+    verdict: Literal["pending", "baking", "passed", "promoted", "failed", "skipped"] = "pending"
+    reverted: bool = False
+    notified: int = 0
+
+
+class Approval(BaseModel):
+    approver: str
+    reason: str
+    at: datetime
+    stage: str
+
+
+class RolloutStatus(BaseModel):
+    change: ChangeRequest
+    plan: str
+    risk: str
+    state: RolloutState = "assessing"
+    stage: str = Field("impact", description="the phase name (OpsStage), or impact")
+    attempt: int = Field(1, description="1, then one more per retry after an abort")
+    phase_index: int = 0
+    phases: list[PhaseStatus] = Field(default_factory=list)
+    applied: list[int] = Field(default_factory=list, description="phases applied, in order")
+    approvals_needed: int = 0
+    approvals: list[Approval] = Field(default_factory=list)
+    approval_for: str | None = Field(None, description="start, or the phase whose gate waits")
+    approval_since: datetime | None = None
+    approval_paged: bool = False
+    paused: bool = False
+    pause_reason: str | None = None
+    hold_reason: str | None = None
+    promote_requested: bool = False
+    promote_full_by: str | None = None
+    rollback_reason: str | None = None
+    aborted: bool = False
+    frozen_reason: str | None = None
+    ended_reason: str | None = None
+    deadline: timedelta | None = None
+    active: Stopwatch = Field(default_factory=Stopwatch, description="time towards the deadline")
+    next_window: datetime | None = None
+    customers_notified: int = 0
+    customers_reverted: int = 0
+    rollbacks: int = 0
+    pages: int = 0
+    commands: int = 0
+    finished: bool = False
+    finished_at: datetime | None = None
+    rolled_back_at: datetime | None = None
+
+    @property
+    def current(self) -> PhaseStatus | None:
+        if 0 <= self.phase_index < len(self.phases):
+            return self.phases[self.phase_index]
+        return None
+
+    @property
+    def ops_state(self) -> str:
+        return "held" if self.paused else self.state
+
+
+def threshold_text(check: Check) -> str:
+    parts = []
+    if check.max is not None:
+        parts.append(f"max {check.max:g}")
+    if check.min is not None:
+        parts.append(f"min {check.min:g}")
+    if check.max_increase_pct is not None:
+        parts.append(f"at most +{check.max_increase_pct:g}% vs baseline")
+    if check.max_decrease_pct is not None:
+        parts.append(f"at most -{check.max_decrease_pct:g}% vs baseline")
+    return ", ".join(parts)
+
+
+def needs_baseline(check: Check) -> bool:
+    return check.max_increase_pct is not None or check.max_decrease_pct is not None
+
+
+def judge(
+    check: Check,
+    analysis: Analysis,
+    value: float | None,
+    sample_size: int,
+    baseline: float | None,
+    baseline_samples: int,
+) -> tuple[Verdict, str]:
+    """One reading's verdict: pass, fail or inconclusive (too few samples, no data)."""
+    if value is None or sample_size == 0:
+        return "inconclusive", "no data for the exposed cohort"
+    if sample_size < analysis.min_samples:
+        return "inconclusive", f"{sample_size} samples, fewer than {analysis.min_samples}"
+    if check.max is not None and value > check.max:
+        return "fail", f"{value:g} above max {check.max:g}"
+    if check.min is not None and value < check.min:
+        return "fail", f"{value:g} below min {check.min:g}"
+    if needs_baseline(check):
+        if baseline is None or baseline_samples < analysis.min_samples or baseline <= 0:
+            return "inconclusive", "no usable baseline"
+        change = (value - baseline) / baseline * 100
+        if check.max_increase_pct is not None and change > check.max_increase_pct:
+            return "fail", f"{change:+.1f}% vs baseline, more than +{check.max_increase_pct:g}%"
+        if check.max_decrease_pct is not None and -change > check.max_decrease_pct:
+            return "fail", f"{change:+.1f}% vs baseline, more than -{check.max_decrease_pct:g}%"
+    return "pass", ""
+
+
+def record(status: CheckStatus, reading: Reading, analysis: Analysis) -> None:
+    """Add a reading and update the check's counts and verdict."""
+    status.readings.append(reading)
+    del status.readings[:-MAX_READINGS_KEPT]
+    if reading.verdict == "error":
+        status.consecutive_errors += 1
+        if status.consecutive_errors >= analysis.error_limit:
+            status.failures += 1
+            status.consecutive_errors = 0
+    else:
+        status.consecutive_errors = 0
+        if reading.verdict == "fail":
+            status.failures += 1
+    if status.failures > analysis.failure_limit:
+        status.verdict = "failed"
+    elif reading.verdict == "pass":
+        status.verdict = "passing"
+    elif reading.verdict == "inconclusive":
+        status.verdict = "inconclusive"
+
+
+def percent_text(percent: float) -> str:
+    return f"{percent:g}%"
