@@ -1,0 +1,199 @@
+"""Shared set-up for escalation tests: policies, a worker with the real activities on the
+sandbox backends, and time helpers for the time-skipping server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.deps import ActivityDeps
+from store.models import LedgerEntry, SandboxTicket
+from tests.conftest import AppDb
+from worker.assembly import activity_functions
+from workflows.escalation import CaseInfo, CaseStatus, EscalationWorkflow
+from workflows.sandbox import WORKFLOW_RUNNER
+
+BERLIN = ZoneInfo("Europe/Berlin")
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+
+async def keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With OPSFLOW_RECORD_HISTORIES=1, save this run's history for the replay test.
+
+    Record again (and commit) only for a change that is meant to alter the commands a
+    workflow issues; the replay test then guards every other change."""
+    if os.environ.get("OPSFLOW_RECORD_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json(), encoding="utf-8")
+
+
+def policy_document(**spec_overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "priorities": ["p1", "p2", "p3"],
+        "calendar": "24x7",
+        "slas": [
+            {"priority": "p1", "first_response": "1h", "resolution": "4h"},
+            {"priority": "p2", "first_response": "2h", "resolution": "8h"},
+            {"priority": "p3", "first_response": "4h", "resolution": "1d"},
+        ],
+        "warn_at": [50],
+        "on_warning": [
+            {"type": "notify", "channel": "slack", "to": ["assignee"], "template": "sla-warning"}
+        ],
+        "levels": [
+            {
+                "after": "10m",
+                "name": "agent",
+                "actions": [
+                    {
+                        "type": "notify",
+                        "channel": "email",
+                        "to": ["queue:support"],
+                        "template": "case-escalated",
+                    }
+                ],
+            },
+            {"after": "20m", "name": "tier 2", "actions": [{"type": "assign", "queue": "tier-2"}]},
+            {
+                "after": "30m",
+                "name": "duty manager",
+                "actions": [
+                    {
+                        "type": "notify",
+                        "channel": "pager",
+                        "to": ["team:duty-managers"],
+                        "template": "case-escalated",
+                    }
+                ],
+            },
+        ],
+        "repeat": 1,
+        "on_breach": [
+            {"type": "crm_note", "text": "Case {{ case.id }} missed its {{ sla.name }} target."}
+        ],
+    }
+    spec.update(spec_overrides)
+    return {
+        "apiVersion": "opsflow/v1",
+        "kind": "escalation",
+        "metadata": {"name": "test-policy", "owner": "support-operations"},
+        "spec": spec,
+    }
+
+
+def new_ticket_id() -> str:
+    return f"T-{uuid.uuid4().hex[:8]}"
+
+
+async def add_ticket(db: AppDb, ticket_id: str, customer_id: str = "C-0001") -> None:
+    async with db.sessions() as session, session.begin():
+        session.add(
+            SandboxTicket(id=ticket_id, customer_id=customer_id, subject="Invoice shows wrong VAT")
+        )
+
+
+def case(ticket_id: str, opened_at: datetime, priority: str = "p1", **extra: Any) -> CaseInfo:
+    return CaseInfo(
+        ticket_id=ticket_id,
+        customer_id=extra.pop("customer_id", "C-0001"),
+        priority=priority,  # type: ignore[arg-type]
+        stage=extra.pop("stage", "support"),
+        channel="email",
+        subject="Invoice shows wrong VAT",
+        opened_at=opened_at,
+        **extra,
+    )
+
+
+@asynccontextmanager
+async def escalation_worker(env: WorkflowEnvironment, db: AppDb) -> AsyncIterator[str]:
+    queue = f"escalation-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[EscalationWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
+        activities=activity_functions(ActivityDeps(sessions=db.sessions)),
+    ):
+        yield queue
+
+
+async def ledger_steps(db: AppDb, workflow_id: str) -> list[str]:
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.workflow_id == workflow_id)
+            .order_by(LedgerEntry.id)
+        )
+        return [row.step for row in rows]
+
+
+async def ledger_entries(db: AppDb, workflow_id: str) -> list[LedgerEntry]:
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.workflow_id == workflow_id)
+            .order_by(LedgerEntry.id)
+        )
+        return list(rows)
+
+
+async def skip_to(env: WorkflowEnvironment, moment: datetime) -> None:
+    now = await env.get_current_time()
+    if moment > now:
+        await env.sleep(moment - now)
+
+
+def next_weekday_at(now: datetime, weekday: int, hour: int, minute: int) -> datetime:
+    """The first `weekday` (0 = Monday) at hour:minute Berlin time at least a day after now."""
+    local = now.astimezone(BERLIN) + timedelta(days=1)
+    day: date = local.date()
+    while day.weekday() != weekday:
+        day += timedelta(days=1)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=BERLIN)
+
+
+def about(expected: timedelta) -> object:
+    """Equal to `expected` to the second: an update lands a few milliseconds after a sleep."""
+
+    class _About:
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, timedelta) and abs(other - expected) < timedelta(seconds=1)
+
+        def __repr__(self) -> str:
+            return f"about {expected}"
+
+    return _About()
+
+
+def about_at(expected: datetime) -> object:
+    class _AboutAt:
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, datetime) and abs(other - expected) < timedelta(seconds=1)
+
+        def __repr__(self) -> str:
+            return f"about {expected.isoformat()}"
+
+    return _AboutAt()
+
+
+async def settled(handle: WorkflowHandle[Any, Any]) -> CaseStatus:
+    """The case's state once the workflow has caught up (profile read, commands recorded)."""
+    for _ in range(200):
+        state: CaseStatus = await handle.query(EscalationWorkflow.state)
+        if state.customer is not None and not state.unrecorded:
+            return state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} did not settle")

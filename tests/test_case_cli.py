@@ -1,0 +1,59 @@
+"""A case from open to resolve through the `opsflow case` commands, against `opsflow dev`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.devstack_support import DevStack, opsflow_env, start_dev, succeeds
+from tests.devstack_support import refused as refused_command
+
+pytestmark = pytest.mark.devserver
+
+
+def test_case_lifecycle_through_the_command_line(
+    tmp_path: Path, ports: tuple[int, int], stacks: list[DevStack]
+) -> None:
+    stack = start_dev(tmp_path, *ports)
+    stacks.append(stack)
+    stack.wait_for("Press Ctrl-C to stop")
+    env = opsflow_env(stack, tmp_path)
+
+    def ok(*args: str) -> str:
+        return succeeds(*args, env=env, cwd=tmp_path)
+
+    def refused(*args: str) -> str:
+        return refused_command(*args, env=env, cwd=tmp_path)
+
+    opened = ok("case", "open", "--ticket", "T-9001", "--customer", "C-0002", "--priority", "p1")
+    assert "case T-9001 opened under support-p1@1" in opened
+    assert f"{stack.ui}/namespaces/default/workflows/case-T-9001" in opened
+    again = ok("case", "open", "--ticket", "T-9001", "--customer", "C-0002", "--priority", "p1")
+    assert "already open" in again
+
+    listed = json.loads(ok("case", "list", "--json"))
+    assert [row["ticket"] for row in listed] == ["T-9001"]
+    assert listed[0]["policy"] == "support-p1@1" and listed[0]["state"] == "open"
+
+    assert "unknown priority 'p7'" in refused("case", "priority", "T-9001", "p7")
+    assert "not paused" in refused("case", "resume", "T-9001")
+    assert "no case for ticket T-404" in refused("case", "ack", "T-404", "--by", "ana")
+
+    assert "paused" in ok("case", "pause", "T-9001", "--reason", "waiting for logs")
+    assert "open" in ok("case", "resume", "T-9001")
+    assert "acknowledged" in ok("case", "ack", "T-9001", "--by", "ana")
+
+    shown = json.loads(ok("case", "show", "T-9001", "--json"))
+    assert shown["state"]["acknowledged_by"] == "ana"
+    steps = [entry["step"] for entry in shown["timeline"]]
+    assert steps[0] == "opened"
+    assert [s.split("-", 2)[2] for s in steps if s.startswith("command-")] == [
+        "pause",
+        "resume",
+        "acknowledge",
+    ]
+    assert "resolved" in ok("case", "resolve", "T-9001", "--by", "ana")
+    assert "already resolved" in refused("case", "resolve", "T-9001", "--by", "ana")
+    assert stack.stop() == 0

@@ -1,0 +1,99 @@
+"""A worker assembled like production writes the ledger and logs with Temporal ids bound."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+from temporalio import activity, workflow
+
+# The sandbox re-imports this module for the workflow below; everything else passes through.
+with workflow.unsafe.imports_passed_through():
+    import pytest
+    import structlog
+    from sqlalchemy import select
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    from activities.deps import ActivityDeps
+    from activities.ledger import LedgerAppend
+    from store.models import LedgerEntry
+    from tests.conftest import AppDb
+    from worker.assembly import activity_functions
+    from worker.logging import LogContextInterceptor, configure_logging
+
+
+@activity.defn(name="probe.log_customer")
+async def log_customer(email: str) -> None:
+    structlog.get_logger("probe").info("customer contacted", email=email, channel="email")
+
+
+@workflow.defn(name="LedgerProbe")
+class LedgerProbe:
+    @workflow.run
+    async def run(self, subject: str) -> list[int]:
+        info = workflow.info()
+        entry = LedgerAppend(
+            idempotency_key=f"{info.workflow_id}/opened",
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            kind="probe",
+            subject=subject,
+            step="opened",
+            detail={"why": "test"},
+        )
+        ids = [
+            await workflow.execute_activity(
+                "ledger.append",
+                entry,
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+            for _ in range(2)  # the same key twice: one row
+        ]
+        workflow.logger.info("probe done")
+        await workflow.execute_activity(
+            log_customer, "ana@example.com", start_to_close_timeout=timedelta(seconds=30)
+        )
+        return ids
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_ledger_append_is_idempotent_and_logs_carry_ids(
+    workflow_env: WorkflowEnvironment, app_db: AppDb, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("json", "info")
+    queue = f"probe-{uuid.uuid4()}"
+    workflow_id = f"probe-{uuid.uuid4()}"
+    async with Worker(
+        workflow_env.client,
+        task_queue=queue,
+        workflows=[LedgerProbe],
+        activities=[*activity_functions(ActivityDeps(sessions=app_db.sessions)), log_customer],
+        interceptors=[LogContextInterceptor()],
+    ):
+        ids = await workflow_env.client.execute_workflow(
+            LedgerProbe.run, "C-0001", id=workflow_id, task_queue=queue
+        )
+    assert ids[0] == ids[1]
+    async with app_db.sessions() as session:
+        rows = (
+            await session.scalars(select(LedgerEntry).where(LedgerEntry.workflow_id == workflow_id))
+        ).all()
+    assert [(row.step, row.subject, row.detail) for row in rows] == [
+        ("opened", "C-0001", {"why": "test"})
+    ]
+
+    lines = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
+    activity_line = next(line for line in lines if line["event"] == "customer contacted")
+    assert activity_line["workflow_id"] == workflow_id
+    assert activity_line["activity_type"] == "probe.log_customer"
+    assert activity_line["attempt"] == 1
+    assert activity_line["email"] == "[redacted]"
+    assert "ana@example.com" not in json.dumps(lines)
+    workflow_line = next(line for line in lines if line["event"].startswith("probe done"))
+    assert workflow_line["workflow_id"] == workflow_id
+    assert workflow_line["run_id"]
