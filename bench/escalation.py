@@ -1,0 +1,262 @@
+"""Benchmark: opsflow's escalation workflow against a hand-written plain Temporal workflow.
+
+Both run in the same run, on the same in-memory dev server and app database, each in a
+worker process of its own, with the same timers (three 1 s levels) and the same activity
+calls. N cases are opened at once; each breaches its first-response SLA at 3 s and is
+resolved at 3.5 s. A sample of other cases is acknowledged after the first level, timing
+acknowledgement-to-halt (the update's round trip, after which no level fires).
+
+    .venv/bin/python -m bench.escalation [--cases 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from temporalio.client import Client, WorkflowHandle
+
+from bench.harness import (
+    Stopwatch,
+    WorkerProcess,
+    WorkerUsage,
+    in_memory_dev_server,
+    percentile,
+    python_module,
+    wait_for_poller,
+)
+from definitions.loader import content_hash
+from definitions.models import PinnedDefinition, definition_adapter
+from store.db import create_engine, session_factory
+from store.migrate import upgrade
+from store.seed import seed_sandbox
+from workflows.escalation import (
+    Acknowledge,
+    CaseInfo,
+    EscalationWorkflow,
+    OpenCase,
+    Resolve,
+)
+
+LEVEL_SECONDS = 1.0
+RESOLVE_AFTER = 3.5
+ACK_AFTER = 1.5
+CONCURRENCY = 64
+
+POLICY = {
+    "apiVersion": "opsflow/v1",
+    "kind": "escalation",
+    "metadata": {"name": "bench-three-levels", "owner": "bench"},
+    "spec": {
+        "priorities": ["p1"],
+        "calendar": "24x7",
+        "slas": [{"priority": "p1", "first_response": "3s", "resolution": "1h"}],
+        "levels": [
+            {
+                "after": f"{n}s",
+                "actions": [
+                    {
+                        "type": "notify",
+                        "channel": "email",
+                        "to": ["queue:support"],
+                        "template": "case-escalated",
+                    }
+                ],
+            }
+            for n in (1, 2, 3)
+        ],
+    },
+}
+
+
+@dataclass
+class Result:
+    name: str
+    cases: int
+    seconds: float
+    usage: WorkerUsage
+    ack_latencies_ms: list[float]
+
+    @property
+    def per_second(self) -> float:
+        return self.cases / self.seconds
+
+    @property
+    def cpu_ms_per_case(self) -> float:
+        return self.usage.cpu_seconds * 1000 / self.cases
+
+
+async def _drive(
+    client: Client,
+    cases: int,
+    ack_sample: int,
+    start: Any,
+    acknowledge: Any,
+    resolve: Any,
+) -> tuple[float, list[float]]:
+    """Open `cases` cases; acknowledge the first `ack_sample`; resolve the rest after the breach."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+    latencies: list[float] = []
+
+    async def one(n: int) -> None:
+        async with gate:
+            handle: WorkflowHandle[Any, Any] = await start(n)
+        if n < ack_sample:
+            await asyncio.sleep(ACK_AFTER)
+            watch = Stopwatch()
+            await acknowledge(handle)
+            latencies.append(watch.seconds * 1000)
+            await asyncio.sleep(RESOLVE_AFTER - ACK_AFTER)
+        else:
+            await asyncio.sleep(RESOLVE_AFTER)
+        async with gate:
+            await resolve(handle)
+        await handle.result()
+
+    watch = Stopwatch()
+    await asyncio.gather(*(one(n) for n in range(cases)))
+    return watch.seconds, latencies
+
+
+async def run_opsflow(client: Client, env: dict[str, str], cases: int, sample: int) -> Result:
+    queue = f"bench-opsflow-{uuid.uuid4().hex[:6]}"
+    opsflow = str(Path(sys.executable).parent / "opsflow")
+    worker = WorkerProcess([opsflow, "worker"], {**env, "OPSFLOW_TASK_QUEUE": queue})
+    try:
+        await wait_for_poller(client, queue)
+    except BaseException:
+        worker.kill()
+        raise
+    worker.mark()
+    document = POLICY
+    policy = PinnedDefinition(
+        name="bench-three-levels",
+        version=1,
+        content_hash=content_hash(document),
+        kind="escalation",
+        definition=definition_adapter.validate_python(document),
+    )
+    run_id = uuid.uuid4().hex[:6]
+
+    async def start(n: int) -> WorkflowHandle[Any, Any]:
+        case = CaseInfo(
+            ticket_id=f"B{run_id}-{n}",
+            customer_id=f"C-{n % 50 + 1:04d}",
+            priority="p1",
+            opened_at=datetime.now(UTC),
+        )
+        return await client.start_workflow(
+            EscalationWorkflow.run,
+            OpenCase(case=case, policy=policy),
+            id=f"case-B{run_id}-{n}",
+            task_queue=queue,
+        )
+
+    async def acknowledge(handle: WorkflowHandle[Any, Any]) -> None:
+        await handle.execute_update(EscalationWorkflow.acknowledge, Acknowledge(by="bench"))
+
+    async def resolve(handle: WorkflowHandle[Any, Any]) -> None:
+        await handle.execute_update(EscalationWorkflow.resolve, Resolve(by="bench"))
+
+    try:
+        seconds, latencies = await _drive(client, cases, sample, start, acknowledge, resolve)
+    except BaseException:
+        worker.kill()
+        raise
+    return Result("opsflow", cases, seconds, worker.stop(), latencies)
+
+
+async def run_baseline(client: Client, env: dict[str, str], cases: int, sample: int) -> Result:
+    queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
+    worker = WorkerProcess(
+        python_module("bench.baseline_escalation", "--task-queue", queue),
+        {**env, "OPSFLOW_TASK_QUEUE": queue},
+    )
+    try:
+        await wait_for_poller(client, queue)
+    except BaseException:
+        worker.kill()
+        raise
+    worker.mark()
+    run_id = uuid.uuid4().hex[:6]
+
+    async def start(n: int) -> WorkflowHandle[Any, Any]:
+        return await client.start_workflow(
+            "PlainEscalation",
+            [f"C-{n % 50 + 1:04d}", str(LEVEL_SECONDS)],
+            id=f"plain-{run_id}-{n}",
+            task_queue=queue,
+        )
+
+    async def acknowledge(handle: WorkflowHandle[Any, Any]) -> None:
+        await handle.execute_update("acknowledge")
+
+    async def resolve(handle: WorkflowHandle[Any, Any]) -> None:
+        await handle.execute_update("resolve")
+
+    try:
+        seconds, latencies = await _drive(client, cases, sample, start, acknowledge, resolve)
+    except BaseException:
+        worker.kill()
+        raise
+    return Result("plain Temporal", cases, seconds, worker.stop(), latencies)
+
+
+def report(baseline: Result, opsflow: Result) -> None:
+    print(
+        f"{'':16} {'cases/s':>9} {'wall s':>8} {'CPU ms/case':>12} {'peak RSS MiB':>13}"
+        f" {'ack p50 ms':>11} {'ack p99 ms':>11}"
+    )
+    for r in (baseline, opsflow):
+        print(
+            f"{r.name:16} {r.per_second:9.1f} {r.seconds:8.2f} {r.cpu_ms_per_case:12.1f}"
+            f" {r.usage.peak_rss_mib:13.1f} {percentile(r.ack_latencies_ms, 50):11.1f}"
+            f" {percentile(r.ack_latencies_ms, 99):11.1f}"
+        )
+    print(
+        f"throughput ratio (plain / opsflow): {baseline.per_second / opsflow.per_second:.2f}"
+        "  (goal <= 1.25)"
+    )
+    cpu_ratio = opsflow.cpu_ms_per_case / baseline.cpu_ms_per_case
+    print(f"worker CPU ratio (opsflow / plain): {cpu_ratio:.2f}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=500)
+    parser.add_argument("--ack-sample", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        url = make_url(f"sqlite:///{folder}/bench.db")
+        upgrade(url)
+        engine = create_engine(url)
+        await seed_sandbox(session_factory(engine))
+        await engine.dispose()
+        async with in_memory_dev_server() as server:
+            address = server.client.service_client.config.target_host
+            env = {
+                "OPSFLOW_TEMPORAL_ADDRESS": address,
+                "OPSFLOW_DATABASE_URL": str(url),
+                "OPSFLOW_LOG_LEVEL": "warning",
+                "OPSFLOW_DATA_DIR": folder,
+            }
+            sample = min(args.ack_sample, args.cases // 2)
+            baseline = await run_baseline(server.client, env, args.cases, sample)
+            opsflow = await run_opsflow(server.client, env, args.cases, sample)
+    print(
+        f"escalation benchmark: {args.cases} cases, three {LEVEL_SECONDS:.0f} s levels, "
+        f"in-memory dev server, 2 workers in their own processes"
+    )
+    report(baseline, opsflow)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

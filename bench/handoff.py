@@ -1,0 +1,359 @@
+"""Benchmark: opsflow's handoff workflow against a hand-written plain Temporal workflow.
+
+Both run in the same run, on the same in-memory dev server and app database, each in a
+worker process of its own, with the same activity calls. N conversations ask for a person
+at once (a `bot.handoff_requested` signal-with-start) and are handed to 50 bench agents of
+capacity 1 in a 24/7 bench queue; a queued conversation looks for a free agent again every
+AGENT_POLL (the handoff workflow's own), on both sides. The driver is the same on both: send
+the request, query until there is an offer, accept, resolve, wait for the end. Request-to-
+offer latency runs from the client's send time to the workflow's `offered_at`, so it
+includes the wait for a free agent.
+
+The bench definition (not the catalog's) has one route, no queue-depth limit and a 4 h
+maximum wait: with 1,000 waiting and 50 slots the sandbox estimates about 2 h, which the
+catalog's limits would turn into callbacks. No escalation policy: no case is opened on
+accept (the baseline opens none either).
+
+    .venv/bin/python -m bench.handoff [--conversations 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import URL, make_url
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from bench.harness import (
+    Stopwatch,
+    WorkerProcess,
+    WorkerUsage,
+    in_memory_dev_server,
+    percentile,
+    python_module,
+    wait_for_poller,
+)
+from definitions.events import EventEnvelope, TranscriptLine
+from definitions.loader import content_hash
+from definitions.models import PinnedDefinition, definition_adapter
+from store.db import create_engine, session_factory
+from store.migrate import upgrade
+from store.models import SandboxAgent, SandboxCustomer, SandboxQueue
+from store.seed import seed_sandbox
+from store.types import utcnow
+from worker.handoffs import handoff_request_event, signal_with_start
+from workflows import search_attributes as sa
+from workflows.handoff import AGENT_POLL, HandoffWorkflow
+from workflows.handoff_model import Accept, HandoffInput, HandoffStatus, Resolve
+
+AGENTS = 50
+QUEUE = "bench-desk"
+SKILL = "bench-handoff"
+OFFER_TIMEOUT_SECONDS = 600
+CONCURRENCY = 64
+"""Client calls in flight at once (starts, queries, updates)."""
+POLL_FIRST, POLL_MAX = 0.05, 1.0
+"""The driver's query back-off while a conversation waits for its offer."""
+
+DEFINITION = {
+    "apiVersion": "opsflow/v1",
+    "kind": "handoff",
+    "metadata": {"name": "bench-handoff", "owner": "bench"},
+    "spec": {
+        "triggers": {"customer_asks": True, "bot_requests": True},
+        "context": [
+            "transcript",
+            "intents",
+            "attempts",
+            "profile",
+            "open_tickets",
+            "sentiment",
+            "summary",
+        ],
+        "routes": [{"name": "bench", "queue": QUEUE, "skills": [SKILL]}],
+        "offer_timeout": f"{OFFER_TIMEOUT_SECONDS}s",
+        "max_offers": 3,
+        "max_wait": "4h",
+        "notice": {"channel": "chat", "template": "handoff-waiting"},
+        "fallback": [{"type": "schedule_callback", "queue": QUEUE, "within": "4h"}],
+        "escalation_policy": "bench-none",
+    },
+}
+
+
+@dataclass
+class Result:
+    name: str
+    conversations: int
+    seconds: float
+    usage: WorkerUsage
+    offer_latencies_ms: list[float]
+
+    @property
+    def per_second(self) -> float:
+        return self.conversations / self.seconds
+
+    @property
+    def cpu_ms_per_conversation(self) -> float:
+        return self.usage.cpu_seconds * 1000 / self.conversations
+
+
+# Per side: start(n, event) -> handle; offer(handle) -> (agent, offered_at) or None;
+# accept(handle, agent); resolve(handle).
+Start = Callable[[EventEnvelope], Awaitable[WorkflowHandle[Any, Any]]]
+ReadOffer = Callable[[WorkflowHandle[Any, Any]], Awaitable[tuple[str, datetime] | None]]
+Accepting = Callable[[WorkflowHandle[Any, Any], str], Awaitable[None]]
+Resolving = Callable[[WorkflowHandle[Any, Any]], Awaitable[None]]
+
+
+async def prepare_database(url: URL) -> list[str]:
+    """Migrate and seed; add the bench queue and its agents. Returns customer ids."""
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        sessions = session_factory(engine)
+        await seed_sandbox(sessions)
+        async with sessions() as session, session.begin():
+            customers = list(await session.scalars(select(SandboxCustomer)))
+            languages = sorted({c.language for c in customers})
+            session.add(
+                SandboxQueue(
+                    id=QUEUE,
+                    name="Bench desk",
+                    skills=[SKILL],
+                    languages=languages,
+                    timezone="UTC",
+                    hours="24x7",
+                )
+            )
+            now = utcnow()
+            for n in range(1, AGENTS + 1):
+                session.add(
+                    SandboxAgent(
+                        id=f"bench-{n:02d}",
+                        name=f"Bench Agent {n}",
+                        email=f"bench-{n:02d}@example.com",
+                        team="bench",
+                        skills=[SKILL],
+                        languages=languages,
+                        status="available",
+                        capacity=1,
+                        active_conversations=0,
+                        status_since=now,
+                    )
+                )
+        return sorted(c.id for c in customers)
+    finally:
+        await engine.dispose()
+
+
+def request_event(conversation: str, customer: str) -> EventEnvelope:
+    transcript = [
+        TranscriptLine.model_validate({"from": "customer", "text": "My invoice is wrong"}),
+        TranscriptLine.model_validate({"from": "bot", "text": "Here is our billing guide"}),
+        TranscriptLine.model_validate({"from": "customer", "text": "I want to talk to a person"}),
+    ]
+    return handoff_request_event(
+        conversation, customer, "customer asked for a person", transcript, ["faq:billing"]
+    )
+
+
+async def _drive(
+    conversations: int,
+    customers: list[str],
+    start: Start,
+    read_offer: ReadOffer,
+    accept: Accepting,
+    resolve: Resolving,
+) -> tuple[float, list[float]]:
+    """Request N handoffs at once; accept each offer, resolve, wait for the end."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+    latencies: list[float] = []
+    run_id = uuid.uuid4().hex[:6]
+
+    async def one(n: int) -> None:
+        event = request_event(f"BENCH-{run_id}-{n}", customers[n % len(customers)])
+        async with gate:
+            sent = datetime.now(UTC)
+            handle = await start(event)
+        delay = POLL_FIRST
+        while True:
+            async with gate:
+                offer = await read_offer(handle)
+            if offer is not None:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, POLL_MAX)
+        agent, offered_at = offer
+        latencies.append((offered_at - sent).total_seconds() * 1000)
+        async with gate:
+            await accept(handle, agent)
+        async with gate:
+            await resolve(handle)
+        await handle.result()
+
+    watch = Stopwatch()
+    await asyncio.gather(*(one(n) for n in range(conversations)))
+    return watch.seconds, latencies
+
+
+async def _run(
+    name: str,
+    client: Client,
+    worker: WorkerProcess,
+    queue: str,
+    conversations: int,
+    customers: list[str],
+    sides: tuple[Start, ReadOffer, Accepting, Resolving],
+) -> Result:
+    try:
+        await wait_for_poller(client, queue)
+        worker.mark()
+        seconds, latencies = await _drive(conversations, customers, *sides)
+    except BaseException:
+        worker.kill()
+        raise
+    return Result(name, conversations, seconds, worker.stop(), latencies)
+
+
+async def run_opsflow(
+    client: Client, env: dict[str, str], conversations: int, customers: list[str]
+) -> Result:
+    queue = f"bench-opsflow-{uuid.uuid4().hex[:6]}"
+    definition = PinnedDefinition(
+        name="bench-handoff",
+        version=1,
+        content_hash=content_hash(DEFINITION),
+        kind="handoff",
+        definition=definition_adapter.validate_python(DEFINITION),
+    )
+    start_input = HandoffInput(definition=definition, escalation_policy=None)
+
+    async def start(event: EventEnvelope) -> WorkflowHandle[Any, Any]:
+        return await signal_with_start(client, queue, start_input, event)
+
+    async def read_offer(handle: WorkflowHandle[Any, Any]) -> tuple[str, datetime] | None:
+        status: HandoffStatus = await handle.query(HandoffWorkflow.state)
+        if status.state in ("resolved", "returned_to_bot", "callback_scheduled", "abandoned"):
+            raise RuntimeError(f"{handle.id} ended {status.state}: {status.end_reason}")
+        offer = status.current_offer
+        return (offer.agent_id, offer.offered_at) if offer else None
+
+    async def accept(handle: WorkflowHandle[Any, Any], agent: str) -> None:
+        await handle.execute_update(HandoffWorkflow.accept, Accept(agent=agent))
+
+    async def resolve(handle: WorkflowHandle[Any, Any]) -> None:
+        await handle.execute_update(HandoffWorkflow.resolve, Resolve(by="bench"))
+
+    sides = (start, read_offer, accept, resolve)
+    opsflow = str(Path(sys.executable).parent / "opsflow")
+    worker = WorkerProcess([opsflow, "worker"], {**env, "OPSFLOW_TASK_QUEUE": queue})
+    return await _run("opsflow", client, worker, queue, conversations, customers, sides)
+
+
+async def run_baseline(
+    client: Client, env: dict[str, str], conversations: int, customers: list[str]
+) -> Result:
+    queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
+    args = {
+        "queue": QUEUE,
+        "skills": [SKILL],
+        "poll_seconds": AGENT_POLL.total_seconds(),
+        "offer_timeout_seconds": OFFER_TIMEOUT_SECONDS,
+    }
+
+    async def start(event: EventEnvelope) -> WorkflowHandle[Any, Any]:
+        conversation = str(event.data["conversation_id"])
+        pairs: list[SearchAttributePair[Any]] = [
+            SearchAttributePair(sa.OPS_KIND, "plain-handoff"),
+            SearchAttributePair(sa.OPS_STATE, "bot"),
+            SearchAttributePair(sa.OPS_CUSTOMER_ID, str(event.data["customer_id"])),
+        ]
+        return await client.start_workflow(
+            "PlainHandoff",
+            args,
+            id=f"plain-handoff-{conversation}",
+            task_queue=queue,
+            start_signal="event",
+            start_signal_args=[event],
+            search_attributes=TypedSearchAttributes(pairs),
+        )
+
+    async def read_offer(handle: WorkflowHandle[Any, Any]) -> tuple[str, datetime] | None:
+        state: dict[str, Any] = await handle.query("offer", result_type=dict)
+        if state["offered_at"] is None:
+            return None
+        return str(state["agent"]), datetime.fromisoformat(state["offered_at"])
+
+    async def accept(handle: WorkflowHandle[Any, Any], agent: str) -> None:
+        await handle.execute_update("accept", agent)
+
+    async def resolve(handle: WorkflowHandle[Any, Any]) -> None:
+        await handle.execute_update("resolve")
+
+    sides = (start, read_offer, accept, resolve)
+    worker = WorkerProcess(
+        python_module("bench.baseline_handoff", "--task-queue", queue),
+        {**env, "OPSFLOW_TASK_QUEUE": queue},
+    )
+    return await _run("plain Temporal", client, worker, queue, conversations, customers, sides)
+
+
+def report(baseline: Result, opsflow: Result) -> None:
+    print(
+        f"{'':16} {'handoffs/s':>10} {'wall s':>8} {'CPU ms/conv':>12} {'peak RSS MiB':>13}"
+        f" {'offer p50 ms':>13} {'offer p99 ms':>13}"
+    )
+    for r in (baseline, opsflow):
+        print(
+            f"{r.name:16} {r.per_second:10.2f} {r.seconds:8.2f} {r.cpu_ms_per_conversation:12.1f}"
+            f" {r.usage.peak_rss_mib:13.1f} {percentile(r.offer_latencies_ms, 50):13.1f}"
+            f" {percentile(r.offer_latencies_ms, 99):13.1f}"
+        )
+    print(
+        f"throughput ratio (plain / opsflow): {baseline.per_second / opsflow.per_second:.2f}"
+        "  (goal <= 1.25)"
+    )
+    cpu_ratio = opsflow.cpu_ms_per_conversation / baseline.cpu_ms_per_conversation
+    print(f"worker CPU ratio (opsflow / plain): {cpu_ratio:.2f}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        url = make_url(f"sqlite:///{folder}/bench.db")
+        customers = await prepare_database(url)
+        async with in_memory_dev_server() as server:
+            address = server.client.service_client.config.target_host
+            env = {
+                "OPSFLOW_TEMPORAL_ADDRESS": address,
+                "OPSFLOW_DATABASE_URL": str(url),
+                "OPSFLOW_LOG_LEVEL": "warning",
+                "OPSFLOW_DATA_DIR": folder,
+            }
+            n = args.conversations
+            baseline = await run_baseline(server.client, env, n, customers)
+            opsflow = await run_opsflow(server.client, env, n, customers)
+    print(
+        f"handoff benchmark: {args.conversations} conversations, {AGENTS} bench agents of "
+        f"capacity 1, agent search every {AGENT_POLL.total_seconds():.0f} s, in-memory dev "
+        "server, 2 workers in their own processes"
+    )
+    report(baseline, opsflow)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,366 @@
+"""Benchmark: events through the intake (HTTP, signed, inbox, relay, signal-with-start of
+`customer-<id>`) against a client doing the same signal-with-starts directly.
+
+Same run, same in-memory dev server, same app database (SQLite). The intake runs as
+`opsflow intake` in its own process (uvicorn on 127.0.0.1); each side has an `opsflow worker`
+of its own running the Recovery workflows the events start. The baseline sends exactly what
+the router sends (the start input with the deployed rule sets, the envelope and the rule
+sets as the signal's arguments), with the same concurrency.
+
+- burst: N events (default 5,000) as fast as C concurrent senders go (default 32); events/s
+  counts until the last event is signalled (for the intake: none is left waiting in the
+  inbox), and acceptance latency is each request's answer (202: durably in the inbox).
+- paced: R events/s (default 100) for S seconds (default 20), open loop; acceptance latency.
+
+    .venv/bin/python -m bench.intake [--events 5000] [--concurrency 32] [--rate 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from temporalio.client import Client
+
+from bench.harness import Stopwatch, in_memory_dev_server, percentile, wait_for_poller
+from bench.recovery import (
+    Sessions,
+    Worker,
+    opsflow_worker,
+    prepare_database,
+    process_cpu_seconds,
+    worker_env,
+)
+from definitions.events import EventEnvelope
+from intake import inbox
+from intake.signatures import standard_signature
+from store.db import create_engine, session_factory
+from store.models import InboxEvent
+from worker.recovery import recovery_rules, recovery_signal_args
+from workflows.recovery import RecoveryInput, customer_workflow_id
+
+SOURCE = "bench"
+CUSTOMERS = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def event_document(n: int, run: str) -> dict[str, Any]:
+    customer = f"C-{n % CUSTOMERS + 1:04d}"
+    kind, data = (
+        ("contact.received", {"channel": "phone"})
+        if n % 2
+        else ("sentiment.scored", {"score": 0.2})
+    )
+    return {
+        "specversion": "1.0",
+        "id": f"{run}-{n}",
+        "source": SOURCE,
+        "type": kind,
+        "subject": customer,
+        "time": datetime.now(UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "data": {"customer_id": customer, **data},
+    }
+
+
+def signed(secret: str, body: bytes) -> dict[str, str]:
+    message_id = f"msg_{uuid.uuid4().hex}"
+    stamp = int(time.time())
+    return {
+        "content-type": "application/cloudevents+json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": standard_signature(secret, message_id, stamp, body),
+    }
+
+
+async def waiting_count(sessions: Sessions) -> int:
+    async with sessions() as session:
+        found = await session.scalar(
+            select(func.count()).select_from(InboxEvent).where(InboxEvent.status.in_(inbox.WAITING))
+        )
+    return int(found or 0)
+
+
+async def rejected_count(sessions: Sessions) -> int:
+    async with sessions() as session:
+        found = await session.scalar(
+            select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "rejected")
+        )
+    return int(found or 0)
+
+
+async def drained(sessions: Sessions, limit: float = 900) -> None:
+    """Wait until the relay has delivered every event in the inbox."""
+    deadline = time.perf_counter() + limit
+    while True:
+        if not await waiting_count(sessions):
+            return
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the relay did not deliver every event in time")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Phase:
+    name: str
+    events: int
+    seconds: float
+    accept_seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.events / self.seconds
+
+
+class IntakeProcess:
+    def __init__(self, env: dict[str, str], port: int, secret: str) -> None:
+        opsflow = str(Path(sys.executable).parent / "opsflow")
+        self.url = f"http://127.0.0.1:{port}"
+        self.worker = Worker(
+            [opsflow, "intake"],
+            {
+                **env,
+                "OPSFLOW_INTAKE_HOST": "127.0.0.1",
+                "OPSFLOW_INTAKE_PORT": str(port),
+                "OPSFLOW_INTAKE_SOURCES": json.dumps({SOURCE: secret}),
+            },
+        )
+
+    async def ready(self, http: httpx.AsyncClient) -> None:
+        for _ in range(300):
+            try:
+                if (await http.get(f"{self.url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the intake did not become ready")
+
+
+async def post_all(
+    http: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    documents: list[dict[str, Any]],
+    concurrency: int,
+    rate: float | None = None,
+) -> tuple[float, list[float]]:
+    """Post every document; with `rate`, open loop at that many per second."""
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
+    started = time.perf_counter()
+
+    async def one(n: int, document: dict[str, Any]) -> None:
+        if rate is not None:
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        body = json.dumps(document).encode()
+        async with gate:
+            watch = Stopwatch()
+            response = await http.post(url, content=body, headers=signed(secret, body))
+            latencies.append(watch.seconds * 1000)
+        if response.status_code != 202:
+            raise RuntimeError(f"the intake answered {response.status_code}: {response.text}")
+
+    await asyncio.gather(*(one(n, d) for n, d in enumerate(documents)))
+    return time.perf_counter() - started, latencies
+
+
+async def run_intake(
+    client: Client,
+    env: dict[str, str],
+    sessions: Sessions,
+    events: int,
+    concurrency: int,
+    rate: float,
+    paced_seconds: float,
+) -> tuple[Phase, Phase]:
+    queue = f"bench-intake-{uuid.uuid4().hex[:6]}"
+    worker = opsflow_worker(env, queue)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    intake = IntakeProcess({**env, "OPSFLOW_TASK_QUEUE": queue}, free_port(), secret)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    try:
+        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+            await wait_for_poller(client, queue)
+            await intake.ready(http)
+            url = f"{intake.url}/v1/events/{SOURCE}"
+            # warm up: the first requests pay for imports, connections and the rules cache
+            warm = [event_document(n, f"w{uuid.uuid4().hex[:4]}") for n in range(50)]
+            await post_all(http, url, secret, warm, concurrency)
+            await drained(sessions)
+            intake.worker.mark()
+            run = uuid.uuid4().hex[:6]
+            documents = [event_document(n, run) for n in range(events)]
+            watch = Stopwatch()
+            accept_seconds, latencies = await post_all(http, url, secret, documents, concurrency)
+            await drained(sessions)
+            seconds = watch.seconds
+            cpu, _rss = intake.worker.measure()
+            burst = Phase("intake", events, seconds, accept_seconds, latencies, cpu)
+            paced_count = int(rate * paced_seconds)
+            run = uuid.uuid4().hex[:6]
+            documents = [event_document(n, run) for n in range(paced_count)]
+            watch = Stopwatch()
+            _accept, paced_latencies = await post_all(
+                http, url, secret, documents, concurrency, rate=rate
+            )
+            await drained(sessions)
+            paced = Phase("intake paced", paced_count, watch.seconds, _accept, paced_latencies)
+        rejected = await rejected_count(sessions)
+        if rejected:
+            raise RuntimeError(f"{rejected} events were rejected by the router")
+    except BaseException:
+        intake.worker.kill()
+        worker.kill()
+        raise
+    intake.worker.stop()
+    worker.stop()
+    return burst, paced
+
+
+async def run_baseline(
+    client: Client, env: dict[str, str], sessions: Sessions, events: int, concurrency: int
+) -> Phase:
+    queue = f"bench-direct-{uuid.uuid4().hex[:6]}"
+    worker = opsflow_worker(env, queue)
+    try:
+        await wait_for_poller(client, queue)
+        rules = await recovery_rules(sessions)
+        start = RecoveryInput(rules=rules.rules)
+        gate = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
+        run = uuid.uuid4().hex[:6]
+        documents = [event_document(n, run) for n in range(events)]
+        envelopes = [
+            EventEnvelope(
+                id=d["id"],
+                source=SOURCE,
+                type=d["type"],
+                subject=d["subject"],
+                time=datetime.now(UTC),
+                data=d["data"],
+            )
+            for d in documents
+        ]
+        cpu_before = process_cpu_seconds_self()
+
+        async def one(event: EventEnvelope) -> None:
+            async with gate:
+                watch = Stopwatch()
+                await client.start_workflow(
+                    "Recovery",
+                    start,
+                    id=customer_workflow_id(event.data["customer_id"]),
+                    task_queue=queue,
+                    start_signal="event",
+                    start_signal_args=recovery_signal_args(event, rules),
+                )
+                latencies.append(watch.seconds * 1000)
+
+        watch = Stopwatch()
+        await asyncio.gather(*(one(e) for e in envelopes))
+        seconds = watch.seconds
+        cpu = process_cpu_seconds_self() - cpu_before
+    except BaseException:
+        worker.kill()
+        raise
+    worker.stop()
+    return Phase("direct client", events, seconds, seconds, latencies, cpu)
+
+
+def process_cpu_seconds_self() -> float:
+    return process_cpu_seconds(os.getpid())
+
+
+def report(baseline: Phase, burst: Phase, paced: Phase, rate: float) -> None:
+    print(
+        f"{'':16} {'events/s':>9} {'wall s':>8} {'accept p50 ms':>14} {'accept p99 ms':>14}"
+        f" {'sender CPU ms/event':>20}"
+    )
+    for r in (baseline, burst):
+        print(
+            f"{r.name:16} {r.per_second:9.1f} {r.seconds:8.2f}"
+            f" {percentile(r.latencies_ms, 50):14.1f} {percentile(r.latencies_ms, 99):14.1f}"
+            f" {r.cpu_seconds * 1000 / r.events:20.2f}"
+        )
+    print(
+        f"  (intake: every request answered within {burst.accept_seconds:.2f} s, "
+        f"{burst.events / burst.accept_seconds:.1f} events/s accepted; CPU column: the "
+        "intake process for the intake, the sending client for the direct client)"
+    )
+    print(
+        f"throughput ratio (direct / intake): {baseline.per_second / burst.per_second:.2f}"
+        "  (goal <= 1.5)"
+    )
+    print(
+        f"paced at {rate:.0f} events/s ({paced.events} events): acceptance p50 "
+        f"{percentile(paced.latencies_ms, 50):.1f} ms, p99 {percentile(paced.latencies_ms, 99):.1f}"
+        f" ms (goal p99 <= 50 ms); all delivered after {paced.seconds:.2f} s"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--paced-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        url = await prepare_database(folder, CUSTOMERS)
+        engine = create_engine(make_url(url))
+        sessions = session_factory(engine)
+        try:
+            async with in_memory_dev_server() as server:
+                address = server.client.service_client.config.target_host
+                env = worker_env(address, url, folder)
+                baseline = await run_baseline(
+                    server.client, env, sessions, args.events, args.concurrency
+                )
+                burst, paced = await run_intake(
+                    server.client,
+                    env,
+                    sessions,
+                    args.events,
+                    args.concurrency,
+                    args.rate,
+                    args.paced_seconds,
+                )
+        finally:
+            await engine.dispose()
+    print(
+        f"intake benchmark: {args.events} events to {CUSTOMERS} customers' recovery workflows, "
+        f"{args.concurrency} concurrent senders, in-memory dev server, SQLite inbox"
+    )
+    report(baseline, burst, paced, args.rate)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
