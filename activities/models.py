@@ -122,6 +122,9 @@ class CreateTicket(_Model):
     tags: list[str] = Field(default_factory=list, max_length=50)
     stage: str | None = Field(None, max_length=40)
     channel: str | None = Field(None, max_length=20)
+    due_at: datetime | None = Field(
+        None, description="when the work is due (a callback's time); in Zendesk a `task`"
+    )
 
 
 class GetTicket(_Model):
@@ -138,6 +141,7 @@ class Ticket(_Model):
     assignee: str | None = None
     tags: list[str] = Field(default_factory=list)
     stage: str | None = None
+    due_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

@@ -5,6 +5,11 @@ customer speaks, free capacity, the longest idle first. Reserving an agent (an o
 one of their conversation slots inside the outbox's transaction, so a retried activity never
 reserves twice; releasing gives it back and restarts their idle clock.
 
+With a vendor ticketing backend (Zendesk) the vendor picks the agent instead: `queue_info`
+answers `routing="vendor"` (the queue's hours from the queue table, no depth or estimate:
+the vendor's staffing is not ours to see), and `assign_group` puts the conversation's ticket
+in the queue's vendor group; the vendor's `ticket.updated` with an assignee ends the wait.
+
 Also the bot's webhook instruction (`stop_replying`, `resume`), sent once per key through
 the outbox to the `webhook` notifier.
 """
@@ -15,7 +20,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,6 +28,7 @@ from temporalio import activity
 
 from activities.deps import ActivityDeps
 from activities.errors import invalid, not_found
+from activities.models import Ticket
 from activities.outbox import Effect, Outbox
 from activities.ports import OutgoingMessage
 from store.db import transaction
@@ -31,8 +37,10 @@ from store.types import utcnow
 from workflows.handoff_model import (
     AgentReleased,
     AgentView,
+    AssignGroup,
     BotAction,
     BotActionSent,
+    GroupAssigned,
     OpenTickets,
     PickAgent,
     QueueInfo,
@@ -51,6 +59,16 @@ FIRST_OFFER_SECONDS = 60
 """The estimate when a matching agent is free now."""
 HANDOFF_TAG = "handoff"
 CLOSED_TICKET = ("solved", "closed")
+
+
+@runtime_checkable
+class GroupRouting(Protocol):
+    """A ticketing backend whose vendor routes tickets to agents itself (Zendesk)."""
+
+    name: str
+    in_app_database: bool
+
+    async def assign_group(self, effect: Effect, ticket_id: str, queue: str) -> Ticket: ...
 
 
 class _PresenceBackend:
@@ -216,12 +234,53 @@ class PresenceActivities:
             self.set_status,
             self.open_tickets,
             self.bot_action,
+            self.assign_group,
         ]
+
+    def _vendor(self) -> GroupRouting | None:
+        ticketing = self._deps.resolved_backends.ticketing
+        return ticketing if isinstance(ticketing, GroupRouting) else None
 
     @activity.defn(name="presence.queue_info")
     async def queue_info(self, request: QueueRequest) -> QueueInfo:
-        """A queue's hours, waiting conversations, matching staff and estimated wait."""
-        return await queue_info(self._sessions, request)
+        """A queue's hours, waiting conversations, matching staff and estimated wait; with a
+        vendor that routes (Zendesk), the hours only and `routing="vendor"`."""
+        info = await queue_info(self._sessions, request)
+        vendor = self._vendor()
+        if vendor is None:
+            return info
+        return info.model_copy(
+            update={
+                "routing": "vendor",
+                "vendor": vendor.name,
+                "depth": 0,
+                "staffed": 0,
+                "free_slots": 0,
+                "estimated_wait_seconds": None,
+            }
+        )
+
+    @activity.defn(name="presence.assign_group")
+    async def assign_group(self, request: AssignGroup) -> GroupAssigned:
+        """Put the ticket in the queue's vendor group, unassigned; the vendor routes it."""
+        vendor = self._vendor()
+        if vendor is None:
+            raise invalid("the ticketing backend has no groups to route to: opsflow offers itself")
+
+        async def act(effect: Effect) -> GroupAssigned:
+            ticket = await vendor.assign_group(effect, request.ticket_id, request.queue)
+            return GroupAssigned(
+                ticket_id=ticket.id, group=ticket.queue or request.queue, backend=vendor.name
+            )
+
+        return await self._outbox.run(
+            idempotency_key=request.idempotency_key,
+            system="ticketing",
+            operation="assign_group",
+            backend=vendor,
+            result_type=GroupAssigned,
+            act=act,
+        )
 
     @activity.defn(name="presence.reserve_agent")
     async def reserve_agent(self, request: PickAgent) -> Reservation:

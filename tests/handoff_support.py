@@ -291,3 +291,81 @@ async def fresh_env() -> AsyncIterator[WorkflowEnvironment]:
             )
         )
         yield env
+
+
+class FakeZendesk:
+    """Zendesk Support API v2 as far as opsflow's handoffs use it, for a local VendorServer:
+    tickets (create with Idempotency-Key, read, update, comment) and groups, listed a page
+    of `page_size` at a time with an absolute `next_page` as Zendesk does. Start the server
+    with this as its handler, then set `base_url`."""
+
+    EMAIL, TOKEN = "ops@example.com", "T0KEN"
+
+    def __init__(self, groups: dict[int, str], page_size: int = 2) -> None:
+        import base64
+
+        self.groups = groups
+        self.page_size = page_size
+        self.base_url = ""
+        self.tickets: dict[int, dict[str, Any]] = {}
+        self.by_key: dict[str, int] = {}
+        self.group_reads = 0
+        self._auth = (
+            "Basic " + base64.b64encode(f"{self.EMAIL}/token:{self.TOKEN}".encode()).decode()
+        )
+
+    def adapter(self) -> Any:
+        from activities.adapters.zendesk import ZendeskTicketing
+
+        return ZendeskTicketing(self.base_url, self.EMAIL, self.TOKEN, timeout=5)
+
+    def __call__(self, seen: Any) -> Any:
+        from tests.activities.conftest import Reply
+
+        if seen.headers.get("authorization") != self._auth:
+            return Reply(401, {"error": "Couldn't authenticate you"})
+        if (seen.method, seen.path) == ("GET", "/api/v2/groups.json"):
+            self.group_reads += 1
+            number = int(seen.query.get("page", ["1"])[0])
+            ordered = sorted(self.groups.items())
+            chunk = ordered[(number - 1) * self.page_size : number * self.page_size]
+            more = number * self.page_size < len(ordered)
+            return Reply(
+                200,
+                {
+                    "groups": [{"id": i, "name": name, "deleted": False} for i, name in chunk],
+                    "next_page": f"{self.base_url}/api/v2/groups.json?page={number + 1}"
+                    if more
+                    else None,
+                    "count": len(ordered),
+                },
+            )
+        if (seen.method, seen.path) == ("POST", "/api/v2/tickets.json"):
+            key = seen.headers["idempotency-key"]
+            if key not in self.by_key:
+                number = 100 + len(self.tickets)
+                body = dict(seen.json()["ticket"])
+                body.pop("comment", None)
+                self.tickets[number] = {"id": number, "status": "new", "type": None, **body}
+                self.by_key[key] = number
+            return Reply(201, {"ticket": self.tickets[self.by_key[key]]})
+        if not seen.path.startswith("/api/v2/tickets/"):
+            return Reply(404, {"error": "InvalidEndpoint"})
+        number = int(seen.path.rsplit("/", 1)[1].removesuffix(".json"))
+        if number not in self.tickets:
+            return Reply(404, {"error": "RecordNotFound"})
+        ticket = self.tickets[number]
+        if seen.method == "GET":
+            return Reply(200, {"ticket": ticket})
+        change = dict(seen.json()["ticket"])
+        if "comment" in change:
+            ticket.setdefault("comments", []).append(change.pop("comment"))
+            audit = {"id": 7, "events": [{"id": 500 + len(ticket["comments"]), "type": "Comment"}]}
+            return Reply(200, {"ticket": ticket, "audit": audit})
+        tags = list(ticket.get("tags", [])) + change.pop("additional_tags", [])
+        ticket.update(change, tags=tags)
+        return Reply(200, {"ticket": ticket})
+
+    def assign(self, number: int, assignee_id: int) -> None:
+        """An agent takes the ticket in Zendesk (what its routing would do)."""
+        self.tickets[number]["assignee_id"] = assignee_id

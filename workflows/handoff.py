@@ -22,6 +22,7 @@ from workflows.actions import ActionTarget, call, ledger, run_actions
 from workflows.escalation import CaseInfo, EscalationWorkflow, OpenCase, case_workflow_id
 from workflows.handoff_logic import (
     build_packet,
+    callback_context,
     callback_slot,
     choose_route,
     customer_calendar,
@@ -51,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         BotHandoffRequested,
         BotTurn,
         EventEnvelope,
+        TicketUpdated,
         parse_event_data,
     )
     from definitions.models import HandoffSpec, Route
@@ -58,10 +60,12 @@ with workflow.unsafe.imports_passed_through():
         FINAL_STATES,
         Accept,
         AgentReleased,
+        AssignGroup,
         BotAction,
         BotActionSent,
         CustomerLeft,
         Decline,
+        GroupAssigned,
         HandoffInput,
         HandoffState,
         HandoffStatus,
@@ -115,12 +119,19 @@ class HandoffWorkflow:
 
     def _target(self, extra: dict[str, Any] | None = None) -> ActionTarget:
         s = self.status
+        conversation: dict[str, Any] = {"id": s.conversation_id, "topic": s.topic or ""}
+        if s.callback_at is not None:
+            timezone = s.profile.timezone if s.profile else "UTC"
+            conversation["callback"] = callback_context(s.callback_at, timezone)
+        wait = s.estimated_wait_seconds
+        if wait is None and s.routing == "vendor":
+            wait = int(self.spec.max_wait.total_seconds())  # the vendor's wait: at most this
         context: dict[str, Any] = {
-            "conversation": {"id": s.conversation_id, "topic": s.topic or ""},
+            "conversation": conversation,
             "customer": customer_context(s.profile, s.customer_id or ""),
             "agent": {"id": s.agent or ""},
             "queue": {"id": s.queue or "", "name": s.queue_name or s.queue or ""},
-            "wait": {"minutes": minutes(s.estimated_wait_seconds)},
+            "wait": {"minutes": minutes(wait)},
         }
         context.update(extra or {})
         return ActionTarget(
@@ -146,6 +157,8 @@ class HandoffWorkflow:
             pairs.append(sa.OPS_QUEUE.value_set(s.queue))
         if s.agent:
             pairs.append(sa.OPS_OWNER.value_set(s.agent))
+        if s.ticket_id:  # the vendor's ticket events find the conversation by its ticket
+            pairs.append(sa.OPS_CASE_ID.value_set(s.ticket_id))
         workflow.upsert_search_attributes(pairs)
 
     def _set_state(self, state: HandoffState, why: str) -> None:
@@ -192,6 +205,9 @@ class HandoffWorkflow:
                 else ""
             )
             relaxed = ", optional skills dropped" if s.relaxed else ""
+            if s.routing == "vendor":
+                group = f"group {s.vendor_group} ({s.queue})" if s.vendor_group else s.queue
+                return f"in the vendor's {group}, waiting for an assignee{until}"
             return f"queued for an agent{relaxed}; {waiting}{until}"
         if s.state == "offered" and (offer := s.current_offer):
             ordinal = {1: "first", 2: "second", 3: "third"}.get(offer.number, f"#{offer.number}")
@@ -255,7 +271,12 @@ class HandoffWorkflow:
         if offer is not None and offer.outcome in ("pending", "withdrawn"):
             offer.outcome = "withdrawn"
             await self._release(offer.agent_id, f"release-{offer.number}")
-        if s.state in ("resolved", "returned_to_bot") and s.agent and s.accepted_at:
+        if (
+            s.state in ("resolved", "returned_to_bot")
+            and s.agent
+            and s.accepted_at
+            and s.routing == "opsflow"
+        ):
             await self._release(s.agent, "release-active")
         if s.state == "abandoned" and s.ticket_id:
             await self._update_ticket("abandoned", status="closed", add_tags=["abandoned"])
@@ -350,11 +371,46 @@ class HandoffWorkflow:
                             f"ignored-request-{len(s.seen_events)}",
                             {"reason": data.reason, "why": "bot_requests is off"},
                         )
+            elif isinstance(data, TicketUpdated):
+                await self._vendor_update(data)
             if trigger is not None and s.state == "bot":
                 s.trigger, s.requested_at = trigger, now
                 await self._transition(
                     "requested", trigger.detail, {"trigger": trigger.model_dump(mode="json")}
                 )
+
+    async def _vendor_update(self, data: TicketUpdated) -> None:
+        """The vendor's `ticket.updated` for our ticket: an assignee ends the wait (vendor
+        routing); anything else, or another ticket's event, is ignored."""
+        s = self.status
+        if data.ticket_id != s.ticket_id or data.assignee is None:
+            return
+        if s.routing != "vendor" or s.state != "queued" or s.queue is None:
+            workflow.logger.info("ticket.updated ignored: not waiting for the vendor")
+            return
+        now = workflow.now()
+        s.offers.append(
+            Offer(
+                agent_id=data.assignee,
+                queue=s.queue,
+                number=len(s.offers) + 1,
+                offered_at=now,
+                expires_at=now,
+                outcome="accepted",
+                reason=f"assigned in the vendor's group {s.vendor_group or s.queue}",
+            )
+        )
+        s.agent, s.accepted_at = data.assignee, now
+        await self._transition(
+            "active",
+            f"assigned to {data.assignee} in the vendor's group {s.vendor_group or s.queue}",
+            {
+                "agent": data.assignee,
+                "group": s.vendor_group,
+                "waited_seconds": self._waited_seconds(),
+            },
+        )
+        await self._accepted()
 
     async def _load_profile(self) -> None:
         s = self.status
@@ -402,6 +458,7 @@ class HandoffWorkflow:
         s.queue, s.queue_name, s.queue_depth = info.id, info.name, info.depth
         s.queue_skills = list(info.skills)
         s.estimated_wait_seconds = info.estimated_wait_seconds
+        s.routing = info.routing
         self._calendar = queue_calendar(info.timezone, info.hours)
         return self._calendar
 
@@ -439,6 +496,8 @@ class HandoffWorkflow:
             if not calendar.is_open(now):
                 opens = format_local(calendar.next_open(now), calendar, True)
                 why = f"queue {info.id} is closed until {opens} {calendar.timezone}"
+            elif info.routing == "vendor":
+                pass  # the vendor's staffing is not ours to see: its hours decide
             elif info.estimated_wait_seconds is None:
                 why = f"no agent in {info.id} can take the conversation"
             elif timedelta(seconds=info.estimated_wait_seconds) > self.spec.max_wait:
@@ -503,6 +562,17 @@ class HandoffWorkflow:
             )
         else:
             await self._update_ticket("requeue", queue=s.queue)
+        if s.routing == "vendor" and s.queue is not None and s.ticket_id is not None:
+            assigned: GroupAssigned = await call(
+                "presence.assign_group",
+                AssignGroup(
+                    idempotency_key=self._key(f"group-{s.queue}"),
+                    ticket_id=s.ticket_id,
+                    queue=s.queue,
+                ),
+                GroupAssigned,
+            )
+            s.vendor_group = assigned.group
         if s.state in FINAL_STATES:
             return
         if not s.bot_muted:
@@ -550,7 +620,8 @@ class HandoffWorkflow:
             now = workflow.now()
             assert s.queued_at is not None and s.queue_deadline is not None
             can_relax = (
-                not s.relaxed
+                s.routing == "opsflow"
+                and not s.relaxed
                 and not s.overflowed
                 and relax_after is not None
                 and route is not None
@@ -579,6 +650,9 @@ class HandoffWorkflow:
                 s.queued_at, s.queue_deadline = now, now + self.spec.max_wait
                 await self._enter_queue()
                 continue
+            if s.routing == "vendor":
+                await self._await_vendor()
+                continue
             offered = await self._offer(route)
             if offered:
                 continue
@@ -589,6 +663,18 @@ class HandoffWorkflow:
                 await workflow.wait_condition(
                     lambda: s.state != "queued", timeout=max(wake - now, timedelta(seconds=1))
                 )
+
+    async def _await_vendor(self) -> None:
+        """Vendor routing: wait for the vendor's `ticket.updated` with an assignee (drained
+        by the loop), the customer leaving, or the queue's deadline."""
+        s = self.status
+        assert s.queue_deadline is not None
+        workflow.set_current_details(self._describe())
+        wait = max(s.queue_deadline - workflow.now(), timedelta(seconds=1))
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: s.state != "queued" or bool(self._inbox), timeout=wait
+            )
 
     async def _offer(self, route: Route | None) -> bool:
         """Offer to the best free agent and wait for the answer; False when there is none."""
@@ -661,7 +747,8 @@ class HandoffWorkflow:
     async def _accepted(self) -> None:
         s = self.status
         assert s.agent is not None and s.ticket_id is not None
-        await self._update_ticket("assign", assignee=s.agent, status="open")
+        if s.routing == "opsflow":  # the vendor assigned it already
+            await self._update_ticket("assign", assignee=s.agent, status="open")
         policy = self._input.escalation_policy if self._input else None
         if policy is None:
             return
@@ -740,6 +827,7 @@ class HandoffWorkflow:
                     tags=["opsflow", "handoff", "callback", f"conversation:{s.conversation_id}"],
                     channel="phone",
                     stage="support",
+                    due_at=slot,
                 ),
                 Ticket,
             )
@@ -813,6 +901,10 @@ class HandoffWorkflow:
         if s.state == "active":
             raise ApplicationError(f"already accepted by {s.agent}")
         offer = s.current_offer
+        if s.routing == "vendor" and s.state == "queued":
+            raise ApplicationError(
+                f"the vendor routes this conversation: assign ticket {s.ticket_id} there"
+            )
         if s.state != "offered" or offer is None:
             raise ApplicationError(f"the conversation is {s.state}: no offer is open")
         if offer.agent_id != agent:

@@ -254,6 +254,23 @@ def callback_slot(now: datetime, queue: BusinessCalendar, customer: BusinessCale
     return queue.next_open(now)
 
 
+def callback_context(moment: datetime, timezone: str) -> dict[str, Any]:
+    """The callback time in the customer's timezone, in parts a template can say in the
+    customer's language (`weekday` 0 is Monday, `month` 1 is January)."""
+    calendar = customer_calendar(timezone)
+    local = calendar.local_time(moment)
+    return {
+        "date": local.date().isoformat(),
+        "time": local.strftime("%H:%M"),
+        "weekday": local.weekday(),
+        "day": local.day,
+        "month": local.month,
+        "year": local.year,
+        "timezone": calendar.timezone,
+        "utc": moment.isoformat(),
+    }
+
+
 def format_local(moment: datetime, calendar: BusinessCalendar, with_day: bool = False) -> str:
     local = calendar.local_time(moment)
     return local.strftime("%a %d %b %H:%M" if with_day else "%H:%M")

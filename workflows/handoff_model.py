@@ -33,6 +33,9 @@ TriggerKind = Literal[
     "customer_asks", "bot_requests", "low_confidence", "negative_sentiment", "topic", "tier"
 ]
 AgentStatus = Literal["available", "busy", "offline"]
+Routing = Literal["opsflow", "vendor"]
+"""Who picks the agent: opsflow itself (sandbox presence: offers with a timeout) or the
+ticketing vendor (Zendesk: the ticket goes to the queue's group, Zendesk assigns it)."""
 
 
 def handoff_workflow_id(conversation_id: str) -> str:
@@ -65,6 +68,24 @@ class QueueInfo(_Wire):
     staffed: int = Field(description="matching agents not offline")
     free_slots: int = Field(description="free capacity of matching available agents")
     estimated_wait_seconds: int | None = Field(description="None: no one can take it")
+    routing: Routing = Field(
+        "opsflow", description="vendor: the ticketing vendor assigns; no estimate, no offers"
+    )
+    vendor: str | None = Field(None, description="the vendor that routes (`zendesk`)")
+
+
+class AssignGroup(_Wire):
+    """Hand the conversation's ticket to the vendor group of `queue` (vendor routing)."""
+
+    idempotency_key: str = Field(min_length=1, max_length=400)
+    ticket_id: str = Field(min_length=1, max_length=64)
+    queue: str = Field(min_length=1, max_length=64)
+
+
+class GroupAssigned(_Wire):
+    ticket_id: str
+    group: str = Field(description="the vendor's group id")
+    backend: str
 
 
 class PickAgent(_Wire):
@@ -219,6 +240,8 @@ class HandoffStatus(BaseModel):
     overflowed: bool = False
     relaxed: bool = False
     estimated_wait_seconds: int | None = None
+    routing: Routing = Field("opsflow", description="who picks the agent in the current queue")
+    vendor_group: str | None = Field(None, description="vendor routing: the ticket's group")
     offers: list[Offer] = Field(default_factory=list)
     agent: str | None = None
     accepted_at: datetime | None = None

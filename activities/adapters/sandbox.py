@@ -230,6 +230,7 @@ def _ticket(row: SandboxTicket) -> Ticket:
         assignee=row.assignee,
         tags=[str(tag) for tag in row.tags],
         stage=row.stage,
+        due_at=row.due_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -254,6 +255,7 @@ class SandboxTicketing(_SandboxBackend):
                 queue=request.queue,
                 assignee=request.assignee,
                 tags=sorted(set(request.tags)),
+                due_at=request.due_at,
                 created_at=now,
                 updated_at=now,
             )

@@ -9,17 +9,28 @@
 Mapping: priority p1..p4 -> urgent/high/normal/low; status on_hold -> hold; the queue is the
 group when numeric, else a `queue_<name>` tag; the assignee is `assignee_id` when numeric,
 else `assignee_email`; the customer is recorded as the ticket's `external_id` and a tag.
+A ticket with a due time (`due_at`, a callback) is created as a Zendesk `task`: Zendesk keeps
+`due_at` only on tasks.
+
+Handoff routing (`assign_group`): the conversation's ticket goes to the Zendesk group of its
+queue, and Zendesk's own routing picks the agent; the assignee comes back as a
+`ticket.updated` event. The group is the queue when numeric, else the group whose name,
+lower-cased with runs of other characters as `-`, is the queue id (`Billing` for `billing`,
+`Tier 2` for `tier-2`), read once from GET /api/v2/groups.json (all pages) and kept.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import re
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
 from activities.adapters.http import VendorHttp
-from activities.errors import protocol_error
+from activities.errors import invalid, protocol_error
 from activities.models import AddComment, CommentAdded, CreateTicket, Ticket, UpdateTicket
 from activities.outbox import Effect
 from activities.settings import AdapterSettings
@@ -29,6 +40,7 @@ PRIORITY_FROM_ZENDESK = {value: key for key, value in PRIORITY_TO_ZENDESK.items(
 STATUS_TO_ZENDESK = {"on_hold": "hold"}
 QUEUE_TAG = "queue_"
 STAGE_TAG = "stage_"
+MAX_GROUP_PAGES = 50
 
 
 class _ZendeskTicket(BaseModel):
@@ -40,6 +52,8 @@ class _ZendeskTicket(BaseModel):
     assignee_id: int | None = None
     external_id: str | None = None
     tags: list[str] = []
+    type: str | None = None
+    due_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -55,6 +69,15 @@ def _assignment(queue: str | None, assignee: str | None) -> dict[str, Any]:
     return fields
 
 
+def group_key(name: str) -> str:
+    """A group name as a queue id: `Tier 2` -> `tier-2`, `Billing` -> `billing`."""
+    return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
+
+
+def _zendesk_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _tag(prefix: str, value: str) -> str:
     return prefix + "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in value.lower())
 
@@ -67,6 +90,9 @@ class ZendeskTicketing:
         self._http = VendorHttp(
             "zendesk", base_url, auth=(f"{email}/token", api_token), timeout=timeout
         )
+        self._base_url = base_url.rstrip("/")
+        self._groups: dict[str, int] | None = None
+        self._groups_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: AdapterSettings) -> ZendeskTicketing:
@@ -101,6 +127,7 @@ class ZendeskTicketing:
             assignee=str(raw.assignee_id) if raw.assignee_id is not None else None,
             tags=raw.tags,
             stage=stage,
+            due_at=raw.due_at,
             created_at=raw.created_at,
             updated_at=raw.updated_at,
         )
@@ -119,6 +146,9 @@ class ZendeskTicketing:
             "tags": tags,
             **_assignment(request.queue, request.assignee),
         }
+        if request.due_at is not None:
+            ticket["type"] = "task"
+            ticket["due_at"] = _zendesk_time(request.due_at)
         body = await self._http.json(
             "create_ticket",
             "POST",
@@ -172,6 +202,59 @@ class ZendeskTicketing:
         if isinstance(audit, dict) and "id" in audit:
             return CommentAdded(comment_id=f"audit-{audit['id']}")
         raise protocol_error("zendesk", "add_comment", "response has no comment audit")
+
+    # --- handoff routing: the queue's group -------------------------------------------------
+
+    async def group_id(self, queue: str) -> int:
+        """The Zendesk group of `queue` (see the module docstring); a 4xx-like error if none."""
+        if queue.isdigit():
+            return int(queue)
+        async with self._groups_lock:
+            if self._groups is None:
+                self._groups = await self._read_groups()
+            groups = self._groups
+        if (key := group_key(queue)) not in groups:
+            known = ", ".join(sorted(groups)[:20]) or "none"
+            raise invalid(f"no Zendesk group is named like queue {queue!r} (groups: {known})")
+        return groups[key]
+
+    async def _read_groups(self) -> dict[str, int]:
+        groups: dict[str, int] = {}
+        path: str | None = "/api/v2/groups.json"
+        for _ in range(MAX_GROUP_PAGES):
+            if path is None:
+                break
+            body = await self._http.json("list_groups", "GET", path)
+            entries = body.get("groups")
+            if not isinstance(entries, list):
+                raise protocol_error("zendesk", "list_groups", "response has no `groups` list")
+            for entry in entries:
+                if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+                    if entry.get("deleted"):
+                        continue
+                    groups.setdefault(group_key(str(entry.get("name", ""))), entry["id"])
+            next_page = body.get("next_page")
+            path = self._next(next_page) if isinstance(next_page, str) and next_page else None
+        return groups
+
+    def _next(self, url: str) -> str:
+        """Zendesk's absolute `next_page` as a path under our base URL: the credentials are
+        never sent to another host a response names."""
+        if url.startswith(self._base_url + "/"):
+            return url[len(self._base_url) :]
+        parts = urlsplit(url)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+    async def assign_group(self, effect: Effect, ticket_id: str, queue: str) -> Ticket:
+        """Put the ticket in the queue's group, unassigned: Zendesk routes it to an agent."""
+        group = await self.group_id(queue)
+        body = await self._http.json(
+            "assign_group",
+            "PUT",
+            f"/api/v2/tickets/{int_id(ticket_id)}.json",
+            json={"ticket": {"group_id": group, "assignee_id": None, "status": "open"}},
+        )
+        return self._ticket(body, "assign_group")
 
 
 def int_id(ticket_id: str) -> int:

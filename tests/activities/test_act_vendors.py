@@ -273,6 +273,115 @@ async def test_zendesk_tickets_and_comments(
     assert refused.value.type == "VendorAuthFailed" and refused.value.non_retryable
 
 
+async def test_zendesk_callback_ticket_is_a_task_with_its_due_time(
+    sessions: Sessions, template_folder: Path, vendor: Start
+) -> None:
+    from tests.handoff_support import FakeZendesk
+
+    fake = FakeZendesk({12: "Callbacks"})
+    server = vendor(fake)
+    fake.base_url = server.url
+    ticketing = TicketingActivities(deps_with(sessions, template_folder, ticketing=fake.adapter()))
+    due = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)  # 09:00 in Paris
+    ticket = await env.run(
+        ticketing.create_ticket,
+        CreateTicket(
+            idempotency_key="handoff-C1/callback-0",
+            customer_id="C-0003",
+            subject="Call back C-0003",
+            priority="p2",
+            queue="callbacks",
+            due_at=due,
+        ),
+    )
+    sent = server.seen[-1].json()["ticket"]
+    assert (sent["type"], sent["due_at"]) == ("task", "2026-11-30T08:00:00Z")
+    assert "queue_callbacks" in sent["tags"]
+    assert ticket.due_at == due and ticket.queue == "callbacks"
+    plain = await env.run(
+        ticketing.create_ticket,
+        CreateTicket(idempotency_key="case-9/create", customer_id="C-0003", subject="No due"),
+    )
+    assert "type" not in server.seen[-1].json()["ticket"] and plain.due_at is None
+
+
+async def test_zendesk_group_routing_finds_the_group_by_name_across_pages(
+    sessions: Sessions, template_folder: Path, vendor: Start
+) -> None:
+    from activities.presence import PresenceActivities
+    from tests.handoff_support import FakeZendesk
+    from workflows.handoff_model import AssignGroup, QueueRequest
+
+    fake = FakeZendesk({11: "Support", 12: "Billing", 13: "Tier 2", 14: "VIP desk"}, page_size=2)
+    server = vendor(fake)
+    fake.base_url = server.url
+    zendesk = fake.adapter()
+    presence = PresenceActivities(deps_with(sessions, template_folder, ticketing=zendesk))
+    ticketing = TicketingActivities(deps_with(sessions, template_folder, ticketing=zendesk))
+
+    # With Zendesk, the vendor routes: the queue's hours from the queue table, no estimate.
+    info = await env.run(presence.queue_info, QueueRequest(queue="billing", skills=["billing"]))
+    assert (info.routing, info.vendor, info.estimated_wait_seconds) == ("vendor", "zendesk", None)
+    assert info.timezone == "Europe/Berlin" and info.hours == {"mon-fri": "08:00-18:00"}
+
+    ticket = await env.run(
+        ticketing.create_ticket,
+        CreateTicket(
+            idempotency_key="handoff-C2/ticket",
+            customer_id="C-0003",
+            subject="Chat",
+            queue="tier-2",
+        ),
+    )
+    assigned = await env.run(
+        presence.assign_group,
+        AssignGroup(idempotency_key="handoff-C2/group-tier-2", ticket_id=ticket.id, queue="tier-2"),
+    )
+    assert (assigned.group, assigned.backend) == ("13", "zendesk")  # "Tier 2", on page 2
+    put = server.seen[-1]
+    assert (put.method, put.path) == ("PUT", f"/api/v2/tickets/{ticket.id}.json")
+    assert put.json()["ticket"] == {"group_id": 13, "assignee_id": None, "status": "open"}
+    assert fake.group_reads == 2  # both pages, through the relative path of `next_page`
+    assert all(seen.path.startswith("/api/") for seen in server.seen)
+
+    # The same key again is the outbox's recorded answer; another queue reads no groups again.
+    seen_before = len(server.seen)
+    again = await env.run(
+        presence.assign_group,
+        AssignGroup(idempotency_key="handoff-C2/group-tier-2", ticket_id=ticket.id, queue="tier-2"),
+    )
+    assert again == assigned and len(server.seen) == seen_before
+    billing = await env.run(
+        presence.assign_group,
+        AssignGroup(
+            idempotency_key="handoff-C2/group-billing", ticket_id=ticket.id, queue="billing"
+        ),
+    )
+    assert billing.group == "12" and fake.group_reads == 2
+    assert fake.tickets[int(ticket.id)]["group_id"] == 12
+
+    # No group for the queue: refused at once, nothing changed.
+    with pytest.raises(ApplicationError) as missing:
+        await env.run(
+            presence.assign_group,
+            AssignGroup(
+                idempotency_key="handoff-C2/group-x", ticket_id=ticket.id, queue="onboarding"
+            ),
+        )
+    assert missing.value.non_retryable and "no Zendesk group" in str(missing.value)
+    assert fake.tickets[int(ticket.id)]["group_id"] == 12
+
+    # The sandbox ticketing backend has no vendor groups: opsflow offers agents itself.
+    sandbox = PresenceActivities(deps_with(sessions, template_folder))
+    assert (await env.run(sandbox.queue_info, QueueRequest(queue="billing"))).routing == "opsflow"
+    with pytest.raises(ApplicationError) as no_vendor:
+        await env.run(
+            sandbox.assign_group,
+            AssignGroup(idempotency_key="handoff-C3/group", ticket_id="T-1", queue="billing"),
+        )
+    assert no_vendor.value.non_retryable
+
+
 # --- HubSpot ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,194 @@
+"""One handoff end to end on `opsflow dev`: signed `bot.turn` / `bot.handoff_requested`
+events through the running intake's HTTP API, then the agent's side through `opsflow
+handoff`, and the escalation case it hands over to.
+
+The customer is a VIP (the VIP desk is open around the clock, its one agent is ines), so
+the run does not depend on the time of day. Waiting is done with the Temporal client (a
+query is milliseconds; each `opsflow` process costs a Python start-up); what a person sees
+is checked through the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from intake.signatures import standard_signature
+from tests.devstack_support import DevStack, opsflow_env, start_dev, succeeds
+from workflows.escalation import CaseStatus
+from workflows.handoff_model import HandoffStatus
+
+pytestmark = pytest.mark.devserver
+
+CUSTOMER = "C-0005"  # a seeded VIP: tier trigger, VIP desk (24x7), agent ines
+
+
+def _event(event_type: str, data: dict[str, Any], conversation: str) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"evt-{uuid.uuid4().hex[:12]}",
+        "source": "dev",
+        "type": event_type,
+        "subject": conversation,
+        "time": datetime.now(UTC).isoformat(),
+        "data": data,
+    }
+
+
+async def _post(
+    http: httpx.AsyncClient, secret: str, document: dict[str, Any], *, batch: bool = False
+) -> httpx.Response:
+    body = json.dumps(document).encode()
+    message_id = f"msg_{uuid.uuid4().hex}"
+    stamp = int(time.time())
+    headers = {
+        "content-type": "application/cloudevents-batch+json"
+        if batch
+        else "application/cloudevents+json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": standard_signature(secret, message_id, stamp, body),
+    }
+    return await http.post("/v1/events/dev", content=body, headers=headers)
+
+
+async def _intake_ready(http: httpx.AsyncClient, seconds: float = 60) -> None:
+    """The banner comes before the intake listens: wait until it answers /readyz."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if (await http.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the intake never became ready")
+
+
+async def _until(client: Client, workflow_id: str, check: Any, seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await client.get_workflow_handle(workflow_id).query(
+                "state", result_type=HandoffStatus
+            )
+            if check(last):
+                return last
+        except Exception:  # not started yet: the relay delivers asynchronously
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{workflow_id} never got there: {last.state if last else 'absent'}")
+
+
+async def test_bot_events_through_the_intake_then_accept_and_resolve_through_the_cli(
+    tmp_path: Path, ports: tuple[int, int], stacks: list[DevStack]
+) -> None:
+    began = time.monotonic()
+    stack = start_dev(tmp_path, *ports)
+    stacks.append(stack)
+    stack.wait_for("Press Ctrl-C to stop")
+    ready = time.monotonic()
+    env = opsflow_env(stack, tmp_path)
+    secret = (tmp_path / "intake-dev-secret").read_text().strip()
+    conversation = f"CONV-E2E-{uuid.uuid4().hex[:6]}"
+    workflow_id = f"handoff-{conversation}"
+
+    def ok(*args: str) -> str:
+        return succeeds(*args, env=env, cwd=tmp_path)
+
+    turn = {"conversation_id": conversation, "customer_id": CUSTOMER}
+    greeting = _event(
+        "bot.turn", {**turn, "text": "Mi factura de marzo está mal", "intent": "billing"},
+        conversation,
+    )  # fmt: skip
+    bot_reply = _event(
+        "bot.turn",
+        {**turn, "text": "Aquí tiene la guía de facturas", "speaker": "bot", "intent": "faq:inv"},
+        conversation,
+    )
+    request = _event(
+        "bot.handoff_requested",
+        {**turn, "reason": "the invoice guide did not help", "tried": ["faq:invoices"]},
+        conversation,
+    )
+    async with httpx.AsyncClient(base_url=stack.intake, timeout=30) as http:
+        await _intake_ready(http)
+        first = await _post(http, secret, greeting)
+        assert first.status_code == 202, first.text
+        batch = await _post(http, secret, [bot_reply, request], batch=True)  # type: ignore[arg-type]
+        assert batch.status_code == 202, batch.text
+        again = await _post(http, secret, greeting)  # a re-delivery counts once
+        assert again.status_code == 200, again.text
+        # A bad signature changes nothing.
+        forged = await http.post(
+            "/v1/events/dev",
+            content=json.dumps(greeting).encode(),
+            headers={
+                "content-type": "application/cloudevents+json",
+                "webhook-id": "msg_forged",
+                "webhook-timestamp": str(int(time.time())),
+                "webhook-signature": "v1,AAAA",
+            },
+        )
+        assert forged.status_code == 401
+
+    client = await Client.connect(stack.grpc, data_converter=pydantic_data_converter)
+    offered: HandoffStatus = await _until(
+        client, workflow_id, lambda s: s.state == "offered" and len(s.turns) >= 2
+    )
+    routed = time.monotonic()
+    assert offered.customer_id == CUSTOMER and offered.trigger is not None
+    assert offered.trigger.kind == "tier"  # a VIP's first turn hands over at once
+    assert [t.text for t in offered.turns].count("Mi factura de marzo está mal") == 1
+
+    shown = json.loads(ok("handoff", "show", conversation, "--json"))["state"]
+    assert shown["state"] == "offered" and shown["queue"] == "vip"
+    agent = shown["offers"][-1]["agent_id"]
+    assert agent == "ines"  # the VIP desk's only agent: skills vip, speaks Spanish
+    assert "Mi factura de marzo está mal" in shown["context"]["text"]
+    ticket = shown["ticket_id"]
+    assert ticket
+
+    accepted = json.loads(ok("handoff", "accept", conversation, "--agent", agent, "--json"))
+    assert accepted["state"]["state"] == "active" and accepted["state"]["agent"] == agent
+    assert workflow_id in accepted["url"]
+
+    # The escalation case starts, its first-response clock counting from the request.
+    status = await _until(client, workflow_id, lambda s: s.case_workflow_id is not None)
+    assert status.case_workflow_id == f"case-{ticket}"
+    case_handle = client.get_workflow_handle(f"case-{ticket}")
+    case: CaseStatus | None = None
+    for _ in range(100):
+        try:
+            case = await case_handle.query("state", result_type=CaseStatus)
+            break
+        except Exception:
+            await asyncio.sleep(0.1)
+    assert case is not None, f"case-{ticket} never started"
+    assert case.case.ticket_id == ticket and case.case.customer_id == CUSTOMER
+    assert case.case.channel == "chat" and case.definition.startswith("support-p2@")
+    assert status.requested_at is not None and case.case.opened_at == status.requested_at
+
+    resolved = json.loads(ok("handoff", "resolve", conversation, "--by", agent, "--json"))
+    assert resolved["state"]["state"] == "resolved"
+    final = await client.get_workflow_handle(workflow_id, result_type=HandoffStatus).result()
+    assert final.state == "resolved"
+    path = ["bot", "requested", "queued", "offered", "active", "resolved"]
+    assert [t.state for t in final.history] == path
+    done = time.monotonic()
+    assert stack.stop() == 0
+    print(
+        f"\nhandoff e2e: dev stack up {ready - began:.1f} s, events to offer "
+        f"{routed - ready:.1f} s, CLI part {done - routed:.1f} s"
+    )
