@@ -1,13 +1,20 @@
 """Delivering workflow-emitted events (`sla.breached`) to the customer's recovery workflow.
 
 A workflow cannot signal-with-start another, so this activity does it with the worker's own
-client: `Recovery` workflow `customer-<id>`, signal `event`, the envelope plus the recovery
-rule sets deployed now. The envelope's id is deterministic (the escalation workflow uses
-`<case workflow id>/<sla>` from source `escalation`), so a retried activity delivers an event
-the recovery workflow has already seen, and it ignores it: exactly once per breach.
+client: `Recovery` workflow `customer-<id>`, signal `event`, the envelope plus the digest of
+the recovery rule sets deployed now. The envelope's id is deterministic (the escalation
+workflow uses `<case workflow id>/<sla>` from source `escalation`), so a retried activity
+delivers an event the recovery workflow has already seen, and it ignores it: exactly once
+per breach.
+
+`recovery.rule_sets` gives a running recovery workflow the exact rule-set versions a digest
+names, when the deployed ones differ from its own.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from temporalio import activity
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -15,14 +22,23 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import ActivityDeps
 from definitions.events import EventEnvelope, parse_event_data
-from definitions.registry import latest_of_kind
+from definitions.registry import DefinitionNotFound, get, latest_of_kind
 from workflows import search_attributes as sa
-from workflows.recovery import RecoveryInput, RecoveryRules, customer_workflow_id
+from workflows.recovery_model import (
+    RecoveryInput,
+    RecoveryRules,
+    RulesDigest,
+    customer_workflow_id,
+    rules_digest,
+)
 
 
 class RecoveryEventActivities:
     def __init__(self, deps: ActivityDeps) -> None:
         self._sessions = deps.sessions
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.deliver_event, self.rule_sets]
 
     @activity.defn(name="recovery.deliver_event")
     async def deliver_event(self, event: EventEnvelope) -> str:
@@ -48,7 +64,7 @@ class RecoveryEventActivities:
             id=workflow_id,
             task_queue=activity.info().task_queue,
             start_signal="event",
-            start_signal_args=[event, RecoveryRules(rules=rules)],
+            start_signal_args=[event, RulesDigest(digest=rules_digest(rules))],
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(sa.OPS_KIND, "recovery"),
@@ -58,3 +74,26 @@ class RecoveryEventActivities:
             static_summary=f"recovery for {customer}",
         )
         return workflow_id
+
+    @activity.defn(name="recovery.rule_sets")
+    async def rule_sets(self, wanted: RulesDigest) -> RecoveryRules:
+        """The rule-set versions `wanted` names, each checked against its content hash."""
+        rules = []
+        for entry in wanted.digest:
+            ref, _, content_hash = entry.partition("#")
+            name, _, version = ref.rpartition("@")
+            if not name or not version.isdigit():
+                raise ApplicationError(
+                    f"not a rule-set digest entry: {entry!r}", non_retryable=True
+                )
+            try:
+                pinned = await get(self._sessions, name, int(version))
+            except DefinitionNotFound as exc:
+                raise ApplicationError(str(exc), non_retryable=True) from None
+            if pinned.content_hash != content_hash:
+                raise ApplicationError(
+                    f"{ref} has content {pinned.content_hash}, not {content_hash}",
+                    non_retryable=True,
+                )
+            rules.append(pinned)
+        return RecoveryRules(rules=rules)

@@ -53,7 +53,7 @@ from intake.signatures import standard_signature
 from store.db import create_engine, session_factory
 from store.models import InboxEvent
 from worker.recovery import recovery_rules, recovery_signal_args
-from workflows.recovery import RecoveryInput, customer_workflow_id
+from workflows.recovery_model import RecoveryInput, customer_workflow_id
 
 SOURCE = "bench"
 CUSTOMERS = 1000

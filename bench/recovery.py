@@ -47,7 +47,7 @@ from store.migrate import upgrade
 from store.models import LedgerEntry, SandboxTicket
 from store.seed import seed_sandbox
 from worker.recovery import recovery_rules, recovery_signal_args
-from workflows.recovery import RecoveryInput, customer_workflow_id
+from workflows.recovery_model import RecoveryInput, customer_workflow_id
 
 CONCURRENCY = 64
 Sessions = async_sessionmaker[AsyncSession]

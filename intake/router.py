@@ -9,7 +9,7 @@
   the case is still running, delivered as a no-op.
 - Entity workflows (ENTITY_ROUTES): signal-with-start of the `event` signal, argument the
   EventEnvelope (its id lets the workflow ignore repeats). `customer-<id>` (Recovery) starts
-  with the recovery rule sets deployed now and each signal carries them too, so a running
+  with the recovery rule sets deployed now and each signal carries their digest, so a running
   workflow switches to a newly deployed version from the next event on; `handoff-<id>`
   (Handoff) starts with the pinned handoff definition and its escalation policy. Both are
   read from the registry through a cache of a few seconds (`StartInputs`), so a burst of
@@ -63,7 +63,7 @@ from workflows.escalation import (
     case_workflow_id,
 )
 from workflows.handoff_model import HandoffInput
-from workflows.recovery import RecoveryInput, RecoveryRules
+from workflows.recovery_model import RecoveryInput, RecoveryRules
 
 log = structlog.get_logger(__name__)
 Sessions = async_sessionmaker[AsyncSession]

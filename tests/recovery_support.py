@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from sqlalchemy import func, select
@@ -22,16 +22,19 @@ from temporalio.worker import Worker
 
 from activities.deps import ActivityDeps
 from definitions.events import EventEnvelope
+from definitions.loader import load_file
 from definitions.models import PinnedDefinition
+from definitions.registry import deploy, get
 from store.models import SandboxCredit, SandboxCrmNote, SandboxNotification, SandboxTicket
 from tests.conftest import AppDb
 from worker.assembly import activity_functions
+from worker.recovery import recovery_signal_args
 from workflows.escalation import EscalationWorkflow
-from workflows.recovery import (
+from workflows.recovery import RecoveryWorkflow
+from workflows.recovery_model import (
     RecoveryInput,
     RecoveryRules,
     RecoveryView,
-    RecoveryWorkflow,
     customer_workflow_id,
 )
 from workflows.sandbox import WORKFLOW_RUNNER
@@ -59,6 +62,14 @@ def variant(**changes: Any) -> dict[str, Any]:
         else:
             spec[key] = value
     return document
+
+
+async def deploy_document(db: AppDb, folder: Path, document: dict[str, Any]) -> PinnedDefinition:
+    """Deploy `document` to the registry (a new version when its content is new)."""
+    path = folder / f"{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    [result] = await deploy(db.sessions, load_file(path).definitions, deployed_by="test")
+    return await get(db.sessions, result.name, result.version)
 
 
 def new_customer() -> str:
@@ -121,14 +132,18 @@ async def send(
     envelope: EventEnvelope,
     rules: list[PinnedDefinition],
     *,
-    with_rules: bool = False,
+    with_rules: Literal["digest", "full"] | None = None,
     max_history_events: int = 10_000,
     workflow_id: str | None = None,
 ) -> WorkflowHandle[RecoveryWorkflow, Any]:
-    """What the intake does: signal-with-start `customer-<id>`."""
+    """What the intake does: signal-with-start `customer-<id>`; `with_rules` adds the rule
+    sets' digest (as the intake sends it) or the rule sets themselves (as runs recorded
+    before the digest carry them)."""
     STARTED.setdefault(queue, set()).add(workflow_id or customer_workflow_id(customer))
     args: list[Any] = [envelope]
-    if with_rules:
+    if with_rules == "digest":
+        args = recovery_signal_args(envelope, RecoveryRules(rules=rules))
+    elif with_rules == "full":
         args.append(RecoveryRules(rules=rules))
     return await env.client.start_workflow(
         RecoveryWorkflow.run,

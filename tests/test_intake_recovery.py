@@ -32,7 +32,8 @@ from tests.conftest import AppDb
 from tests.intake_support import SOURCES, cloud_event, http, post_event, unreachable
 from tests.recovery_support import sandbox_counts
 from worker.assembly import activity_functions
-from workflows.recovery import RecoveryView, RecoveryWorkflow
+from workflows.recovery import RecoveryWorkflow
+from workflows.recovery_model import RecoveryView
 from workflows.sandbox import WORKFLOW_RUNNER
 
 pytestmark = pytest.mark.devserver

@@ -72,7 +72,7 @@ async def signalled_ids(client: Client, workflow_id: str) -> list[str]:
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             attrs = event.workflow_execution_signaled_event_attributes
             assert attrs.signal_name == "event"
-            # the envelope first; recovery signals also carry the deployed rule sets
+            # the envelope first; recovery signals also carry the deployed rule sets' digest
             payload = pydantic_data_converter.payload_converter.from_payloads(
                 list(attrs.input.payloads)[:1]
             )[0]

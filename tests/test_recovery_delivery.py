@@ -42,7 +42,8 @@ from worker.recovery import (
     show_customer,
 )
 from workflows.escalation import EscalationWorkflow, OpenCase, case_workflow_id
-from workflows.recovery import Approve, RecoveryRules, RecoveryWorkflow, customer_workflow_id
+from workflows.recovery import RecoveryWorkflow
+from workflows.recovery_model import Approve, RecoveryRules, customer_workflow_id
 from workflows.recovery_rules import (
     MAX_SEEN,
     RecoveryEngine,

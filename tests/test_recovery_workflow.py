@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -16,6 +17,7 @@ from tests.recovery_support import (
     catalog_document,
     contact,
     credits_of,
+    deploy_document,
     event,
     recovery_worker,
     refusal,
@@ -26,14 +28,8 @@ from tests.recovery_support import (
     variant,
     view,
 )
-from workflows.recovery import (
-    Approve,
-    CloseEpisode,
-    RecoveryWorkflow,
-    Reject,
-    SilenceCommand,
-    Unsilence,
-)
+from workflows.recovery import RecoveryWorkflow
+from workflows.recovery_model import Approve, CloseEpisode, Reject, SilenceCommand, Unsilence
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -395,28 +391,52 @@ async def test_follow_up_survey_closes_the_episode_as_recovered(
 
 
 async def test_newer_rules_apply_from_the_next_event(
-    workflow_env: WorkflowEnvironment, app_db: AppDb
+    workflow_env: WorkflowEnvironment, app_db: AppDb, tmp_path: Path
 ) -> None:
+    """Each signal carries the digest of the deployed rule sets; a run whose own differ loads
+    the named versions from the registry once and decides with them from that event on."""
     customer = "C-0013"
-    v1 = [pinned(catalog_document())]
-    v2 = [
-        pinned(
-            variant(
-                rule__low_csat={
-                    "trigger": {"event": "survey.responded", "when": "event.score <= 3"}
-                }
-            ),
-            version=2,
-        )
-    ]
+    v1 = await deploy_document(app_db, tmp_path, catalog_document())
     async with recovery_worker(workflow_env, app_db) as queue:
-        handle = await send(workflow_env, queue, customer, survey(customer, 3), v1)
+        # a contact keeps the run open (its window); a CSAT of 3 is no trigger under v1
+        handle = await send(workflow_env, queue, customer, contact(customer), [v1])
+        await send(workflow_env, queue, customer, survey(customer, 3), [v1], with_rules="digest")
         state = await settle(workflow_env, handle)
         assert LOW_CSAT not in state.state.tally
-        await send(workflow_env, queue, customer, survey(customer, 3), v2, with_rules=True)
+        lenient = {"trigger": {"event": "survey.responded", "when": "event.score <= 3"}}
+        v2 = await deploy_document(app_db, tmp_path, variant(rule__low_csat=lenient))
+        assert v2.version == v1.version + 1
+        await send(workflow_env, queue, customer, survey(customer, 3), [v2], with_rules="digest")
+        state = await settle(workflow_env, handle)
+        assert state.state.rule_sets == [v2.ref]
+        assert state.state.decisions[-1].ref == v2.ref
+        assert state.state.tally[LOW_CSAT] == {"fired": 1}
+        assert "rules-3" in await ledger_steps(app_db, handle.id)
+
+        # the same digest again loads nothing; a digest the registry cannot give keeps the
+        # rules the run has and still handles the event
+        gone = v2.model_copy(update={"version": 99})
+        await send(workflow_env, queue, customer, contact(customer), [gone], with_rules="digest")
+        state = await settle(workflow_env, handle)
+        assert state.state.rule_sets == [v2.ref]
+        assert state.state.events_seen == 4
+
+
+async def test_rules_carried_whole_by_earlier_signals_still_switch(
+    workflow_env: WorkflowEnvironment, app_db: AppDb
+) -> None:
+    """Runs recorded before the digest carry the rule sets themselves in each signal."""
+    customer = "C-0015"
+    v1 = [pinned(catalog_document())]
+    lenient = {"trigger": {"event": "survey.responded", "when": "event.score <= 3"}}
+    v2 = [pinned(variant(rule__low_csat=lenient), version=2)]
+    async with recovery_worker(workflow_env, app_db) as queue:
+        handle = await send(workflow_env, queue, customer, contact(customer), v1)
+        await send(workflow_env, queue, customer, survey(customer, 3), v2, with_rules="full")
         state = await settle(workflow_env, handle)
         assert state.state.rule_sets == ["service-recovery@2"]
         assert state.state.decisions[-1].ref == "service-recovery@2"
+        assert "rules-2" in await ledger_steps(app_db, handle.id)
 
 
 async def test_refused_commands_change_nothing(

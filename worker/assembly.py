@@ -55,7 +55,7 @@ def activity_functions(deps: ActivityDeps) -> list[Callable[..., Any]]:
         metrics.read,
         RollbackNotifyActivities(deps).notify_phase_customers,
         *PresenceActivities(deps).all(),
-        RecoveryEventActivities(deps).deliver_event,
+        *RecoveryEventActivities(deps).all(),
     ]
 
 

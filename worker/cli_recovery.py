@@ -25,7 +25,7 @@ from worker.errors import OpsflowError
 from worker.recovery import command_customer, run_backtest, show_customer
 from worker.temporal import connect, workflow_ui_url
 from workflows import search_attributes as sa
-from workflows.recovery import (
+from workflows.recovery_model import (
     Approve,
     RecoveryView,
     Reject,

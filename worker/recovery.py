@@ -18,12 +18,14 @@ from definitions.loader import load_file
 from definitions.models import PinnedDefinition
 from definitions.registry import latest_of_kind
 from worker.errors import OpsflowError
-from workflows.recovery import (
+from workflows.recovery import RecoveryWorkflow
+from workflows.recovery_model import (
     RecoveryInput,
     RecoveryRules,
     RecoveryView,
-    RecoveryWorkflow,
+    RulesDigest,
     customer_workflow_id,
+    rules_digest,
 )
 from workflows.recovery_rules import BacktestReport, backtest
 
@@ -45,9 +47,10 @@ async def recovery_start_input(sessions: async_sessionmaker[AsyncSession]) -> Re
 
 
 def recovery_signal_args(event: EventEnvelope, rules: RecoveryRules) -> list[Any]:
-    """The `event` signal's arguments: the envelope and the rule sets deployed now (a
-    running workflow switches to them when they differ from its own, from this event on)."""
-    return [event, rules]
+    """The `event` signal's arguments: the envelope and the digest of the rule sets deployed
+    now (a running workflow whose own differ loads them once and switches from this event
+    on); the rule sets themselves travel only in the start input."""
+    return [event, RulesDigest(digest=rules_digest(rules.rules))]
 
 
 async def _why_not_running(client: Client, customer: str) -> str:

@@ -4,8 +4,9 @@ cooldowns, caps, dedup keys, stall timers, an open episode or an approval).
 
 Decisions are made by the pure `RecoveryEngine` (workflows/recovery_rules.py); this module
 turns its plans into ledger entries and actions (activities), handles the messages and keeps
-the Temporal UI telling. The `event` signal takes the EventEnvelope and, optionally, the rule
-sets deployed now (`RecoveryRules`): a newer set replaces the pinned one from that event on.
+the Temporal UI telling. The `event` signal takes the EventEnvelope and, optionally, which
+rule sets are deployed now (`RulesDigest`; runs recorded before it carry the `RecoveryRules`
+themselves): a newer set replaces the pinned one from that event on.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
@@ -26,7 +25,20 @@ from workflows.actions import ActionTarget, call, ledger, run_actions
 with workflow.unsafe.imports_passed_through():
     from activities.models import CustomerProfile, GetCustomer
     from definitions.events import EventEnvelope
-    from definitions.models import PinnedDefinition
+    from workflows.recovery_model import (
+        Approve,
+        CloseEpisode,
+        OpsState,
+        RecoveryInput,
+        RecoveryRules,
+        RecoverySummary,
+        RecoveryView,
+        Reject,
+        RulesDigest,
+        SilenceCommand,
+        Unsilence,
+        rules_digest,
+    )
     from workflows.recovery_rules import (
         Plan,
         RecoveryEngine,
@@ -34,82 +46,10 @@ with workflow.unsafe.imports_passed_through():
         Silence,
     )
 
-MAX_HISTORY_EVENTS = 10_000
 # Runs started before this patch keep reading the pre-contract event names of their pinned
 # rule sets (recovery_rules.LEGACY_EVENT_NAMES); new runs read the event contract only.
 CONTRACT_NAMES_PATCH = "recovery-contract-names"
 PROFILE_TTL = timedelta(days=1)
-OpsState = Literal["watching", "acting", "awaiting_approval", "silenced"]
-
-
-def customer_workflow_id(customer_id: str) -> str:
-    return f"customer-{customer_id}"
-
-
-def rules_digest(rules: list[PinnedDefinition]) -> list[str]:
-    return sorted(f"{p.ref}#{p.content_hash}" for p in rules)
-
-
-class RecoveryRules(BaseModel):
-    """The recovery rule sets deployed now (`latest_of_kind(sessions, "recovery")`)."""
-
-    rules: list[PinnedDefinition]
-
-
-class RecoveryInput(BaseModel):
-    rules: list[PinnedDefinition] = Field(default_factory=list)
-    carried: RecoveryState | None = None
-    max_history_events: int = Field(MAX_HISTORY_EVENTS, ge=100)
-    legacy_event_names: bool = Field(
-        False, description="carried by continue-as-new of a run started before the contract"
-    )
-
-
-class Approve(BaseModel):
-    by: str = Field(min_length=1, max_length=200)
-    approval_id: int | None = Field(None, description="default: the oldest waiting approval")
-    amount: Decimal | None = Field(None, gt=0, description="approve a smaller amount")
-    note: str | None = Field(None, max_length=500)
-
-
-class Reject(BaseModel):
-    by: str = Field(min_length=1, max_length=200)
-    approval_id: int | None = None
-    reason: str = Field("", max_length=500)
-
-
-class SilenceCommand(BaseModel):
-    by: str = Field(min_length=1, max_length=200)
-    rule: str | None = Field(None, description="<definition>/<rule> or <rule>; None: customer")
-    until: datetime | None = None
-    duration: timedelta | None = None
-    reason: str = Field("", max_length=500)
-
-
-class Unsilence(BaseModel):
-    by: str = Field(min_length=1, max_length=200)
-    rule: str | None = None
-
-
-class CloseEpisode(BaseModel):
-    by: str = Field(min_length=1, max_length=200)
-    outcome: Literal["recovered", "not_recovered", "closed"] = "closed"
-
-
-class RecoveryView(BaseModel):
-    """The `state` query: everything, plus what the UI shows."""
-
-    state: RecoveryState
-    ops_state: OpsState
-    details: str
-    next_wake: datetime | None
-
-
-class RecoverySummary(BaseModel):
-    customer_id: str
-    events_seen: int
-    episodes: int
-    tally: dict[str, dict[str, int]]
 
 
 @workflow.defn(name="Recovery")
@@ -122,7 +62,7 @@ class RecoveryWorkflow:
         self._engine: RecoveryEngine | None = RecoveryEngine(
             state, request.rules, legacy_names=legacy
         )
-        self._queue: list[tuple[EventEnvelope, RecoveryRules | None]] = []
+        self._queue: list[tuple[EventEnvelope, RecoveryRules | RulesDigest | None]] = []
         self._acting = 0
         self._changed = False
 
@@ -260,18 +200,8 @@ class RecoveryWorkflow:
         self._upsert()
         while True:
             while self._queue:
-                event, rules = self._queue.pop(0)
-                if rules is not None and rules_digest(rules.rules) != rules_digest(
-                    self.engine.rule_sets
-                ):
-                    before = list(self.state.rule_sets)
-                    self.engine.set_rules(rules.rules)
-                    await ledger(
-                        ActionTarget(kind="recovery", customer_id=customer_id),
-                        f"rules-{self.state.events_seen + 1}",
-                        {"from": before, "to": self.state.rule_sets},
-                        subject=customer_id,
-                    )
+                event, offered = self._queue.pop(0)
+                await self._switch_rules(offered)
                 if event.key in self.state.seen:
                     continue
                 await self._refresh_profile()
@@ -317,16 +247,49 @@ class RecoveryWorkflow:
             tally=self.state.tally,
         )
 
+    async def _switch_rules(self, offered: RecoveryRules | RulesDigest | None) -> None:
+        """Use the rule sets deployed now when they differ from this run's, from the next
+        event on; each switch is in the ledger."""
+        if offered is None:
+            return
+        current = rules_digest(self.engine.rule_sets)
+        if isinstance(offered, RulesDigest):
+            if offered.digest == current:
+                return
+            try:
+                loaded: RecoveryRules = await call("recovery.rule_sets", offered, RecoveryRules)
+            except ActivityError as exc:
+                workflow.logger.warning("keeping the current rules: %s", exc.cause)
+                return
+        else:
+            loaded = offered
+        if rules_digest(loaded.rules) == current:
+            return
+        before = list(self.state.rule_sets)
+        self.engine.set_rules(loaded.rules)
+        await ledger(
+            ActionTarget(kind="recovery", customer_id=self.state.customer_id),
+            f"rules-{self.state.events_seen + 1}",
+            {"from": before, "to": self.state.rule_sets},
+            subject=self.state.customer_id,
+        )
+
     # --- messages ------------------------------------------------------------------------
 
     @workflow.signal
-    def event(self, event: EventEnvelope, rules: RecoveryRules | None = None) -> None:
+    def event(self, event: EventEnvelope, rules: Any = None) -> None:
         """An event about this customer (re-deliveries are ignored by `event.key`).
 
-        The rule sets are optional: the SDK converts arguments by type only when as many are
-        sent as the handler declares, so either form is validated here."""
+        `rules` is optional: the SDK converts arguments by type only when as many are sent as
+        the handler declares, so both forms are validated here, a `RulesDigest` or (in runs
+        recorded before it) the `RecoveryRules` themselves."""
         envelope = EventEnvelope.model_validate(event)
-        offered = None if rules is None else RecoveryRules.model_validate(rules)
+        offered: RecoveryRules | RulesDigest | None = None
+        if isinstance(rules, RecoveryRules | RulesDigest):
+            offered = rules
+        elif isinstance(rules, dict):
+            model = RulesDigest if "digest" in rules else RecoveryRules
+            offered = model.model_validate(rules)
         self._queue.append((envelope, offered))
 
     @workflow.signal

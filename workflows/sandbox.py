@@ -30,6 +30,7 @@ PASSED_THROUGH = (
     "workflows.handoff_model",
     "workflows.handoff_logic",
     "workflows.recovery_rules",
+    "workflows.recovery_model",
 )
 
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
