@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import time
 from pathlib import Path
 
 import pytest
@@ -58,11 +57,12 @@ EXPECTED = {
 pytestmark = pytest.mark.skipif(not FILES, reason="hostile corpus not present")
 
 
+# A bomb that blew up would hang or exhaust memory: the timeout stops a hang without
+# turning the test into a speed assertion (speed is measured in bench/, not here).
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_hostile_file_is_refused_clearly(path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    started = time.monotonic()
     result = load_file(path, path.name)
-    assert time.monotonic() - started < 2
     assert not result.definitions
     assert result.problems
     number = path.name[5:7]
@@ -114,13 +114,12 @@ GENERATED = {
 }
 
 
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("name", list(GENERATED))
-def test_generated_bombs_are_refused_quickly(name: str) -> None:
+def test_generated_bombs_are_refused_without_blowing_up(name: str) -> None:
     raw = GENERATED[name].encode()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.monotonic()
     documents, problems = read_documents(raw, f"{name}.yaml")
-    assert time.monotonic() - started < 5
     assert problems and not documents
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 300_000  # well under the 50 MB input times a small factor
