@@ -23,8 +23,10 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from definitions.events import EventEnvelope
 from intake.signatures import standard_signature
 from tests.devstack_support import DevStack, opsflow_env, start_dev, succeeds
+from worker.handoffs import deliver_ticket_event, handoff_for_ticket
 from workflows.escalation import CaseStatus
 from workflows.handoff_model import HandoffStatus
 
@@ -159,6 +161,23 @@ async def test_bot_events_through_the_intake_then_accept_and_resolve_through_the
     assert "Mi factura de marzo está mal" in shown["context"]["text"]
     ticket = shown["ticket_id"]
     assert ticket
+
+    # A vendor's ticket event finds the conversation by its ticket (OpsCaseId); with the
+    # sandbox presence backend opsflow routes, so an assignee from elsewhere changes nothing.
+    for _ in range(100):
+        if await handoff_for_ticket(client, ticket) == workflow_id:
+            break
+        await asyncio.sleep(0.1)
+    assert await handoff_for_ticket(client, ticket) == workflow_id
+    assert await handoff_for_ticket(client, "T-NONE") is None
+    vendor_event = EventEnvelope(
+        id="zd-1", source="zendesk", type="ticket.updated", subject=ticket,
+        data={"ticket_id": ticket, "assignee": "90210"},
+    )  # fmt: skip
+    assert await deliver_ticket_event(client, vendor_event) == workflow_id
+    await asyncio.sleep(0.5)
+    still = await _until(client, workflow_id, lambda s: True)
+    assert still.state == "offered" and still.agent is None
 
     accepted = json.loads(ok("handoff", "accept", conversation, "--agent", agent, "--json"))
     assert accepted["state"]["state"] == "active" and accepted["state"]["agent"] == agent

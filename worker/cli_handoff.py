@@ -81,6 +81,9 @@ def _status_line(status: HandoffStatus) -> str:
         parts.append(
             f"offered to {offer.agent_id} until {offer.expires_at:%H:%M:%S} (offer {offer.number})"
         )
+    if status.routing == "vendor" and status.state == "queued":
+        group = f"group {status.vendor_group}" if status.vendor_group else "its group"
+        parts.append(f"routed by the ticketing vendor ({group}), waiting for an assignee")
     if status.agent:
         parts.append(f"agent {status.agent}")
     if status.callback_local:
@@ -286,6 +289,7 @@ def list_handoffs(
                     "state": attributes.get(sa.OPS_STATE),
                     "queue": attributes.get(sa.OPS_QUEUE),
                     "agent": attributes.get(sa.OPS_OWNER),
+                    "ticket": attributes.get(sa.OPS_CASE_ID),
                     "definition": attributes.get(sa.OPS_DEFINITION),
                     "started": _when(execution.start_time),
                     "workflow_id": execution.id,
@@ -296,7 +300,7 @@ def list_handoffs(
     rows = run(main)
     show_rows(
         rows,
-        ["conversation", "customer", "state", "queue", "agent", "definition", "started"],
+        ["conversation", "customer", "state", "queue", "agent", "ticket", "definition", "started"],
         "handoffs",
         as_json,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from workflows.handoff_model import HandoffInput, HandoffStatus, handoff_workflo
 
 Sessions = async_sessionmaker[AsyncSession]
 COMMANDS = ("accept", "decline", "return_to_bot", "resolve", "customer_left")
+_TICKET_ID = re.compile(r"^[\w.:@-]{1,64}$")
 CLI_SOURCE = "opsflow-cli"
 
 
@@ -140,3 +142,34 @@ async def handoff_state(client: Client, conversation_id: str) -> HandoffStatus:
             raise OpsflowError(f"there is no handoff for conversation {conversation_id}") from None
         raise
     return state
+
+
+async def handoff_for_ticket(client: Client, ticket_id: str) -> str | None:
+    """The running handoff whose conversation has ticket `ticket_id` (the workflow upserts
+    OpsCaseId with its ticket), or None. Visibility lags a second or so behind the ticket's
+    creation, which is far less than any vendor takes to assign it."""
+    if not _TICKET_ID.match(ticket_id):
+        return None
+    query = f'OpsKind = "handoff" AND OpsCaseId = "{ticket_id}" AND ExecutionStatus = "Running"'
+    async for execution in client.list_workflows(query, limit=1):
+        return execution.id
+    return None
+
+
+async def deliver_ticket_event(client: Client, event: EventEnvelope) -> str | None:
+    """Signal a vendor's `ticket.updated` to the handoff waiting on that ticket (with vendor
+    routing, the assignee Zendesk picked ends the wait); the workflow id, or None when no
+    running handoff has the ticket (the event is then the escalation case's)."""
+    ticket = event.data.get("ticket_id")
+    if event.type != "ticket.updated" or not isinstance(ticket, str):
+        return None
+    workflow_id = await handoff_for_ticket(client, ticket)
+    if workflow_id is None:
+        return None
+    try:
+        await client.get_workflow_handle(workflow_id).signal("event", event)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return None  # it ended between the lookup and the signal
+    return workflow_id
