@@ -90,6 +90,8 @@ ACTIVE_LIMIT = timedelta(hours=12)
 """An accepted conversation nobody resolves ends after this long."""
 AGENT_POLL = timedelta(seconds=20)
 """How often a queued conversation looks for a free agent again."""
+TICKET_SEARCHABLE_PATCH = "handoff-ticket-searchable"
+"""Upsert OpsCaseId as soon as the ticket exists, not at the `queued` transition."""
 SEEN_EVENTS_KEPT = 500
 MAX_HISTORY_EVENTS = 10_000
 
@@ -550,6 +552,8 @@ class HandoffWorkflow:
                 Ticket,
             )
             s.ticket_id = ticket.id
+            if workflow.patched(TICKET_SEARCHABLE_PATCH):
+                self._upsert()  # the vendor's first ticket event can find the conversation
             await call(
                 "ticketing.add_comment",
                 AddComment(
