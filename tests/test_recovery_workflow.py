@@ -420,6 +420,7 @@ async def test_newer_rules_apply_from_the_next_event(
         state = await settle(workflow_env, handle)
         assert state.state.rule_sets == [v2.ref]
         assert state.state.events_seen == 4
+        await keep_history(handle, "recovery-rules-digest")
 
 
 async def test_rules_carried_whole_by_earlier_signals_still_switch(

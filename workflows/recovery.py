@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
 # Runs started before this patch keep reading the pre-contract event names of their pinned
 # rule sets (recovery_rules.LEGACY_EVENT_NAMES); new runs read the event contract only.
 CONTRACT_NAMES_PATCH = "recovery-contract-names"
+WAKE_FLAG_PATCH = "recovery-wake-flag-at-pass-start"
 PROFILE_TTL = timedelta(days=1)
 
 
@@ -198,7 +199,12 @@ class RecoveryWorkflow:
     async def run(self, request: RecoveryInput) -> RecoverySummary:
         customer_id = self.state.customer_id
         self._upsert()
+        # Runs started before this patch cleared the wake flag just before waiting, losing a
+        # wake from an update that finished while the pass was still acting.
+        wake_at_start = workflow.patched(WAKE_FLAG_PATCH)
         while True:
+            if wake_at_start:
+                self._changed = False
             while self._queue:
                 event, offered = self._queue.pop(0)
                 await self._switch_rules(offered)
@@ -234,7 +240,8 @@ class RecoveryWorkflow:
             timeout = None
             if wake is not None:
                 timeout = max(wake - workflow.now(), timedelta(seconds=1))
-            self._changed = False
+            if not wake_at_start:
+                self._changed = False
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(
                     lambda: bool(self._queue) or self._changed, timeout=timeout
