@@ -310,6 +310,7 @@ class FakeZendesk:
         self.tickets: dict[int, dict[str, Any]] = {}
         self.by_key: dict[str, int] = {}
         self.group_reads = 0
+        self.refused_statuses: set[str] = set()
         self._auth = (
             "Basic " + base64.b64encode(f"{self.EMAIL}/token:{self.TOKEN}".encode()).decode()
         )
@@ -362,6 +363,8 @@ class FakeZendesk:
             ticket.setdefault("comments", []).append(change.pop("comment"))
             audit = {"id": 7, "events": [{"id": 500 + len(ticket["comments"]), "type": "Comment"}]}
             return Reply(200, {"ticket": ticket, "audit": audit})
+        if change.get("status") in self.refused_statuses:
+            return Reply(422, {"error": "RecordInvalid", "description": "Record validation errors"})
         tags = list(ticket.get("tags", [])) + change.pop("additional_tags", [])
         ticket.update(change, tags=tags)
         return Reply(200, {"ticket": ticket})

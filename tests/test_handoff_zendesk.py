@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -41,7 +42,7 @@ from worker.cli_handoff import _status_line
 from worker.handoffs import HandoffCommandRefused, command_handoff, handoff_request_event
 from workflows.escalation import CaseStatus, EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
-from workflows.handoff_model import Accept, HandoffStatus, Resolve
+from workflows.handoff_model import Accept, CustomerLeft, HandoffStatus, Resolve
 from workflows.sandbox import WORKFLOW_RUNNER
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -179,3 +180,23 @@ async def test_zendesk_no_assignee_overflows_to_the_next_group_then_a_callback_t
         creates = [s for s in server.seen if s.method == "POST"]
         assert len(creates) == 2  # the conversation's ticket and the callback task, once each
         await keep_history(handle, "handoff-zendesk-overflow-callback")
+
+
+async def test_zendesk_customer_leaves_while_waiting_even_if_the_vendor_refuses_the_close(
+    app_db: AppDb,
+) -> None:
+    async with fresh_env() as env, zendesk_worker(env, app_db) as (queue, fake, server):
+        await skip_to(env, next_weekday_at(await env.get_current_time(), 1, 10, 0))
+        conversation, handle = await _billing_handoff(env, queue)
+        queued = await wait_until(handle, lambda s: s.vendor_group is not None, "in a group")
+        assert queued.ticket_id is not None
+        fake.refused_statuses.add("closed")
+        await command_handoff(env.client, conversation, "customer_left", CustomerLeft())
+        final: HandoffStatus = await handle.result()
+        assert final.state == "abandoned" and final.agent is None
+        # opsflow tried to close it (refused with a 422), and the run still ended cleanly.
+        closes = _puts(server, queued.ticket_id, lambda t: t.get("status") == "closed")
+        assert len(closes) == 1
+        # An assignee arriving after the end is for no one: the workflow is gone.
+        with pytest.raises(RPCError):
+            await handle.signal("event", ticket_updated(queued.ticket_id, assignee="90210"))

@@ -281,7 +281,10 @@ class HandoffWorkflow:
         ):
             await self._release(s.agent, "release-active")
         if s.state == "abandoned" and s.ticket_id:
-            await self._update_ticket("abandoned", status="closed", add_tags=["abandoned"])
+            try:
+                await self._update_ticket("abandoned", status="closed", add_tags=["abandoned"])
+            except ActivityError as exc:  # a vendor may refuse the status: the run still ends
+                workflow.logger.warning("closing the abandoned ticket failed: %s", exc.cause)
         if s.state == "returned_to_bot" and s.bot_muted:
             await self._bot("resume", s.end_reason or "returned to the bot")
         await workflow.wait_condition(workflow.all_handlers_finished)
