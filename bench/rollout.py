@@ -48,8 +48,7 @@ from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.seed import seed_sandbox
 from worker.rollouts import command_rollout, rollout_state, start_rollout
-from workflows.rollout import Reason
-from workflows.rollout_model import ChangeRequest
+from workflows.rollout_model import ChangeRequest, Reason
 
 FLAG = "bench-flag"
 PILOT = 5.0

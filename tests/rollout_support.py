@@ -27,8 +27,8 @@ from store.models import (
 from store.seed import customers
 from tests.conftest import AppDb
 from worker.assembly import activity_functions
-from workflows.rollout import RolloutWorkflow, StartRollout
-from workflows.rollout_model import ChangeRequest, RolloutStatus, rollout_workflow_id
+from workflows.rollout import RolloutWorkflow
+from workflows.rollout_model import ChangeRequest, RolloutStatus, StartRollout, rollout_workflow_id
 from workflows.sandbox import WORKFLOW_RUNNER
 
 CUSTOMERS = 400

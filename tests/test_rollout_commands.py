@@ -20,7 +20,7 @@ from worker.rollouts import (
     rollout_state,
     start_rollout,
 )
-from workflows.rollout import Decision, Reason
+from workflows.rollout_model import Decision, Reason
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -30,7 +30,8 @@ from tests.rollout_support import (
 )
 from worker.cli import app
 from worker.rollouts import RolloutCommandRefused, command_rollout
-from workflows.rollout import Decision, RolloutWorkflow
+from workflows.rollout import RolloutWorkflow
+from workflows.rollout_model import Decision
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

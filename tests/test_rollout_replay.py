@@ -29,7 +29,8 @@ from tests.rollout_support import (
     settled,
     start,
 )
-from workflows.rollout import Decision, Reason, RolloutWorkflow
+from workflows.rollout import RolloutWorkflow
+from workflows.rollout_model import Decision, Reason
 from workflows.sandbox import WORKFLOW_RUNNER
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -32,7 +32,8 @@ from tests.rollout_support import (
     state,
 )
 from workflows import search_attributes as sa
-from workflows.rollout import Decision, Reason, RolloutWorkflow
+from workflows.rollout import RolloutWorkflow
+from workflows.rollout_model import Decision, Reason
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -32,8 +32,13 @@ from worker.rollouts import (
 )
 from worker.settings import Settings
 from worker.temporal import connect, workflow_ui_url
-from workflows.rollout import Decision, Reason
-from workflows.rollout_model import ChangeRequest, RolloutStatus, rollout_workflow_id
+from workflows.rollout_model import (
+    ChangeRequest,
+    Decision,
+    Reason,
+    RolloutStatus,
+    rollout_workflow_id,
+)
 
 app = typer.Typer(
     name="rollout",

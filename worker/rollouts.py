@@ -14,8 +14,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from definitions.models import PinnedDefinition
 from worker.errors import OpsflowError
 from workflows import search_attributes as sa
-from workflows.rollout import RolloutWorkflow, StartRollout
-from workflows.rollout_model import ChangeRequest, RolloutStatus, rollout_workflow_id
+from workflows.rollout import RolloutWorkflow
+from workflows.rollout_model import ChangeRequest, RolloutStatus, StartRollout, rollout_workflow_id
 
 COMMANDS = ("approve", "reject", "pause", "resume", "promote", "promote_full", "abort", "retry")
 

@@ -15,7 +15,6 @@ import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
@@ -27,10 +26,13 @@ from workflows.rollout_model import (
     Approval,
     ChangeRequest,
     CheckStatus,
+    Decision,
     PhaseStatus,
     Reading,
+    Reason,
     RolloutState,
     RolloutStatus,
+    StartRollout,
     Stopwatch,
     judge,
     needs_baseline,
@@ -61,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
         PhaseCustomersNotified,
     )
     from definitions.calendar import BusinessCalendar
-    from definitions.models import Phase, PinnedDefinition, RolloutSpec
+    from definitions.models import Phase, RolloutSpec
 
 __all__ = ["ChangeRequest", "RolloutStatus", "RolloutWorkflow", "rollout_workflow_id"]
 
@@ -76,21 +78,6 @@ METRIC_RETRY = RetryPolicy(
 LONG_ACTIVITY = timedelta(hours=2)
 HEARTBEAT = timedelta(minutes=2)
 _CHANNELS = {"email": "email", "slack": "chat", "chat": "chat", "pager": "pager", "sms": "chat"}
-
-
-class StartRollout(BaseModel):
-    change: ChangeRequest
-    plan: PinnedDefinition
-    carried: RolloutStatus | None = None
-
-
-class Decision(BaseModel):
-    approver: str = Field(min_length=1, max_length=200)
-    reason: str = Field("", max_length=2000)
-
-
-class Reason(BaseModel):
-    reason: str = Field("", max_length=2000)
 
 
 def _value_text(metric: str, value: float | None) -> str:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from definitions.models import Analysis, Check
+    from definitions.models import Analysis, Check, PinnedDefinition
 
 RolloutState = Literal[
     "assessing",
@@ -232,3 +232,21 @@ def record(status: CheckStatus, reading: Reading, analysis: Analysis) -> None:
 
 def percent_text(percent: float) -> str:
     return f"{percent:g}%"
+
+
+# --- messages: kept here, not in workflows/rollout.py, which the sandbox loads per run ---
+
+
+class StartRollout(BaseModel):
+    change: ChangeRequest
+    plan: PinnedDefinition
+    carried: RolloutStatus | None = None
+
+
+class Decision(BaseModel):
+    approver: str = Field(min_length=1, max_length=200)
+    reason: str = Field("", max_length=2000)
+
+
+class Reason(BaseModel):
+    reason: str = Field("", max_length=2000)
