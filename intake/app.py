@@ -4,8 +4,9 @@ Order of checks on every POST: known sender (401), body at most 1 MiB (413), sig
 timestamp over the raw bytes (401), not a replay of an already recorded request (401),
 nesting depth, then strict JSON (400), media type (415), envelope and data (422). Only then
 is anything written: 202 once every new event is committed to the inbox, 200 when all of
-them were already there (with their recorded outcome). Delivery to workflows happens after
-the answer, in the relay.
+them were already there (with their recorded outcome). The replay check and the insert are
+one transaction, shared by the requests that arrive together (`inbox.Writer`). Delivery to
+workflows happens after the answer, in the relay.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ class Intake:
     run_relay: bool = True
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: inbox.Writer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = inbox.Writer(self.sessions)
+        if self.relay is not None:
+            self.relay.marks = self.writer.mark_many
 
     def secret(self, source: str) -> str:
         secret = self.sources.get(source) if _SOURCE.match(source) else None
@@ -83,6 +90,7 @@ def create_app(intake: Intake) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=15)
             intake._tasks.clear()
+            await intake.writer.close()
 
     app = FastAPI(
         title="opsflow event intake",
@@ -128,11 +136,18 @@ def create_app(intake: Intake) -> FastAPI:
         signed: Signed,
         events: list[EventEnvelope],
     ) -> JSONResponse:
-        if await inbox.seen_request(intake.sessions, source, signed.message_id, signed.timestamp):
-            raise replayed()
         if not events:
+            if await inbox.seen_request(
+                intake.sessions, source, signed.message_id, signed.timestamp
+            ):
+                raise replayed()
             return JSONResponse({"events": [], "ignored": True}, status_code=200)
-        recorded = await inbox.record(intake.sessions, events, signed.message_id, signed.timestamp)
+        try:
+            recorded = await intake.writer.accept(
+                source, signed.message_id, signed.timestamp, events
+            )
+        except inbox.Replayed:
+            raise replayed() from None
         if intake.relay is not None and any(r.new for r in recorded):
             intake.relay.wake()
         return _answer(recorded)

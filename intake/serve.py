@@ -70,6 +70,9 @@ def server(app: FastAPI, settings: Settings) -> uvicorn.Server:
         access_log=False,
         lifespan="on",
         limit_concurrency=1000,
+        # Senders keep connections open between bursts; closing them after uvicorn's 5 s
+        # default races a sender reusing one (its request then fails with a reset).
+        timeout_keep_alive=75,
         timeout_graceful_shutdown=10,
     )
     return _QuietServer(config)

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_blocking_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -50,9 +51,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: URL) -> AsyncEngine:
     """An async engine for the app database at `url` (any driver name; opsflow picks its own)."""
     ensure_sqlite_folder(url)
-    engine = create_async_engine(async_url(url), pool_pre_ping=True)
-    if url.get_backend_name() == "sqlite":
+    sqlite = url.get_backend_name() == "sqlite"
+    # A server connection can go stale (restart, idle timeout): ping it when checked out. A
+    # SQLite connection is a file handle that cannot, and a ping would cost a round trip to
+    # its thread on every session.
+    engine = create_async_engine(async_url(url), pool_pre_ping=not sqlite)
+    if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_sync_engine(url: URL) -> Engine:
+    """A blocking engine for the app database at `url` (any driver name), with the same
+    SQLite settings, for work that runs on a thread of its own (the intake's inbox writer)."""
+    ensure_sqlite_folder(url)
+    sqlite = url.get_backend_name() == "sqlite"
+    engine = create_blocking_engine(sync_url(url), pool_pre_ping=not sqlite)
+    if sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
