@@ -380,23 +380,22 @@ def _insert_params(row: InboxEvent) -> dict[str, Any]:
     }
 
 
+_TABLE = InboxEvent.__table__
+
+
 def _seen_many(
     session: Session, signatures: set[tuple[str, str, str]]
 ) -> set[tuple[str, str, str]]:
     if not signatures:
         return set()
-    rows = session.execute(
-        select(InboxEvent.source, InboxEvent.webhook_id, InboxEvent.webhook_timestamp)
-        .where(InboxEvent.webhook_id.in_({sig[1] for sig in signatures}))
-        .distinct()
+    rows = session.connection().execute(
+        select(_TABLE.c.source, _TABLE.c.webhook_id, _TABLE.c.webhook_timestamp).where(
+            _TABLE.c.webhook_id.in_({sig[1] for sig in signatures})
+        )
     )
     found: set[tuple[str, str, str]] = set()
     for source, webhook_id, stamp in rows:
-        if (
-            webhook_id is not None
-            and stamp is not None
-            and (source, webhook_id, stamp) in signatures
-        ):
+        if (source, webhook_id, stamp) in signatures:
             found.add((source, webhook_id, stamp))
     return found
 
@@ -404,16 +403,25 @@ def _seen_many(
 def _existing(
     session: Session, events: Sequence[EventEnvelope]
 ) -> dict[tuple[str, str], InboxEvent]:
-    found: dict[tuple[str, str], InboxEvent] = {}
+    """The rows already in the inbox for `events` (usually none: one cheap Core query per
+    source, and the whole rows only for the repeats found)."""
     by_source: dict[str, list[str]] = {}
     for event in events:
         by_source.setdefault(event.source, []).append(event.id)
+    repeated: dict[str, list[str]] = {}
     for source, ids in by_source.items():
-        rows = session.scalars(
-            select(InboxEvent).where(InboxEvent.source == source, InboxEvent.event_id.in_(ids))
+        found = session.connection().execute(
+            select(_TABLE.c.event_id).where(_TABLE.c.source == source, _TABLE.c.event_id.in_(ids))
         )
-        found.update({(row.source, row.event_id): row for row in rows})
-    return found
+        repeated[source] = [event_id for (event_id,) in found]
+    rows: dict[tuple[str, str], InboxEvent] = {}
+    for source, ids in repeated.items():
+        if ids:
+            for row in session.scalars(
+                select(InboxEvent).where(InboxEvent.source == source, InboxEvent.event_id.in_(ids))
+            ):
+                rows[(row.source, row.event_id)] = row
+    return rows
 
 
 async def waiting(sessions: Sessions, limit: int) -> list[Waiting]:
