@@ -6,7 +6,8 @@
   `<source>/<event id>/<n>`, so a re-delivered event gets the first answer back instead of
   acting twice. `ticket.reopened` cannot reopen a resolved case (a new case with the same
   id is rejected by the reuse policy): it is recorded `rejected` with that reason, or, when
-  the case is still running, delivered as a no-op.
+  the case is still running, delivered as a no-op. A `ticket.updated` for a ticket without a
+  case goes to the running handoff that waits on that ticket (vendor routing), if any.
 - Entity workflows (ENTITY_ROUTES): signal-with-start of the `event` signal, argument the
   EventEnvelope (its id lets the workflow ignore repeats). `customer-<id>` (Recovery) starts
   with the recovery rule sets deployed now and each signal carries their digest, so a running
@@ -49,7 +50,7 @@ from definitions.events import (
 )
 from worker.cases import choose_policy, open_case
 from worker.errors import OpsflowError
-from worker.handoffs import handoff_start_input
+from worker.handoffs import deliver_ticket_event, handoff_start_input
 from worker.recovery import recovery_rules, recovery_signal_args
 from workflows import search_attributes as sa
 from workflows.escalation import (
@@ -390,6 +391,11 @@ class Router:
             except RPCError as exc:
                 if exc.status != RPCStatusCode.NOT_FOUND:
                     raise
+                # A handoff's ticket has no case until an agent accepts: with vendor routing
+                # the assignee the vendor picked is what the handoff waits for.
+                handoff = await deliver_ticket_event(client, event)
+                if handoff is not None:
+                    return Delivery("delivered", f"signalled event ({event.type})", handoff)
                 return Delivery("rejected", await _why_gone(client, ticket), workflow_id)
         if refused:
             applied = f"; applied {', '.join(done)}" if done else ""
