@@ -131,6 +131,7 @@ class Phase:
     accept_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
+    sender_cpu_seconds: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -219,11 +220,13 @@ async def run_intake(
             run = uuid.uuid4().hex[:6]
             documents = [event_document(n, run) for n in range(events)]
             watch = Stopwatch()
+            sender_before = process_cpu_seconds_self()
             accept_seconds, latencies = await post_all(http, url, secret, documents, concurrency)
+            sender_cpu = process_cpu_seconds_self() - sender_before
             await drained(sessions)
             seconds = watch.seconds
             cpu, _rss = intake.worker.measure()
-            burst = Phase("intake", events, seconds, accept_seconds, latencies, cpu)
+            burst = Phase("intake", events, seconds, accept_seconds, latencies, cpu, sender_cpu)
             paced_count = int(rate * paced_seconds)
             run = uuid.uuid4().hex[:6]
             documents = [event_document(n, run) for n in range(paced_count)]
@@ -314,6 +317,10 @@ def report(baseline: Phase, burst: Phase, paced: Phase, rate: float) -> None:
         f"  (intake: every request answered within {burst.accept_seconds:.2f} s, "
         f"{burst.events / burst.accept_seconds:.1f} events/s accepted; CPU column: the "
         "intake process for the intake, the sending client for the direct client)"
+    )
+    print(
+        f"  (the HTTP sending client used {burst.sender_cpu_seconds * 1000 / burst.events:.2f} ms"
+        " CPU per event while posting the burst; it shares the 2 cores with everything else)"
     )
     print(
         f"throughput ratio (direct / intake): {baseline.per_second / burst.per_second:.2f}"
