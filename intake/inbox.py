@@ -11,9 +11,7 @@ coroutines queueing in order. PostgreSQL needs no such lock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from definitions.events import EventEnvelope
-from store.db import create_sync_engine
+from store.db import create_sync_engine, write_lock
 from store.models import InboxEvent
 from store.types import utcnow
 
@@ -79,31 +77,6 @@ class Settled:
     status: str
     outcome: str
     target: str | None
-
-
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _lock_for(engine: AsyncEngine) -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    held = _WRITE_LOCKS.get(engine.sync_engine)
-    if held is None or held[0] is not loop:
-        held = (loop, asyncio.Lock())
-        _WRITE_LOCKS[engine.sync_engine] = held
-    return held[1]
-
-
-@contextlib.asynccontextmanager
-async def write_lock(sessions: Sessions) -> AsyncIterator[None]:
-    """Hold this process's SQLite write turn (FIFO); a no-op on other databases."""
-    bind = sessions.kw.get("bind")
-    if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite":
-        async with _lock_for(bind):
-            yield
-    else:
-        yield
 
 
 def envelope_of(row: EventRow) -> EventEnvelope:

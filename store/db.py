@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -72,6 +74,31 @@ def create_sync_engine(url: URL) -> Engine:
     return engine
 
 
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _lock_for(engine: AsyncEngine) -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    held = _WRITE_LOCKS.get(engine.sync_engine)
+    if held is None or held[0] is not loop:
+        held = (loop, asyncio.Lock())
+        _WRITE_LOCKS[engine.sync_engine] = held
+    return held[1]
+
+
+@asynccontextmanager
+async def write_lock(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
+    """Hold this process's SQLite write turn (FIFO); a no-op on other databases."""
+    bind = sessions.kw.get("bind")
+    if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite":
+        async with _lock_for(bind):
+            yield
+    else:
+        yield
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
@@ -80,6 +107,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def transaction(
     sessions: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A session whose work commits on success and rolls back on error."""
-    async with sessions() as session, session.begin():
+    """A session whose work commits on success and rolls back on error; on SQLite it waits for
+    this process's write turn first (`write_lock`)."""
+    async with write_lock(sessions), sessions() as session, session.begin():
         yield session
