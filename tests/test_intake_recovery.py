@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -33,7 +34,7 @@ from tests.intake_support import SOURCES, cloud_event, http, post_event, unreach
 from tests.recovery_support import sandbox_counts
 from worker.assembly import activity_functions
 from workflows.recovery import RecoveryWorkflow
-from workflows.recovery_model import RecoveryView
+from workflows.recovery_model import RecoveryInput, RecoveryView
 from workflows.sandbox import WORKFLOW_RUNNER
 
 pytestmark = pytest.mark.devserver
@@ -177,7 +178,12 @@ async def test_rules_are_read_once_per_burst(catalog_db: AppDb) -> None:
     values = await asyncio.gather(*(cache.get() for _ in range(50)))
     assert cache.loads == 1
     assert all(v is values[0] for v in values)
-    assert [p.name for p in values[0].rules] == ["service-recovery"]
+    assert [p.name for p in values[0].rules.rules] == ["service-recovery"]
+    # the start input travels converted once: the same bytes a per-event conversion makes
+    [converted] = pydantic_data_converter.payload_converter.to_payloads(
+        [RecoveryInput(rules=values[0].rules.rules)]
+    )
+    assert values[0].start_input.payload == converted
 
     now = [0.0]
     calls: list[int] = []
