@@ -102,7 +102,7 @@ def intake() -> None:
         )
         await run_intake(settings, stop)
 
-    run(main)
+    run(main, uvloop=True)
 
 
 @app.command()

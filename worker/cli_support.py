@@ -42,14 +42,23 @@ def settings_or_exit() -> Settings:
     return settings
 
 
-def run(main: Callable[[], Awaitable[T]]) -> T:
-    """Run a command's coroutine: OpsflowError and database errors become one line, exit 1."""
+def run(main: Callable[[], Awaitable[T]], *, uvloop: bool = False) -> T:
+    """Run a command's coroutine: OpsflowError and database errors become one line, exit 1.
+
+    `uvloop`: on uvloop's event loop (installed with uvicorn[standard]), for the HTTP intake,
+    whose every request is event-loop work."""
 
     async def wrapped() -> T:
         return await main()
 
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if uvloop:
+        import uvloop as fast_loop
+
+        loop_factory = fast_loop.new_event_loop
     try:
-        return asyncio.run(wrapped())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(wrapped())
     except OpsflowError as exc:
         raise fail(str(exc)) from None
     except SQLAlchemyError as exc:
