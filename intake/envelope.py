@@ -33,6 +33,7 @@ _ATTRIBUTES = {
     "dataschema",
     "data",
 }
+REQUIRED = ("specversion", "id", "source", "type")
 _time = TypeAdapter(datetime)
 
 
@@ -53,6 +54,15 @@ def to_envelope(
     """Validate one event's attributes and data; `source` is the authenticated sender."""
     errors: list[dict[str, Any]] = []
     attrs = {k: v for k, v in attributes.items() if k != "data"}
+    # The cloudevents package fills in a missing id, specversion and time with defaults, so
+    # the required attributes are checked here, before it sees them.
+    for name in REQUIRED:
+        value = attrs.get(name)
+        if not isinstance(value, str) or not value:
+            problem = "required" if value is None else "must be a non-empty string"
+            errors.append({"field": _field(prefix, name), "message": problem})
+    if not errors and attrs["specversion"] != "1.0":
+        errors.append({"field": _field(prefix, "specversion"), "message": "must be 1.0"})
     if isinstance(attrs.get("time"), str):
         try:
             attrs["time"] = _time.validate_python(attrs["time"])

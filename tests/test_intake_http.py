@@ -172,6 +172,12 @@ def _event_with(data: Any, **attrs: Any) -> bytes:
     return encode(cloud_event("ticket.created", data, **attrs))
 
 
+def _without(attribute: str) -> bytes:
+    event = cloud_event("ticket.created", TICKET)
+    del event[attribute]
+    return encode(event)
+
+
 def _hostile_bodies() -> list[tuple[str, bytes, str, set[int]]]:
     """(name, body, content type, acceptable statuses)."""
     structured = "application/cloudevents+json"
@@ -233,6 +239,11 @@ def _hostile_bodies() -> list[tuple[str, bytes, str, set[int]]]:
         ("missing customer", _event_with({"ticket_id": "T-1"}), structured, {422}),
         ("unknown type", encode(cloud_event("ticket.exploded", TICKET)), structured, {422}),
         ("wrong spec version", _event_with(TICKET, specversion="0.3"), structured, {422}),
+        ("no id", _without("id"), structured, {422}),
+        ("no spec version", _without("specversion"), structured, {422}),
+        ("no type", _without("type"), structured, {422}),
+        ("numeric id", _event_with(TICKET, id=42), structured, {422}),
+        ("empty id", _event_with(TICKET, id=""), structured, {422}),
         ("other source", _event_with(TICKET, source="zendesk"), structured, {422}),
         ("bad time", _event_with(TICKET, time="yesterday"), structured, {422}),
         ("data not object", encode(cloud_event("ticket.created", [1, 2])), structured, {422}),
@@ -314,6 +325,13 @@ async def test_field_named_in_the_problem(app_db: AppDb) -> None:
             client, cloud_event("ticket.created", {**TICKET, "priority": "p9"})
         )
         assert response.json()["errors"][0]["field"] == "data.priority"
+        for attribute in ("id", "specversion", "source", "type"):
+            event = cloud_event("ticket.created", TICKET)
+            del event[attribute]
+            response = await post_event(client, event)
+            assert response.status_code == 422, attribute
+            assert response.json()["errors"][0] == {"field": attribute, "message": "required"}
+        assert await inbox_count(app_db) == 0
 
 
 @pytest.mark.parametrize("path", ["/v1/nowhere", "/v1/events"])
