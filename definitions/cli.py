@@ -53,6 +53,10 @@ PathsArgument = Annotated[
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def printable(text: str) -> str:
     """Control characters from a file never reach the terminal raw (no ANSI injection)."""
     return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -76,7 +80,9 @@ def _check(paths: list[Path] | None, *, with_lint: bool) -> None:
     except DefinitionProblems as exc:
         raise _report(exc.problems) from None
     files = len({loaded.source.file for loaded in definitions})
-    console.print(f"ok: {len(definitions)} definitions in {files} files", highlight=False)
+    console.print(
+        f"ok: {plural(len(definitions), 'definition')} in {plural(files, 'file')}", highlight=False
+    )
 
 
 @app.command()

@@ -197,7 +197,8 @@ class HandoffWorkflow:
         s = self.status
         waiting = f"{s.queue_depth} waiting in {s.queue}" if s.queue else ""
         if s.state == "bot":
-            return f"bot conversation, {len(s.turns)} turns; no handoff trigger yet"
+            turns = "1 turn" if len(s.turns) == 1 else f"{len(s.turns)} turns"
+            return f"bot conversation, {turns}; no handoff trigger yet"
         if s.state == "requested":
             return f"handoff requested ({s.trigger.detail if s.trigger else 'no trigger'})"
         if s.state == "queued":

@@ -171,8 +171,9 @@ def summary(status: HandoffStatus, trigger: Trigger, tickets: list[TicketBrief])
     elif trend:
         mood = f" Sentiment {trend[-1]:.2f}."
     open_note = f" {len(tickets)} other open ticket(s)." if tickets else ""
+    turns = "1 turn" if len(status.turns) == 1 else f"{len(status.turns)} turns"
     return (
-        f"{who} chatted {topic} for {len(status.turns)} turns{said}.{tried}{mood}{open_note} "
+        f"{who} chatted {topic} for {turns}{said}.{tried}{mood}{open_note} "
         f"Handed to a person because {trigger.detail}."
     )
 

@@ -121,7 +121,7 @@ class RecoveryWorkflow:
         episode = s.open_episode()
         if episode is not None:
             days = (now - episode.opened_at).days
-            since = f"since {days} days" if days != 1 else "since 1 day"
+            since = {0: "since today", 1: "since 1 day"}.get(days, f"since {days} days")
             waiting = ""
             if episode.follow_up_sent_at:
                 waiting = ", waiting for the follow-up survey"
