@@ -273,6 +273,39 @@ class SandboxTicketing(_SandboxBackend):
             await session.flush()
             return _ticket(row)
 
+    async def ensure_ticket(
+        self,
+        ticket_id: str,
+        *,
+        customer_id: str,
+        subject: str,
+        priority: str = "p3",
+        stage: str | None = None,
+        channel: str | None = None,
+    ) -> bool:
+        """Make ticket `ticket_id` exist, as the ticket a case is opened for exists in a real
+        ticketing system; an existing ticket is left as it is. True when it was created."""
+        async with transaction(self._sessions) as session:
+            now = utcnow()
+            result = await session.execute(
+                _insert(session)(SandboxTicket)
+                .values(
+                    id=ticket_id,
+                    customer_id=customer_id,
+                    subject=subject[:500],
+                    status="new",
+                    priority=priority,
+                    stage=stage,
+                    channel=channel[:20] if channel else None,
+                    tags=[],
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(SandboxTicket.id)
+            )
+            return result.first() is not None
+
     async def get_ticket(self, ticket_id: str) -> Ticket:
         async with self._sessions() as session:
             row = await session.get(SandboxTicket, ticket_id)
