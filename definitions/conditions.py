@@ -14,6 +14,7 @@ it is created once, lazily, and shared.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -53,9 +54,22 @@ class ConditionError(ValueError):
         super().__init__(f"{message}{where}")
 
 
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
 @functools.cache
 def _environment() -> celpy.Environment:
-    return celpy.Environment()
+    # Workflow activations run on a thread pool: without the lock, a worker's first burst
+    # built the CEL grammar once per thread at the same time, each past the SDK's 2 s
+    # deadlock detection.
+    with _ENVIRONMENT_LOCK:
+        return celpy.Environment()
+
+
+def warm_up() -> None:
+    """Build the CEL parser now (about a second of CPU) rather than in a workflow's first
+    activation, where it counts against the SDK's deadlock detection."""
+    _environment()
 
 
 def _bracket_nesting(expression: str) -> tuple[int, int]:

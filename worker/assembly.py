@@ -19,6 +19,7 @@ from activities.presence import PresenceActivities
 from activities.recovery_events import RecoveryEventActivities
 from activities.rollback_notify import RollbackNotifyActivities
 from activities.ticketing import TicketingActivities
+from definitions import conditions
 from worker.settings import Settings
 from workflows.escalation import EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
@@ -60,6 +61,7 @@ def activity_functions(deps: ActivityDeps) -> list[Callable[..., Any]]:
 
 
 def build_worker(client: Client, settings: Settings, deps: ActivityDeps) -> Worker:
+    conditions.warm_up()
     return Worker(
         client,
         task_queue=settings.task_queue,
