@@ -37,6 +37,22 @@ def test_case_lifecycle_through_the_command_line(
     assert [row["ticket"] for row in listed] == ["T-9001"]
     assert listed[0]["policy"] == "support-p1@1" and listed[0]["state"] == "open"
 
+    # The sandbox ticket exists, so reassigning it really moves it.
+    assert "T-9001" in ok("case", "reassign", "T-9001", "--queue", "tier-2")
+    moved = json.loads(ok("case", "show", "T-9001", "--json"))["state"]
+    assert moved["queue"] == "tier-2" and moved["failures"] == []
+    no_target = refused("case", "reassign", "T-9001")
+    assert "give exactly one of --queue or --agent" in no_target and "Value error" not in no_target
+    assert "known stages: support, onboarding" in refused("case", "stage", "T-9001", "nonsense")
+    bad_ref = refused(
+        "case", "open", "--ticket", "T-9002", "--customer", "C-0002", "--policy", "support-p1@abc"
+    )
+    assert "--policy" in bad_ref and "NAME@VERSION" in bad_ref and "Traceback" not in bad_ref
+    # A customer without a CRM profile: onboarding's journey-stage match is no match.
+    unknown = ok("case", "open", "--ticket", "T-2000", "--customer", "C-9999", "--priority", "p1")
+    assert "case T-2000 opened under support-p1@1" in unknown
+    assert "resolved" in ok("case", "resolve", "T-2000", "--by", "ana")
+
     assert "unknown priority 'p7'" in refused("case", "priority", "T-9001", "p7")
     assert "not paused" in refused("case", "resume", "T-9001")
     assert "no case for ticket T-404" in refused("case", "ack", "T-404", "--by", "ana")
@@ -50,6 +66,7 @@ def test_case_lifecycle_through_the_command_line(
     steps = [entry["step"] for entry in shown["timeline"]]
     assert steps[0] == "opened"
     assert [s.split("-", 2)[2] for s in steps if s.startswith("command-")] == [
+        "reassign",
         "pause",
         "resume",
         "acknowledge",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
@@ -21,8 +23,10 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.adapters.sandbox import SandboxTicketing
 from activities.models import CustomerProfile
-from definitions.conditions import evaluate
+from activities.ports import TicketingPort
+from definitions.conditions import ConditionError, evaluate
 from definitions.models import PinnedDefinition
 from definitions.registry import get, latest, latest_of_kind
 from worker.errors import OpsflowError
@@ -34,6 +38,25 @@ from workflows.escalation import (
     OpenCase,
     case_workflow_id,
 )
+
+log = structlog.get_logger(__name__)
+
+# The errors a case's update raises when an action it ran failed (the command is not done).
+ACTION_FAILED = "ActionFailed"
+
+_POLICY_REF = re.compile(r"(?P<name>[^@\s]+)(?:@(?P<version>[0-9]{1,9}))?")
+
+
+def parse_policy_ref(text: str) -> tuple[str, int | None]:
+    """`NAME` or `NAME@VERSION` (a positive number) as (name, version or None)."""
+    found = _POLICY_REF.fullmatch(text.strip())
+    version = int(found["version"]) if found and found["version"] else None
+    if found is None or version == 0:
+        raise OpsflowError(
+            f"{text!r} is not a policy reference: use NAME or NAME@VERSION, "
+            "e.g. support-p1 or support-p1@2"
+        )
+    return found["name"], version
 
 
 @dataclass(frozen=True)
@@ -64,28 +87,74 @@ async def choose_policy(
 ) -> PinnedDefinition:
     """The pinned policy for a case: `requested` (NAME or NAME@VERSION), or the first
     deployed escalation policy, by name, whose match condition holds and which handles the
-    case's priority."""
+    case's priority. A condition that cannot be evaluated for this case (say it reads
+    `customer.journey_stage` and the customer has no CRM profile) counts as not matching."""
     if requested:
-        name, _, version = requested.partition("@")
-        policy = await (get(sessions, name, int(version)) if version else latest(sessions, name))
+        name, version = parse_policy_ref(requested)
+        policy = await (get(sessions, name, version) if version else latest(sessions, name))
         if policy.kind != "escalation":
             raise OpsflowError(f"{policy.ref} is a {policy.kind} definition, not an escalation")
         return policy
     context = match_context(case, profile)
+    unevaluable: list[str] = []
     for policy in await latest_of_kind(sessions, "escalation"):
         spec = policy.escalation
-        if case.priority in spec.priorities and evaluate(spec.match, context):
+        if case.priority not in spec.priorities:
+            continue
+        try:
+            matches = evaluate(spec.match, context)
+        except ConditionError as exc:
+            log.info(
+                "escalation policy skipped: its match condition cannot be evaluated",
+                policy=policy.ref,
+                ticket_id=case.ticket_id,
+                customer_id=case.customer_id,
+                error=str(exc),
+            )
+            unevaluable.append(f"{policy.ref}: {exc}")
+            continue
+        if matches:
             return policy
+    skipped = f"; not evaluable: {'; '.join(unevaluable)}" if unevaluable else ""
     raise OpsflowError(
         f"no deployed escalation policy matches ticket {case.ticket_id} "
-        f"({case.priority}, stage {case.stage}); deploy one with `opsflow defs deploy`"
+        f"({case.priority}, stage {case.stage}){skipped}; deploy one with `opsflow defs deploy`"
     )
 
 
+async def ensure_ticket(ticketing: TicketingPort, case: CaseInfo) -> bool:
+    """With the sandbox ticketing backend, make the case's ticket exist there: a case stands
+    for a ticket of the ticketing system, and its actions (assign, update_ticket) act on it.
+    A real backend (Zendesk) is left alone: the ticket is its own. True when created."""
+    if not isinstance(ticketing, SandboxTicketing):
+        return False
+    created = await ticketing.ensure_ticket(
+        case.ticket_id,
+        customer_id=case.customer_id,
+        subject=case.subject or f"Case {case.ticket_id}",
+        priority=case.priority,
+        stage=case.stage,
+        channel=case.channel,
+    )
+    if created:
+        log.info("sandbox ticket created for the case", ticket_id=case.ticket_id)
+    return created
+
+
 async def open_case(
-    client: Client, task_queue: str, case: CaseInfo, policy: PinnedDefinition
+    client: Client,
+    task_queue: str,
+    case: CaseInfo,
+    policy: PinnedDefinition,
+    *,
+    ticketing: TicketingPort | None = None,
 ) -> OpenedCase:
-    """Start `case-<ticket>` under `policy`; opening the same ticket again starts nothing."""
+    """Start `case-<ticket>` under `policy`; opening the same ticket again starts nothing.
+
+    `ticketing`: the configured ticketing backend; when it is the sandbox, the ticket is
+    created there first if missing (see `ensure_ticket`)."""
+    if ticketing is not None:
+        await ensure_ticket(ticketing, case)
     workflow_id = case_workflow_id(case.ticket_id)
     attributes = TypedSearchAttributes(
         [
@@ -154,6 +223,8 @@ async def command_case(
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        if isinstance(cause, ApplicationError) and cause.type == ACTION_FAILED:
+            raise CaseCommandRefused(f"case {ticket_id}: {reason}") from None
         raise CaseCommandRefused(f"case {ticket_id} refused: {reason}") from None
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:

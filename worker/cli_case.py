@@ -17,7 +17,7 @@ from activities.backends import Backends
 from activities.settings import load_adapter_settings
 from store.db import create_engine, session_factory
 from store.models import LedgerEntry
-from worker.cases import choose_policy, command_case, open_case
+from worker.cases import choose_policy, command_case, open_case, parse_policy_ref
 from worker.cli_support import (
     JsonOption,
     console,
@@ -85,8 +85,9 @@ def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
         return model(**fields)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "value"
-        raise fail(f"--{field.replace('_', '-')}: {error['msg']}") from None
+        field = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise fail(f"--{field.replace('_', '-')}: {message}" if field else message) from None
 
 
 @app.command("open")
@@ -115,21 +116,29 @@ def open_command(
         opened_at=datetime.now(UTC),
     )
     assert isinstance(case, CaseInfo)
+    if policy is not None:
+        try:
+            parse_policy_ref(policy)
+        except OpsflowError as exc:
+            raise fail(f"--policy: {exc}") from None
 
     async def main() -> None:
         engine = create_engine(settings.database)
         try:
             sessions = session_factory(engine)
-            crm = Backends.from_settings(load_adapter_settings(), sessions).crm
+            backends = Backends.from_settings(load_adapter_settings(), sessions)
             try:
-                profile = await crm.get_customer(case.customer_id)
+                profile = await backends.crm.get_customer(case.customer_id)
             except Exception:  # an unknown customer still gets a case, matched on the ticket
                 profile = None
             pinned = await choose_policy(sessions, case, profile, policy)
+            client = await connect(settings)
+            # With the sandbox ticketing backend the case's ticket is created there if missing.
+            opened = await open_case(
+                client, settings.task_queue, case, pinned, ticketing=backends.ticketing
+            )
         finally:
             await engine.dispose()
-        client = await connect(settings)
-        opened = await open_case(client, settings.task_queue, case, pinned)
         verb = "opened" if opened.started else "is already open (nothing started)"
         console.print(f"case {ticket} {verb} under {opened.policy}", highlight=False)
         console.print(f"  {_link(settings, client, ticket)}", highlight=False)
@@ -178,6 +187,8 @@ def reassign(
     by: Annotated[str, typer.Option("--by")] = "opsflow",
 ) -> None:
     """Move the case to a queue or an agent."""
+    if (queue is None) == (agent is None):
+        raise fail("give exactly one of --queue or --agent")
     _command(ticket, "reassign", _model(Reassign, queue=queue, agent=agent, by=by))
 
 
@@ -244,7 +255,8 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
         steps.add_column(column, overflow="fold")
     for entry in timeline:
         steps.add_row(_when(entry.at), entry.step, _short(entry.detail))
-    console.print(Panel(_status_line(status) + f"\n{link}", title=f"case {ticket}"))
+    failed = "".join(f"\nfailed at {f.step} ({_when(f.at)}): {f.error}" for f in status.failures)
+    console.print(Panel(_status_line(status) + failed + f"\n{link}", title=f"case {ticket}"))
     console.print(clocks)
     console.print(steps)
 

@@ -25,13 +25,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import CustomerProfile, GetCustomer
     from definitions.calendar import BusinessCalendar
     from definitions.common import AssignAction
+    from definitions.directory import JOURNEY_STAGES
     from definitions.events import EventEnvelope, SlaBreached
-    from definitions.models import EscalationSpec
+    from definitions.models import ANY_STAGE, EscalationSpec
     from workflows.escalation_model import (
         FIRST_RESPONSE,
+        MAX_ACTION_FAILURES,
         MAX_HISTORY_EVENTS,
         RESOLUTION,
         Acknowledge,
+        ActionFailure,
         CaseInfo,
         CaseState,
         CaseStatus,
@@ -48,6 +51,15 @@ with workflow.unsafe.imports_passed_through():
         SlaOutcome,
         case_workflow_id,
     )
+
+
+# Failed actions are recorded (state, ledger) and a failed reassign answers with the failure;
+# runs recorded before this did neither.
+ACTION_FAILURES_PATCH = "escalation-action-failures"
+ACTION_FAILED = "ActionFailed"
+# The stages a case may be at besides the ones a policy names: the default `support` and the
+# customer journey's stages.
+CASE_STAGES = ("support", *JOURNEY_STAGES)
 
 
 def _format_at(moment: datetime, calendar: BusinessCalendar) -> str:
@@ -225,9 +237,10 @@ class EscalationWorkflow:
         target = self._target(self.status.clocks[clock_name], percent)
         await ledger(target, step, {"sla": clock_name, "percent": percent})
         if self.spec.on_warning:
-            await run_actions(
+            outcome = await run_actions(
                 self.spec.on_warning, target, step, priority=self.status.case.priority
             )
+            await self._note_failures(step, outcome)
 
     async def _breach(self, clock_name: str, clock: SlaClock) -> None:
         s = self.status
@@ -248,7 +261,8 @@ class EscalationWorkflow:
             await self._deliver_breach(event)
         if self.spec.on_breach:
             await self._apply(
-                await run_actions(self.spec.on_breach, target, step, priority=s.case.priority)
+                await run_actions(self.spec.on_breach, target, step, priority=s.case.priority),
+                step,
             )
         s.breaches_announced.append(clock_name)
 
@@ -284,12 +298,15 @@ class EscalationWorkflow:
             self._target(), step, {"level": position + 1, "cycle": cycle, "name": level.name}
         )
         await self._apply(
-            await run_actions(level.actions, self._target(), step, priority=s.case.priority)
+            await run_actions(level.actions, self._target(), step, priority=s.case.priority),
+            step,
         )
         self._upsert_search_attributes()
 
-    async def _apply(self, outcome: ActionOutcome) -> None:
+    async def _apply(self, outcome: ActionOutcome, step: str) -> None:
+        """Take in what the actions did; one that failed changed nothing and is recorded."""
         s = self.status
+        await self._note_failures(step, outcome)
         if outcome.new_assignee:
             s.assignee = outcome.new_assignee
         if outcome.new_queue:
@@ -301,6 +318,20 @@ class EscalationWorkflow:
                 s.case = s.case.model_copy(update={"priority": outcome.new_priority})
             else:
                 self._rebudget(priority=outcome.new_priority, stage=s.case.stage)
+
+    def _keep_failures(self, step: str, failed: list[str]) -> None:
+        s = self.status
+        now = workflow.now()
+        s.failures.extend(ActionFailure(step=step, error=error[:500], at=now) for error in failed)
+        del s.failures[:-MAX_ACTION_FAILURES]
+
+    async def _note_failures(self, step: str, outcome: ActionOutcome) -> None:
+        """Failed actions go into the state and the ledger (`<step>-failed`): not done."""
+        if not outcome.failed or not workflow.patched(ACTION_FAILURES_PATCH):
+            return
+        workflow.logger.warning("case actions failed at %s: %s", step, "; ".join(outcome.failed))
+        self._keep_failures(step, outcome.failed)
+        await ledger(self._target(), f"{step}-failed", {"failed": outcome.failed})
 
     def _rebudget(self, *, priority: str, stage: str) -> None:
         s = self.status
@@ -564,10 +595,25 @@ class EscalationWorkflow:
         self._refuse_if_resolved()
         if command.stage == self.status.case.stage:
             raise ValueError(f"the case is already at stage {command.stage}")
+        known = self._known_stages(self.status.case.priority)
+        if command.stage not in known:
+            raise ValueError(
+                f"unknown stage {command.stage!r} for policy {self.status.definition}: "
+                f"known stages: {', '.join(known) or 'none'}"
+            )
         if self.spec.sla_for(self.status.case.priority, command.stage) is None:
             raise ValueError(
                 f"policy {self.status.definition} has no SLA for stage {command.stage!r}"
             )
+
+    def _known_stages(self, priority: str) -> list[str]:
+        """The stages this policy has an SLA for at `priority`: those it names, and with a
+        `*` target the usual case stages as well."""
+        named = [t.stage for t in self.spec.slas if t.priority == priority]
+        known = [stage for stage in named if stage != ANY_STAGE]
+        if ANY_STAGE in named:
+            known += [stage for stage in CASE_STAGES if stage not in known]
+        return known
 
     @workflow.update
     async def reassign(self, command: Reassign) -> CaseStatus:
@@ -575,7 +621,21 @@ class EscalationWorkflow:
         action = AssignAction(type="assign", queue=command.queue, agent=command.agent)
         s.commands += 1
         step = f"command-{s.commands}-reassign"
-        await self._apply(await run_actions([action], self._target(), step))
+        outcome = await run_actions([action], self._target(), step)
+        if outcome.failed and workflow.patched(ACTION_FAILURES_PATCH):
+            # Not done: the queue and assignee stay, the ledger and the answer say why.
+            self._keep_failures(step, outcome.failed)
+            await ledger(self._target(), step, {**command.model_dump(), "failed": outcome.failed})
+            self._upsert_search_attributes()
+            self._wake()
+            target = f"queue {command.queue}" if command.queue else f"agent {command.agent}"
+            raise ApplicationError(
+                f"reassign to {target} failed ({'; '.join(outcome.failed)}); "
+                f"queue and assignee unchanged",
+                type=ACTION_FAILED,
+                non_retryable=True,
+            )
+        await self._apply(outcome, step)
         await ledger(self._target(), step, command.model_dump())
         self._upsert_search_attributes()
         self._wake()
@@ -589,7 +649,8 @@ class EscalationWorkflow:
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"])
-            raise ValueError(f"{where + ': ' if where else ''}{error['msg']}") from None
+            message = str(error["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"{where + ': ' if where else ''}{message}") from None
 
     @workflow.update
     async def resolve(self, command: Resolve) -> CaseStatus:
@@ -614,6 +675,7 @@ __all__ = [
     "MAX_HISTORY_EVENTS",
     "RESOLUTION",
     "Acknowledge",
+    "ActionFailure",
     "CaseInfo",
     "CaseState",
     "CaseStatus",

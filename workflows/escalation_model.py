@@ -21,6 +21,8 @@ FIRST_RESPONSE = "first_response"
 RESOLUTION = "resolution"
 # Keep histories small: a case that has seen this many events starts afresh, state carried.
 MAX_HISTORY_EVENTS = 10_000
+# The most recent failed actions a case keeps in its state (the ledger keeps them all).
+MAX_ACTION_FAILURES = 20
 
 
 def case_workflow_id(ticket_id: str) -> str:
@@ -70,6 +72,14 @@ class PendingLedgerEntry(BaseModel):
     at: datetime
 
 
+class ActionFailure(BaseModel):
+    """An action of the case that failed (a vendor refused it, the ticket is gone): not done."""
+
+    step: str = Field(description="the ledger step it ran under, e.g. command-3-reassign")
+    error: str
+    at: datetime
+
+
 class CaseStatus(BaseModel):
     """Everything the workflow knows; carried whole through continue-as-new."""
 
@@ -92,6 +102,10 @@ class CaseStatus(BaseModel):
     commands: int = Field(0, description="updates applied; numbers their ledger steps")
     unrecorded: list[PendingLedgerEntry] = Field(
         default_factory=list, description="commands applied, not yet written to the ledger"
+    )
+    failures: list[ActionFailure] = Field(
+        default_factory=list,
+        description=f"the last {MAX_ACTION_FAILURES} actions that failed, oldest first",
     )
 
 

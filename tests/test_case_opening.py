@@ -1,0 +1,82 @@
+"""Opening a case: choosing its policy (a match that cannot be evaluated is no match, a bad
+--policy is one line) and the case's ticket existing in the sandbox ticketing backend."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from activities.adapters.sandbox import SandboxTicketing
+from definitions.registry import CATALOG_DIR, deploy_folder
+from store.models import SandboxTicket
+from tests.conftest import AppDb
+from worker.cases import choose_policy, ensure_ticket, parse_policy_ref
+from worker.errors import OpsflowError
+from workflows.escalation import CaseInfo
+
+
+def case(ticket_id: str = "T-2000", customer_id: str = "C-9999", priority: str = "p1") -> CaseInfo:
+    return CaseInfo(
+        ticket_id=ticket_id,
+        customer_id=customer_id,
+        priority=priority,  # type: ignore[arg-type]
+        subject="Checkout is down",
+        channel="email",
+        opened_at=datetime.now(UTC),
+    )
+
+
+async def deploy_catalog(db: AppDb) -> None:
+    await deploy_folder(db.sessions, CATALOG_DIR, deployed_by="test")
+
+
+def test_policy_reference_forms() -> None:
+    assert parse_policy_ref("support-p1") == ("support-p1", None)
+    assert parse_policy_ref("support-p1@2") == ("support-p1", 2)
+    for bad in ("support-p1@abc", "support-p1@", "@2", "a@1@2", "support-p1@0", "a b"):
+        with pytest.raises(OpsflowError, match="use NAME or NAME@VERSION"):
+            parse_policy_ref(bad)
+
+
+async def test_unknown_customer_skips_a_policy_that_reads_the_profile(app_db: AppDb) -> None:
+    await deploy_catalog(app_db)
+    # No CRM profile: onboarding's `customer.journey_stage` cannot be evaluated, so it does
+    # not match, and the P1 case lands under support-p1.
+    policy = await choose_policy(app_db.sessions, case(), None)
+    assert policy.ref == "support-p1@1"
+
+
+async def test_a_bad_requested_policy_is_one_readable_error(app_db: AppDb) -> None:
+    await deploy_catalog(app_db)
+    with pytest.raises(OpsflowError, match="NAME or NAME@VERSION"):
+        await choose_policy(app_db.sessions, case(), None, "support-p1@abc")
+    assert (await choose_policy(app_db.sessions, case(), None, "support-p1@1")).ref == (
+        "support-p1@1"
+    )
+
+
+async def test_the_sandbox_ticket_of_a_case_is_created_once(app_db: AppDb) -> None:
+    ticketing = SandboxTicketing(app_db.sessions)
+    assert await ensure_ticket(ticketing, case("T-7001", "C-0017")) is True
+    assert await ensure_ticket(ticketing, case("T-7001", "C-0017", "p2")) is False
+    ticket = await ticketing.get_ticket("T-7001")
+    assert (ticket.customer_id, ticket.priority, ticket.subject) == (
+        "C-0017",
+        "p1",
+        "Checkout is down",
+    )
+    async with app_db.sessions() as session:
+        rows = list(
+            await session.scalars(select(SandboxTicket.id).where(SandboxTicket.id == "T-7001"))
+        )
+    assert rows == ["T-7001"]
+
+
+async def test_a_real_ticketing_backend_is_left_alone() -> None:
+    class Vendor:
+        name = "zendesk"
+        in_app_database = False
+
+    assert await ensure_ticket(Vendor(), case()) is False  # type: ignore[arg-type]
