@@ -150,7 +150,7 @@ async def test_inconclusive_holds_then_promote(
     plan = pinned(
         plan_document(
             impact={"risk": "standard"},
-            analysis={"interval": "30m", "min_samples": 1000},
+            analysis={"interval": "30m", "min_samples": 1_000_000},
             phases=[phase("pilot", 10), phase("everyone", 100, checks=[])],
         )
     )

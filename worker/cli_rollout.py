@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -12,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client
 
+from definitions.models import RolloutSpec
 from definitions.registry import get, latest
 from store.db import create_engine, session_factory
 from worker.cli_support import (
@@ -65,17 +68,60 @@ def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
         raise fail(f"--{field.replace('_', '-')}: {error['msg']}") from None
 
 
-def status_line(status: RolloutStatus) -> str:
+def _local(moment: datetime, timezone: str | None) -> str:
+    zone = timezone or "UTC"
+    try:
+        local = moment.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        zone, local = "UTC", moment.astimezone(UTC)
+    return f"{local:%a %d %b %H:%M} {zone}"
+
+
+def status_line(status: RolloutStatus, timezone: str | None = None) -> str:
+    """One line: state, phase and why it is where it is (`timezone`: the plan's windows')."""
     phase = status.current
     where = (
         f"phase {status.phase_index + 1} of {len(status.phases)} ({phase.name})" if phase else ""
     )
-    paused = " (paused)" if status.paused else ""
-    reason = f": {status.ended_reason}" if status.ended_reason else ""
+    paused = ""
+    if status.paused:
+        paused = f" (paused: {status.pause_reason})" if status.pause_reason else " (paused)"
+    reason = ""
+    if status.state == "held" and status.hold_reason:
+        reason = f": {status.hold_reason}; promote, resume or abort"
+    elif status.state == "waiting_window":
+        when = _local(status.next_window, timezone) if status.next_window else "now"
+        reason = f": the next change window opens {when}"
+    elif status.state == "frozen" and status.frozen_reason:
+        reason = f": {status.frozen_reason}"
+    elif status.state == "rolling_back" and status.rollback_reason:
+        reason = f": {status.rollback_reason}"
+    elif status.ended_reason:
+        reason = f": {status.ended_reason}"
     return f"rollout of {status.change.change_id}: {status.state}{paused}, {where}{reason}"
 
 
-def status_view(status: RolloutStatus) -> Group:
+async def _plan(settings: Settings, ref: str) -> RolloutSpec | None:
+    """The pinned plan `ref` (NAME@VERSION) from the app database; None when unavailable."""
+    name, _, version = ref.partition("@")
+    if not version.isdigit():
+        return None
+    engine = create_engine(settings.database)
+    try:
+        pinned = await get(session_factory(engine), name, int(version))
+    except Exception:  # the status still shows, in UTC
+        return None
+    finally:
+        await engine.dispose()
+    return pinned.rollout if pinned.kind == "rollout" else None
+
+
+async def _timezone(settings: Settings, status: RolloutStatus) -> str | None:
+    spec = await _plan(settings, status.plan)
+    return spec.windows.timezone if spec else None
+
+
+def status_view(status: RolloutStatus, timezone: str | None = None) -> Group:
     phases = Table(title=f"change {status.change.change_id} ({status.plan})", title_justify="left")
     for column in ("#", "phase", "percent", "customers", "applied", "verdict", "checks"):
         phases.add_column(column, overflow="fold")
@@ -98,7 +144,7 @@ def status_view(status: RolloutStatus) -> Group:
         )
     approvals = ", ".join(f"{a.approver} ({a.stage})" for a in status.approvals) or "none"
     return Group(
-        status_line(status),
+        status_line(status, timezone),
         f"owner {status.change.owner}, risk {status.risk}, attempt {status.attempt}, "
         f"approvals: {approvals}",
         phases,
@@ -112,10 +158,25 @@ def start(
     owner: Annotated[str, typer.Option("--owner", help="Who owns the change.")],
     reason: Annotated[str, typer.Option("--reason", help="Why the change is made.")],
     ticket: Annotated[str | None, typer.Option("--ticket", help="Linked ticket.")] = None,
+    outside_windows: Annotated[
+        bool,
+        typer.Option(
+            "--outside-windows",
+            help="Let phases start outside the plan's change windows (not in a blackout); "
+            "the approvers approve that too.",
+        ),
+    ] = False,
 ) -> None:
     """Start the rollout of a change under a deployed plan."""
     settings = settings_or_exit()
-    request = _model(ChangeRequest, change_id=change, owner=owner, reason=reason, ticket_id=ticket)
+    request = _model(
+        ChangeRequest,
+        change_id=change,
+        owner=owner,
+        reason=reason,
+        ticket_id=ticket,
+        outside_windows=outside_windows,
+    )
     assert isinstance(request, ChangeRequest)
 
     async def main() -> None:
@@ -132,8 +193,28 @@ def start(
             await engine.dispose()
         client = await connect(settings)
         started = await start_rollout(client, settings.task_queue, request, pinned)
-        verb = "started" if started.started else "is already running"
-        console.print(f"rollout of {change} {verb} under {pinned.ref}", highlight=False)
+        if started.started:
+            console.print(f"rollout of {change} started under {pinned.ref}", highlight=False)
+        else:
+            other = f" (not {pinned.ref})" if started.plan != pinned.ref else ""
+            console.print(
+                f"rollout of {change} is already running under {started.plan}{other}; "
+                "nothing new started",
+                highlight=False,
+            )
+            if started.running is not None:
+                for field in started.not_applied(request):
+                    option = "--" + field.replace("_", "-")
+                    mine = getattr(started.running, field)
+                    console.print(
+                        f"  {option} not applied: the running rollout keeps {mine!r}",
+                        highlight=False,
+                    )
+            else:
+                console.print(
+                    "  its owner and reason could not be read; the given ones were not applied",
+                    highlight=False,
+                )
         console.print(f"  {_link(settings, client, change)}", highlight=False)
 
     run(main)
@@ -154,16 +235,17 @@ def status(
         if as_json:
             print_json(current.model_dump(mode="json"))
             return
+        timezone = await _timezone(settings, current)
         if not watch:
-            console.print(status_view(current))
+            console.print(status_view(current, timezone))
             console.print(f"  {_link(settings, client, change_id)}", highlight=False)
             return
         console.print(f"  {_link(settings, client, change_id)}", highlight=False)
-        with Live(status_view(current), console=console, refresh_per_second=1) as live:
+        with Live(status_view(current, timezone), console=console, refresh_per_second=1) as live:
             while not current.finished:
                 await asyncio.sleep(2)
                 current = await rollout_state(client, change_id)
-                live.update(status_view(current))
+                live.update(status_view(current, timezone))
 
     run(main)
 
@@ -174,16 +256,67 @@ def _command(change_id: str, update: str, argument: BaseModel | None = None) -> 
     async def main() -> None:
         client = await connect(settings)
         result = await command_rollout(client, change_id, update, argument)
-        console.print(status_line(result), highlight=False)
+        console.print(status_line(result, await _timezone(settings, result)), highlight=False)
         console.print(f"  {_link(settings, client, change_id)}", highlight=False)
 
     run(main)
 
 
+MOVE_ON_WAIT = 5.0
+"""Seconds `approve` waits for the rollout to act on the approval that completed a stage."""
+
+
+async def approval_outcome(
+    client: Client,
+    change_id: str,
+    result: RolloutStatus,
+    required: int | None,
+    timezone: str | None = None,
+    wait: float = MOVE_ON_WAIT,
+) -> str:
+    """What an approval did, in one line: how many of how many, and where the rollout went.
+
+    `result` is the state the update returned (before the workflow acted on it); when the
+    approval completed its stage, wait up to `wait` seconds for the rollout to move on."""
+    stage = result.approvals[-1].stage if result.approvals else "start"
+    given = sum(1 for a in result.approvals if a.stage == stage)
+    if stage == "start":
+        needed: int | None = result.approvals_needed
+    else:
+        needed = 1 if result.risk == "emergency" else required
+    count = f"{given} of {needed}" if needed else str(given)
+    what = "the start" if stage == "start" else f"the gate after phase {stage}"
+    if needed is None or given < needed:
+        missing = f"; {needed - given} more needed" if needed else ""
+        return f"approved {what} ({count}){missing}"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    current = result
+    while current.state == "awaiting_approval" and current.approval_for in (stage, None):
+        if loop.time() >= deadline:
+            return f"approved {what} ({count}); the rollout continues"
+        await asyncio.sleep(0.2)
+        current = await rollout_state(client, change_id)
+    return f"approved {what} ({count}); {status_line(current, timezone)}"
+
+
 @app.command()
 def approve(change_id: ChangeId, approver: Approver, reason: ReasonOption = "") -> None:
     """Approve the start of a rollout or a phase gate."""
-    _command(change_id, "approve", _model(Decision, approver=approver, reason=reason))
+    settings = settings_or_exit()
+    decision = _model(Decision, approver=approver, reason=reason)
+
+    async def main() -> None:
+        client = await connect(settings)
+        result = await command_rollout(client, change_id, "approve", decision)
+        spec = await _plan(settings, result.plan)
+        timezone = spec.windows.timezone if spec else None
+        required = spec.approvals.required if spec else None
+        line = await approval_outcome(client, change_id, result, required, timezone)
+        console.print(line, highlight=False)
+        console.print(f"  {_link(settings, client, change_id)}", highlight=False)
+
+    run(main)
 
 
 @app.command()

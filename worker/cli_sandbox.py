@@ -7,8 +7,9 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
-from activities.adapters.sandbox import degrade
+from activities.adapters.sandbox import METRICS, degrade
 from store.models import (
+    LedgerEntry,
     SandboxCustomer,
     SandboxFlag,
     SandboxFlagExposure,
@@ -24,6 +25,7 @@ from worker.cli_support import (
     show_rows,
     with_database,
 )
+from workflows.rollout_model import rollout_workflow_id
 
 app = typer.Typer(
     name="sandbox",
@@ -218,18 +220,39 @@ def flags(as_json: JsonOption = False) -> None:
     )
 
 
+async def _degrade(sessions: Sessions, metric: str, change_id: str, value: float) -> None:
+    """Refuse a change the sandbox never saw: no rollout in the ledger, no exposed customer."""
+    async with sessions() as session:
+        known = await session.scalar(
+            select(LedgerEntry.id)
+            .where(LedgerEntry.workflow_id == rollout_workflow_id(change_id))
+            .limit(1)
+        )
+        if known is None:
+            known = await session.scalar(
+                select(SandboxFlagExposure.id)
+                .where(SandboxFlagExposure.change_id == change_id)
+                .limit(1)
+            )
+    if known is None:
+        raise ValueError(
+            f"change {change_id} has no rollout and no exposed customers: start its rollout first"
+        )
+    await degrade(sessions, metric, change_id, value)
+
+
 @app.command("degrade")
 def degrade_command(
-    metric: Annotated[str, typer.Option("--metric", help="Metric name, e.g. csat.")],
+    metric: Annotated[str, typer.Option("--metric", help=f"Metric name: {', '.join(METRICS)}.")],
     change_id: Annotated[str, typer.Option("--for", help="The change whose cohort reads bad.")],
     value: Annotated[float, typer.Option("--to", help="The value that cohort reads from now.")],
 ) -> None:
     """Make a change's exposed cohort read `--to` for `--metric` (to rehearse a rollback)."""
-    if not metric.replace("_", "").isalnum() or len(metric) > 64:
-        raise fail("metric names are letters, digits and '_' (at most 64)")
+    if metric not in METRICS:
+        raise fail(f"unknown metric {metric[:64]!r}: the sandbox knows {', '.join(METRICS)}")
     try:
         with_database(
-            settings_or_exit(), lambda sessions: degrade(sessions, metric, change_id, value)
+            settings_or_exit(), lambda sessions: _degrade(sessions, metric, change_id, value)
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

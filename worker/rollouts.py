@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -29,6 +36,37 @@ class StartedRollout:
     handle: WorkflowHandle[RolloutWorkflow, RolloutStatus]
     started: bool
     """False when a rollout of this change is already running: nothing new started."""
+    plan: str
+    """The plan the rollout runs under: the given one, or the running run's own."""
+    running: ChangeRequest | None = None
+    """When one was already running and its state could be read: its change request."""
+
+    def not_applied(self, change: ChangeRequest) -> list[str]:
+        """The given fields an already running rollout did not take (it keeps its own)."""
+        if self.started or self.running is None:
+            return []
+        return [
+            field
+            for field in ("owner", "reason", "ticket_id", "outside_windows")
+            if getattr(change, field) != getattr(self.running, field)
+        ]
+
+
+async def _running(
+    handle: WorkflowHandle[RolloutWorkflow, RolloutStatus], fallback: str
+) -> tuple[str, ChangeRequest | None]:
+    """The running run's plan (its OpsDefinition search attribute) and change request."""
+    plan = fallback
+    with contextlib.suppress(RPCError):
+        described = await handle.describe()
+        plan = described.typed_search_attributes.get(sa.OPS_DEFINITION) or plan
+    try:
+        status: RolloutStatus = await handle.query(
+            "state", result_type=RolloutStatus, rpc_timeout=timedelta(seconds=5)
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        return plan, None
+    return status.plan or plan, status.change
 
 
 async def start_rollout(
@@ -58,10 +96,10 @@ async def start_rollout(
             static_summary=summary,
         )
     except WorkflowAlreadyStartedError:
-        return StartedRollout(
-            client.get_workflow_handle_for(RolloutWorkflow.run, workflow_id), False
-        )
-    return StartedRollout(handle, True)
+        existing = client.get_workflow_handle_for(RolloutWorkflow.run, workflow_id)
+        running_plan, running = await _running(existing, plan.ref)
+        return StartedRollout(existing, False, running_plan, running)
+    return StartedRollout(handle, True, plan.ref)
 
 
 def _handle(client: Client, change_id: str) -> WorkflowHandle[Any, Any]:

@@ -95,6 +95,7 @@ class RolloutWorkflow:
         self._spec: RolloutSpec | None = None
         self._changed = False
         self._upserted: tuple[str, ...] | None = None
+        self._blackouts: BusinessCalendar | None = None
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -132,7 +133,16 @@ class RolloutWorkflow:
         )
 
     def _calendar(self) -> BusinessCalendar:
-        return self.spec.change_calendar()
+        """When phases may start: the windows minus blackouts; with `outside_windows`, any
+        time but a blackout."""
+        if not self.status.change.outside_windows:
+            return self.spec.change_calendar()
+        if self._blackouts is None:
+            closed = sorted({day for b in self.spec.blackouts for day in b.days()})
+            self._blackouts = BusinessCalendar(
+                timezone=self.spec.windows.timezone, hours="24x7", resolved_holidays=closed
+            )
+        return self._blackouts
 
     def _local(self, moment: datetime) -> str:
         calendar = self.spec.windows
@@ -303,6 +313,10 @@ class RolloutWorkflow:
             )
         risk = self.spec.impact.risk
         s.approvals_needed = {"standard": 0, "normal": self.spec.approvals.required}.get(risk, 1)
+        outside = s.change.outside_windows and risk != "emergency"
+        if outside:
+            # Starting outside the change windows is never pre-approved.
+            s.approvals_needed = max(s.approvals_needed, 1)
         await self._ledger(
             "impact",
             {
@@ -312,7 +326,11 @@ class RolloutWorkflow:
                 "phases": sizes,
                 "approvals_needed": s.approvals_needed,
                 "group": self.spec.approvals.group,
-                "windows": "skipped (emergency)" if risk == "emergency" else "apply",
+                "windows": "skipped (emergency)"
+                if risk == "emergency"
+                else "outside windows allowed (blackouts apply)"
+                if outside
+                else "apply",
             },
         )
         first = s.phases[0].name

@@ -44,6 +44,11 @@ class ChangeRequest(BaseModel):
     owner: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=2000)
     ticket_id: str | None = Field(None, max_length=64)
+    outside_windows: bool = Field(
+        False,
+        description="Let phases start outside the plan's change windows (never in a blackout); "
+        "the start then needs at least one approval even for a standard change.",
+    )
 
 
 class Stopwatch(BaseModel):

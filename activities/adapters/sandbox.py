@@ -481,6 +481,38 @@ BASELINES: dict[str, tuple[float, float, float, float]] = {
     "error_rate": (0.01, 0.002, 0.0, 1.0),
 }
 _UNKNOWN_METRIC = (1.0, 0.05, 0.0, math.inf)
+METRICS: tuple[str, ...] = tuple(BASELINES)
+"""The metrics the sandbox knows (readings of any other metric are synthetic guesses)."""
+
+# A sandbox customer is an account: a business account's many users contact support all day.
+# Contacts per account per day, by segment; a reading's sample size is the observations its
+# cohort produced in the window (survey responses for csat, contacts for the others).
+CONTACTS_PER_DAY: dict[str, float] = {
+    "consumer": 1.0,
+    "smb": 25.0,
+    "mid_market": 100.0,
+    "enterprise": 400.0,
+}
+_DEFAULT_CONTACTS_PER_DAY = 10.0
+# metric: the share of contacts that yields one observation of it.
+OBSERVED_SHARE: dict[str, float] = {
+    "csat": 0.2,  # one contact in five answers the survey
+    "complaint_rate": 1.0,
+    "handle_time": 0.9,  # contacts handled by a person
+    "repeat_contacts": 1.0,
+    "error_rate": 1.0,
+}
+
+
+def expected_samples(metric: str, per_segment: dict[str, int], window_days: float) -> float:
+    """Observations a cohort of `per_segment` customers produces for `metric` in the window."""
+    contacts = sum(
+        CONTACTS_PER_DAY.get(segment, _DEFAULT_CONTACTS_PER_DAY) * count
+        for segment, count in per_segment.items()
+    )
+    return contacts * window_days * OBSERVED_SHARE.get(metric, 1.0)
+
+
 _DEGRADE_PREFIX = "degrade:"
 
 
@@ -508,9 +540,10 @@ async def degrade(sessions: Sessions, metric: str, change_id: str, value: float)
 
 
 class SandboxMetrics(_SandboxBackend):
-    """Plausible, deterministic readings per (metric, cohort, window), with noise that shrinks
-    as the cohort grows; recorded samples win over the synthetic ones; a degrade record makes a
-    change's exposed cohort read bad."""
+    """Plausible, deterministic readings per (metric, cohort, window): the sample size is the
+    observations the cohort's accounts produce in the window (`CONTACTS_PER_DAY` by segment
+    times `OBSERVED_SHARE`), the noise shrinks as it grows; recorded samples win over the
+    synthetic ones; a degrade record makes a change's exposed cohort read bad."""
 
     async def read(
         self, metric: str, cohort: MetricCohort, start: datetime, end: datetime
@@ -534,10 +567,15 @@ class SandboxMetrics(_SandboxBackend):
                     SandboxFlagExposure.reverted_at.is_(None),
                 )
                 members = members.where(members.selected_columns[0].not_in(exposed_there))
-            size = int(
-                await session.scalar(select(func.count()).select_from(members.subquery())) or 0
-            )
-            if size == 0:
+            segments = (
+                await session.execute(
+                    select(SandboxCustomer.segment, func.count())
+                    .where(SandboxCustomer.id.in_(members))
+                    .group_by(SandboxCustomer.segment)
+                )
+            ).all()
+            per_segment = {str(segment): int(count) for segment, count in segments}
+            if not per_segment:
                 return MetricReading(metric=metric, value=None, sample_size=0, backend=BACKEND)
             degraded = None
             if cohort.change_id is not None:
@@ -562,14 +600,20 @@ class SandboxMetrics(_SandboxBackend):
             ).one()
         typical, spread, lowest, highest = BASELINES.get(metric, _UNKNOWN_METRIC)
         rng = random.Random(f"{metric}|{cohort.key()}|{start.isoformat()}|{end.isoformat()}")
+        expected = expected_samples(metric, per_segment, (end - start).total_seconds() / 86_400)
+        # Poisson-like spread around the expected count.
+        synthetic_samples = max(0, round(expected + rng.gauss(0.0, math.sqrt(expected))))
         if degraded is not None:
             value = degraded + rng.gauss(0.0, abs(degraded) * 0.005)
-            sample_size = size
+            sample_size = synthetic_samples
         elif recorded[1]:
             value, sample_size = float(recorded[0]), int(recorded[1])
         else:
-            value = typical + rng.gauss(0.0, spread / math.sqrt(min(size, 400) / 4 + 1))
-            sample_size = size
+            noise = spread / math.sqrt(min(synthetic_samples, 400) / 4 + 1)
+            value = typical + rng.gauss(0.0, noise)
+            sample_size = synthetic_samples
+        if sample_size == 0:
+            return MetricReading(metric=metric, value=None, sample_size=0, backend=BACKEND)
         value = min(max(value, lowest), highest)
         return MetricReading(
             metric=metric, value=round(value, 6), sample_size=sample_size, backend=BACKEND
@@ -578,6 +622,8 @@ class SandboxMetrics(_SandboxBackend):
 
 __all__ = [
     "BASELINES",
+    "CONTACTS_PER_DAY",
+    "METRICS",
     "SandboxChanges",
     "SandboxCredits",
     "SandboxCrm",

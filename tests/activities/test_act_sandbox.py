@@ -319,9 +319,9 @@ async def test_change_phases_revert_and_degrade(sandbox_deps: ActivityDeps) -> N
     healthy = await env.run(metrics.read, reading(exposed))
     assert healthy == await env.run(metrics.read, reading(exposed))  # deterministic
     assert healthy.value is not None and 3.8 < healthy.value < 4.8
-    assert healthy.sample_size == bigger.total_exposed
+    # Samples are observations (survey responses), many per customer, not one per customer.
     baseline = await env.run(metrics.read, reading(MetricCohort()))
-    assert baseline.sample_size == 60 and baseline.value != healthy.value
+    assert baseline.sample_size > healthy.sample_size > 0 and baseline.value != healthy.value
 
     await degrade(sandbox_deps.sessions, "csat", "ch1", 2.1)
     bad = await env.run(metrics.read, reading(exposed))
