@@ -39,7 +39,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.ports import CrmPort
+from activities.ports import CrmPort, TicketingPort
 from definitions.common import AssignAction
 from definitions.events import (
     EventEnvelope,
@@ -268,6 +268,7 @@ class Router:
         task_queue: str,
         crm: CrmPort,
         *,
+        ticketing: TicketingPort | None = None,
         entity_task_queue: str | None = None,
         start_input_ttl: float = START_INPUT_TTL,
     ) -> None:
@@ -276,6 +277,9 @@ class Router:
         self.task_queue = task_queue
         self.entity_task_queue = entity_task_queue or task_queue
         self.crm = crm
+        # the configured ticketing backend: with the sandbox, an opened case's ticket is
+        # made to exist there (worker.cases.ensure_ticket)
+        self.ticketing = ticketing
         self.start_inputs = StartInputs(sessions, start_input_ttl)
 
     async def deliver(self, event: EventEnvelope) -> Delivery:
@@ -347,7 +351,7 @@ class Router:
         except OpsflowError as exc:
             return Delivery("rejected", str(exc), workflow_id)
         client = await self.link.client()
-        opened = await open_case(client, self.task_queue, case, policy)
+        opened = await open_case(client, self.task_queue, case, policy, ticketing=self.ticketing)
         if opened.started:
             return Delivery("delivered", f"case opened under {opened.policy}", workflow_id)
         return Delivery("delivered", f"case already open under {opened.policy}", workflow_id)

@@ -47,8 +47,8 @@ def build_intake(
 ) -> Intake:
     sessions = session_factory(engine)
     link = TemporalLink(lambda: connect(settings), client)
-    crm = Backends.from_settings(load_adapter_settings(), sessions).crm
-    router = Router(link, sessions, settings.task_queue, crm)
+    backends = Backends.from_settings(load_adapter_settings(), sessions)
+    router = Router(link, sessions, settings.task_queue, backends.crm, ticketing=backends.ticketing)
     sources = {**settings.intake_sources, **(extra_sources or {})}
     return Intake(sessions=sessions, sources=sources, link=link, relay=Relay(sessions, router))
 

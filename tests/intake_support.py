@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from activities.adapters.sandbox import SandboxCrm
+from activities.adapters.sandbox import SandboxCrm, SandboxTicketing
 from intake.app import Intake, create_app
 from intake.relay import Relay
 from intake.router import Router, TemporalLink, TemporalUnavailable
@@ -68,7 +68,12 @@ def make_intake(db: AppDb, client: Client | None = None, task_queue: str = "inta
     link = TemporalLink(unreachable, client)
     # Recovery and Handoff have no worker yet: their starts go to a queue nobody polls.
     router = Router(
-        link, db.sessions, task_queue, SandboxCrm(db.sessions), entity_task_queue="no-worker"
+        link,
+        db.sessions,
+        task_queue,
+        SandboxCrm(db.sessions),
+        ticketing=SandboxTicketing(db.sessions),
+        entity_task_queue="no-worker",
     )
     relay = Relay(db.sessions, router, concurrency=8)
     return Intake(db.sessions, dict(SOURCES), link, relay, run_relay=False)

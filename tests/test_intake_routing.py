@@ -20,7 +20,7 @@ from intake import inbox
 from intake.app import Intake
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
-from store.models import InboxEvent
+from store.models import InboxEvent, SandboxTicket
 from store.seed import seed_sandbox
 from tests.conftest import AppDb
 from tests.escalation_support import add_ticket, escalation_worker, ledger_steps, settled
@@ -236,6 +236,29 @@ async def test_every_type_reaches_its_workflow_once(
         assert (agent_row.status, agent_row.target) == ("delivered", None)
         for event in recovery_events:
             assert (await row(sqlite_db, event["id"])).target == f"customer-{customer}"
+
+
+async def test_a_case_from_an_event_has_its_ticket_in_the_sandbox(
+    dev_env: WorkflowEnvironment, sqlite_db: AppDb
+) -> None:
+    """With the sandbox ticketing backend the ticket a `ticket.created` names exists there
+    once its case is open, so the case's assign and update actions act on it."""
+    ticket = f"T-{uuid.uuid4().hex[:8]}"
+    async with escalation_worker(dev_env, sqlite_db) as queue:
+        intake = make_intake(sqlite_db, dev_env.client, queue)
+        created = cloud_event(
+            "ticket.created",
+            {"ticket_id": ticket, "customer_id": "C-0002", "priority": "p3", "subject": "Login"},
+        )
+        async with http(intake) as http_client:
+            assert (await post_event(http_client, created)).status_code == 202
+            await settle(intake)
+        assert (await row(sqlite_db, created["id"])).status == "delivered"
+        async with sqlite_db.sessions() as session:
+            stored = await session.get(SandboxTicket, ticket)
+        assert stored is not None
+        assert (stored.customer_id, stored.subject) == ("C-0002", "Login")
+        await dev_env.client.get_workflow_handle(f"case-{ticket}").terminate("test over")
 
 
 async def test_stopped_temporal_then_delivered_in_order(sqlite_db: AppDb) -> None:
