@@ -48,7 +48,8 @@ class StartedRollout:
         return [
             field
             for field in ("owner", "reason", "ticket_id", "outside_windows")
-            if getattr(change, field) != getattr(self.running, field)
+            if getattr(change, field) not in (None, False)  # given, not left at its default
+            and getattr(change, field) != getattr(self.running, field)
         ]
 
 
