@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
 # rule sets (recovery_rules.LEGACY_EVENT_NAMES); new runs read the event contract only.
 CONTRACT_NAMES_PATCH = "recovery-contract-names"
 WAKE_FLAG_PATCH = "recovery-wake-flag-at-pass-start"
+UPSERT_ON_CHANGE_PATCH = "recovery-upsert-on-change"
 PROFILE_TTL = timedelta(days=1)
 
 
@@ -66,6 +67,8 @@ class RecoveryWorkflow:
         self._queue: list[tuple[EventEnvelope, RecoveryRules | RulesDigest | None]] = []
         self._acting = 0
         self._changed = False
+        self._upsert_on_change = False
+        self._upserted: tuple[str, str] | None = None
 
     @property
     def engine(self) -> RecoveryEngine:
@@ -89,12 +92,17 @@ class RecoveryWorkflow:
         return "watching"
 
     def _upsert(self) -> None:
+        shown = (self._ops_state(), ",".join(self.state.rule_sets)[:1000] or "none")
+        # Each upsert is a command and a history event: runs since the patch skip unchanged ones
+        if self._upsert_on_change and shown == self._upserted:
+            return
+        self._upserted = shown
         workflow.upsert_search_attributes(
             [
                 sa.OPS_KIND.value_set("recovery"),
                 sa.OPS_CUSTOMER_ID.value_set(self.state.customer_id),
-                sa.OPS_STATE.value_set(self._ops_state()),
-                sa.OPS_DEFINITION.value_set(",".join(self.state.rule_sets)[:1000] or "none"),
+                sa.OPS_STATE.value_set(shown[0]),
+                sa.OPS_DEFINITION.value_set(shown[1]),
             ]
         )
 
@@ -198,6 +206,7 @@ class RecoveryWorkflow:
     @workflow.run
     async def run(self, request: RecoveryInput) -> RecoverySummary:
         customer_id = self.state.customer_id
+        self._upsert_on_change = workflow.patched(UPSERT_ON_CHANGE_PATCH)
         self._upsert()
         # Runs started before this patch cleared the wake flag just before waiting, losing a
         # wake from an update that finished while the pass was still acting.
