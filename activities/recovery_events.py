@@ -9,6 +9,10 @@ per breach.
 
 `recovery.rule_sets` gives a running recovery workflow the exact rule-set versions a digest
 names, when the deployed ones differ from its own.
+
+`recovery.previous_state` gives a new run of `customer-<id>` what the customer's last run
+knew when it ended idle (the ledger entry it wrote, step `run-ended-...`), so a duplicate
+delivery of an event that run already took is recognised by the new one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select
 from temporalio import activity
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
@@ -23,9 +28,13 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import ActivityDeps
 from definitions.events import EventEnvelope, parse_event_data
 from definitions.registry import DefinitionNotFound, get, latest_of_kind
+from store.models import LedgerEntry
 from workflows import search_attributes as sa
 from workflows.recovery_model import (
+    MEMORY_STEP,
+    PreviousState,
     RecoveryInput,
+    RecoveryMemory,
     RecoveryRules,
     RulesDigest,
     customer_workflow_id,
@@ -38,7 +47,7 @@ class RecoveryEventActivities:
         self._sessions = deps.sessions
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.deliver_event, self.rule_sets]
+        return [self.deliver_event, self.rule_sets, self.previous_state]
 
     @activity.defn(name="recovery.deliver_event")
     async def deliver_event(self, event: EventEnvelope) -> str:
@@ -97,3 +106,20 @@ class RecoveryEventActivities:
                 )
             rules.append(pinned)
         return RecoveryRules(rules=rules)
+
+    @activity.defn(name="recovery.previous_state")
+    async def previous_state(self, wanted: PreviousState) -> RecoveryMemory:
+        """The state the customer's latest run recorded when it ended (none: empty)."""
+        async with self._sessions() as session:
+            detail = await session.scalar(
+                select(LedgerEntry.detail)
+                .where(
+                    LedgerEntry.workflow_id == customer_workflow_id(wanted.customer_id),
+                    LedgerEntry.step.startswith(MEMORY_STEP, autoescape=True),
+                )
+                .order_by(LedgerEntry.at.desc(), LedgerEntry.id.desc())
+                .limit(1)
+            )
+        if not detail or "state" not in detail:
+            return RecoveryMemory()
+        return RecoveryMemory.model_validate({"state": detail["state"]})

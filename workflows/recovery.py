@@ -26,10 +26,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import CustomerProfile, GetCustomer
     from definitions.events import EventEnvelope
     from workflows.recovery_model import (
+        MEMORY_STEP,
         Approve,
         CloseEpisode,
         OpsState,
+        PreviousState,
         RecoveryInput,
+        RecoveryMemory,
         RecoveryRules,
         RecoverySummary,
         RecoveryView,
@@ -51,6 +54,11 @@ with workflow.unsafe.imports_passed_through():
 CONTRACT_NAMES_PATCH = "recovery-contract-names"
 WAKE_FLAG_PATCH = "recovery-wake-flag-at-pass-start"
 UPSERT_ON_CHANGE_PATCH = "recovery-upsert-on-change"
+# Runs since this patch remember across runs: a run that ends idle records its state in the
+# ledger (one activity at the end), and a new run of the customer loads it before its first
+# event (one activity at the start), so a duplicate delivery reaching a new run is ignored and
+# counters (and so step names and idempotency keys) continue instead of starting again.
+RUN_MEMORY_PATCH = "recovery-remember-across-runs"
 PROFILE_TTL = timedelta(days=1)
 
 
@@ -69,6 +77,9 @@ class RecoveryWorkflow:
         self._changed = False
         self._upsert_on_change = False
         self._upserted: tuple[str, str] | None = None
+        self._recalled = True  # False while a new run loads what the last one left
+        self._dirty = False  # changed since the run started (or last recorded its state)
+        self._memories = 0
 
     @property
     def engine(self) -> RecoveryEngine:
@@ -165,6 +176,7 @@ class RecoveryWorkflow:
     async def _execute(self, plans: list[Plan]) -> None:
         if not plans:
             return
+        self._dirty = True
         self._acting += 1
         self._upsert()
         try:
@@ -183,6 +195,44 @@ class RecoveryWorkflow:
         finally:
             self._acting -= 1
             self._upsert()
+
+    async def _recall(self) -> None:
+        """Continue from the state the customer's last run recorded when it ended."""
+        self._recalled = False
+        try:
+            memory: RecoveryMemory = await call(
+                "recovery.previous_state",
+                PreviousState(customer_id=self.state.customer_id),
+                RecoveryMemory,
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("starting without the last run's state: %s", exc.cause)
+            memory = RecoveryMemory()
+        finally:
+            self._recalled = True
+        if memory.state is None:
+            return
+        carried = memory.state
+        carried.customer_id = self.state.customer_id
+        self._engine = RecoveryEngine(
+            carried, self.engine.rule_sets, legacy_names=self.engine.legacy_names
+        )
+
+    async def _record_memory(self) -> None:
+        """Leave this run's state for the customer's next run (CRM profile excluded)."""
+        self._dirty = False
+        self._memories += 1
+        state = self.state.model_dump(mode="json", exclude={"customer", "customer_at"})
+        step = f"{MEMORY_STEP}{workflow.info().run_id}-{self._memories}"
+        try:
+            await ledger(
+                ActionTarget(kind="recovery", customer_id=self.state.customer_id),
+                step,
+                {"events_seen": self.state.events_seen, "state": state},
+                subject=self.state.customer_id,
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("the next run will not know this one: %s", exc.cause)
 
     async def _refresh_profile(self) -> None:
         s = self.state
@@ -211,14 +261,21 @@ class RecoveryWorkflow:
         # Runs started before this patch cleared the wake flag just before waiting, losing a
         # wake from an update that finished while the pass was still acting.
         wake_at_start = workflow.patched(WAKE_FLAG_PATCH)
+        remember = workflow.patched(RUN_MEMORY_PATCH)
+        if remember and request.carried is None:
+            await self._recall()
         while True:
             if wake_at_start:
                 self._changed = False
             while self._queue:
                 event, offered = self._queue.pop(0)
+                # A duplicate changes nothing, not even the rules (since the patch)
+                if remember and event.key in self.state.seen:
+                    continue
                 await self._switch_rules(offered)
                 if event.key in self.state.seen:
                     continue
+                self._dirty = True
                 await self._refresh_profile()
                 await self._execute(self.engine.on_event(event, workflow.now()))
             await self._execute(self.engine.on_time(workflow.now()))
@@ -227,7 +284,13 @@ class RecoveryWorkflow:
             if self.engine.idle(workflow.now()):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._queue and self.engine.idle(workflow.now()):
-                    break
+                    if not (remember and self._dirty):
+                        break
+                    await self._record_memory()
+                    if not self._queue and self.engine.idle(workflow.now()):
+                        await workflow.wait_condition(workflow.all_handlers_finished)
+                        if not self._queue and not self._dirty:
+                            break
                 continue
             info = workflow.info()
             if info.is_continue_as_new_suggested() or (
@@ -386,6 +449,8 @@ class RecoveryWorkflow:
         silence = Silence(
             rule=self._rule_id(command.rule), until=until, by=command.by, reason=command.reason
         )
+        await workflow.wait_condition(lambda: self._recalled)
+        self._dirty = True
         self.engine.silence(silence)
         await ledger(
             ActionTarget(kind="recovery", customer_id=self.state.customer_id),
@@ -416,6 +481,7 @@ class RecoveryWorkflow:
 
     @workflow.update
     async def unsilence(self, command: Unsilence) -> RecoveryView:
+        self._dirty = True
         self.engine.unsilence(self._rule_id(command.rule))
         await ledger(
             ActionTarget(kind="recovery", customer_id=self.state.customer_id),

@@ -55,6 +55,24 @@ class RecoveryInput(BaseModel):
     )
 
 
+class PreviousState(BaseModel):
+    """Ask for what the customer's last run knew when it ended (activity
+    `recovery.previous_state`)."""
+
+    customer_id: str = Field(min_length=1, max_length=200)
+
+
+class RecoveryMemory(BaseModel):
+    """What a run of `customer-<id>` that ended idle left for the next one: its state (seen
+    events, counters, history) as recorded in the ledger step `run-ended-...`; None when the
+    customer had no earlier run (or it was recorded before runs remembered)."""
+
+    state: RecoveryState | None = None
+
+
+MEMORY_STEP = "run-ended-"
+
+
 class Approve(BaseModel):
     by: str = Field(min_length=1, max_length=200)
     approval_id: int | None = Field(None, description="default: the oldest waiting approval")
