@@ -50,6 +50,9 @@ class Effect:
     idempotency_key: str
     session: AsyncSession | None = None
     """The outbox's open transaction, for backends that live in the app database."""
+    retry: bool = False
+    """An earlier attempt claimed this key and recorded no result: the effect may have
+    happened. Adapters of vendors that take no idempotency key look for it first."""
 
 
 class EffectBackend(Protocol):
@@ -85,11 +88,11 @@ class Outbox:
             return await self._run_in_one_transaction(
                 idempotency_key, system, operation, backend, result_type, act
             )
-        recorded = await self._claim(idempotency_key, system, operation, backend.name)
+        recorded, retry = await self._claim(idempotency_key, system, operation, backend.name)
         if recorded is not None:
             return self._recorded(recorded, result_type, idempotency_key)
         try:
-            result = await act(Effect(idempotency_key))
+            result = await act(Effect(idempotency_key, retry=retry))
         except BaseException as exc:
             await self._note_failure(idempotency_key, exc)
             raise
@@ -127,8 +130,9 @@ class Outbox:
 
     async def _claim(
         self, key: str, system: str, operation: str, backend: str
-    ) -> OutboxEntry | None:
-        """Insert the pending row (or count another attempt); return it if already done."""
+    ) -> tuple[OutboxEntry | None, bool]:
+        """Insert the pending row (or count another attempt); return it if already done, and
+        whether an earlier attempt may have acted."""
         async with transaction(self._sessions) as session:
             await session.execute(_insert_pending(session, key, system, operation, backend))
             row = await session.scalar(
@@ -136,7 +140,7 @@ class Outbox:
             )
             assert row is not None
             if row.status == "done":
-                return row
+                return row, False
             if (row.system, row.operation) != (system, operation):
                 raise invalid(
                     f"idempotency key already used for {row.system}.{row.operation}, "
@@ -152,8 +156,9 @@ class Outbox:
                     why="an earlier attempt did not record its result; the vendor gets the "
                     "same key",
                 )
+            retry = row.attempts > 0
             row.attempts += 1
-            return None
+            return None, retry
 
     def _recorded(self, row: OutboxEntry, result_type: type[ResultT], key: str) -> ResultT:
         log.info("outbox.replayed", idempotency_key=key, system=row.system, operation=row.operation)

@@ -71,6 +71,10 @@ class AdapterSettings(BaseSettings):
     slack_webhook_url: SecretStr | None = Field(
         None, description="The webhook URL is itself the credential."
     )
+    slack_bot_token: SecretStr | None = Field(
+        None, description="Web API bot token (with slack_channel: exactly-once posting)."
+    )
+    slack_channel: str | None = Field(None, description="Channel id for the Web API mode.")
 
     # --- PagerDuty Events API v2 --------------------------------------------------------------
     pagerduty_url: str = "https://events.pagerduty.com"
@@ -114,7 +118,8 @@ class AdapterSettings(BaseSettings):
             missing.append("OPSFLOW_ZENDESK_SUBDOMAIN")
         need(self.crm_backend == "hubspot", hubspot_token=self.hubspot_token)
         need(self.email_backend == "smtp", smtp_host=self.smtp_host)
-        need(self.chat_backend == "slack", slack_webhook_url=self.slack_webhook_url)
+        web_api = bool(self.slack_bot_token and self.slack_channel)
+        need(self.chat_backend == "slack" and not web_api, slack_webhook_url=self.slack_webhook_url)
         need(self.pager_backend == "pagerduty", pagerduty_routing_key=self.pagerduty_routing_key)
         uses_webhook = "webhook" in (self.webhook_backend, self.changes_backend)
         need(uses_webhook, webhook_url=self.webhook_url, webhook_secret=self.webhook_secret)

@@ -6,8 +6,12 @@
 - note: POST /crm/v3/objects/notes with `hs_note_body`, `hs_timestamp` and an association to
   the contact (HUBSPOT_DEFINED type 202, note to contact).
 
-HubSpot documents no idempotency key for creating notes: a note retried after HubSpot stored
-it but before the outbox recorded it can repeat (the outbox's at-least-once window).
+HubSpot documents no idempotency key for creating notes, so each note's body ends with a
+reference token derived from the idempotency key (`ref opsflow<hex>`), and a retry whose
+earlier attempt may have reached HubSpot first searches for it (POST
+/crm/v3/objects/notes/search, `hs_note_body` CONTAINS_TOKEN) and returns the note it finds.
+HubSpot's search index lags writes by a few seconds, so a retry within that lag can still
+repeat the note: at-least-once in that window.
 
 Property mapping: tier `opsflow_tier`, segment `opsflow_segment`, value `total_revenue`,
 language `hs_language`, timezone `hs_timezone`, account manager `hubspot_owner_id`,
@@ -16,6 +20,7 @@ journey stage `lifecyclestage`.
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -150,6 +155,32 @@ class HubSpotCrm:
         return CohortMembers(members, eligible)
 
     async def add_note(self, effect: Effect, request: AddNote) -> NoteAdded:
+        token = note_token(effect.idempotency_key)
+        if effect.retry:
+            found = await self._http.json(
+                "find_note",
+                "POST",
+                "/crm/v3/objects/notes/search",
+                json={
+                    "filterGroups": [
+                        {
+                            "filters": [
+                                {
+                                    "propertyName": "hs_note_body",
+                                    "operator": "CONTAINS_TOKEN",
+                                    "value": token,
+                                }
+                            ]
+                        }
+                    ],
+                    "properties": ["hs_note_body"],
+                    "limit": 1,
+                },
+            )
+            results = found.get("results")
+            first = results[0] if isinstance(results, list) and results else None
+            if isinstance(first, dict) and "id" in first:
+                return NoteAdded(note_id=str(first["id"]))
         body = await self._http.json(
             "add_note",
             "POST",
@@ -157,7 +188,7 @@ class HubSpotCrm:
             json={
                 "properties": {
                     "hs_timestamp": utcnow().isoformat(timespec="milliseconds"),
-                    "hs_note_body": request.body,
+                    "hs_note_body": f"{request.body}\n\nref {token}",
                 },
                 "associations": [
                     {
@@ -175,3 +206,8 @@ class HubSpotCrm:
         if "id" not in body:
             raise protocol_error("hubspot", "add_note", "created note has no id")
         return NoteAdded(note_id=str(body["id"]))
+
+
+def note_token(idempotency_key: str) -> str:
+    """One search token (letters and digits only) that names a note's idempotency key."""
+    return "opsflow" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]

@@ -3,8 +3,13 @@
 - create: POST /api/v2/tickets.json with an `Idempotency-Key` header, so a retried create
   returns the ticket made the first time instead of a second one;
 - read: GET /api/v2/tickets/{id}.json; update and comment: PUT /api/v2/tickets/{id}.json
-  (a comment is `ticket.comment`, public or internal). Zendesk dedups only creates, so a
-  comment retried after Zendesk accepted it but before the outbox recorded it can repeat.
+  (a comment is `ticket.comment`, public or internal). Zendesk dedups only creates, so each
+  comment's update carries the idempotency key as custom audit metadata
+  (`ticket.metadata.opsflow_key`), and a retry of a comment whose earlier attempt may have
+  reached Zendesk (a request that timed out after Zendesk stored it) first reads the
+  ticket's latest audits (GET /api/v2/tickets/{id}/audits.json, newest first) and returns
+  the comment it finds under that key instead of posting it again. Field updates are
+  idempotent by nature (setting a status twice is the same status).
 
 Mapping: priority p1..p4 -> urgent/high/normal/low; status on_hold -> hold; the queue is the
 group when numeric, else a `queue_<name>` tag; the assignee is `assignee_id` when numeric,
@@ -41,6 +46,8 @@ STATUS_TO_ZENDESK = {"on_hold": "hold"}
 QUEUE_TAG = "queue_"
 STAGE_TAG = "stage_"
 MAX_GROUP_PAGES = 50
+KEY_METADATA = "opsflow_key"
+AUDITS_LOOKED_AT = 100  # a retry follows its first attempt closely: the newest page suffices
 
 
 class _ZendeskTicket(BaseModel):
@@ -188,20 +195,46 @@ class ZendeskTicketing:
         return self._ticket(body, "update_ticket")
 
     async def add_comment(self, effect: Effect, request: AddComment) -> CommentAdded:
+        ticket_id = int_id(request.ticket_id)
+        if effect.retry:
+            found = await self._comment_posted(ticket_id, effect.idempotency_key)
+            if found is not None:
+                return found
         body = await self._http.json(
             "add_comment",
             "PUT",
-            f"/api/v2/tickets/{int_id(request.ticket_id)}.json",
-            json={"ticket": {"comment": {"body": request.body, "public": request.public}}},
+            f"/api/v2/tickets/{ticket_id}.json",
+            json={
+                "ticket": {
+                    "comment": {"body": request.body, "public": request.public},
+                    "metadata": {KEY_METADATA: effect.idempotency_key},
+                }
+            },
         )
-        audit = body.get("audit")
-        events = audit.get("events", []) if isinstance(audit, dict) else []
-        for event in events:
-            if isinstance(event, dict) and event.get("type") == "Comment" and "id" in event:
-                return CommentAdded(comment_id=str(event["id"]))
-        if isinstance(audit, dict) and "id" in audit:
-            return CommentAdded(comment_id=f"audit-{audit['id']}")
-        raise protocol_error("zendesk", "add_comment", "response has no comment audit")
+        added = _comment_of(body.get("audit"))
+        if added is None:
+            raise protocol_error("zendesk", "add_comment", "response has no comment audit")
+        return added
+
+    async def _comment_posted(self, ticket_id: int, key: str) -> CommentAdded | None:
+        """The comment an earlier attempt stored under `key`, from the ticket's audits."""
+        body = await self._http.json(
+            "find_comment",
+            "GET",
+            f"/api/v2/tickets/{ticket_id}/audits.json",
+            params={"sort_order": "desc", "page[size]": str(AUDITS_LOOKED_AT)},
+        )
+        audits = body.get("audits")
+        if not isinstance(audits, list):
+            raise protocol_error("zendesk", "find_comment", "response has no `audits` list")
+        for audit in audits:
+            if not isinstance(audit, dict):
+                continue
+            metadata = audit.get("metadata")
+            custom = metadata.get("custom") if isinstance(metadata, dict) else None
+            if isinstance(custom, dict) and custom.get(KEY_METADATA) == key:
+                return _comment_of(audit)
+        return None
 
     # --- handoff routing: the queue's group -------------------------------------------------
 
@@ -255,6 +288,19 @@ class ZendeskTicketing:
             json={"ticket": {"group_id": group, "assignee_id": None, "status": "open"}},
         )
         return self._ticket(body, "assign_group")
+
+
+def _comment_of(audit: Any) -> CommentAdded | None:
+    """The comment an audit added (its Comment event; else the audit itself)."""
+    if not isinstance(audit, dict):
+        return None
+    events = audit.get("events", [])
+    for event in events if isinstance(events, list) else []:
+        if isinstance(event, dict) and event.get("type") == "Comment" and "id" in event:
+            return CommentAdded(comment_id=str(event["id"]))
+    if "id" in audit:
+        return CommentAdded(comment_id=f"audit-{audit['id']}")
+    return None
 
 
 def int_id(ticket_id: str) -> int:

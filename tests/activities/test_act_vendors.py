@@ -273,6 +273,50 @@ async def test_zendesk_tickets_and_comments(
     assert refused.value.type == "VendorAuthFailed" and refused.value.non_retryable
 
 
+async def test_zendesk_comment_stored_but_timed_out_is_not_posted_twice(
+    sessions: Sessions, template_folder: Path, vendor: Start
+) -> None:
+    """Zendesk stores the comment but its answer arrives after the request timed out (as if
+    the worker died): the retry finds the comment by the key in its audit metadata and posts
+    nothing more; a retry whose first attempt never reached Zendesk posts it once."""
+    audits: list[dict[str, object]] = []
+    posts: list[str] = []
+
+    def handle(seen: Seen) -> Reply:
+        if (seen.method, seen.path) == ("GET", "/api/v2/tickets/100/audits.json"):
+            assert seen.query["sort_order"] == ["desc"]
+            return Reply(200, {"audits": list(reversed(audits)), "meta": {"has_more": False}})
+        assert (seen.method, seen.path) == ("PUT", "/api/v2/tickets/100.json")
+        change = seen.json()["ticket"]
+        posts.append(change["comment"]["body"])
+        audit = {
+            "id": 900 + len(audits),
+            "ticket_id": 100,
+            "metadata": {"system": {}, "custom": change.get("metadata", {})},
+            "events": [{"id": 700 + len(audits), "type": "Comment", "body": posts[-1]}],
+        }
+        audits.append(audit)
+        slow = len(posts) == 1
+        return Reply(200, {"ticket": {"id": 100}, "audit": audit}, delay=1.0 if slow else 0)
+
+    server = vendor(handle)
+    zendesk = ZendeskTicketing(server.url, "ops@example.com", "T0KEN", timeout=0.3)
+    ticketing = TicketingActivities(deps_with(sessions, template_folder, ticketing=zendesk))
+    comment = AddComment(idempotency_key="case-3/c1", ticket_id="100", body="We are on it")
+    with pytest.raises(ApplicationError) as lost:
+        await env.run(ticketing.add_comment, comment)
+    assert lost.value.type == "VendorUnavailable" and not lost.value.non_retryable
+    added = await env.run(ticketing.add_comment, comment)
+    assert added.comment_id == "700" and posts == ["We are on it"]
+    assert audits[0]["metadata"] == {"system": {}, "custom": {"opsflow_key": "case-3/c1"}}
+    assert (await env.run(ticketing.add_comment, comment)) == added  # recorded by the outbox
+    # The first attempt of another comment does not look (no extra request); its key differs.
+    other = AddComment(idempotency_key="case-3/c2", ticket_id="100", body="Fixed")
+    assert (await env.run(ticketing.add_comment, other)).comment_id == "701"
+    methods = [seen.method for seen in server.seen]
+    assert methods == ["PUT", "GET", "PUT"] and posts == ["We are on it", "Fixed"]
+
+
 async def test_zendesk_callback_ticket_is_a_task_with_its_due_time(
     sessions: Sessions, template_folder: Path, vendor: Start
 ) -> None:
@@ -445,6 +489,46 @@ async def test_hubspot_profile_paged_cohort_and_note(
     assert len(notes) == 1
 
 
+async def test_hubspot_note_stored_but_timed_out_is_found_not_repeated(
+    sessions: Sessions, template_folder: Path, vendor: Start
+) -> None:
+    """HubSpot stores the note but the answer is lost: the retry searches for the note's
+    reference token and returns it instead of creating a second note."""
+    notes: list[dict[str, object]] = []
+
+    def handle(seen: Seen) -> Reply:
+        if (seen.method, seen.path) == ("POST", "/crm/v3/objects/notes/search"):
+            [group] = seen.json()["filterGroups"]
+            [wanted] = group["filters"]
+            assert (wanted["propertyName"], wanted["operator"]) == (
+                "hs_note_body",
+                "CONTAINS_TOKEN",
+            )
+            hits = [
+                {"id": n["id"]}
+                for n in notes
+                if wanted["value"] in str(n["properties"]["hs_note_body"]).split()  # type: ignore[index]
+            ]
+            return Reply(200, {"total": len(hits), "results": hits})
+        assert (seen.method, seen.path) == ("POST", "/crm/v3/objects/notes")
+        notes.append({"id": str(9000 + len(notes)), **seen.json()})
+        return Reply(201, {"id": notes[-1]["id"]}, delay=1.0 if len(notes) == 1 else 0)
+
+    server = vendor(handle)
+    crm = CrmActivities(
+        deps_with(sessions, template_folder, crm=HubSpotCrm(server.url, "pat-123", timeout=0.3))
+    )
+    note = AddNote(idempotency_key="cust-3/note", customer_id="3", body="Called back")
+    with pytest.raises(ApplicationError) as lost:
+        await env.run(crm.add_note, note)
+    assert lost.value.type == "VendorUnavailable"
+    assert (await env.run(crm.add_note, note)).note_id == "9000"
+    assert len(notes) == 1 and [s.path.rsplit("/", 1)[1] for s in server.seen] == [
+        "notes",
+        "search",
+    ]
+
+
 # --- Slack and the signed webhook --------------------------------------------------------------
 
 
@@ -482,6 +566,59 @@ async def test_slack_incoming_webhook(
     with pytest.raises(ApplicationError) as caught:
         await env.run(notify.send, request.model_copy(update={"idempotency_key": "k2"}))
     assert caught.value.non_retryable and "no_service" in str(caught.value)
+
+
+async def test_slack_web_api_retry_finds_the_posted_message_by_its_metadata(
+    sessions: Sessions, template_folder: Path, vendor: Start
+) -> None:
+    """chat.postMessage stored the message but the answer is lost: the retry reads
+    conversations.history, finds the key in the message metadata and posts nothing more."""
+    messages: list[dict[str, object]] = []
+
+    def handle(seen: Seen) -> Reply:
+        if seen.headers.get("authorization") != "Bearer xoxb-1":
+            return Reply(200, {"ok": False, "error": "invalid_auth"})
+        if (seen.method, seen.path) == ("GET", "/api/conversations.history"):
+            assert seen.query["channel"] == ["C0PS"]
+            assert seen.query["include_all_metadata"] == ["true"]
+            return Reply(200, {"ok": True, "messages": list(reversed(messages))})
+        assert (seen.method, seen.path) == ("POST", "/api/chat.postMessage")
+        body = seen.json()
+        if body["channel"] != "C0PS":
+            return Reply(200, {"ok": False, "error": "channel_not_found"})
+        messages.append({"ts": f"1700000000.00{len(messages)}", **body})
+        slow = len(messages) == 1
+        return Reply(
+            200, {"ok": True, "channel": "C0PS", "ts": messages[-1]["ts"]}, delay=1.0 if slow else 0
+        )
+
+    server = vendor(handle)
+    slack = SlackNotifier(
+        bot_token="xoxb-1", channel="C0PS", api_url=server.url + "/api", timeout=0.3
+    )
+    notify = NotifyActivities(deps_with(sessions, template_folder, notifiers={"chat": slack}))
+    request = SendMessage(
+        idempotency_key="case-5/chat",
+        channel="chat",
+        recipient="#ops",
+        template="page",
+        context={"case": {"id": "5"}},
+    )
+    with pytest.raises(ApplicationError) as lost:
+        await env.run(notify.send, request)
+    assert lost.value.type == "VendorUnavailable"
+    sent = await env.run(notify.send, request)
+    assert sent.message_id == "slack-C0PS-1700000000.000" and len(messages) == 1
+    metadata = messages[0]["metadata"]
+    assert metadata == {
+        "event_type": "opsflow_effect",
+        "event_payload": {"idempotency_key": "case-5/chat"},
+    }
+    wrong = SlackNotifier(bot_token="xoxb-1", channel="C0THER", api_url=server.url + "/api")
+    notify = NotifyActivities(deps_with(sessions, template_folder, notifiers={"chat": wrong}))
+    with pytest.raises(ApplicationError) as refused:
+        await env.run(notify.send, request.model_copy(update={"idempotency_key": "k3"}))
+    assert refused.value.non_retryable and "channel_not_found" in str(refused.value)
 
 
 async def test_signed_webhook_notify_and_changes(
