@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from worker.settings import SettingsError
+from worker.settings import EnvironmentSettings, HttpUrlText, NonEmptyText, read_environment
 
 DEFAULT_PROMQL = {
     "csat": 'avg_over_time(opsflow_csat{{cohort="{cohort}"}}[{window}])',
@@ -23,7 +23,7 @@ DEFAULT_PROMQL = {
 DEFAULT_PROMQL_SAMPLES = 'sum(count_over_time(opsflow_{metric}{{cohort="{cohort}"}}[{window}]))'
 
 
-class AdapterSettings(BaseSettings):
+class AdapterSettings(EnvironmentSettings):
     model_config = SettingsConfigDict(env_prefix="OPSFLOW_", extra="ignore", frozen=True)
 
     # --- backend per system -----------------------------------------------------------------
@@ -47,22 +47,22 @@ class AdapterSettings(BaseSettings):
 
     # --- Zendesk Support API v2 --------------------------------------------------------------
     zendesk_subdomain: str | None = Field(None, description="<subdomain>.zendesk.com")
-    zendesk_url: str | None = Field(
+    zendesk_url: HttpUrlText | None = Field(
         None, description="Base URL instead of the subdomain (tests, proxies)."
     )
     zendesk_email: str | None = Field(None, description="Agent email for API-token auth.")
     zendesk_api_token: SecretStr | None = None
 
     # --- HubSpot CRM v3 ----------------------------------------------------------------------
-    hubspot_url: str = "https://api.hubapi.com"
+    hubspot_url: HttpUrlText = "https://api.hubapi.com"
     hubspot_token: SecretStr | None = Field(None, description="Private app access token.")
 
     # --- SMTP ----------------------------------------------------------------------------------
-    smtp_host: str | None = None
+    smtp_host: NonEmptyText | None = None
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_from: str = "opsflow <opsflow@localhost>"
+    smtp_from: NonEmptyText = "opsflow <opsflow@localhost>"
     smtp_starttls: bool = Field(True, description="Upgrade with STARTTLS before logging in.")
     smtp_ssl: bool = Field(False, description="Implicit TLS (port 465) instead of STARTTLS.")
     smtp_timeout_seconds: float = Field(20.0, gt=0)
@@ -71,22 +71,18 @@ class AdapterSettings(BaseSettings):
     slack_webhook_url: SecretStr | None = Field(
         None, description="The webhook URL is itself the credential."
     )
-    slack_bot_token: SecretStr | None = Field(
-        None, description="Web API bot token (with slack_channel: exactly-once posting)."
-    )
-    slack_channel: str | None = Field(None, description="Channel id for the Web API mode.")
 
     # --- PagerDuty Events API v2 --------------------------------------------------------------
-    pagerduty_url: str = "https://events.pagerduty.com"
+    pagerduty_url: HttpUrlText = "https://events.pagerduty.com"
     pagerduty_routing_key: SecretStr | None = None
-    pagerduty_source: str = "opsflow"
+    pagerduty_source: NonEmptyText = "opsflow"
 
     # --- generic signed webhook (notify and changes) -----------------------------------------
-    webhook_url: str | None = None
+    webhook_url: HttpUrlText | None = None
     webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 signing secret.")
 
     # --- Prometheus HTTP API -------------------------------------------------------------------
-    prometheus_url: str | None = None
+    prometheus_url: HttpUrlText | None = None
     prometheus_bearer_token: SecretStr | None = None
     prometheus_queries: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_PROMQL),
@@ -98,6 +94,25 @@ class AdapterSettings(BaseSettings):
     )
 
     http_timeout_seconds: float = Field(10.0, gt=0, description="Per vendor HTTP request.")
+
+    @field_validator("prometheus_queries", "prometheus_sample_query")
+    @classmethod
+    def _promql_templates_format(cls, value: dict[str, str] | str) -> dict[str, str] | str:
+        # Checked at start with the placeholders the Prometheus adapter fills in, so a typo
+        # is a setting error instead of a failed health check in the middle of a rollout.
+        fields = {"metric": "m", "cohort": '"c"', "selector": "{}", "window": "60s"}
+        templates = value.items() if isinstance(value, dict) else [("", value)]
+        for metric, template in templates:
+            try:
+                template.format(**fields)
+            except (KeyError, IndexError, ValueError) as exc:
+                where = f"{metric}: " if metric else ""
+                raise ValueError(
+                    f"{where}malformed PromQL template ({type(exc).__name__}: {exc}); "
+                    "placeholders are {metric}, {cohort}, {selector}, {window}, "
+                    "literal braces are doubled"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _selected_backends_are_configured(self) -> AdapterSettings:
@@ -135,12 +150,4 @@ class AdapterSettings(BaseSettings):
 
 def load_adapter_settings() -> AdapterSettings:
     """Read the adapter settings, or raise SettingsError naming the variables at fault."""
-    try:
-        return AdapterSettings()
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = str(error["loc"][0]).upper() if error["loc"] else ""
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"OPSFLOW_{field}: {message}" if field else message)
-        raise SettingsError("; ".join(problems)) from None
+    return read_environment(AdapterSettings)

@@ -48,20 +48,21 @@ def test_bad_value_names_the_setting(
 
 
 @pytest.mark.parametrize(
-    ("url", "reason"),
+    ("url", "reason", "status"),
     [
-        ("postgres//no-scheme-separator", "not a database URL"),
-        ("postgresql://ops@no-such-host.invalid/opsflow", "failed to resolve host"),
+        # A bad setting is a usage error (2); a database that cannot be reached, a failure (1).
+        ("postgres//no-scheme-separator", "not a database URL", 2),
+        ("postgresql://ops@no-such-host.invalid/opsflow", "failed to resolve host", 1),
     ],
 )
 def test_command_line_reports_bad_database_in_one_line(
-    tmp_path: Path, url: str, reason: str
+    tmp_path: Path, url: str, reason: str, status: int
 ) -> None:
     env = {**os.environ, "OPSFLOW_DATABASE_URL": url, "NO_COLOR": "1"}
     result = subprocess.run(
         [OPSFLOW, "migrate"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
-    assert result.returncode == 1
+    assert result.returncode == status
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

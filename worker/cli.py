@@ -8,6 +8,8 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from definitions.cli import app as defs_app
 from store.migrate import upgrade
@@ -18,7 +20,8 @@ from worker.cli_handoff import app as handoff_app
 from worker.cli_recovery import app as recovery_app
 from worker.cli_rollout import app as rollout_app
 from worker.cli_sandbox import app as sandbox_app
-from worker.cli_support import console, fail, run, settings_or_exit
+from worker.cli_support import SETTINGS_EXIT_CODE, console, fail, run, settings_or_exit
+from worker.settings import SettingsError
 
 app = typer.Typer(
     name="opsflow",
@@ -134,6 +137,15 @@ def entry() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except (SettingsError, PydanticSettingsError, ValidationError) as exc:
+        # A settings class read later than start (AdapterSettings in an activity's process,
+        # say) still ends in one line naming the variable, never a traceback.
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, SettingsError):
+            fail(f"bad setting: {reason}")
+        else:
+            fail(f"bad setting: {reason[:300]}")
+        code = SETTINGS_EXIT_CODE
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from store.db import create_engine, session_factory
 from worker.errors import OpsflowError
 from worker.logging import configure_logging
-from worker.settings import Settings, SettingsError, load_settings
+from worker.settings import Settings, SettingsError, load_all_settings
 
 T = TypeVar("T")
 Sessions = async_sessionmaker[AsyncSession]
@@ -29,15 +30,21 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 def fail(message: str) -> typer.Exit:
     """Print one readable error line on stderr; the caller raises the returned Exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, not markup: a value such as "[/path]" must print as it is.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
+SETTINGS_EXIT_CODE = 2
+
+
 def settings_or_exit() -> Settings:
+    """Every setting, validated before the command does anything; a bad one is one line, exit 2."""
     try:
-        settings = load_settings()
+        settings = load_all_settings()
     except SettingsError as exc:
-        raise fail(f"bad setting: {exc}") from None
+        fail(f"bad setting: {exc}")
+        raise typer.Exit(SETTINGS_EXIT_CODE) from None
     configure_logging(settings.log_format, settings.log_level)
     return settings
 

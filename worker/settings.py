@@ -7,23 +7,92 @@ profiles); the `OPSFLOW_TEMPORAL_*` settings here only override it.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 ENV_PREFIX = "OPSFLOW_"
+
+# C0 controls, DEL and C1 controls: in an environment value always a paste or quoting accident
+# (a terminal colour code, a stray newline from `$(cat file)`), and in a header or secret an
+# injection. JSON settings may be pretty-printed, so they may hold layout whitespace.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_LAYOUT = frozenset("\t\n\r")
 
 
 class SettingsError(Exception):
     """A setting has a bad value; the message names the environment variable."""
 
 
-class Settings(BaseSettings):
+def _check_text(value: str, *, layout_allowed: bool = False) -> None:
+    for match in _CONTROL.finditer(value):
+        if layout_allowed and match.group() in _LAYOUT:
+            continue
+        raise ValueError(
+            f"contains the control character U+{ord(match.group()):04X} "
+            f"at position {match.start() + 1}"
+        )
+
+
+def _not_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _http_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"not an http(s) URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL: expected http://host[:port][/path] or https://...")
+    return value
+
+
+def _host_port(value: str) -> str:
+    try:
+        parts = urlsplit(f"//{value}")
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not host:port ({exc})") from None
+    if not parts.hostname or port is None or parts.path or parts.query or parts.fragment:
+        raise ValueError("not host:port, e.g. temporal.internal:7233")
+    return value
+
+
+NonEmptyText = Annotated[str, AfterValidator(_not_empty)]
+HttpUrlText = Annotated[str, AfterValidator(_http_url)]
+HostPortText = Annotated[str, AfterValidator(_host_port)]
+
+
+class EnvironmentSettings(BaseSettings):
+    """Settings read from the environment: no value may hold a control character."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict):  # a JSON object, already decoded by the settings source
+            for key, item in value.items():
+                for text in (key, item):
+                    if isinstance(text, str):
+                        _check_text(text)
+        return value
+
+
+class Settings(EnvironmentSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     data_dir: Path = Field(
@@ -35,24 +104,26 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the app database; default SQLite at <data_dir>/opsflow.db. "
         "Use postgresql+psycopg://user:pass@host/db for PostgreSQL.",
     )
-    temporal_address: str | None = Field(
+    temporal_address: HostPortText | None = Field(
         None,
         description="host:port of the Temporal frontend; overrides TEMPORAL_ADDRESS. "
         "Default 127.0.0.1:7233.",
     )
-    temporal_namespace: str | None = Field(
+    temporal_namespace: NonEmptyText | None = Field(
         None, description="Temporal namespace; overrides TEMPORAL_NAMESPACE. Default `default`."
     )
-    temporal_profile: str | None = Field(
+    temporal_profile: NonEmptyText | None = Field(
         None, description="Profile to load from temporal.toml (Temporal's envconfig)."
     )
-    task_queue: str = Field("opsflow", description="Task queue every opsflow worker polls.")
+    task_queue: NonEmptyText = Field(
+        "opsflow", description="Task queue every opsflow worker polls."
+    )
     dev_ip: str = Field("127.0.0.1", description="Address the embedded dev server binds to.")
     dev_port: int = Field(7233, ge=1, le=65535, description="gRPC port of the embedded dev server.")
     dev_ui_port: int = Field(
         8233, ge=1, le=65535, description="Web UI port of the embedded dev server."
     )
-    ui_url: str | None = Field(
+    ui_url: HttpUrlText | None = Field(
         None,
         description="Temporal UI base address that commands print links to; default the "
         "embedded UI, http://<dev_ip>:<dev_ui_port>.",
@@ -66,14 +137,21 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(
         100, ge=1, description="Activities one worker process runs at once."
     )
-    intake_host: str = Field("127.0.0.1", description="Address the event intake listens on.")
+    intake_host: NonEmptyText = Field(
+        "127.0.0.1", description="Address the event intake listens on."
+    )
     intake_port: int = Field(8787, ge=1, le=65535, description="Port of the event intake.")
     intake_sources: dict[str, str] = Field(
         default_factory=dict,
-        description='JSON object of event senders and their signing secrets, e.g. '
+        description="JSON object of event senders and their signing secrets, e.g. "
         '`{"crm": "whsec_...", "zendesk": "...", "hubspot": "..."}`; `zendesk` and `hubspot` '
         "hold those vendors' webhook secrets.",
     )
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_given(cls, value: Any) -> Any:
+        return _not_empty(value) if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
@@ -107,20 +185,94 @@ class Settings(BaseSettings):
             url = url.set(drivername="postgresql+psycopg")
         return url
 
-
     @property
     def temporal_ui(self) -> str:
         return (self.ui_url or f"http://{self.dev_ip}:{self.dev_ui_port}").rstrip("/")
 
 
+def _problems(exc: ValidationError, prefix: str) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        message = " ".join(str(error["msg"]).removeprefix("Value error, ").split())
+        if not loc:  # a rule across settings: its message names the variables
+            problems.append(message)
+            continue
+        # A key inside a JSON setting (OPSFLOW_INTAKE_SOURCES: crm: ...) is named after it.
+        inner = "".join(f"{part}: " for part in loc[1:])
+        problems.append(f"{prefix}{loc[0].upper()}: {inner}{message}")
+    return problems
+
+
+def _source_problem(exc: SourceError, prefix: str) -> str:
+    """pydantic-settings' own error (a JSON setting that does not parse) as one line."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    variable = f"{prefix}{field.group(1).upper()}" if field else f"an {prefix}* setting"
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        return (
+            f"{variable}: not valid JSON ({cause.msg} at line {cause.lineno} column {cause.colno})"
+        )
+    reason = " ".join(str(cause or exc).split())
+    return f"{variable}: {reason}"
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def read_environment(settings_class: type[SettingsT]) -> SettingsT:
+    """Build a settings class from the environment, or raise SettingsError: one line naming
+    every variable at fault and what is wrong with it."""
+    prefix = str(settings_class.model_config.get("env_prefix") or "")
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_problems(exc, prefix))) from None
+    except SourceError as exc:
+        raise SettingsError(_source_problem(exc, prefix)) from None
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment, or raise SettingsError naming the variable."""
+    return read_environment(Settings)
+
+
+def check_temporal_config(settings: Settings) -> None:
+    """Load the Temporal connection profile now, so a missing profile or a broken temporal.toml
+    is a setting error at start rather than a traceback at the first connection."""
+    from temporalio.envconfig import ClientConfig
+
     try:
-        return Settings()
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
-        raise SettingsError("; ".join(problems)) from None
+        ClientConfig.load_client_connect_config(profile=settings.temporal_profile)
+    except RuntimeError as exc:  # temporal_sdk_bridge.ConfigError
+        variable = (
+            f"{ENV_PREFIX}TEMPORAL_PROFILE"
+            if settings.temporal_profile
+            else "TEMPORAL_PROFILE / TEMPORAL_CONFIG_FILE"
+        )
+        raise SettingsError(f"{variable}: {' '.join(str(exc).split())}") from None
+
+
+def load_all_settings() -> Settings:
+    """Validate every setting a command may use (opsflow's, the adapters', Temporal's profile)
+    before it does anything, so a bad one is one line at start, never a traceback later."""
+    from activities.settings import AdapterSettings  # activities.settings imports this module
+
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        problems.append(str(exc))
+    try:
+        read_environment(AdapterSettings)
+    except SettingsError as exc:
+        problems.append(str(exc))
+    if settings is not None:
+        try:
+            check_temporal_config(settings)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    if problems or settings is None:
+        raise SettingsError("; ".join(problems))
+    return settings
