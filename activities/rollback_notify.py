@@ -4,12 +4,12 @@ language, and run the plan's service-recovery actions, in batches with heartbeat
 The customers are the phase's cohort minus the earlier phases' cohorts, selected here (by the
 same stable hash the changes activity used), so their ids never enter a workflow history.
 Every effect goes through the outbox with a key of `<key>/<customer id>/...`: a retried
-attempt (resuming from its last heartbeat) never notifies or acts twice.
+attempt (resuming from its last heartbeat, `NotifyProgress`) never notifies or acts twice.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from activities.cohorts import Condition
 from activities.crm import CrmActivities
 from activities.deps import ActivityDeps
-from activities.heartbeat import heartbeat
+from activities.heartbeat import HeartbeatDetails, Progress, progress
 from activities.models import (
     AddNote,
     ApplyCredit,
@@ -85,6 +85,18 @@ class PhaseCustomersNotified(BaseModel):
     failed: int = Field(description="customers an effect was refused for (e.g. no email)")
 
 
+class NotifyProgress(HeartbeatDetails):
+    """How far one phase's rollback notices got: every customer up to `after` (in id order)
+    is done, with these counts."""
+
+    kind: Literal["rollback-notify/1"] = "rollback-notify/1"
+    after: str | None = None
+    customers: int = Field(0, ge=0)
+    notified: int = Field(0, ge=0)
+    recovery_actions: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+
+
 class RollbackNotifyActivities:
     def __init__(self, deps: ActivityDeps) -> None:
         self._deps = deps
@@ -94,6 +106,56 @@ class RollbackNotifyActivities:
 
     @activity.defn(name="rollout.notify_phase_customers")
     async def notify_phase_customers(self, request: NotifyPhaseCustomers) -> PhaseCustomersNotified:
+        conditions = [Condition(step.when) if step.when else None for step in request.recovery]
+        # A retried attempt resumes after the last customer it recorded (customers go in id
+        # order); the outbox makes the overlap (a customer cut short by a crash) harmless.
+        first = NotifyProgress()
+        start = Progress.resume(NotifyProgress, first)
+        with progress(start) as done:
+            members = await self._members(request)
+            state = done.details
+            for customer_id in members:
+                if state.after is not None and customer_id <= state.after:
+                    continue
+                sent, acted, refused = 0, 0, 0
+                try:
+                    sent, acted = await self._one(request, customer_id, conditions)
+                except ApplicationError as exc:
+                    if not exc.non_retryable:
+                        raise
+                    refused = 1
+                    log.warning(
+                        "rollback.customer_refused", customer_id=customer_id, error=exc.message
+                    )
+                state = state.model_copy(
+                    update={
+                        "after": customer_id,
+                        "customers": state.customers + 1,
+                        "notified": state.notified + sent,
+                        "recovery_actions": state.recovery_actions + acted,
+                        "failed": state.failed + refused,
+                    }
+                )
+                done.save(state)
+        log.info(
+            "rollback.phase_customers",
+            change_id=request.change_id,
+            phase=request.phase,
+            customers=state.customers,
+            notified=state.notified,
+            recovery_actions=state.recovery_actions,
+            failed=state.failed,
+            resumed_after=start.after,
+        )
+        return PhaseCustomersNotified(
+            customers=state.customers,
+            notified=state.notified,
+            recovery_actions=state.recovery_actions,
+            failed=state.failed,
+        )
+
+    async def _members(self, request: NotifyPhaseCustomers) -> list[str]:
+        """The phase's own customers in id order: its cohort minus the earlier phases'."""
         crm = self._deps.resolved_backends.crm
         members = (await crm.cohort_members(request.cohort)).customer_ids
         if request.earlier:
@@ -101,41 +163,7 @@ class RollbackNotifyActivities:
             for spec in request.earlier:
                 taken.update((await crm.cohort_members(spec)).customer_ids)
             members = [customer for customer in members if customer not in taken]
-        conditions = [Condition(step.when) if step.when else None for step in request.recovery]
-        # A retried attempt resumes after the last batch it reported; the outbox makes the
-        # overlap (a batch cut short by a crash) harmless.
-        start, notified, actions, failed = 0, 0, 0, 0
-        details = activity.info().heartbeat_details if activity.in_activity() else ()
-        if details:
-            start, notified, actions, failed = (int(n) for n in details[0])
-        for offset in range(start, len(members), request.batch_size):
-            for customer_id in members[offset : offset + request.batch_size]:
-                try:
-                    sent, acted = await self._one(request, customer_id, conditions)
-                except ApplicationError as exc:
-                    if not exc.non_retryable:
-                        raise
-                    failed += 1
-                    log.warning(
-                        "rollback.customer_refused", customer_id=customer_id, error=exc.message
-                    )
-                    continue
-                notified += sent
-                actions += acted
-            done = min(offset + request.batch_size, len(members))
-            heartbeat((done, notified, actions, failed))
-        log.info(
-            "rollback.phase_customers",
-            change_id=request.change_id,
-            phase=request.phase,
-            customers=len(members),
-            notified=notified,
-            recovery_actions=actions,
-            failed=failed,
-        )
-        return PhaseCustomersNotified(
-            customers=len(members), notified=notified, recovery_actions=actions, failed=failed
-        )
+        return sorted(members)
 
     async def _one(
         self,

@@ -28,8 +28,10 @@ from worker.cli_support import (
 )
 from worker.errors import OpsflowError
 from worker.rollouts import (
+    PendingActivity,
     command_rollout,
     list_rollouts,
+    pending_activities,
     rollout_state,
     start_rollout,
 )
@@ -121,7 +123,12 @@ async def _timezone(settings: Settings, status: RolloutStatus) -> str | None:
     return spec.windows.timezone if spec else None
 
 
-def status_view(status: RolloutStatus, timezone: str | None = None) -> Group:
+def status_view(
+    status: RolloutStatus,
+    timezone: str | None = None,
+    pending: list[PendingActivity] | None = None,
+) -> Group:
+    """The status; `pending`: the activities it waits on, shown when one fails or retries."""
     phases = Table(title=f"change {status.change.change_id} ({status.plan})", title_justify="left")
     for column in ("#", "phase", "percent", "customers", "applied", "verdict", "checks"):
         phases.add_column(column, overflow="fold")
@@ -143,8 +150,10 @@ def status_view(status: RolloutStatus, timezone: str | None = None) -> Group:
             checks,
         )
     approvals = ", ".join(f"{a.approver} ({a.stage})" for a in status.approvals) or "none"
+    failing = [f"[red]retrying[/red] {p.line()}" for p in pending or [] if p.failing]
     return Group(
         status_line(status, timezone),
+        *failing,
         f"owner {status.change.owner}, risk {status.risk}, attempt {status.attempt}, "
         f"approvals: {approvals}",
         phases,
@@ -232,20 +241,25 @@ def status(
     async def main() -> None:
         client = await connect(settings)
         current = await rollout_state(client, change_id)
+        pending = await pending_activities(client, change_id)
         if as_json:
-            print_json(current.model_dump(mode="json"))
+            shown = current.model_dump(mode="json")
+            shown["pending_activities"] = [p.as_json() for p in pending]
+            print_json(shown)
             return
         timezone = await _timezone(settings, current)
         if not watch:
-            console.print(status_view(current, timezone))
+            console.print(status_view(current, timezone, pending))
             console.print(f"  {_link(settings, client, change_id)}", highlight=False)
             return
         console.print(f"  {_link(settings, client, change_id)}", highlight=False)
-        with Live(status_view(current, timezone), console=console, refresh_per_second=1) as live:
+        view = status_view(current, timezone, pending)
+        with Live(view, console=console, refresh_per_second=1) as live:
             while not current.finished:
                 await asyncio.sleep(2)
                 current = await rollout_state(client, change_id)
-                live.update(status_view(current, timezone))
+                pending = await pending_activities(client, change_id)
+                live.update(status_view(current, timezone, pending))
 
     run(main)
 

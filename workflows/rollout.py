@@ -76,7 +76,9 @@ METRIC_RETRY = RetryPolicy(
     maximum_attempts=3,
 )
 LONG_ACTIVITY = timedelta(hours=2)
-HEARTBEAT = timedelta(minutes=2)
+HEARTBEAT = timedelta(seconds=20)
+"""Long activities heartbeat per batch or customer: a killed worker's attempt is retried
+elsewhere within this, from its last recorded progress."""
 _CHANNELS = {"email": "email", "slack": "chat", "chat": "chat", "pager": "pager", "sms": "chat"}
 
 

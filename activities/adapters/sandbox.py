@@ -180,7 +180,7 @@ class SandboxCrm(_SandboxBackend):
                         continue
                     if condition.matches(row._asdict()):
                         members.append(customer_id)
-                heartbeat(f"cohort scan at {len(members)} members")
+                heartbeat()
         if condition is not None:
             # With a condition, `eligible` is estimated from the sampled share that matched.
             eligible = round(len(members) * 100.0 / spec.percent)
