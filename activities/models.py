@@ -190,6 +190,13 @@ class SendMessage(_Model):
     )
     context: dict[str, Any] = Field(default_factory=dict)
     severity: Literal["critical", "error", "warning", "info"] = "warning"
+    dedup_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="the alert a page belongs to (PagerDuty `dedup_key`), the same for every "
+        "page of one case to one recipient; default: the idempotency key",
+    )
 
 
 class MessageSent(_Model):
@@ -197,6 +204,19 @@ class MessageSent(_Model):
     channel: Channel
     backend: str
     language: str
+
+
+class PagerEvent(_Model):
+    """Acknowledge or resolve the alert that pages with `dedup_key` opened."""
+
+    idempotency_key: IdempotencyKey
+    dedup_key: str = Field(min_length=1, max_length=255)
+    action: Literal["acknowledge", "resolve"]
+
+
+class PagerEventSent(_Model):
+    backend: str
+    followed: bool = Field(description="False: the pager backend keeps no alerts to follow")
 
 
 # --- changes -----------------------------------------------------------------------------------

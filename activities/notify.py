@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import structlog
 from temporalio import activity
 
 from activities.deps import ActivityDeps
 from activities.errors import TEMPLATE_PROBLEM, invalid
-from activities.models import MessageSent, SendMessage
+from activities.models import MessageSent, PagerEvent, PagerEventSent, SendMessage
 from activities.outbox import Effect, Outbox
 from activities.ports import OutgoingMessage
 from definitions.templates import TemplateProblem, render_message
@@ -16,6 +18,19 @@ log = structlog.get_logger(__name__)
 
 CUSTOMER_PREFIX = "customer:"
 FALLBACK_LANGUAGE = "en"
+
+
+@runtime_checkable
+class AlertFollower(Protocol):
+    """A pager backend whose alerts can be acknowledged and resolved (PagerDuty)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def in_app_database(self) -> bool: ...
+
+    async def follow(self, effect: Effect, dedup_key: str, action: str) -> str: ...
 
 
 class NotifyActivities:
@@ -52,6 +67,7 @@ class NotifyActivities:
             template=request.template,
             severity=request.severity,
             customer_id=customer_id,
+            dedup_key=request.dedup_key,
         )
 
         async def deliver(effect: Effect) -> MessageSent:
@@ -80,6 +96,31 @@ class NotifyActivities:
             customer_id=customer_id,
             message_id=sent.message_id,
         )
+        return sent
+
+    @activity.defn(name="notify.pager_event")
+    async def pager_event(self, request: PagerEvent) -> PagerEventSent:
+        """Acknowledge or resolve the alert a case's pages opened, once per idempotency key.
+        A pager backend without alerts (the sandbox outbox) has nothing to follow."""
+        notifier = self._deps.resolved_backends.notifiers.get("pager")
+        if not isinstance(notifier, AlertFollower):
+            backend = notifier.name if notifier is not None else "none"
+            return PagerEventSent(backend=backend, followed=False)
+        follower = notifier
+
+        async def deliver(effect: Effect) -> PagerEventSent:
+            await follower.follow(effect, request.dedup_key, request.action)
+            return PagerEventSent(backend=follower.name, followed=True)
+
+        sent = await self._outbox.run(
+            idempotency_key=request.idempotency_key,
+            system="notify",
+            operation=f"pager_{request.action}",
+            backend=follower,
+            result_type=PagerEventSent,
+            act=deliver,
+        )
+        log.info("notify.pager_event", action=request.action, backend=sent.backend)
         return sent
 
     async def _resolve(self, request: SendMessage) -> tuple[str, str, str | None]:

@@ -56,6 +56,8 @@ class OutgoingMessage:
     template: str
     severity: str
     customer_id: str | None = None
+    dedup_key: str | None = None
+    """The alert a page belongs to (pager backends); None: the effect's idempotency key."""
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,30 @@ class EscalationLevel(OpsModel):
     actions: Actions
 
 
+class ActionRetry(OpsModel):
+    """How long an escalation action keeps retrying a failing system before it is recorded
+    as failed; the case's clocks and levels never wait for it."""
+
+    pager: Duration = Field(timedelta(minutes=15), description="Pages (PagerDuty).")
+    chat: Duration = Field(timedelta(minutes=30), description="Slack and chat messages.")
+    email: Duration = Field(timedelta(hours=1))
+    webhook: Duration = Field(timedelta(hours=1))
+    ticketing: Duration = Field(
+        timedelta(hours=1),
+        description="assign, set_priority, update_ticket, create_ticket, schedule_callback.",
+    )
+    crm: Duration = Field(timedelta(hours=1), description="crm_note and credit.")
+    start: Duration = Field(timedelta(hours=1), description="Starting another definition.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ActionRetry:
+        for name in type(self).model_fields:
+            value: timedelta = getattr(self, name)
+            if not timedelta(minutes=1) <= value <= timedelta(days=7):
+                raise ValueError(f"{name}: give between 1m and 7d")
+        return self
+
+
 class EscalationSpec(OpsModel):
     match: EscalationMatch = Field("true", description="Which cases this policy takes.")
     priorities: Annotated[list[Priority], Field(min_length=1)] = Field(
@@ -111,6 +135,10 @@ class EscalationSpec(OpsModel):
     repeat: int = Field(0, ge=0, le=10, description="How many more times the levels cycle.")
     on_breach: list[Action] = Field(
         default_factory=list, description="Actions when an SLA breaches (besides the event)."
+    )
+    give_up_after: ActionRetry = Field(
+        default_factory=ActionRetry,
+        description="Per kind of action, how long it keeps retrying before it counts as failed.",
     )
 
     @field_validator("priorities")

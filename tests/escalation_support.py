@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -14,12 +14,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.adapters.pagerduty import PagerDutyNotifier
+from activities.backends import Backends
 from activities.deps import ActivityDeps
 from store.models import LedgerEntry, SandboxTicket
+from tests.activities.conftest import Reply, Seen, VendorServer
 from tests.conftest import AppDb
 from worker.assembly import activity_functions
 from workflows.escalation import CaseInfo, CaseStatus, EscalationWorkflow
@@ -118,16 +122,93 @@ def case(ticket_id: str, opened_at: datetime, priority: str = "p1", **extra: Any
 
 
 @asynccontextmanager
-async def escalation_worker(env: WorkflowEnvironment, db: AppDb) -> AsyncIterator[str]:
+async def escalation_worker(
+    env: WorkflowEnvironment, db: AppDb, *, pagerduty: FakePagerDuty | None = None
+) -> AsyncIterator[str]:
+    """A worker on a queue of its own; with `pagerduty`, pages go to that local server."""
     queue = f"escalation-{uuid.uuid4()}"
+    backends = None
+    if pagerduty is not None:
+        sandbox = Backends.sandbox(db.sessions)
+        pager = PagerDutyNotifier(pagerduty.routing_key, url=pagerduty.url, timeout=5)
+        backends = Backends(
+            crm=sandbox.crm,
+            credits=sandbox.credits,
+            ticketing=sandbox.ticketing,
+            changes=sandbox.changes,
+            metrics=sandbox.metrics,
+            notifiers={**sandbox.notifiers, "pager": pager},
+        )
     async with Worker(
         env.client,
         task_queue=queue,
         workflows=[EscalationWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
-        activities=activity_functions(ActivityDeps(sessions=db.sessions)),
+        activities=activity_functions(ActivityDeps(sessions=db.sessions, backends=backends)),
     ):
         yield queue
+
+
+class FakePagerDuty:
+    """PagerDuty's Events API v2 on 127.0.0.1: POST /v2/enqueue with `trigger` (a payload
+    with summary, source and severity), `acknowledge` and `resolve` (a dedup_key); 202
+    `{"status": "success", "dedup_key": ...}`, 400 for an invalid event. Alerts fold by
+    dedup_key as PagerDuty's do. `down` answers 503 to everything; `refused` recipients get
+    401 (as a revoked integration would)."""
+
+    def __init__(self, routing_key: str = "R0UTING") -> None:
+        self.routing_key = routing_key
+        self.down = False
+        self.refused: set[str] = set()
+        self.accepted: list[dict[str, Any]] = []
+        self.alerts: dict[str, str] = {}
+        self.unavailable = 0
+        self.server = VendorServer(self._handle)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def __enter__(self) -> FakePagerDuty:
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.__exit__()
+
+    def _handle(self, seen: Seen) -> Reply:
+        if (seen.method, seen.path) != ("POST", "/v2/enqueue"):
+            return Reply(404, {"status": "not found"})
+        if self.down:
+            self.unavailable += 1
+            return Reply(503, {"status": "unavailable"})
+        event = seen.json()
+        action, key = event.get("event_action"), event.get("dedup_key")
+        if event.get("routing_key") != self.routing_key:
+            return Reply(400, {"status": "invalid event", "errors": ["Invalid routing key"]})
+        if action == "trigger":
+            payload = event.get("payload") or {}
+            if not payload.get("summary") or not payload.get("source"):
+                return Reply(400, {"status": "invalid event", "errors": ["payload missing"]})
+            if payload.get("severity") not in ("critical", "error", "warning", "info"):
+                return Reply(400, {"status": "invalid event", "errors": ["bad severity"]})
+            if payload.get("custom_details", {}).get("recipient") in self.refused:
+                return Reply(401, {"status": "unauthorized"})
+            if self.alerts.get(key) in (None, "resolved"):
+                self.alerts[key] = "triggered"
+        elif action in ("acknowledge", "resolve"):
+            if not key:
+                return Reply(400, {"status": "invalid event", "errors": ["dedup_key missing"]})
+            if key in self.alerts and self.alerts[key] != "resolved":
+                self.alerts[key] = "acknowledged" if action == "acknowledge" else "resolved"
+        else:
+            return Reply(400, {"status": "invalid event", "errors": ["bad event_action"]})
+        self.accepted.append(event)
+        return Reply(202, {"status": "success", "message": "Event processed", "dedup_key": key})
+
+    def actions(self) -> list[tuple[str, str]]:
+        """(event_action, dedup_key) of every accepted event, in order."""
+        return [(e["event_action"], e["dedup_key"]) for e in self.accepted]
 
 
 async def ledger_steps(db: AppDb, workflow_id: str) -> list[str]:
@@ -187,6 +268,23 @@ def about_at(expected: datetime) -> object:
             return f"about {expected.isoformat()}"
 
     return _AboutAt()
+
+
+async def current_details(handle: WorkflowHandle[Any, Any]) -> str:
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return str(metadata.current_details)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, deadline: float = 60.0
+) -> None:
+    """Poll `check` until it holds (generous deadline: the machine is shared)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not await check():
+        if loop.time() > end:
+            raise AssertionError(f"not within {deadline:.0f} s: {what}")
+        await asyncio.sleep(0.1)
 
 
 async def settled(handle: WorkflowHandle[Any, Any]) -> CaseStatus:

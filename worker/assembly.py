@@ -51,6 +51,7 @@ def activity_functions(deps: ActivityDeps) -> list[Callable[..., Any]]:
         ticketing.update_ticket,
         ticketing.add_comment,
         notify.send,
+        notify.pager_event,
         changes.apply,
         changes.revert,
         metrics.read,

@@ -6,13 +6,15 @@ activity, a replayed workflow or a re-delivered event never acts twice.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.ledger import LedgerAppend
@@ -41,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         StartAction,
         UpdateTicketAction,
     )
+    from definitions.duration import format_duration
     from definitions.templates import TemplateProblem, render_string
 
 # Vendors fail in bursts; back off up to a minute and give up after a day, by which time a
@@ -64,13 +67,16 @@ _CHANNELS = {
 }
 
 
-async def call(activity: str, arg: Any, result_type: type[Any]) -> Any:
+async def call(
+    activity: str, arg: Any, result_type: type[Any], *, give_up_after: timedelta | None = None
+) -> Any:
+    """Run an integration activity; it retries until `give_up_after` (default a day)."""
     return await workflow.execute_activity(
         activity,
         arg,
         result_type=result_type,
         start_to_close_timeout=ACTIVITY_TIMEOUT,
-        schedule_to_close_timeout=ACTIVITY_DEADLINE,
+        schedule_to_close_timeout=give_up_after or ACTIVITY_DEADLINE,
         retry_policy=ACTIVITY_RETRY,
     )
 
@@ -169,9 +175,132 @@ async def run_actions(
     return outcome
 
 
+def retry_class(action: Action) -> str:
+    """The `give_up_after` entry that bounds an action's retries: pager, chat, email,
+    webhook, ticketing, crm or start."""
+    if isinstance(action, NotifyAction):
+        return _CHANNELS[action.channel]
+    if isinstance(action, CrmNoteAction | CreditAction):
+        return "crm"
+    if isinstance(action, StartAction):
+        return "start"
+    return "ticketing"
+
+
+def failure_reason(exc: ActivityError, limit: timedelta | None = None) -> str:
+    """One line on why an activity did not succeed; a retry limit that ran out says so."""
+    cause = exc.cause
+    limit_text = f"gave up after {format_duration(limit)}" if limit else "gave up"
+    if exc.retry_state == RetryState.TIMEOUT:  # the retry limit ran out: the last error
+        if isinstance(cause, TimeoutError) and cause.cause is None:
+            return f"{limit_text} of retries"
+        return f"{limit_text} of retries; last error: {cause or exc}"
+    return str(cause or exc)
+
+
+# (recipient, alert key, landed): None when the page is sent, then True or False.
+PageHook = Callable[[str, str, bool | None], None]
+
+
+async def run_actions_independently(
+    actions: list[Action],
+    target: ActionTarget,
+    step: str,
+    *,
+    priority: str | None = None,
+    give_up_after: Mapping[str, timedelta] | None = None,
+    alert_key: Callable[[str], str] | None = None,
+    on_page: PageHook | None = None,
+) -> ActionOutcome:
+    """Run `actions` side by side, each recipient of a notify on its own: one that fails or
+    is still retrying never holds up or skips another. Each retries for at most its
+    `give_up_after` entry (see `retry_class`); what failed is in the outcome. set_priority
+    steps are planned in order first, so two `raise`s still raise twice. `alert_key` names
+    the alert (PagerDuty dedup_key) a page to a recipient belongs to; `on_page` hears of it."""
+    base = f"{workflow.info().workflow_id}/{step}"
+    limits = dict(give_up_after or {})
+    planned: dict[int, str] = {}
+    current = priority or "p3"
+    for n, action in enumerate(actions):
+        if isinstance(action, SetPriorityAction):
+            current = raised(current) if action.priority == "raise" else action.priority
+            planned[n] = current
+
+    async def send(action: NotifyAction, key: str, name: str, limit: timedelta | None) -> str:
+        recipient = _recipient(name, target)
+        channel = _CHANNELS[action.channel]
+        alert = alert_key(recipient) if alert_key is not None and channel == "pager" else None
+        if alert is not None and on_page is not None:
+            on_page(recipient, alert, None)
+        try:
+            await call(
+                "notify.send",
+                SendMessage(
+                    idempotency_key=key,
+                    channel=channel,
+                    recipient=recipient,
+                    template=action.template,
+                    context=target.template_context,
+                    dedup_key=alert,
+                ),
+                MessageSent,
+                give_up_after=limit,
+            )
+        except ActivityError as exc:
+            if alert is not None and on_page is not None:
+                on_page(recipient, alert, False)
+            return f"notify {action.channel} to {recipient}: {failure_reason(exc, limit)}"
+        if alert is not None and on_page is not None:
+            on_page(recipient, alert, True)
+        return ""
+
+    async def one(n: int, action: Action) -> ActionOutcome:
+        part = ActionOutcome()
+        key = f"{base}/{n}"
+        limit = limits.get(retry_class(action))
+        if isinstance(action, NotifyAction):
+            errors = await asyncio.gather(
+                *(send(action, f"{key}/{m}", name, limit) for m, name in enumerate(action.to))
+            )
+            part.failed.extend(error for error in errors if error)
+            return part
+        try:
+            if isinstance(action, SetPriorityAction) and target.ticket_id:
+                await call(
+                    "ticketing.update_ticket",
+                    UpdateTicket(
+                        idempotency_key=key, ticket_id=target.ticket_id, priority=planned[n]
+                    ),
+                    Ticket,
+                    give_up_after=limit,
+                )
+                part.new_priority = planned[n]
+            else:
+                await _run_one(action, key, target, part, priority, give_up_after=limit)
+        except ActivityError as exc:
+            part.failed.append(f"{action.type}: {failure_reason(exc, limit)}")
+        return part
+
+    outcome = ActionOutcome()
+    for part in await asyncio.gather(*(one(n, a) for n, a in enumerate(actions))):
+        outcome.new_priority = part.new_priority or outcome.new_priority
+        if part.new_assignee or part.new_queue:  # a later assignment replaces an earlier one
+            outcome.new_assignee, outcome.new_queue = part.new_assignee, part.new_queue
+        outcome.skipped.extend(part.skipped)
+        outcome.failed.extend(part.failed)
+    return outcome
+
+
 async def _run_one(
-    action: Action, key: str, target: ActionTarget, outcome: ActionOutcome, priority: str | None
+    action: Action,
+    key: str,
+    target: ActionTarget,
+    outcome: ActionOutcome,
+    priority: str | None,
+    *,
+    give_up_after: timedelta | None = None,
 ) -> None:
+    limit = give_up_after
     if isinstance(action, NotifyAction):
         for m, name in enumerate(action.to):
             await call(
@@ -184,6 +313,7 @@ async def _run_one(
                     context=target.template_context,
                 ),
                 MessageSent,
+                give_up_after=limit,
             )
     elif isinstance(action, AssignAction) and target.ticket_id:
         await call(
@@ -195,6 +325,7 @@ async def _run_one(
                 assignee=action.agent,
             ),
             Ticket,
+            give_up_after=limit,
         )
         outcome.new_queue, outcome.new_assignee = action.queue, action.agent
     elif isinstance(action, SetPriorityAction) and target.ticket_id:
@@ -204,6 +335,7 @@ async def _run_one(
             "ticketing.update_ticket",
             UpdateTicket(idempotency_key=key, ticket_id=target.ticket_id, priority=new),
             Ticket,
+            give_up_after=limit,
         )
         outcome.new_priority = new
     elif isinstance(action, UpdateTicketAction) and target.ticket_id:
@@ -217,6 +349,7 @@ async def _run_one(
                     add_tags=list(action.tags),
                 ),
                 Ticket,
+                give_up_after=limit,
             )
         if action.comment is not None:
             await call(
@@ -227,6 +360,7 @@ async def _run_one(
                     body=_render(action.comment, target),
                 ),
                 CommentAdded,
+                give_up_after=limit,
             )
     elif isinstance(action, CrmNoteAction):
         await call(
@@ -237,6 +371,7 @@ async def _run_one(
                 body=_render(action.text, target),
             ),
             NoteAdded,
+            give_up_after=limit,
         )
     elif isinstance(action, CreditAction):
         if action.approval_above is not None and action.amount > action.approval_above:
@@ -252,6 +387,7 @@ async def _run_one(
                 reason=action.reason,
             ),
             CreditApplied,
+            give_up_after=limit,
         )
     elif isinstance(action, CreateTicketAction):
         await call(
@@ -265,6 +401,7 @@ async def _run_one(
                 tags=["opsflow", target.kind],
             ),
             Ticket,
+            give_up_after=limit,
         )
     elif isinstance(action, ScheduleCallbackAction):
         await call(
@@ -277,6 +414,7 @@ async def _run_one(
                 tags=["opsflow", target.kind, "callback"],
             ),
             Ticket,
+            give_up_after=limit,
         )
     elif isinstance(action, StartAction):
         outcome.skipped.append(f"start of {action.definition!r} is done by the caller")

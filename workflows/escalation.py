@@ -10,24 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import search_attributes as sa
-from workflows.actions import ActionOutcome, ActionTarget, call, ledger, run_actions
+from workflows.actions import (
+    ActionOutcome,
+    ActionTarget,
+    call,
+    failure_reason,
+    ledger,
+    run_actions,
+    run_actions_independently,
+)
 from workflows.sla import SlaClock
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CustomerProfile, GetCustomer
+    from activities.models import CustomerProfile, GetCustomer, PagerEvent, PagerEventSent
     from definitions.calendar import BusinessCalendar
-    from definitions.common import AssignAction
+    from definitions.common import Action, AssignAction, NotifyAction
     from definitions.directory import JOURNEY_STAGES
     from definitions.events import EventEnvelope, SlaBreached
-    from definitions.models import ANY_STAGE, EscalationSpec
+    from definitions.models import ANY_STAGE, ActionRetry, EscalationSpec
     from workflows.escalation_model import (
         FIRST_RESPONSE,
         MAX_ACTION_FAILURES,
@@ -39,13 +48,16 @@ with workflow.unsafe.imports_passed_through():
         CaseState,
         CaseStatus,
         CaseSummary,
+        InFlightAction,
         LevelVisit,
         OpenCase,
+        PagerAlert,
         Pause,
         PendingLedgerEntry,
         Priority,
         Reassign,
         Resolve,
+        Resume,
         SetPriority,
         SetStage,
         SlaOutcome,
@@ -57,9 +69,20 @@ with workflow.unsafe.imports_passed_through():
 # runs recorded before this did neither.
 ACTION_FAILURES_PATCH = "escalation-action-failures"
 ACTION_FAILED = "ActionFailed"
+# Actions run beside the clock (a retrying vendor delays its own effect, not the next level
+# or the breach), each recipient on its own, with the definition's retry limits; resolve
+# cancels what still retries, and pages are acknowledged and resolved with the case. Runs
+# recorded before this awaited each action in turn.
+CONCURRENT_ACTIONS_PATCH = "escalation-concurrent-actions"
+AlertAction = Literal["acknowledge", "resolve"]
 # The stages a case may be at besides the ones a policy names: the default `support` and the
 # customer journey's stages.
 CASE_STAGES = ("support", *JOURNEY_STAGES)
+
+
+def _who(by: str | None) -> dict[str, str]:
+    """`{"by": ...}` for a command's ledger entry; nothing from a client that did not say."""
+    return {"by": by} if by else {}
 
 
 def _format_at(moment: datetime, calendar: BusinessCalendar) -> str:
@@ -74,6 +97,11 @@ class EscalationWorkflow:
         self._spec: EscalationSpec = request.policy.escalation
         self._status: CaseStatus = request.carried or self._new_status(request)
         self._changed = False
+        # Actions running beside the main loop, by ledger step (levels, warnings, breaches,
+        # pager follow-ups); None until the run knows whether it is patched.
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._concurrent: bool | None = None
+        self._follow_ups = 0
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -236,7 +264,9 @@ class EscalationWorkflow:
         step = f"warn-{clock_name}-{percent}"
         target = self._target(self.status.clocks[clock_name], percent)
         await ledger(target, step, {"sla": clock_name, "percent": percent})
-        if self.spec.on_warning:
+        if self.spec.on_warning and self._concurrent:
+            self._spawn(step, self.spec.on_warning, target)
+        elif self.spec.on_warning:
             outcome = await run_actions(
                 self.spec.on_warning, target, step, priority=self.status.case.priority
             )
@@ -257,6 +287,16 @@ class EscalationWorkflow:
         )
         target = self._target(clock)
         await ledger(target, step, {"event": event.model_dump(mode="json")})
+        if self._concurrent:
+            deliver = workflow.patched("deliver-sla-breach")
+            self._spawn(
+                step,
+                self.spec.on_breach,
+                target,
+                before=(lambda: self._deliver_breach(event)) if deliver else None,
+            )
+            s.breaches_announced.append(clock_name)
+            return
         if workflow.patched("deliver-sla-breach"):
             await self._deliver_breach(event)
         if self.spec.on_breach:
@@ -297,6 +337,10 @@ class EscalationWorkflow:
         await ledger(
             self._target(), step, {"level": position + 1, "cycle": cycle, "name": level.name}
         )
+        if self._concurrent:
+            self._spawn(step, level.actions, self._target())
+            self._upsert_search_attributes()
+            return
         await self._apply(
             await run_actions(level.actions, self._target(), step, priority=s.case.priority),
             step,
@@ -318,6 +362,132 @@ class EscalationWorkflow:
                 s.case = s.case.model_copy(update={"priority": outcome.new_priority})
             else:
                 self._rebudget(priority=outcome.new_priority, stage=s.case.stage)
+
+    # --- actions beside the clock ---------------------------------------------------------
+
+    def _give_up_after(self) -> dict[str, timedelta]:
+        limits = self.spec.give_up_after
+        return {name: getattr(limits, name) for name in ActionRetry.model_fields}
+
+    def _alert_key(self, recipient: str) -> str:
+        """One alert per case and recipient: every page to them folds into it."""
+        return f"{workflow.info().workflow_id}/pager/{recipient}"[:255]
+
+    def _on_page(self, recipient: str, dedup_key: str, landed: bool | None) -> None:
+        s = self.status
+        alert = next((a for a in s.alerts if a.dedup_key == dedup_key), None)
+        if alert is None:
+            alert = PagerAlert(recipient=recipient, dedup_key=dedup_key)
+            s.alerts.append(alert)
+        if landed is None:
+            if alert.status in ("failed", "resolved"):
+                alert.status = "paging"
+        elif landed:
+            if alert.status in ("paging", "failed"):
+                alert.status = "triggered"
+            if s.acknowledged_by is not None and alert.status == "triggered":
+                self._follow_alerts_later("acknowledge")  # the page landed after the ack
+        elif alert.status == "paging":
+            alert.status = "failed"
+
+    def _spawn(
+        self,
+        step: str,
+        actions: list[Action],
+        target: ActionTarget,
+        *,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run `actions` for `step` beside the main loop; what they change is applied when
+        they finish, what fails is recorded, and the loop is woken either way."""
+        s = self.status
+        priority = s.case.priority
+        what = ", ".join(
+            f"notify {a.channel}" if isinstance(a, NotifyAction) else a.type for a in actions
+        )
+        s.in_flight.append(InFlightAction(step=step, what=what or "deliver", since=workflow.now()))
+
+        async def run() -> None:
+            try:
+                if before is not None:
+                    await before()
+                if actions:
+                    outcome = await run_actions_independently(
+                        actions,
+                        target,
+                        step,
+                        priority=priority,
+                        give_up_after=self._give_up_after(),
+                        alert_key=self._alert_key,
+                        on_page=self._on_page,
+                    )
+                    await self._apply(outcome, step)
+                    self._upsert_search_attributes()
+            finally:
+                s.in_flight = [a for a in s.in_flight if a.step != step]
+                self._tasks.pop(step, None)
+                self._wake()
+
+        self._tasks[step] = asyncio.create_task(run())
+
+    async def _follow_alerts(self, action: AlertAction) -> None:
+        """Acknowledge or resolve every alert the case's pages opened."""
+        s = self.status
+        wanted = ["triggered"]
+        if action == "resolve":  # also pages cancelled mid-flight: resolving none is harmless
+            wanted += ["paging", "acknowledged"]
+        workflow_id = workflow.info().workflow_id
+        limit = self.spec.give_up_after.pager
+        for index, alert in enumerate(s.alerts):
+            if alert.status not in wanted:
+                continue
+            try:
+                await call(
+                    "notify.pager_event",
+                    PagerEvent(
+                        idempotency_key=f"{workflow_id}/pager-{action}/{index}",
+                        dedup_key=alert.dedup_key,
+                        action=action,
+                    ),
+                    PagerEventSent,
+                    give_up_after=limit,
+                )
+            except ActivityError as exc:
+                step = f"pager-{action}"
+                error = f"{action} alert of {alert.recipient}: {failure_reason(exc, limit)}"
+                self._keep_failures(step, [error])
+                await ledger(self._target(), f"{step}-{index}-failed", {"failed": [error]})
+                continue
+            alert.status = "acknowledged" if action == "acknowledge" else "resolved"
+
+    def _follow_alerts_later(self, action: AlertAction) -> None:
+        self._follow_ups += 1
+        step = f"pager-{action}-{self._follow_ups}"
+
+        async def run() -> None:
+            try:
+                await self._follow_alerts(action)
+            finally:
+                self._tasks.pop(step, None)
+                self._wake()
+
+        self._tasks[step] = asyncio.create_task(run())
+
+    async def _cancel_in_flight(self) -> None:
+        """The case is resolved: what still runs or retries is cancelled, and recorded."""
+        s = self.status
+        unfinished = list(s.in_flight)
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for item in unfinished:
+            reason = f"cancelled: the case was resolved by {s.resolved_by} while it still ran"
+            self._keep_failures(item.step, [f"{item.what}: {reason}"])
+            await ledger(
+                self._target(), f"{item.step}-cancelled", {"actions": item.what, "why": reason}
+            )
 
     def _keep_failures(self, step: str, failed: list[str]) -> None:
         s = self.status
@@ -369,6 +539,14 @@ class EscalationWorkflow:
             elif due:
                 parts.append(f"{label} breaches at {_format_at(due, self.spec.calendar)}")
             break
+        if s.in_flight:
+            first = s.in_flight[0]
+            more = f" (+{len(s.in_flight) - 1} more)" if len(s.in_flight) > 1 else ""
+            since = _format_at(first.since, self.spec.calendar)
+            parts.append(f"{first.step} still trying {first.what} since {since}{more}")
+        if s.failures:
+            last = s.failures[-1]
+            parts.append(f"{len(s.failures)} failed, last {last.step}: {last.error[:120]}")
         return "; ".join(parts)
 
     # --- run -----------------------------------------------------------------------------
@@ -376,6 +554,7 @@ class EscalationWorkflow:
     @workflow.run
     async def run(self, request: OpenCase) -> CaseSummary:
         s = self.status
+        self._concurrent = workflow.patched(CONCURRENT_ACTIONS_PATCH)
         self._upsert_search_attributes()
         if request.carried is None:
             s.customer = await self._profile(s.case.customer_id)
@@ -386,6 +565,7 @@ class EscalationWorkflow:
                     "priority": s.case.priority,
                     "stage": s.case.stage,
                     "policy": s.definition,
+                    **_who(request.by),
                 },
             )
         while not self._resolved():
@@ -398,9 +578,10 @@ class EscalationWorkflow:
                 break
             next_at = self._next_moment()
             workflow.set_current_details(self._describe(next_at))
-            if workflow.info().is_continue_as_new_suggested() or (
-                workflow.info().get_current_history_length() > request.max_history_events
-            ):
+            if (
+                workflow.info().is_continue_as_new_suggested()
+                or workflow.info().get_current_history_length() > request.max_history_events
+            ) and not self._tasks:  # what still runs finishes in this run
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(request.model_copy(update={"case": s.case, "carried": s}))
             timeout = None
@@ -408,6 +589,9 @@ class EscalationWorkflow:
                 timeout = max(next_at - workflow.now(), timedelta(seconds=1))
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(lambda: self._changed, timeout=timeout)
+        if self._concurrent:
+            await self._cancel_in_flight()
+            await self._follow_alerts("resolve")
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._write_unrecorded()
         workflow.set_current_details(self._describe(None))
@@ -523,6 +707,8 @@ class EscalationWorkflow:
         if s.visits and s.visits[-1].ended_at is None:
             s.visits[-1].ended_at = now
         self._record("acknowledge", {"by": command.by})
+        if self._concurrent and any(a.status == "triggered" for a in s.alerts):
+            self._follow_alerts_later("acknowledge")
         return s
 
     @acknowledge.validator
@@ -540,7 +726,7 @@ class EscalationWorkflow:
                 clock.pause(now, self.spec.calendar)
         s.paused_since, s.pause_reason = now, command.reason
         s.state = "paused"
-        self._record("pause", {"reason": command.reason})
+        self._record("pause", {"reason": command.reason, **_who(command.by)})
         return s
 
     @pause.validator
@@ -550,18 +736,18 @@ class EscalationWorkflow:
             raise ValueError("the case is already paused")
 
     @workflow.update
-    async def resume(self) -> CaseStatus:
+    async def resume(self, command: Resume | None = None) -> CaseStatus:
         s = self.status
         now = workflow.now()
         for clock in s.clocks.values():
             clock.resume(now)
         s.paused_since, s.pause_reason = None, None
         s.state = "acknowledged" if s.acknowledged_by else "open"
-        self._record("resume", {})
+        self._record("resume", _who(command.by if command else None))
         return s
 
     @resume.validator
-    def _validate_resume(self) -> None:
+    def _validate_resume(self, command: Resume | None = None) -> None:
         self._refuse_if_resolved()
         if self.status.state != "paused":
             raise ValueError("the case is not paused")
@@ -570,7 +756,7 @@ class EscalationWorkflow:
     async def set_priority(self, command: SetPriority) -> CaseStatus:
         before = self.status.case.priority
         self._rebudget(priority=command.priority, stage=self.status.case.stage)
-        self._record("priority", {"from": before, "to": command.priority})
+        self._record("priority", {"from": before, "to": command.priority, **_who(command.by)})
         return self.status
 
     @set_priority.validator
@@ -587,7 +773,7 @@ class EscalationWorkflow:
     async def set_stage(self, command: SetStage) -> CaseStatus:
         before = self.status.case.stage
         self._rebudget(priority=self.status.case.priority, stage=command.stage)
-        self._record("stage", {"from": before, "to": command.stage})
+        self._record("stage", {"from": before, "to": command.stage, **_who(command.by)})
         return self.status
 
     @set_stage.validator
@@ -621,7 +807,12 @@ class EscalationWorkflow:
         action = AssignAction(type="assign", queue=command.queue, agent=command.agent)
         s.commands += 1
         step = f"command-{s.commands}-reassign"
-        outcome = await run_actions([action], self._target(), step)
+        if self._concurrent:
+            outcome = await run_actions_independently(
+                [action], self._target(), step, give_up_after=self._give_up_after()
+            )
+        else:
+            outcome = await run_actions([action], self._target(), step)
         if outcome.failed and workflow.patched(ACTION_FAILURES_PATCH):
             # Not done: the queue and assignee stay, the ledger and the answer say why.
             self._keep_failures(step, outcome.failed)
@@ -662,7 +853,8 @@ class EscalationWorkflow:
         if s.visits and s.visits[-1].ended_at is None:
             s.visits[-1].ended_at = now
         s.resolved_by, s.resolved_at, s.state = command.by, now, "resolved"
-        self._record("resolve", {"by": command.by})
+        outcome = {"outcome": command.outcome} if command.outcome else {}
+        self._record("resolve", {"by": command.by, **outcome})
         return s
 
     @resolve.validator
@@ -688,6 +880,7 @@ __all__ = [
     "Priority",
     "Reassign",
     "Resolve",
+    "Resume",
     "SetPriority",
     "SetStage",
     "SlaOutcome",

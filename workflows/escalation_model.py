@@ -80,6 +80,22 @@ class ActionFailure(BaseModel):
     at: datetime
 
 
+class InFlightAction(BaseModel):
+    """Actions of one step (a level, a warning, a breach) still running or retrying."""
+
+    step: str
+    what: str = Field(description="e.g. notify pager, assign")
+    since: datetime
+
+
+class PagerAlert(BaseModel):
+    """The alert a case's pages to one recipient opened (PagerDuty: one dedup_key)."""
+
+    recipient: str
+    dedup_key: str
+    status: Literal["paging", "triggered", "acknowledged", "resolved", "failed"] = "paging"
+
+
 class CaseStatus(BaseModel):
     """Everything the workflow knows; carried whole through continue-as-new."""
 
@@ -107,6 +123,13 @@ class CaseStatus(BaseModel):
         default_factory=list,
         description=f"the last {MAX_ACTION_FAILURES} actions that failed, oldest first",
     )
+    in_flight: list[InFlightAction] = Field(
+        default_factory=list,
+        description="actions still running or retrying; the clocks and levels do not wait",
+    )
+    alerts: list[PagerAlert] = Field(
+        default_factory=list, description="pager alerts opened, followed on ack and resolve"
+    )
 
 
 class OpenCase(BaseModel):
@@ -116,6 +139,7 @@ class OpenCase(BaseModel):
     max_history_events: int = Field(
         MAX_HISTORY_EVENTS, ge=20, description="continue as new past this many events"
     )
+    by: str | None = Field(None, max_length=200, description="who opened the case")
 
 
 class Acknowledge(BaseModel):
@@ -124,14 +148,21 @@ class Acknowledge(BaseModel):
 
 class Pause(BaseModel):
     reason: str = Field("waiting on the customer", max_length=500)
+    by: str | None = Field(None, max_length=200, description="who paused it")
+
+
+class Resume(BaseModel):
+    by: str | None = Field(None, max_length=200, description="who resumed it")
 
 
 class SetPriority(BaseModel):
     priority: str
+    by: str | None = Field(None, max_length=200, description="who changed it")
 
 
 class SetStage(BaseModel):
     stage: str = Field(min_length=1, max_length=40)
+    by: str | None = Field(None, max_length=200, description="who changed it")
 
 
 class Reassign(BaseModel):
@@ -142,3 +173,6 @@ class Reassign(BaseModel):
 
 class Resolve(BaseModel):
     by: str = Field(min_length=1, max_length=200)
+    outcome: str | None = Field(
+        None, max_length=200, description="how it ended when not solved (a chat given back)"
+    )

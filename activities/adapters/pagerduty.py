@@ -1,8 +1,9 @@
 """PagerDuty Events API v2: POST /v2/enqueue with the integration's routing key.
 
-The idempotency key is the event's `dedup_key`: PagerDuty folds repeated triggers with the
-same key into one alert, so a retried page never pages twice. 202 means accepted; 400 is an
-invalid event (not retried); 429 is throttling.
+A page's `dedup_key` is the message's alert key (one per case and recipient) or else the
+idempotency key: PagerDuty folds repeated triggers with the same key into one alert, so a
+retried page never pages twice, and `acknowledge` / `resolve` with that key follow the case.
+202 means accepted; 400 is an invalid event (not retried); 429 is throttling.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class PagerDutyNotifier:
         )
 
     async def send(self, effect: Effect, message: OutgoingMessage) -> str:
-        dedup_key = effect.idempotency_key[:MAX_DEDUP_KEY]
+        dedup_key = (message.dedup_key or effect.idempotency_key)[:MAX_DEDUP_KEY]
         summary = message.subject or message.body.strip().split("\n", 1)[0] or message.template
         body = await self._http.json(
             "send",
@@ -64,3 +65,16 @@ class PagerDutyNotifier:
         if body.get("status") != "success":
             raise protocol_error("pagerduty", "send", f"status {body.get('status')!r}")
         return str(body.get("dedup_key") or dedup_key)
+
+    async def follow(self, effect: Effect, dedup_key: str, action: str) -> str:
+        """Acknowledge or resolve the alert `dedup_key` (no payload: PagerDuty needs none)."""
+        key = dedup_key[:MAX_DEDUP_KEY]
+        body = await self._http.json(
+            action,
+            "POST",
+            "/v2/enqueue",
+            json={"routing_key": self._routing_key, "event_action": action, "dedup_key": key},
+        )
+        if body.get("status") != "success":
+            raise protocol_error("pagerduty", action, f"status {body.get('status')!r}")
+        return str(body.get("dedup_key") or key)
