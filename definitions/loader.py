@@ -11,7 +11,10 @@ itself from the node graph:
 - bounds, each checked before anything is expanded: file size, documents per file, nesting
   depth, alias count, and the size the aliases expand to; cycles are refused;
 - duplicate keys, non-text keys, over-long keys, non-finite numbers and over-long integers
-  are refused; non-UTF-8 input and a byte order mark inside the text too.
+  are refused; non-UTF-8 input and a byte order mark inside the text too;
+- non-printable characters anywhere in the file (a pasted `ESC[31m`, DEL, C1 controls, NEL,
+  U+2028, bidi overrides, U+FFFE) are refused with their position and code point, before
+  PyYAML's reader sees them (it raises for some and takes others for line breaks).
 
 Every problem is reported (not only the first) as `file:line:col: path: message`, with the
 path in the definition (`spec.levels[1].after`) mapped back to the YAML node's position.
@@ -23,6 +26,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +200,62 @@ def _decode(raw: bytes) -> str:
     return text
 
 
+# What YAML itself forbids (https://yaml.org/spec/1.2.2/#51-character-set: C0 controls other
+# than tab/LF/CR, DEL, C1 controls other than NEL, surrogates, U+FFFE/U+FFFF), plus the
+# characters that change what a reviewer sees or where a line ends: NEL, U+2028/U+2029 (PyYAML
+# breaks lines there, no editor does) and the bidi marks, overrides and isolates (U+202E shows
+# "exe.txt" as "txt.exe"). The text fields refuse the same ones (definitions.common).
+_NON_PRINTABLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e"
+    "\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
+)
+_C0_NAMES = (
+    *("NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "HT", "LF", "VT"),
+    *("FF", "CR", "SO", "SI", "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB"),
+    *("CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US"),
+)
+MAX_CHARACTER_PROBLEMS = 20
+
+
+def _character_name(character: str) -> str:
+    code = ord(character)
+    if code < 0x20:
+        return _C0_NAMES[code]
+    if code == 0x7F:
+        return "DEL"
+    if 0x80 <= code <= 0x9F:
+        return "NEL, a C1 control" if code == 0x85 else "a C1 control"
+    if code in (0xFFFE, 0xFFFF):
+        return "a noncharacter"
+    return unicodedata.name(character, "a surrogate")
+
+
+def _non_printable(text: str) -> list[_Refused]:
+    """Each non-printable character (up to a bound) at its line and column, counted in
+    characters the way editors and PyYAML's marks count them."""
+    found: list[_Refused] = []
+    for match in _NON_PRINTABLE.finditer(text):
+        if len(found) == MAX_CHARACTER_PROBLEMS:
+            break
+        at = match.start()
+        line = text.count("\n", 0, at) + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        character = match.group()
+        hint = " (a pasted terminal colour code?)" if character == "\x1b" else ""
+        found.append(
+            _Refused(
+                line,
+                column,
+                f"the non-printable character U+{ord(character):04X} "
+                f"({_character_name(character)}){hint}; remove it or write it as an escape",
+            )
+        )
+    return found
+
+
 def _yaml_refusal(exc: yaml.YAMLError) -> _Refused:
+    if isinstance(exc, yaml.reader.ReaderError):  # no mark, only a position in the text
+        return _Refused(1, 1, f"YAML error: {' '.join(str(exc).split())[:200]}")
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
@@ -216,9 +275,16 @@ def _yaml_refusal(exc: yaml.YAMLError) -> _Refused:
     return _at(mark, f"YAML error: {message}")
 
 
+def _new_loader(text: str) -> _NodeLoader:
+    try:
+        return _NodeLoader(text)  # PyYAML's Reader checks the characters here
+    except yaml.YAMLError as exc:
+        raise _yaml_refusal(exc) from None
+
+
 def _check_events(text: str) -> None:
     """Walk the event stream (no recursion) to bound documents, depth and aliases."""
-    loader = _NodeLoader(text)
+    loader = _new_loader(text)
     depth = documents = aliases = 0
     try:
         while not loader.check_event(yaml.StreamEndEvent):
@@ -246,7 +312,7 @@ def _check_events(text: str) -> None:
 
 
 def _compose(text: str) -> list[Node]:
-    loader = _NodeLoader(text)
+    loader = _new_loader(text)
     nodes: list[Node] = []
     try:
         while loader.check_node():
@@ -373,14 +439,29 @@ class _Builder:
 
 def read_documents(raw: bytes, file: str) -> tuple[list[SourceDocument], list[Problem]]:
     """The documents in `raw`, or the problems that refuse them (never raises)."""
+    try:
+        return _read_documents(raw, file)
+    except Exception as exc:  # the promise: a problem to report, never a traceback
+        reason = " ".join(str(exc).split())[:160]
+        return [], [
+            Problem(file, 1, 1, "", f"cannot read this file ({type(exc).__name__}: {reason})")
+        ]
+
+
+def _read_documents(raw: bytes, file: str) -> tuple[list[SourceDocument], list[Problem]]:
     if len(raw) > MAX_FILE_BYTES:
         return [], [Problem(file, 1, 1, "", f"the file is over {MAX_FILE_BYTES} bytes")]
     try:
         text = _decode(raw)
+        refusals = _non_printable(text)
+        if refusals:
+            return [], [Problem(file, r.line, r.column, "", r.message) for r in refusals]
         _check_events(text)
         nodes = _compose(text)
     except _Refused as refused:
         return [], [Problem(file, refused.line, refused.column, "", refused.message)]
+    except (RecursionError, MemoryError):
+        return [], [Problem(file, 1, 1, "", "the file is too large or deep")]
     documents: list[SourceDocument] = []
     problems: list[Problem] = []
     for index, node in enumerate(nodes):
