@@ -176,6 +176,3 @@ class Resolve(BaseModel):
     outcome: str | None = Field(
         None, max_length=200, description="how it ended when not solved (a chat given back)"
     )
-    outcome: str | None = Field(
-        None, max_length=200, description="how it ended when not solved (a chat given back)"
-    )
