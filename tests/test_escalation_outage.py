@@ -21,6 +21,7 @@ from tests.escalation_support import (
     current_details,
     escalation_worker,
     eventually,
+    keep_history,
     ledger_entries,
     ledger_steps,
     new_ticket_id,
@@ -125,6 +126,7 @@ async def test_pagerduty_down_for_ten_minutes_delays_the_page_not_the_case(
             await eventually(acknowledged, "PagerDuty alert acknowledged")
             await handle.execute_update(EscalationWorkflow.resolve, Resolve(by="ana"))
             await handle.result()
+            await keep_history(handle, "escalation-pager-outage")
     assert pagerduty.actions() == [
         ("trigger", alert.dedup_key),
         ("acknowledge", alert.dedup_key),
