@@ -339,13 +339,29 @@ class ApprovalGate(OpsModel):
     requester: Identifier | None = Field(
         None, description="Who asks for the action (default: the definition's owner)."
     )
+    required: int = Field(1, ge=1, le=10, description="Distinct approvers needed (N of M).")
+    channel: Channel = Field("slack", description="Where the approvers are asked and reminded.")
+    remind_before: Duration | None = Field(
+        None,
+        description="Remind the approvers this long before the timeout (default: a "
+        "quarter of the timeout).",
+    )
     timeout: Duration
-    on_timeout: Literal["skip", "escalate", "approve_reduced"]
+    on_timeout: Literal["skip", "escalate", "approve_reduced"] = Field(
+        description="skip (nothing is paid), escalate (ask escalate_to, then skip) or "
+        "approve_reduced (pays reduced_amount with no human involved)."
+    )
     escalate_to: Identifier | None = None
     reduced_amount: Decimal | None = Field(None, gt=0, max_digits=10, decimal_places=2)
 
     @model_validator(mode="after")
     def _timeout_choice(self) -> ApprovalGate:
+        if self.members and self.required > len(self.members):
+            raise ValueError(
+                f"required {self.required} approvers, but the group lists {len(self.members)}"
+            )
+        if self.remind_before is not None and self.remind_before >= self.timeout:
+            raise ValueError("remind_before must be shorter than the timeout")
         if self.on_timeout == "escalate" and self.escalate_to is None:
             raise ValueError("on_timeout escalate needs escalate_to")
         if self.on_timeout == "approve_reduced" and self.reduced_amount is None:

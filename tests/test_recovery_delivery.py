@@ -278,7 +278,7 @@ def test_backtest_command_prints_counts_per_rule(tmp_path: Path) -> None:
     )
     assert table.exit_code == 0
     assert "backtest: 24 events, 2 customers" in table.output
-    assert "approvals: approved_reduced 2" in table.output
+    assert "approvals: skipped 2" in table.output  # the catalog never pays unasked
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(lines[0] + "\n" + '{"id": "x", "type": "survey.responded"}\n', encoding="utf-8")

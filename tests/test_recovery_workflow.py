@@ -6,10 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from store.models import SandboxNotification
 from tests.conftest import AppDb
 from tests.definition_support import pinned
 from tests.escalation_support import keep_history, ledger_steps
@@ -181,7 +185,7 @@ async def test_cap_inhibition_cooldown_and_silence_each_suppress_with_the_reason
 
 async def _credit_pending(
     env: WorkflowEnvironment, queue: str, customer: str, document: dict[str, object]
-) -> object:
+) -> WorkflowHandle[Any, Any]:
     """Three low CSATs in one episode: apology+ticket, callback, then the 80 EUR credit."""
     rules = [pinned(document)]
     handle = await send(env, queue, customer, survey(customer, 1), rules)
@@ -248,8 +252,19 @@ async def test_credit_timeout_approves_the_reduced_amount(
     workflow_env: WorkflowEnvironment, app_db: AppDb
 ) -> None:
     customer = "C-0007"
+    # Only a definition that says so pays without a human (the catalog does not).
+    document = variant(
+        rule__low_csat={
+            "approval": {
+                "approvers": "cx-leads",
+                "timeout": "4h",
+                "on_timeout": "approve_reduced",
+                "reduced_amount": 50,
+            }
+        }
+    )
     async with recovery_worker(workflow_env, app_db) as queue:
-        handle = await _credit_pending(workflow_env, queue, customer, catalog_document())
+        handle = await _credit_pending(workflow_env, queue, customer, document)
         await workflow_env.sleep(timedelta(hours=4, minutes=1))
         state = await view(handle)
         approval = state.state.approvals[0]
@@ -466,3 +481,74 @@ async def test_refused_commands_change_nothing(
         )
         state = await view(handle)
         assert state.state.silences == [] and state.state.events_seen == 1
+
+
+async def _notices(db: AppDb, workflow_id: str) -> list[SandboxNotification]:
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(SandboxNotification)
+            .where(
+                SandboxNotification.idempotency_key.like(f"{workflow_id}/%"),
+                SandboxNotification.template == "credit-approval",
+            )
+            .order_by(SandboxNotification.id)
+        )
+        return list(rows)
+
+
+async def test_approvers_are_told_at_once_reminded_and_two_of_three_must_approve(
+    workflow_env: WorkflowEnvironment, app_db: AppDb
+) -> None:
+    customer = "C-0009"
+    document = variant(
+        rule__low_csat={
+            "approval": {
+                "approvers": "cx-leads",
+                "members": ["lead-ana", "lead-bo", "lead-cy"],
+                "required": 2,
+                "channel": "email",
+                "timeout": "4h",
+                "remind_before": "1h",
+                "on_timeout": "skip",
+            }
+        }
+    )
+    async with recovery_worker(workflow_env, app_db) as queue:
+        handle = await _credit_pending(workflow_env, queue, customer, document)
+        asked = await _notices(app_db, handle.id)
+        # At once, to each member, with what, how much, until when and the command.
+        assert [n.recipient for n in asked] == ["agent:lead-ana", "agent:lead-bo", "agent:lead-cy"]
+        assert {n.channel for n in asked} == {"email"}
+        body = asked[0].body
+        assert "80 EUR" in body and customer in body and "2 approver" in body
+        assert f"opsflow recovery approve {customer} --approval 1 --by <you>" in body
+        await workflow_env.sleep(timedelta(hours=3, minutes=1))
+        reminded = await _notices(app_db, handle.id)
+        assert len(reminded) == 6 and "Reminder" in reminded[-1].body
+        first = await handle.execute_update(RecoveryWorkflow.approve, Approve(by="lead-ana"))
+        assert first.state.approvals[0].status == "waiting"
+        assert await credits_of(app_db, customer) == []
+        assert "already approved" in await refusal(
+            handle.execute_update(RecoveryWorkflow.approve, Approve(by="lead-ana"))
+        )
+        done = await handle.execute_update(RecoveryWorkflow.approve, Approve(by="lead-bo"))
+        assert done.state.approvals[0].status == "approved"
+        assert done.state.approvals[0].approved_by == ["lead-ana", "lead-bo"]
+        assert await credits_of(app_db, customer) == ["80.00 EUR"]
+
+
+async def test_the_catalog_never_pays_a_credit_without_a_human(
+    workflow_env: WorkflowEnvironment, app_db: AppDb
+) -> None:
+    customer = "C-0010"
+    async with recovery_worker(workflow_env, app_db) as queue:
+        handle = await _credit_pending(workflow_env, queue, customer, catalog_document())
+        assert len(await _notices(app_db, handle.id)) == 1
+        await workflow_env.sleep(timedelta(hours=8, minutes=2))
+        state = await view(handle)
+        approval = state.state.approvals[0]
+        assert approval.status == "skipped" and approval.escalated
+        assert await credits_of(app_db, customer) == []
+        # Asked, reminded, escalated to the managers (asked, reminded): four notices.
+        recipients = [n.recipient for n in await _notices(app_db, handle.id)]
+        assert recipients == ["team:cx-leads"] * 2 + ["team:cx-managers"] * 2

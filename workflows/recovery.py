@@ -23,7 +23,7 @@ from workflows import search_attributes as sa
 from workflows.actions import ActionTarget, call, ledger, run_actions
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CustomerProfile, GetCustomer
+    from activities.models import CustomerProfile, GetCustomer, MessageSent, SendMessage
     from definitions.events import EventEnvelope
     from workflows.recovery_model import (
         MEMORY_STEP,
@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         rules_digest,
     )
     from workflows.recovery_rules import (
+        PendingApproval,
         Plan,
         RecoveryEngine,
         RecoveryState,
@@ -59,6 +60,17 @@ UPSERT_ON_CHANGE_PATCH = "recovery-upsert-on-change"
 # event (one activity at the start), so a duplicate delivery reaching a new run is ignored and
 # counters (and so step names and idempotency keys) continue instead of starting again.
 RUN_MEMORY_PATCH = "recovery-remember-across-runs"
+# Runs since this patch tell a credit's approvers at once (and remind them before the
+# timeout) on the gate's channel, and count N-of-M approvals.
+APPROVAL_NOTICES_PATCH = "recovery-approval-notices"
+APPROVAL_TEMPLATE = "credit-approval"
+_NOTICE_CHANNELS = {
+    "email": "email",
+    "slack": "chat",
+    "chat": "chat",
+    "pager": "pager",
+    "webhook": "webhook",
+}
 PROFILE_TTL = timedelta(days=1)
 
 
@@ -183,6 +195,8 @@ class RecoveryWorkflow:
             for plan in plans:
                 target = self._target(plan)
                 await ledger(target, plan.step, plan.detail, subject=self.state.customer_id)
+                if plan.notice and plan.approval is not None:
+                    await self._tell_approvers(plan.approval, plan.notice, plan.step, target)
                 if plan.actions:
                     outcome = await run_actions(plan.actions, target, plan.step)
                     if outcome.failed or outcome.skipped:
@@ -214,9 +228,11 @@ class RecoveryWorkflow:
             return
         carried = memory.state
         carried.customer_id = self.state.customer_id
+        notices = self.engine.approver_notices
         self._engine = RecoveryEngine(
             carried, self.engine.rule_sets, legacy_names=self.engine.legacy_names
         )
+        self._engine.approver_notices = notices
 
     async def _record_memory(self) -> None:
         """Leave this run's state for the customer's next run (CRM profile excluded)."""
@@ -233,6 +249,57 @@ class RecoveryWorkflow:
             )
         except ActivityError as exc:
             workflow.logger.warning("the next run will not know this one: %s", exc.cause)
+
+    async def _tell_approvers(
+        self,
+        approval: PendingApproval,
+        notice: Literal["request", "reminder"],
+        step: str,
+        target: ActionTarget,
+    ) -> None:
+        """What is asked, how much, for whom, until when, and the exact command to answer."""
+        customer = self.state.customer_id
+        command = f"opsflow recovery approve {customer} --approval {approval.id} --by <you>"
+        context = dict(target.template_context)
+        context["action"] = {
+            "notice": notice,
+            "approval": approval.id,
+            "amount": str(approval.amount),
+            "currency": approval.currency,
+            "reason": approval.reason,
+            "customer": customer,
+            "group": approval.group,
+            "required": approval.required,
+            "approvals": len(approval.approved_by),
+            "deadline": self._at(approval.deadline),
+            "on_timeout": approval.on_timeout,
+            "command": command,
+            "reject": f"opsflow recovery reject {customer} --approval {approval.id} --by <you>",
+        }
+        recipients = [f"agent:{m}" for m in approval.members] or [f"team:{approval.group}"]
+        for n, recipient in enumerate(recipients):
+            try:
+                await call(
+                    "notify.send",
+                    SendMessage(
+                        idempotency_key=f"{workflow.info().workflow_id}/{step}/notice/{n}",
+                        channel=_NOTICE_CHANNELS.get(approval.channel, "chat"),
+                        recipient=recipient,
+                        template=APPROVAL_TEMPLATE,
+                        context=context,
+                        severity="info",
+                    ),
+                    MessageSent,
+                    give_up_after=timedelta(hours=1),
+                )
+            except ActivityError as exc:
+                # The approval still waits (and times out as defined); the failure is recorded.
+                await ledger(
+                    target,
+                    f"{step}-notice-{n}-failed",
+                    {"recipient": recipient, "error": str(exc.cause or exc)[:500]},
+                    subject=customer,
+                )
 
     async def _refresh_profile(self) -> None:
         s = self.state
@@ -262,6 +329,7 @@ class RecoveryWorkflow:
         # wake from an update that finished while the pass was still acting.
         wake_at_start = workflow.patched(WAKE_FLAG_PATCH)
         remember = workflow.patched(RUN_MEMORY_PATCH)
+        self.engine.approver_notices = workflow.patched(APPROVAL_NOTICES_PATCH)
         if remember and request.carried is None:
             await self._recall()
         while True:
@@ -398,7 +466,12 @@ class RecoveryWorkflow:
         status: Literal["approved", "approved_reduced"] = (
             "approved" if amount == approval.amount else "approved_reduced"
         )
-        plans = self.engine.decide_approval(
+        pending = None
+        if approval.required > 1:
+            pending = self.engine.add_approval(
+                approval, command.by, workflow.now(), amount, command.note
+            )
+        plans = pending or self.engine.decide_approval(
             approval, status, command.by, workflow.now(), amount, command.note
         )
         await self._execute(plans)

@@ -120,6 +120,11 @@ class PendingApproval(BaseModel):
     reduced_amount: Decimal | None = None
     timeout: timedelta
     escalated: bool = False
+    required: int = Field(1, description="distinct approvers needed")
+    approved_by: list[str] = Field(default_factory=list, description="approvals so far")
+    channel: str = "slack"
+    remind_at: datetime | None = Field(None, description="when the approvers are reminded")
+    reminded: bool = False
     status: ApprovalStatus = "waiting"
     decided_by: str | None = None
     decided_at: datetime | None = None
@@ -197,6 +202,9 @@ class Plan:
     context: dict[str, Any] = field(default_factory=dict)
     ticket_id: str | None = None
     decision: Decision | None = None
+    notice: Literal["request", "reminder"] | None = None
+    """Tell the approval's approvers (on its channel) that it waits for them."""
+    approval: PendingApproval | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +301,9 @@ class RecoveryEngine:
     ) -> None:
         self.state = state
         self.legacy_names = legacy_names
+        # Approvers are told at once and reminded before the timeout (the workflow turns this
+        # off for runs recorded before its patch "recovery-approval-notices").
+        self.approver_notices = True
         self.set_rules(rule_sets)
 
     def _type(self, event_type: str) -> str:
@@ -404,6 +415,7 @@ class RecoveryEngine:
         s = self.state
         moments: list[datetime] = [w.due for w in s.stalls.values() if not w.fired]
         moments += [a.deadline for a in s.waiting_approvals()]
+        moments += [a.remind_at for a in s.waiting_approvals() if a.remind_at and not a.reminded]
         episode = s.open_episode()
         if episode is not None:
             moments.append(episode.expires_at)
@@ -544,6 +556,19 @@ class RecoveryEngine:
         for approval in s.waiting_approvals():
             if approval.deadline <= now:
                 plans += self._approval_timeout(approval, now)
+            elif approval.remind_at and not approval.reminded and approval.remind_at <= now:
+                approval.reminded = True
+                detail = {"approval": approval.id, "group": approval.group}
+                plans.append(
+                    Plan(
+                        "approval",
+                        f"approval-{approval.id}-reminder-{int(approval.escalated)}",
+                        detail,
+                        approval.ref,
+                        notice="reminder",
+                        approval=approval,
+                    )
+                )
         self._prune(now)
         return plans
 
@@ -572,9 +597,23 @@ class RecoveryEngine:
             approval.escalated = True
             approval.group = approval.escalate_to or approval.group
             approval.members = []
+            approval.approved_by = []
             approval.deadline = now + approval.timeout
+            approval.remind_at = (
+                now + (approval.remind_at - approval.requested_at) if (approval.remind_at) else None
+            )
+            approval.reminded = False
             detail = {"approval": approval.id, "escalated_to": approval.group}
-            return [Plan("approval", f"approval-{approval.id}-escalated", detail, approval.ref)]
+            return [
+                Plan(
+                    "approval",
+                    f"approval-{approval.id}-escalated",
+                    detail,
+                    approval.ref,
+                    notice="request" if self.approver_notices else None,
+                    approval=approval,
+                )
+            ]
         if approval.on_timeout == "approve_reduced" and approval.reduced_amount is not None:
             amount = min(approval.reduced_amount, approval.amount)
             return self.decide_approval(
@@ -592,7 +631,33 @@ class RecoveryEngine:
             return f"{by} requested this credit and cannot approve it"
         if approval.members and by not in approval.members:
             return f"{by} is not in the approver group {approval.group}"
+        if by in approval.approved_by:
+            return f"{by} has already approved; it needs {approval.required} different approvers"
         return None
+
+    def add_approval(
+        self,
+        approval: PendingApproval,
+        by: str,
+        now: datetime,
+        amount: Decimal | None,
+        note: str | None,
+    ) -> list[Plan] | None:
+        """Count `by`'s approval; the plans when more approvers are still needed, None when
+        this one completes it (the caller then decides the approval)."""
+        if len(approval.approved_by) + 1 >= approval.required:
+            approval.approved_by.append(by)
+            return None
+        approval.approved_by.append(by)
+        detail = {
+            "approval": approval.id,
+            "approved_by": by,
+            "approvals": len(approval.approved_by),
+            "required": approval.required,
+            "note": note,
+        }
+        step = f"approval-{approval.id}-approved-{len(approval.approved_by)}"
+        return [Plan("approval", step, detail, approval.ref)]
 
     def decide_approval(
         self,
@@ -870,10 +935,22 @@ class RecoveryEngine:
             escalate_to=gate.escalate_to,
             reduced_amount=gate.reduced_amount,
             timeout=gate.timeout,
+            required=gate.required,
+            channel=gate.channel,
+            remind_at=now + gate.timeout - (gate.remind_before or gate.timeout / 4)
+            if self.approver_notices
+            else None,
         )
         s.approvals.append(approval)
         detail = approval.model_dump(mode="json")
-        return Plan("approval", f"approval-{approval.id}-requested", detail, loaded.ref)
+        return Plan(
+            "approval",
+            f"approval-{approval.id}-requested",
+            detail,
+            loaded.ref,
+            notice="request" if self.approver_notices else None,
+            approval=approval,
+        )
 
     def silence(self, silence: Silence) -> None:
         self.state.silences = [x for x in self.state.silences if x.rule != silence.rule]
