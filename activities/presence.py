@@ -11,7 +11,8 @@ the vendor's staffing is not ours to see), and `assign_group` puts the conversat
 in the queue's vendor group; the vendor's `ticket.updated` with an assignee ends the wait.
 
 Also the bot's webhook instruction (`stop_replying`, `resume`), sent once per key through
-the outbox to the `webhook` notifier.
+the outbox to the `webhook` notifier, and the handoff's commands to its escalation case
+(a workflow cannot send another an update, so this activity does, with the worker's client).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.deps import ActivityDeps
 from activities.errors import invalid, not_found
@@ -34,12 +38,16 @@ from activities.ports import OutgoingMessage
 from store.db import transaction
 from store.models import SandboxAgent, SandboxQueue, SandboxTicket
 from store.types import utcnow
+from workflows.escalation_model import Acknowledge
+from workflows.escalation_model import Resolve as ResolveCase
 from workflows.handoff_model import (
     AgentReleased,
     AgentView,
     AssignGroup,
     BotAction,
     BotActionSent,
+    CaseCommand,
+    CaseCommandDone,
     GroupAssigned,
     OpenTickets,
     PickAgent,
@@ -235,6 +243,7 @@ class PresenceActivities:
             self.open_tickets,
             self.bot_action,
             self.assign_group,
+            self.case_command,
         ]
 
     def _vendor(self) -> GroupRouting | None:
@@ -375,3 +384,27 @@ class PresenceActivities:
             result_type=BotActionSent,
             act=deliver,
         )
+
+    @activity.defn(name="handoff.case_command")
+    async def case_command(self, request: CaseCommand) -> CaseCommandDone:
+        """Acknowledge or resolve the handoff's case through its own updates. The key is the
+        update id: a retry after the case applied it gets the same answer, not a second
+        command. A refusal (acknowledged or resolved already, by someone else) or a case that
+        has ended is an answer, not an error: the conversation goes on."""
+        argument: Acknowledge | ResolveCase = (
+            Acknowledge(by=request.by)
+            if request.command == "acknowledge"
+            else ResolveCase(by=request.by, outcome=request.outcome)
+        )
+        handle = activity.client().get_workflow_handle(request.workflow_id)
+        try:
+            await handle.execute_update(request.command, argument, id=request.idempotency_key)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+            return CaseCommandDone(applied=False, detail=reason[:500])
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return CaseCommandDone(applied=False, detail=f"{request.workflow_id} has ended")
+        return CaseCommandDone(applied=True)

@@ -293,6 +293,64 @@ async def fresh_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
+def bot_event(event_type: str, data: dict[str, Any], conversation: str) -> dict[str, Any]:
+    """A CloudEvent as the `dev` bot sender posts it to the intake."""
+    from datetime import UTC
+
+    return {
+        "specversion": "1.0",
+        "id": f"evt-{uuid.uuid4().hex[:12]}",
+        "source": "dev",
+        "type": event_type,
+        "subject": conversation,
+        "time": datetime.now(UTC).isoformat(),
+        "data": data,
+    }
+
+
+async def post_signed(
+    http: Any, secret: str, document: dict[str, Any] | list[dict[str, Any]]
+) -> Any:
+    """POST `document` (one event, or a list: a batch) to `/v1/events/dev`, signed per
+    Standard Webhooks with the dev sender's secret; returns the httpx response."""
+    import json
+    import time
+
+    from intake.signatures import standard_signature
+
+    body = json.dumps(document).encode()
+    message_id = f"msg_{uuid.uuid4().hex}"
+    stamp = int(time.time())
+    batch = isinstance(document, list)
+    headers = {
+        "content-type": "application/cloudevents-batch+json"
+        if batch
+        else "application/cloudevents+json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": standard_signature(secret, message_id, stamp, body),
+    }
+    return await http.post("/v1/events/dev", content=body, headers=headers)
+
+
+async def intake_ready(http: Any, seconds: float = 60) -> None:
+    """The banner comes before the intake listens: wait until it answers /readyz."""
+    import asyncio
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if (await http.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the intake never became ready")
+
+
 class FakeZendesk:
     """Zendesk Support API v2 as far as opsflow's handoffs use it, for a local VendorServer:
     tickets (create with Idempotency-Key, read, update, comment) and groups, listed a page

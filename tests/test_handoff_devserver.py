@@ -16,7 +16,6 @@ import json
 import sqlite3
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from intake.signatures import standard_signature
 from tests.devstack_support import DevStack, opsflow_env, start_dev, succeeds
+from tests.handoff_support import bot_event, intake_ready, post_signed
 from worker.handoffs import handoff_for_ticket
 from workflows.escalation import CaseStatus
 from workflows.handoff_model import HandoffStatus
@@ -34,35 +33,6 @@ from workflows.handoff_model import HandoffStatus
 pytestmark = pytest.mark.devserver
 
 CUSTOMER = "C-0005"  # a seeded VIP: tier trigger, VIP desk (24x7), agent ines
-
-
-def _event(event_type: str, data: dict[str, Any], conversation: str) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": f"evt-{uuid.uuid4().hex[:12]}",
-        "source": "dev",
-        "type": event_type,
-        "subject": conversation,
-        "time": datetime.now(UTC).isoformat(),
-        "data": data,
-    }
-
-
-async def _post(
-    http: httpx.AsyncClient, secret: str, document: dict[str, Any], *, batch: bool = False
-) -> httpx.Response:
-    body = json.dumps(document).encode()
-    message_id = f"msg_{uuid.uuid4().hex}"
-    stamp = int(time.time())
-    headers = {
-        "content-type": "application/cloudevents-batch+json"
-        if batch
-        else "application/cloudevents+json",
-        "webhook-id": message_id,
-        "webhook-timestamp": str(stamp),
-        "webhook-signature": standard_signature(secret, message_id, stamp, body),
-    }
-    return await http.post("/v1/events/dev", content=body, headers=headers)
 
 
 async def _inbox_outcome(database: Path, event_id: str, seconds: float = 30) -> tuple[str, ...]:
@@ -77,19 +47,6 @@ async def _inbox_outcome(database: Path, event_id: str, seconds: float = 30) -> 
             return tuple(found)
         await asyncio.sleep(0.1)
     raise AssertionError(f"event {event_id} was not settled: {found}")
-
-
-async def _intake_ready(http: httpx.AsyncClient, seconds: float = 60) -> None:
-    """The banner comes before the intake listens: wait until it answers /readyz."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if (await http.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("the intake never became ready")
 
 
 async def _until(client: Client, workflow_id: str, check: Any, seconds: float = 60) -> Any:
@@ -125,27 +82,27 @@ async def test_bot_events_through_the_intake_then_accept_and_resolve_through_the
         return succeeds(*args, env=env, cwd=tmp_path)
 
     turn = {"conversation_id": conversation, "customer_id": CUSTOMER}
-    greeting = _event(
+    greeting = bot_event(
         "bot.turn", {**turn, "text": "Mi factura de marzo está mal", "intent": "billing"},
         conversation,
     )  # fmt: skip
-    bot_reply = _event(
+    bot_reply = bot_event(
         "bot.turn",
         {**turn, "text": "Aquí tiene la guía de facturas", "speaker": "bot", "intent": "faq:inv"},
         conversation,
     )
-    request = _event(
+    request = bot_event(
         "bot.handoff_requested",
         {**turn, "reason": "the invoice guide did not help", "tried": ["faq:invoices"]},
         conversation,
     )
     async with httpx.AsyncClient(base_url=stack.intake, timeout=30) as http:
-        await _intake_ready(http)
-        first = await _post(http, secret, greeting)
+        await intake_ready(http)
+        first = await post_signed(http, secret, greeting)
         assert first.status_code == 202, first.text
-        batch = await _post(http, secret, [bot_reply, request], batch=True)  # type: ignore[arg-type]
+        batch = await post_signed(http, secret, [bot_reply, request])
         assert batch.status_code == 202, batch.text
-        again = await _post(http, secret, greeting)  # a re-delivery counts once
+        again = await post_signed(http, secret, greeting)  # a re-delivery counts once
         assert again.status_code == 200, again.text
         # A bad signature changes nothing.
         forged = await http.post(
@@ -185,9 +142,9 @@ async def test_bot_events_through_the_intake_then_accept_and_resolve_through_the
             break
         await asyncio.sleep(0.1)
     assert await handoff_for_ticket(client, "T-NONE") is None
-    vendor = _event("ticket.updated", {"ticket_id": ticket, "assignee": "90210"}, ticket)
+    vendor = bot_event("ticket.updated", {"ticket_id": ticket, "assignee": "90210"}, ticket)
     async with httpx.AsyncClient(base_url=stack.intake, timeout=30) as http:
-        assert (await _post(http, secret, vendor)).status_code == 202
+        assert (await post_signed(http, secret, vendor)).status_code == 202
     assert await _inbox_outcome(tmp_path / "opsflow.db", vendor["id"]) == (
         "delivered",
         "signalled event (ticket.updated)",

@@ -23,10 +23,8 @@ from tests.handoff_support import (
     wait_for,
     wait_until,
 )
-from worker.cases import command_case
 from worker.handoffs import HandoffCommandRefused, command_handoff, handoff_request_event
-from workflows.escalation import CaseStatus
-from workflows.escalation import Resolve as CaseResolve
+from workflows.escalation import CaseStatus, CaseSummary
 from workflows.handoff_model import Accept, CustomerLeft, Resolve, ReturnToBot
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -107,7 +105,7 @@ async def test_customer_asks_full_context_bot_muted_once_and_case_counts_the_wai
         status = await wait_for(env, handle, "active")
         for _ in range(100):
             status = await state(handle)
-            if status.case_workflow_id:
+            if status.case_acknowledged:  # the accept was the case's first response
                 break
             await env.sleep(timedelta(milliseconds=50))
         assert status.case_workflow_id == f"case-{status.ticket_id}"
@@ -115,7 +113,9 @@ async def test_customer_asks_full_context_bot_muted_once_and_case_counts_the_wai
         case_state = await case.query("state", result_type=CaseStatus)
         assert status.requested_at is not None
         assert case_state.case.opened_at == status.requested_at  # the wait counts
-        assert case_state.clocks["first_response"].running_since == status.requested_at
+        first = case_state.clocks["first_response"]  # met by ana's accept, the wait counted
+        assert case_state.acknowledged_by == "ana" and first.met_at is not None
+        assert first.spent_before >= timedelta(seconds=20)
         assert (await ticket(app_db, status.ticket_id)).assignee == "ana"
 
         done = await command_handoff(env.client, conversation, "resolve", Resolve(by="ana"))
@@ -130,9 +130,9 @@ async def test_customer_asks_full_context_bot_muted_once_and_case_counts_the_wai
         muted = await notifications(app_db, channel="webhook", recipient=f"bot:{conversation}")
         assert len(muted) == 1
         await keep_history(handle, "handoff-accepted-resolved")
-        # The case lives on under its policy; close it so no run is left without a worker.
-        await command_case(env.client, status.ticket_id, "resolve", CaseResolve(by="ana"))
-        await case.result()
+        # The conversation's case was acknowledged by ana at the accept and ends with it.
+        summary = await env.client.get_workflow_handle(case.id, result_type=CaseSummary).result()
+        assert summary.acknowledged_by == "ana" and summary.resolved_by == "ana"
 
 
 @pytest.mark.parametrize(

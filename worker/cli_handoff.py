@@ -312,7 +312,8 @@ def accept(
     agent: Annotated[str, typer.Option("--agent", help="The agent the offer went to.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Accept the open offer: the agent takes the conversation and its escalation case opens."""
+    """Accept the open offer: the agent takes the conversation; its escalation case opens,
+    acknowledged by the agent (the accept is the case's first response)."""
     _command(conversation, "accept", _model(Accept, agent=agent), as_json)
 
 
@@ -330,19 +331,23 @@ def decline(
 @app.command("return")
 def return_to_bot(
     conversation: Conversation,
-    by: Annotated[str, typer.Option("--by")] = "agent",
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who; default: the conversation's agent.")
+    ] = None,
     reason: Annotated[str, typer.Option("--reason")] = "returned to the bot",
     as_json: JsonOption = False,
 ) -> None:
-    """Give the conversation back to the bot."""
+    """Give the conversation back to the bot; its escalation case closes with that outcome."""
     _command(conversation, "return_to_bot", _model(ReturnToBot, by=by, reason=reason), as_json)
 
 
 @app.command()
 def resolve(
     conversation: Conversation,
-    by: Annotated[str, typer.Option("--by")] = "agent",
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who; default: the conversation's agent.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Resolve an active conversation; the run ends and the agent is free again."""
+    """Resolve an active conversation and its escalation case; the agent is free again."""
     _command(conversation, "resolve", _model(Resolve, by=by), as_json)

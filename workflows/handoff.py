@@ -63,6 +63,8 @@ with workflow.unsafe.imports_passed_through():
         AssignGroup,
         BotAction,
         BotActionSent,
+        CaseCommand,
+        CaseCommandDone,
         CustomerLeft,
         Decline,
         GroupAssigned,
@@ -92,6 +94,10 @@ AGENT_POLL = timedelta(seconds=20)
 """How often a queued conversation looks for a free agent again."""
 TICKET_SEARCHABLE_PATCH = "handoff-ticket-searchable"
 """Upsert OpsCaseId as soon as the ticket exists, not at the `queued` transition."""
+CASE_ACKNOWLEDGED_PATCH = "handoff-case-acknowledged"
+"""The agent's accept acknowledges the handoff's case: its first response, by that agent."""
+CASE_CLOSED_PATCH = "handoff-case-closed"
+"""The conversation's ending resolves its case, with the outcome when it was not resolved."""
 SEEN_EVENTS_KEPT = 500
 MAX_HISTORY_EVENTS = 10_000
 
@@ -288,6 +294,8 @@ class HandoffWorkflow:
                 workflow.logger.warning("closing the abandoned ticket failed: %s", exc.cause)
         if s.state == "returned_to_bot" and s.bot_muted:
             await self._bot("resume", s.end_reason or "returned to the bot")
+        if s.case_workflow_id and workflow.patched(CASE_CLOSED_PATCH):
+            await self._close_case()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._upsert()
         workflow.set_current_details(self._describe())
@@ -784,11 +792,58 @@ class HandoffWorkflow:
         except WorkflowAlreadyStartedError:
             workflow.logger.info("the case for the handoff ticket is already open")
         s.case_workflow_id = workflow_id
+        if workflow.patched(CASE_ACKNOWLEDGED_PATCH):
+            # At once, before the case's first pass can find a level or a clock due.
+            done = await self._case_command("acknowledge", s.agent)
+            s.case_acknowledged = done.applied
         await ledger(
             self._target(),
             "case-opened",
             {"case": workflow_id, "policy": policy.ref, "opened_at": case.opened_at.isoformat()},
         )
+
+    async def _case_command(
+        self, command: Literal["acknowledge", "resolve"], by: str, outcome: str | None = None
+    ) -> CaseCommandDone:
+        s = self.status
+        assert s.case_workflow_id is not None
+        done: CaseCommandDone = await call(
+            "handoff.case_command",
+            CaseCommand(
+                idempotency_key=self._key(f"case-{command}"),
+                workflow_id=s.case_workflow_id,
+                command=command,
+                by=by,
+                outcome=outcome,
+            ),
+            CaseCommandDone,
+        )
+        if not done.applied:
+            workflow.logger.info("the case did not take %s: %s", command, done.detail)
+        return done
+
+    async def _close_case(self) -> None:
+        """Resolve the case the way the conversation ended: by who resolved it, or with the
+        outcome (returned to the bot, abandoned) and the agent who had it."""
+        s = self.status
+        if s.case_workflow_id is None or s.case_closed:
+            return
+        by = s.ended_by or s.agent or "opsflow"
+        outcome = None
+        if s.state != "resolved":
+            outcome = f"{s.state.replace('_', ' ')}: {s.end_reason or ''}"
+        elif by == "customer":  # the customer left the agent's chat: the agent had it
+            outcome, by = f"customer left: {s.end_reason or ''}", s.agent or by
+        elif by == "opsflow":
+            outcome = s.end_reason
+        if outcome is not None:
+            outcome = outcome.rstrip(": ")[:200]
+        done = await self._case_command("resolve", by, outcome)
+        s.case_closed = True
+        detail = {"case": s.case_workflow_id, "by": by, "outcome": outcome or "resolved"}
+        if not done.applied:
+            detail["not_applied"] = done.detail
+        await ledger(self._target(), "case-closed", detail)
 
     async def _active_phase(self) -> None:
         s = self.status
@@ -796,6 +851,7 @@ class HandoffWorkflow:
         try:
             await workflow.wait_condition(lambda: s.state != "active", timeout=ACTIVE_LIMIT)
         except TimeoutError:
+            self.status.ended_by = "opsflow"
             await self._transition("resolved", f"no resolve within {ACTIVE_LIMIT}")
 
     # --- endings ---------------------------------------------------------------------------
@@ -965,7 +1021,8 @@ class HandoffWorkflow:
         s = self.status
         if s.current_offer is not None:
             s.current_offer.outcome = "withdrawn"
-        await self._transition("returned_to_bot", command.reason, {"by": command.by})
+        s.ended_by = command.by or s.agent or "agent"
+        await self._transition("returned_to_bot", command.reason, {"by": s.ended_by})
         return s
 
     @return_to_bot.validator
@@ -976,8 +1033,10 @@ class HandoffWorkflow:
 
     @workflow.update
     async def resolve(self, command: Resolve) -> HandoffStatus:
-        await self._transition("resolved", f"resolved by {command.by}", {"by": command.by})
-        return self.status
+        s = self.status
+        s.ended_by = command.by or s.agent or "agent"
+        await self._transition("resolved", f"resolved by {s.ended_by}", {"by": s.ended_by})
+        return s
 
     @resolve.validator
     def _validate_resolve(self, command: Resolve) -> None:
@@ -993,6 +1052,7 @@ class HandoffWorkflow:
         s = self.status
         if s.current_offer is not None:
             s.current_offer.outcome = "withdrawn"
+        s.ended_by = "customer"
         if s.state == "active":
             await self._transition("resolved", command.reason, {"by": "customer"})
         elif s.state == "bot":

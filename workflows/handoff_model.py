@@ -159,6 +159,25 @@ class BotActionSent(_Wire):
     backend: str
 
 
+class CaseCommand(_Wire):
+    """An update the handoff sends to its escalation case (`case-<ticket>`): the agent's
+    accept acknowledges it (the first response), the conversation's end resolves it. The
+    key is the update id, so a retried activity applies it once."""
+
+    idempotency_key: str = Field(min_length=1, max_length=400)
+    workflow_id: str = Field(min_length=1, max_length=200)
+    command: Literal["acknowledge", "resolve"]
+    by: str = Field(min_length=1, max_length=200)
+    outcome: str | None = Field(
+        None, max_length=200, description="how the conversation ended, when not resolved"
+    )
+
+
+class CaseCommandDone(_Wire):
+    applied: bool = Field(description="False: the case refused it or had ended already")
+    detail: str = Field("", description="the case's reason when it was not applied")
+
+
 # --- workflow -----------------------------------------------------------------------------
 
 
@@ -246,6 +265,9 @@ class HandoffStatus(BaseModel):
     agent: str | None = None
     accepted_at: datetime | None = None
     case_workflow_id: str | None = None
+    case_acknowledged: bool = Field(False, description="the accept was the case's first response")
+    case_closed: bool = Field(False, description="the conversation's ending closed its case")
+    ended_by: str | None = Field(None, description="who ended the conversation")
     bot_muted: bool = False
     customer_notified: bool = False
     callback_ticket_id: str | None = None
@@ -286,11 +308,15 @@ class Decline(BaseModel):
 
 
 class Resolve(BaseModel):
-    by: str = Field("agent", min_length=1, max_length=200)
+    by: str | None = Field(
+        None, min_length=1, max_length=200, description="default: the conversation's agent"
+    )
 
 
 class ReturnToBot(BaseModel):
-    by: str = Field("agent", min_length=1, max_length=200)
+    by: str | None = Field(
+        None, min_length=1, max_length=200, description="default: the conversation's agent"
+    )
     reason: str = Field("returned to the bot", max_length=500)
 
 
