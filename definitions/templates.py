@@ -351,6 +351,16 @@ def _compile(source: str, html: bool) -> Any:
         raise TemplateProblem(_describe(exc)) from None
 
 
+def _with_customer_name(context: Mapping[str, object]) -> dict[str, object]:
+    """The context with `customer.name` always set: a customer the CRM does not know (or a
+    profile without a name) is called by its id, so no message fails on a missing name."""
+    values = dict(context)
+    customer = values.get("customer")
+    if isinstance(customer, Mapping) and not customer.get("name"):
+        values["customer"] = {**customer, "name": str(customer.get("id") or "customer")}
+    return values
+
+
 def render_string(source: str, context: Mapping[str, object], *, html: bool = False) -> str:
     """Render one template string within the budget, or raise TemplateProblem."""
     template = _compile(source, html)
@@ -358,7 +368,7 @@ def render_string(source: str, context: Mapping[str, object], *, html: bool = Fa
     try:
         chunks: list[str] = []
         length = 0
-        for chunk in template.generate(dict(context)):
+        for chunk in template.generate(_with_customer_name(context)):
             length += len(chunk)
             if length > MAX_OUTPUT_CHARS:
                 raise TemplateProblem(f"rendered text is over {MAX_OUTPUT_CHARS} characters")

@@ -27,10 +27,11 @@ def test_case_lifecycle_through_the_command_line(
     def refused(*args: str) -> str:
         return refused_command(*args, env=env, cwd=tmp_path)
 
-    opened = ok("case", "open", "--ticket", "T-9001", "--customer", "C-0002", "--priority", "p1")
+    open_args = ("case", "open", "--ticket", "T-9001", "--customer", "C-0002", "--priority", "p1")
+    opened = ok(*open_args, "--by", "ana")
     assert "case T-9001 opened under support-p1@1" in opened
     assert f"{stack.ui}/namespaces/default/workflows/case-T-9001" in opened
-    again = ok("case", "open", "--ticket", "T-9001", "--customer", "C-0002", "--priority", "p1")
+    again = ok(*open_args, "--by", "ana")
     assert "already open" in again
 
     listed = json.loads(ok("case", "list", "--json"))
@@ -38,27 +39,33 @@ def test_case_lifecycle_through_the_command_line(
     assert listed[0]["policy"] == "support-p1@1" and listed[0]["state"] == "open"
 
     # The sandbox ticket exists, so reassigning it really moves it.
-    assert "T-9001" in ok("case", "reassign", "T-9001", "--queue", "tier-2")
+    assert "T-9001" in ok("case", "reassign", "T-9001", "--queue", "tier-2", "--by", "ana")
     moved = json.loads(ok("case", "show", "T-9001", "--json"))["state"]
     assert moved["queue"] == "tier-2" and moved["failures"] == []
-    no_target = refused("case", "reassign", "T-9001")
+    no_target = refused("case", "reassign", "T-9001", "--by", "ana")
     assert "give exactly one of --queue or --agent" in no_target and "Value error" not in no_target
-    assert "known stages: support, onboarding" in refused("case", "stage", "T-9001", "nonsense")
-    bad_ref = refused(
-        "case", "open", "--ticket", "T-9002", "--customer", "C-0002", "--policy", "support-p1@abc"
+    assert "known stages: support, onboarding" in refused(
+        "case", "stage", "T-9001", "nonsense", "--by", "ana"
     )
+    bad_ref = refused(
+        "case", "open", "--ticket", "T-9002", "--customer", "C-0002", "--policy", "support-p1@abc",
+        "--by", "ana",
+    )  # fmt: skip
     assert "--policy" in bad_ref and "NAME@VERSION" in bad_ref and "Traceback" not in bad_ref
-    # A customer without a CRM profile: onboarding's journey-stage match is no match.
-    unknown = ok("case", "open", "--ticket", "T-2000", "--customer", "C-9999", "--priority", "p1")
+    # A customer without a CRM profile is refused unless the opener says so; then
+    # onboarding's journey-stage match is no match.
+    unknown_args = ("case", "open", "--ticket", "T-2000", "--customer", "C-9999", "--priority")
+    assert "C-9999 is not in the CRM" in refused(*unknown_args, "p1", "--by", "ana")
+    unknown = ok(*unknown_args, "p1", "--by", "ana", "--unknown-customer")
     assert "case T-2000 opened under support-p1@1" in unknown
     assert "resolved" in ok("case", "resolve", "T-2000", "--by", "ana")
 
-    assert "unknown priority 'p7'" in refused("case", "priority", "T-9001", "p7")
-    assert "not paused" in refused("case", "resume", "T-9001")
+    assert "unknown priority 'p7'" in refused("case", "priority", "T-9001", "p7", "--by", "ana")
+    assert "not paused" in refused("case", "resume", "T-9001", "--by", "ana")
     assert "no case for ticket T-404" in refused("case", "ack", "T-404", "--by", "ana")
 
-    assert "paused" in ok("case", "pause", "T-9001", "--reason", "waiting for logs")
-    assert "open" in ok("case", "resume", "T-9001")
+    assert "paused" in ok("case", "pause", "T-9001", "--reason", "waiting for logs", "--by", "ana")
+    assert "open" in ok("case", "resume", "T-9001", "--by", "ana")
     assert "acknowledged" in ok("case", "ack", "T-9001", "--by", "ana")
 
     shown = json.loads(ok("case", "show", "T-9001", "--json"))

@@ -8,11 +8,20 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from activities.adapters.sandbox import SandboxTicketing
+from activities.adapters.sandbox import SandboxCrm, SandboxTicketing
+from definitions.loader import content_hash
+from definitions.models import PinnedDefinition, definition_adapter
 from definitions.registry import CATALOG_DIR, deploy_folder
 from store.models import SandboxTicket
 from tests.conftest import AppDb
-from worker.cases import choose_policy, ensure_ticket, parse_policy_ref
+from tests.escalation_support import policy_document
+from worker.cases import (
+    check_customer,
+    choose_policy,
+    ensure_ticket,
+    parse_policy_ref,
+    policy_refusal,
+)
 from worker.errors import OpsflowError
 from workflows.escalation import CaseInfo
 
@@ -80,3 +89,39 @@ async def test_a_real_ticketing_backend_is_left_alone() -> None:
         in_app_database = False
 
     assert await ensure_ticket(Vendor(), case()) is False  # type: ignore[arg-type]
+
+
+async def test_a_requested_policy_must_cover_the_priority_and_stage(app_db: AppDb) -> None:
+    await deploy_catalog(app_db)
+    with pytest.raises(
+        OpsflowError, match=r"support-p1@1 does not cover priority p3 \(it covers p1\)"
+    ):
+        await choose_policy(app_db.sessions, case(priority="p3"), None, "support-p1")
+    # A policy with targets for named stages only does not run a case at any other stage.
+    document = policy_document(
+        slas=[{"priority": p, "stage": "support", "first_response": "1h", "resolution": "4h"}
+              for p in ("p1", "p2", "p3")]
+    )  # fmt: skip
+    staged = PinnedDefinition(
+        name="test-policy",
+        version=1,
+        content_hash=content_hash(document),
+        kind="escalation",
+        definition=definition_adapter.validate_python(document),
+    )
+    odd_stage = case().model_copy(update={"stage": "renewal"})
+    assert policy_refusal(staged, case()) is None
+    assert policy_refusal(staged, odd_stage) == (
+        "--stage: test-policy@1 has no SLA for p1 at stage renewal (it has support)"
+    )
+
+
+async def test_an_unknown_customer_is_refused_naming_it_unless_allowed(app_db: AppDb) -> None:
+    crm = SandboxCrm(app_db.sessions)
+    with pytest.raises(
+        OpsflowError, match=r"customer C-9999 is not in the CRM .*--unknown-customer"
+    ):
+        await check_customer(crm, "C-9999")
+    assert await check_customer(crm, "C-9999", allow_unknown=True) is None
+    known = await check_customer(crm, "C-0002")
+    assert known is not None and known.id == "C-0002"

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowHistoryEventFilterType,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
@@ -24,8 +31,9 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sandbox import SandboxTicketing
+from activities.errors import NOT_FOUND
 from activities.models import CustomerProfile
-from activities.ports import TicketingPort
+from activities.ports import CrmPort, TicketingPort
 from definitions.conditions import ConditionError, evaluate
 from definitions.models import PinnedDefinition
 from definitions.registry import get, latest, latest_of_kind
@@ -65,6 +73,32 @@ class OpenedCase:
     policy: str
     started: bool
     """False when the case was already open (or already resolved): nothing new started."""
+    existing: CaseView | None = None
+    """When nothing started: the case that is there (open, resolved or failing)."""
+    previous: CaseView | None = None
+    """When a case whose workflow had failed or was terminated opened again: that run."""
+
+    def message(self) -> str:
+        """What happened, in one honest line."""
+        ticket = self.handle.id.removeprefix("case-")
+        if self.started and self.previous is not None:
+            why = f": {self.previous.reason}" if self.previous.reason else ""
+            return (
+                f"case {ticket} opened again under {self.policy} "
+                f"(its earlier run was {self.previous.state.replace('_', ' ')}{why})"
+            )
+        if self.started:
+            return f"case {ticket} opened under {self.policy}"
+        view = self.existing
+        if view is not None and view.state == "failing":
+            return (
+                f"case {ticket} exists but its workflow is failing ({view.reason}); nothing "
+                f"started: terminate it (`temporal workflow terminate --workflow-id "
+                f"{self.handle.id}`) and open it again"
+            )
+        if view is not None and view.execution == "completed":
+            return f"case {ticket} is already resolved under {self.policy}; nothing started"
+        return f"case {ticket} is already open under {self.policy} (nothing started)"
 
 
 def match_context(case: CaseInfo, profile: CustomerProfile | None) -> dict[str, Any]:
@@ -77,6 +111,52 @@ def match_context(case: CaseInfo, profile: CustomerProfile | None) -> dict[str, 
     if profile is not None:
         customer["lifetime_value"] = float(profile.lifetime_value)
     return {"ticket": ticket, "customer": customer}
+
+
+def policy_refusal(policy: PinnedDefinition, case: CaseInfo) -> str | None:
+    """Why `policy` cannot run `case` (its priority or stage has no SLA there), or None.
+
+    The workflow would fail at its first step; refusing here keeps `case open` honest."""
+    spec = policy.escalation
+    if case.priority not in spec.priorities:
+        return (
+            f"--policy: {policy.ref} does not cover priority {case.priority} "
+            f"(it covers {', '.join(spec.priorities)}); name a policy for {case.priority} "
+            "or leave --policy out to pick the first that matches"
+        )
+    if spec.sla_for(case.priority, case.stage) is None:
+        stages = sorted({t.stage for t in spec.slas if t.priority == case.priority})
+        return (
+            f"--stage: {policy.ref} has no SLA for {case.priority} at stage {case.stage} "
+            f"(it has {', '.join(stages) or 'none'})"
+        )
+    return None
+
+
+async def check_customer(
+    crm: CrmPort, customer_id: str, *, allow_unknown: bool = False
+) -> CustomerProfile | None:
+    """The customer's CRM profile. An unknown customer (or a CRM that cannot answer) is
+    refused naming the id, unless `allow_unknown`: then the case opens without a profile
+    and its messages use the customer's id where a name would go."""
+    try:
+        return await crm.get_customer(customer_id)
+    except Exception as exc:  # whatever the adapter raised, one line naming the customer
+        if allow_unknown:
+            return None
+        if isinstance(exc, ApplicationError) and exc.type == NOT_FOUND:
+            raise OpsflowError(
+                f"--customer: customer {customer_id} is not in the CRM ({crm.name}); check "
+                "the id, or pass --unknown-customer to open the case without a profile"
+            ) from None
+        reason = (exc.message if isinstance(exc, ApplicationError) else str(exc)) or type(
+            exc
+        ).__name__
+        raise OpsflowError(
+            f"--customer: cannot look up customer {customer_id} in the CRM ({crm.name}): "
+            f"{reason.splitlines()[0][:200]}; pass --unknown-customer to open the case "
+            "without a profile"
+        ) from None
 
 
 async def choose_policy(
@@ -94,15 +174,17 @@ async def choose_policy(
         policy = await (get(sessions, name, version) if version else latest(sessions, name))
         if policy.kind != "escalation":
             raise OpsflowError(f"{policy.ref} is a {policy.kind} definition, not an escalation")
+        refusal = policy_refusal(policy, case)
+        if refusal:
+            raise OpsflowError(refusal)
         return policy
     context = match_context(case, profile)
     unevaluable: list[str] = []
     for policy in await latest_of_kind(sessions, "escalation"):
-        spec = policy.escalation
-        if case.priority not in spec.priorities:
+        if policy_refusal(policy, case):
             continue
         try:
-            matches = evaluate(spec.match, context)
+            matches = evaluate(policy.escalation.match, context)
         except ConditionError as exc:
             log.info(
                 "escalation policy skipped: its match condition cannot be evaluated",
@@ -148,11 +230,13 @@ async def open_case(
     policy: PinnedDefinition,
     *,
     ticketing: TicketingPort | None = None,
+    by: str | None = None,
 ) -> OpenedCase:
-    """Start `case-<ticket>` under `policy`; opening the same ticket again starts nothing.
+    """Start `case-<ticket>` under `policy`; opening an open or resolved ticket again starts
+    nothing, a case whose workflow failed or was terminated starts afresh.
 
     `ticketing`: the configured ticketing backend; when it is the sandbox, the ticket is
-    created there first if missing (see `ensure_ticket`)."""
+    created there first if missing (see `ensure_ticket`). `by`: who opens it, for the ledger."""
     if ticketing is not None:
         await ensure_ticket(ticketing, case)
     workflow_id = case_workflow_id(case.ticket_id)
@@ -172,22 +256,30 @@ async def open_case(
         f"{case.priority.upper()} case {case.ticket_id} for customer {case.customer_id} "
         f"under {policy.ref}" + (f": {case.subject[:120]}" if case.subject else "")
     )
+    previous: CaseView | None = None
+    with contextlib.suppress(OpsflowError):  # no case yet
+        previous = await read_case(client, case.ticket_id, query=False)
     try:
+        # A case whose workflow failed, was terminated or timed out may be opened again; an
+        # open or resolved one may not.
         handle = await client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case, policy=policy),
+            OpenCase(case=case, policy=policy, by=by),
             id=workflow_id,
             task_queue=task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             search_attributes=attributes,
             static_summary=summary,
         )
     except WorkflowAlreadyStartedError:
         existing = client.get_workflow_handle_for(EscalationWorkflow.run, workflow_id)
-        described = await existing.describe()
-        ref = described.typed_search_attributes.get(sa.OPS_DEFINITION) or policy.ref
-        return OpenedCase(existing, ref, started=False)
-    return OpenedCase(handle, policy.ref, started=True)
+        view = await read_case(client, case.ticket_id, query=False)
+        ref = view.last_known.get("policy") or policy.ref
+        return OpenedCase(existing, ref, started=False, existing=view)
+    earlier = (
+        previous if previous is not None and previous.state in CLOSED_STATES.values() else None
+    )
+    return OpenedCase(handle, policy.ref, started=True, previous=earlier)
 
 
 class CaseCommandRefused(OpsflowError):
@@ -231,3 +323,166 @@ async def command_case(
             raise
         raise CaseCommandRefused(await _why_closed(client, ticket_id)) from None
     return result
+
+
+# --- reading a case: live when a worker answers, else its last known state ------------------
+
+QUERY_TIMEOUT = timedelta(seconds=1)
+"""How long `case show` / `case list` wait for a worker to answer the state query."""
+CLOSED_STATES = {
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+    WorkflowExecutionStatus.CANCELED: "canceled",
+}
+BROKEN_STATES = frozenset({*CLOSED_STATES.values(), "failing"})
+"""States of a case whose workflow does not run its policy any more (or cannot)."""
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """What is known of a case: its live state when a worker answered the query, else the
+    search attributes it last upserted; `state` is the workflow's own state (open, paused,
+    acknowledged, resolved) unless the workflow failed, was terminated, timed out or was
+    canceled, or its workflow task keeps failing (`failing`), with `reason` saying why."""
+
+    ticket_id: str
+    workflow_id: str
+    run_id: str | None
+    execution: str
+    """Temporal's execution status, lower case: running, completed, failed, terminated, ..."""
+    state: str
+    reason: str | None
+    live: CaseStatus | None
+    last_known: dict[str, Any]
+    started_at: datetime | None
+    closed_at: datetime | None
+
+    @property
+    def broken(self) -> bool:
+        return self.state in BROKEN_STATES
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ticket": self.ticket_id,
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "execution": self.execution,
+            "state": self.state,
+            "reason": self.reason,
+            "live": self.live is not None,
+            "last_known": self.last_known,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+        }
+
+
+def _attributes(search: TypedSearchAttributes) -> dict[str, Any]:
+    return {
+        "customer": search.get(sa.OPS_CUSTOMER_ID),
+        "priority": search.get(sa.OPS_PRIORITY),
+        "stage": search.get(sa.OPS_STAGE),
+        "state": search.get(sa.OPS_STATE),
+        "level": search.get(sa.OPS_LEVEL),
+        "policy": search.get(sa.OPS_DEFINITION),
+        "owner": search.get(sa.OPS_OWNER),
+        "queue": search.get(sa.OPS_QUEUE),
+    }
+
+
+def _failure_text(failure: Any) -> str:
+    """A Failure proto's message, with its cause's when that says more."""
+    message = str(failure.message or "").strip()
+    if failure.HasField("cause") and failure.cause.message:
+        cause = str(failure.cause.message).strip()
+        message = f"{message}: {cause}" if message else cause
+    return message.splitlines()[0][:300] if message else "no reason recorded"
+
+
+async def close_reason(client: Client, workflow_id: str, run_id: str | None) -> str | None:
+    """Why a closed run ended (the failure's message, the termination's reason)."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    async for event in handle.fetch_history_events(
+        event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT, rpc_timeout=QUERY_TIMEOUT
+    ):
+        kind = event.WhichOneof("attributes") or ""
+        if kind == "workflow_execution_failed_event_attributes":
+            return _failure_text(event.workflow_execution_failed_event_attributes.failure)
+        if kind == "workflow_execution_terminated_event_attributes":
+            attributes = event.workflow_execution_terminated_event_attributes
+            who = f" by {attributes.identity}" if attributes.identity else ""
+            return f"terminated{who}: {attributes.reason or 'no reason given'}"
+        if kind == "workflow_execution_timed_out_event_attributes":
+            return "the workflow ran past its execution timeout"
+        if kind == "workflow_execution_canceled_event_attributes":
+            return "the workflow was canceled"
+    return None
+
+
+async def _task_failure(client: Client, workflow_id: str, run_id: str | None) -> str:
+    """The newest workflow-task failure of a running case, read from the end of its history."""
+    request = GetWorkflowExecutionHistoryReverseRequest(
+        namespace=client.namespace,
+        execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id or ""),
+        maximum_page_size=50,
+    )
+    response = await client.workflow_service.get_workflow_execution_history_reverse(
+        request, timeout=QUERY_TIMEOUT
+    )
+    for event in response.history.events:
+        if event.HasField("workflow_task_failed_event_attributes"):
+            return _failure_text(event.workflow_task_failed_event_attributes.failure)
+    return "its workflow task keeps failing"
+
+
+async def read_case(client: Client, ticket_id: str, *, query: bool = True) -> CaseView:
+    """The case of `ticket_id` as far as it can be known within about a second: describe
+    (the server alone answers), then the state query with a short deadline for a case that
+    still runs its policy; without a worker's answer, the last upserted search attributes."""
+    workflow_id = case_workflow_id(ticket_id)
+    handle = client.get_workflow_handle_for(EscalationWorkflow.run, workflow_id)
+    try:
+        described = await handle.describe(rpc_timeout=QUERY_TIMEOUT * 5)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise OpsflowError(f"there is no case for ticket {ticket_id}") from None
+        raise
+    execution = described.status or WorkflowExecutionStatus.RUNNING
+    last_known = _attributes(described.typed_search_attributes)
+    state = str(last_known["state"] or "open")
+    reason: str | None = None
+    live: CaseStatus | None = None
+    if execution in CLOSED_STATES:
+        state = CLOSED_STATES[execution]
+        reason = await close_reason(client, workflow_id, described.run_id)
+    elif execution == WorkflowExecutionStatus.RUNNING and (
+        described.raw_description.pending_workflow_task.attempt > 1
+    ):
+        attempt = described.raw_description.pending_workflow_task.attempt
+        state = "failing"
+        failure = await _task_failure(client, workflow_id, described.run_id)
+        reason = f"its workflow task failed {attempt - 1} times: {failure}"
+    elif query:
+        try:
+            live = await handle.query(EscalationWorkflow.state, rpc_timeout=QUERY_TIMEOUT)
+        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+            detail = exc.message if isinstance(exc, RPCError) else str(exc)
+            reason = (
+                f"no worker answered within {QUERY_TIMEOUT.total_seconds():g} s "
+                f"({detail.splitlines()[0][:120] if detail else 'no answer'}): "
+                "this is the state the case last recorded"
+            )
+        else:
+            state = live.state
+    return CaseView(
+        ticket_id=ticket_id,
+        workflow_id=workflow_id,
+        run_id=described.run_id,
+        execution=execution.name.lower(),
+        state=state,
+        reason=reason,
+        live=live,
+        last_known=last_known,
+        started_at=described.start_time,
+        closed_at=described.close_time,
+    )

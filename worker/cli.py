@@ -20,7 +20,14 @@ from worker.cli_handoff import app as handoff_app
 from worker.cli_recovery import app as recovery_app
 from worker.cli_rollout import app as rollout_app
 from worker.cli_sandbox import app as sandbox_app
-from worker.cli_support import SETTINGS_EXIT_CODE, console, fail, run, settings_or_exit
+from worker.cli_support import (
+    SETTINGS_EXIT_CODE,
+    console,
+    fail,
+    forget_json,
+    run,
+    settings_or_exit,
+)
 from worker.settings import SettingsError
 
 app = typer.Typer(
@@ -55,6 +62,7 @@ def main(
     ] = False,
 ) -> None:
     """Settings come from OPSFLOW_* and TEMPORAL_* environment variables (see README)."""
+    forget_json()  # each command's own --json decides the shape of its errors
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -10,15 +11,26 @@ from pydantic import BaseModel, ValidationError
 from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy import select
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from activities.backends import Backends
 from activities.settings import load_adapter_settings
 from store.db import create_engine, session_factory
 from store.models import LedgerEntry
-from worker.cases import choose_policy, command_case, open_case, parse_policy_ref
+from worker.cases import (
+    BROKEN_STATES,
+    CLOSED_STATES,
+    CaseView,
+    check_customer,
+    choose_policy,
+    close_reason,
+    command_case,
+    open_case,
+    parse_policy_ref,
+    read_case,
+)
 from worker.cli_support import (
+    By,
     JsonOption,
     console,
     fail,
@@ -35,10 +47,10 @@ from workflows.escalation import (
     Acknowledge,
     CaseInfo,
     CaseStatus,
-    EscalationWorkflow,
     Pause,
     Reassign,
     Resolve,
+    Resume,
     SetPriority,
     SetStage,
     case_workflow_id,
@@ -52,31 +64,51 @@ app = typer.Typer(
 )
 
 Ticket = Annotated[str, typer.Argument(help="The ticket id, e.g. T-1042.")]
-By = Annotated[str, typer.Option("--by", help="Who does it (agent or person).")]
+CASE_STATES = ("open", "paused", "acknowledged", "resolved")
+"""The states a case's own workflow reports (search attribute OpsState)."""
 
 
 def _link(settings: Settings, client: Client, ticket: str) -> str:
     return workflow_ui_url(settings, client.namespace, case_workflow_id(ticket))
 
 
+def _level(status: CaseStatus) -> int:
+    return status.visits[-1].level if status.visits and not status.visits[-1].ended_at else 0
+
+
 def _status_line(status: CaseStatus) -> str:
-    level = status.visits[-1].level if status.visits and not status.visits[-1].ended_at else 0
     return (
         f"case {status.case.ticket_id}: {status.state}, {status.case.priority}, "
-        f"stage {status.case.stage}, level {level}, policy {status.definition}"
+        f"stage {status.case.stage}, level {_level(status)}, policy {status.definition}"
     )
 
 
-def _command(ticket: str, update: str, argument: BaseModel | None = None) -> None:
+def _view_line(view: CaseView) -> str:
+    """The one line of `case show` for a case read from its search attributes."""
+    known = view.last_known
+    reason = f" ({view.reason})" if view.reason else ""
+    state = view.state.replace("_", " ")
+    return (
+        f"case {view.ticket_id}: {state}{reason}, {known.get('priority') or '?'}, "
+        f"stage {known.get('stage') or '?'}, level {known.get('level') or 0}, "
+        f"policy {known.get('policy') or '?'}"
+    )
+
+
+def _command(ticket: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
     settings = settings_or_exit()
 
-    async def main() -> None:
+    async def main() -> tuple[CaseStatus, str]:
         client = await connect(settings)
         status = await command_case(client, ticket, update, argument)
-        console.print(_status_line(status), highlight=False)
-        console.print(f"  {_link(settings, client, ticket)}", highlight=False)
+        return status, _link(settings, client, ticket)
 
-    run(main)
+    status, link = run(main)
+    if as_json:
+        print_json({"ticket": ticket, "state": status.model_dump(mode="json"), "url": link})
+        return
+    console.print(_status_line(status), highlight=False)
+    console.print(f"  {link}", highlight=False)
 
 
 def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
@@ -90,10 +122,18 @@ def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
         raise fail(f"--{field.replace('_', '-')}: {message}" if field else message) from None
 
 
+def _who(by: str) -> str:
+    """`--by`, stripped; blank is refused like a missing option would be."""
+    if not by.strip():
+        raise fail("--by: say who does it (a name or an agent id)")
+    return by.strip()
+
+
 @app.command("open")
 def open_command(
     ticket: Annotated[str, typer.Option("--ticket", help="Ticket id, e.g. T-1042.")],
     customer: Annotated[str, typer.Option("--customer", help="Customer id, e.g. C-0017.")],
+    by: By,
     priority: Annotated[str, typer.Option("--priority", help="p1 (most urgent) .. p4.")] = "p3",
     stage: Annotated[str, typer.Option("--stage", help="Journey stage of the case.")] = "support",
     channel: Annotated[str, typer.Option("--channel", help="Where it came in.")] = "email",
@@ -102,9 +142,20 @@ def open_command(
         str | None,
         typer.Option("--policy", help="NAME or NAME@VERSION; default: the first that matches."),
     ] = None,
+    unknown_customer: Annotated[
+        bool,
+        typer.Option(
+            "--unknown-customer",
+            help="Open it for a customer the CRM does not know: no profile, messages use "
+            "the customer's id where the name would go.",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Open a case: start its escalation workflow (opening the same ticket again is a no-op)."""
+    """Open a case: start its escalation workflow (an open or resolved ticket starts nothing;
+    one whose workflow failed or was terminated starts afresh)."""
     settings = settings_or_exit()
+    who = _who(by)
     case = _model(
         CaseInfo,
         ticket_id=ticket,
@@ -122,96 +173,116 @@ def open_command(
         except OpsflowError as exc:
             raise fail(f"--policy: {exc}") from None
 
-    async def main() -> None:
+    async def main() -> tuple[str, dict[str, Any]]:
         engine = create_engine(settings.database)
         try:
             sessions = session_factory(engine)
             backends = Backends.from_settings(load_adapter_settings(), sessions)
-            try:
-                profile = await backends.crm.get_customer(case.customer_id)
-            except Exception:  # an unknown customer still gets a case, matched on the ticket
-                profile = None
+            profile = await check_customer(
+                backends.crm, case.customer_id, allow_unknown=unknown_customer
+            )
             pinned = await choose_policy(sessions, case, profile, policy)
             client = await connect(settings)
             # With the sandbox ticketing backend the case's ticket is created there if missing.
             opened = await open_case(
-                client, settings.task_queue, case, pinned, ticketing=backends.ticketing
+                client, settings.task_queue, case, pinned, ticketing=backends.ticketing, by=who
             )
         finally:
             await engine.dispose()
-        verb = "opened" if opened.started else "is already open (nothing started)"
-        console.print(f"case {ticket} {verb} under {opened.policy}", highlight=False)
-        console.print(f"  {_link(settings, client, ticket)}", highlight=False)
+        link = _link(settings, client, ticket)
+        shown = opened.existing or opened.previous
+        return link, {
+            "ticket": ticket,
+            "started": opened.started,
+            "policy": opened.policy,
+            "message": opened.message(),
+            "existing": shown.as_json() if shown else None,
+            "url": link,
+        }
 
-    run(main)
+    link, result = run(main)
+    if as_json:
+        print_json(result)
+        return
+    console.print(result["message"], highlight=False)
+    console.print(f"  {link}", highlight=False)
 
 
 @app.command("ack")
-def acknowledge(ticket: Ticket, by: By) -> None:
+def acknowledge(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Acknowledge a case: escalation stops and the first response counts as given."""
-    _command(ticket, "acknowledge", _model(Acknowledge, by=by))
+    _command(ticket, "acknowledge", _model(Acknowledge, by=_who(by)), as_json)
 
 
 @app.command()
 def pause(
     ticket: Ticket,
+    by: By,
     reason: Annotated[str, typer.Option("--reason")] = "waiting on the customer",
+    as_json: JsonOption = False,
 ) -> None:
     """Stop the SLA clocks while the case waits on the customer."""
-    _command(ticket, "pause", _model(Pause, reason=reason))
+    _command(ticket, "pause", _model(Pause, reason=reason, by=_who(by)), as_json)
 
 
 @app.command()
-def resume(ticket: Ticket) -> None:
+def resume(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Restart the SLA clocks with the budget that was left."""
-    _command(ticket, "resume")
+    _command(ticket, "resume", _model(Resume, by=_who(by)), as_json)
 
 
 @app.command()
-def priority(ticket: Ticket, to: Annotated[str, typer.Argument(help="p1 .. p4")]) -> None:
+def priority(
+    ticket: Ticket,
+    to: Annotated[str, typer.Argument(help="p1 .. p4")],
+    by: By,
+    as_json: JsonOption = False,
+) -> None:
     """Change the priority; the clocks use the new SLA and keep the time already spent."""
-    _command(ticket, "set_priority", _model(SetPriority, priority=to))
+    _command(ticket, "set_priority", _model(SetPriority, priority=to, by=_who(by)), as_json)
 
 
 @app.command()
-def stage(ticket: Ticket, to: Annotated[str, typer.Argument(help="Journey stage")]) -> None:
+def stage(
+    ticket: Ticket,
+    to: Annotated[str, typer.Argument(help="Journey stage")],
+    by: By,
+    as_json: JsonOption = False,
+) -> None:
     """Change the journey stage; the clocks use that stage's SLA."""
-    _command(ticket, "set_stage", _model(SetStage, stage=to))
+    _command(ticket, "set_stage", _model(SetStage, stage=to, by=_who(by)), as_json)
 
 
 @app.command()
 def reassign(
     ticket: Ticket,
+    by: By,
     queue: Annotated[str | None, typer.Option("--queue")] = None,
     agent: Annotated[str | None, typer.Option("--agent")] = None,
-    by: Annotated[str, typer.Option("--by")] = "opsflow",
+    as_json: JsonOption = False,
 ) -> None:
     """Move the case to a queue or an agent."""
     if (queue is None) == (agent is None):
         raise fail("give exactly one of --queue or --agent")
-    _command(ticket, "reassign", _model(Reassign, queue=queue, agent=agent, by=by))
+    command = _model(Reassign, queue=queue, agent=agent, by=_who(by))
+    _command(ticket, "reassign", command, as_json)
 
 
 @app.command()
-def resolve(ticket: Ticket, by: By) -> None:
+def resolve(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Resolve the case; the workflow completes with its SLA summary."""
-    _command(ticket, "resolve", _model(Resolve, by=by))
+    _command(ticket, "resolve", _model(Resolve, by=_who(by)), as_json)
 
 
 @app.command()
 def show(ticket: Ticket, as_json: JsonOption = False) -> None:
-    """The case's live state and its timeline from the ledger."""
+    """The case's state and its timeline from the ledger: live when a worker answers within
+    a second, else the state it last recorded; a failed or terminated case says why."""
     settings = settings_or_exit()
 
-    async def main() -> tuple[CaseStatus, list[LedgerEntry], str]:
+    async def main() -> tuple[CaseView, list[LedgerEntry], str]:
         client = await connect(settings)
-        handle = client.get_workflow_handle_for(EscalationWorkflow.run, case_workflow_id(ticket))
-        try:
-            status = await handle.query(EscalationWorkflow.state)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise OpsflowError(f"there is no case for ticket {ticket}") from None
-            raise
+        view = await read_case(client, ticket)
         engine = create_engine(settings.database)
         try:
             async with session_factory(engine)() as session:
@@ -224,13 +295,15 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
                 )
         finally:
             await engine.dispose()
-        return status, timeline, _link(settings, client, ticket)
+        return view, timeline, _link(settings, client, ticket)
 
-    status, timeline, link = run(main)
+    view, timeline, link = run(main)
+    status = view.live
     if as_json:
         print_json(
             {
-                "state": status.model_dump(mode="json"),
+                "case": view.as_json(),
+                "state": status.model_dump(mode="json") if status else None,
                 "timeline": [
                     {"at": e.at.isoformat(), "step": e.step, "detail": e.detail} for e in timeline
                 ],
@@ -238,27 +311,38 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
             }
         )
         return
-    clocks = Table(title="SLA clocks", title_justify="left")
-    for column in ("sla", "budget", "state", "runs out at", "breached at"):
-        clocks.add_column(column)
-    for clock in status.clocks.values():
-        state = "met" if clock.met_at else ("running" if clock.running else "paused")
-        clocks.add_row(
-            clock.name,
-            str(clock.budget),
-            state,
-            _when(clock.due),
-            _when(clock.breached_at),
-        )
     steps = Table(title="Timeline", title_justify="left")
     for column in ("at", "step", "detail"):
         steps.add_column(column, overflow="fold")
     for entry in timeline:
         steps.add_row(_when(entry.at), entry.step, _short(entry.detail))
+    if status is None:
+        console.print(Panel(_view_line(view) + f"\n{link}", title=f"case {ticket}"))
+        console.print(steps)
+        return
+    clocks = Table(title="SLA clocks", title_justify="left")
+    for column in ("sla", "budget", "state", "runs out at", "breached at"):
+        clocks.add_column(column)
+    for clock in status.clocks.values():
+        clocks.add_row(
+            clock.name,
+            str(clock.budget),
+            _clock_state(clock.met_at, clock.breached_at, clock.running),
+            _when(clock.due),
+            _when(clock.breached_at),
+        )
     failed = "".join(f"\nfailed at {f.step} ({_when(f.at)}): {f.error}" for f in status.failures)
     console.print(Panel(_status_line(status) + failed + f"\n{link}", title=f"case {ticket}"))
     console.print(clocks)
     console.print(steps)
+
+
+def _clock_state(met_at: datetime | None, breached_at: datetime | None, running: bool) -> str:
+    if met_at is not None:
+        return "met late" if breached_at is not None else "met"
+    if breached_at is not None:
+        return "breached"
+    return "running" if running else "paused"
 
 
 def _when(moment: datetime | None) -> str:
@@ -274,25 +358,40 @@ def _short(detail: dict[str, Any]) -> str:
 def list_cases(
     as_json: JsonOption = False,
     state: Annotated[
-        str | None, typer.Option("--state", help="open, paused, acknowledged or resolved")
+        str | None,
+        typer.Option(
+            "--state",
+            help="open, paused, acknowledged, resolved, failed, terminated, timed_out, "
+            "canceled or failing",
+        ),
     ] = None,
     closed: Annotated[bool, typer.Option("--closed", help="Include resolved cases.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
 ) -> None:
-    """Cases, newest first, from the Temporal visibility store."""
+    """Cases, newest first, from the Temporal visibility store. Cases whose workflow failed,
+    was terminated or keeps failing are listed as such, with the reason."""
     settings = settings_or_exit()
-    if state is not None and state not in ("open", "paused", "acknowledged", "resolved"):
-        raise fail(f"--state: unknown state {state!r}: use open, paused, acknowledged or resolved")
-    query = 'OpsKind = "escalation"'
-    if state:
+    known = (*CASE_STATES, *sorted(BROKEN_STATES))
+    if state is not None and state not in known:
+        raise fail(f"--state: unknown state {state!r}: use {', '.join(known)}")
+    query = 'OpsKind = "escalation" AND ExecutionStatus != "ContinuedAsNew"'
+    if state in CASE_STATES:
         query += f' AND OpsState = "{state}"'
-    if not closed and state != "resolved":
+    if state == "resolved":
+        query += ' AND ExecutionStatus = "Completed"'
+    elif state in CASE_STATES or state == "failing":
         query += ' AND ExecutionStatus = "Running"'
+    elif not closed:
+        query += ' AND ExecutionStatus != "Completed"'
 
     async def main() -> list[dict[str, Any]]:
         client = await connect(settings)
-        rows = []
+        rows: list[dict[str, Any]] = []
+        seen: set[str] = set()
         async for execution in client.list_workflows(query, limit=limit):
+            if execution.id in seen:  # an older run of a case opened again
+                continue
+            seen.add(execution.id)
             attributes = execution.typed_search_attributes
             rows.append(
                 {
@@ -300,19 +399,41 @@ def list_cases(
                     "customer": attributes.get(sa.OPS_CUSTOMER_ID),
                     "priority": attributes.get(sa.OPS_PRIORITY),
                     "stage": attributes.get(sa.OPS_STAGE),
-                    "state": attributes.get(sa.OPS_STATE),
+                    "state": CLOSED_STATES.get(execution.status)  # type: ignore[arg-type]
+                    or attributes.get(sa.OPS_STATE),
                     "level": attributes.get(sa.OPS_LEVEL),
                     "policy": attributes.get(sa.OPS_DEFINITION),
                     "opened": _when(execution.start_time),
+                    "reason": None,
+                    "execution": (execution.status or WorkflowExecutionStatus.RUNNING).name.lower(),
                     "workflow_id": execution.id,
+                    "run_id": execution.run_id,
                 }
             )
-        return rows
+        await _explain(client, rows)
+        return [row for row in rows if state is None or row["state"] == state]
 
     rows = run(main)
     show_rows(
         rows,
-        ["ticket", "customer", "priority", "stage", "state", "level", "policy", "opened"],
+        ["ticket", "customer", "priority", "stage", "state", "level", "policy", "opened", "reason"],
         "cases",
         as_json,
     )
+
+
+async def _explain(client: Client, rows: list[dict[str, Any]]) -> None:
+    """Fill in why a case's workflow ended (failed, terminated) and mark running cases whose
+    workflow task keeps failing; a few requests at a time."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(row: dict[str, Any]) -> None:
+        async with gate:
+            if row["execution"] == "running":
+                view = await read_case(client, str(row["ticket"]), query=False)
+                if view.state == "failing":
+                    row["state"], row["reason"] = view.state, view.reason
+            elif row["state"] in BROKEN_STATES:
+                row["reason"] = await close_reason(client, row["workflow_id"], row["run_id"])
+
+    await asyncio.gather(*(one(row) for row in rows))

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.service import RPCError, RPCStatusCode
 
 from store.db import create_engine, session_factory
 from worker.errors import OpsflowError
@@ -25,14 +26,62 @@ Sessions = async_sessionmaker[AsyncSession]
 console = Console()
 err_console = Console(stderr=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+_json_errors = False
+"""Whether the running command was given `--json`: its errors are then JSON too."""
+
+
+def _remember_json(value: bool) -> bool:
+    """`--json`'s callback: click calls it for every command that has the option, given or
+    not, so the flag always belongs to the command that runs."""
+    global _json_errors
+    _json_errors = bool(value)
+    return value
+
+
+def forget_json() -> None:
+    """Before a command's options are read (the root callback): no `--json` seen yet."""
+    _remember_json(False)
+
+
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help='Print JSON instead of text; an error is {"error": ...} on stderr.',
+        callback=_remember_json,
+    ),
+]
+By = Annotated[
+    str, typer.Option("--by", help="Who does it (recorded in the ledger).", show_default=False)
+]
+
+
+def json_requested() -> bool:
+    """True while the running command was given `--json`."""
+    return _json_errors
 
 
 def fail(message: str) -> typer.Exit:
-    """Print one readable error line on stderr; the caller raises the returned Exit."""
-    # The message is text, not markup: a value such as "[/path]" must print as it is.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print one error line on stderr: readable text, or `{"error": ...}` for a command
+    given `--json`, so scripts get the same shape from every command. The caller raises the
+    returned Exit (status 1)."""
+    if json_requested():
+        typer.echo(json.dumps({"error": message}, ensure_ascii=False), err=True)
+    else:
+        # The message is text, not markup: a value such as "[/path]" must print as it is.
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
+
+
+def describe_rpc_error(exc: RPCError) -> str:
+    """A Temporal RPC failure in one line a person can act on."""
+    text = exc.message or str(exc)
+    first = text.splitlines()[0][:200] if text else ""
+    if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+        return f"Temporal did not answer in time ({first or 'deadline exceeded'})"
+    if exc.status == RPCStatusCode.UNAVAILABLE:
+        return f"Temporal is unavailable ({first}); is `opsflow dev` or the cluster running?"
+    return f"Temporal refused the request ({exc.status.name.lower()}: {first})"
 
 
 SETTINGS_EXIT_CODE = 2
@@ -68,6 +117,8 @@ def run(main: Callable[[], Awaitable[T]], *, uvloop: bool = False) -> T:
             return runner.run(wrapped())
     except OpsflowError as exc:
         raise fail(str(exc)) from None
+    except RPCError as exc:
+        raise fail(describe_rpc_error(exc)) from None
     except SQLAlchemyError as exc:
         first = str(exc).splitlines()[0][:200]
         raise fail(f"cannot use the app database ({first}); run `opsflow migrate` first") from None
