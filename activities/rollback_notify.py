@@ -1,14 +1,17 @@
 """Rollback of one phase of a rollout, for its customers: tell each of them once, in their
 language, and run the plan's service-recovery actions, in batches with heartbeats.
 
-The customers are the phase's cohort minus the earlier phases' cohorts, selected here (by the
-same stable hash the changes activity used), so their ids never enter a workflow history.
+The customers are exactly those the phase's apply recorded as exposed (`rollout_exposures`),
+read here in keyset pages, so their ids never enter a workflow history: customers who joined
+later are never told, customers who left the cohort's condition still are. (Runs from before
+the record recompute the phase's cohort minus the earlier phases' instead.)
 Every effect goes through the outbox with a key of `<key>/<customer id>/...`: a retried
 attempt (resuming from its last heartbeat, `NotifyProgress`) never notifies or acts twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import structlog
@@ -16,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import exposures
 from activities.cohorts import Condition
 from activities.crm import CrmActivities
 from activities.deps import ActivityDeps
@@ -70,6 +74,12 @@ class NotifyPhaseCustomers(BaseModel):
     earlier: list[CohortSpec] = Field(
         default_factory=list, description="earlier phases' cohorts: their customers are theirs"
     )
+    attempt: int | None = Field(
+        None, ge=1, description="with phase_number: notify whom this attempt's phase exposed"
+    )
+    phase_number: int | None = Field(
+        None, ge=1, description="the phase's number in the exposure record, from 1"
+    )
     notice: CustomerNoticeRequest | None = None
     recovery: list[RecoveryStep] = Field(default_factory=list)
     context: dict[str, Any] = Field(default_factory=dict, description="`change` and `phase`")
@@ -112,11 +122,8 @@ class RollbackNotifyActivities:
         first = NotifyProgress()
         start = Progress.resume(NotifyProgress, first)
         with progress(start) as done:
-            members = await self._members(request)
             state = done.details
-            for customer_id in members:
-                if state.after is not None and customer_id <= state.after:
-                    continue
+            async for customer_id in self._customers(request, state.after):
                 sent, acted, refused = 0, 0, 0
                 try:
                     sent, acted = await self._one(request, customer_id, conditions)
@@ -153,6 +160,26 @@ class RollbackNotifyActivities:
             recovery_actions=state.recovery_actions,
             failed=state.failed,
         )
+
+    async def _customers(
+        self, request: NotifyPhaseCustomers, after: str | None
+    ) -> AsyncIterator[str]:
+        """The phase's own customers after `after`, in id order: those its apply recorded
+        (keyset pages), or for older runs the cohort minus the earlier phases' now."""
+        if request.attempt is not None and request.phase_number is not None:
+            async for page in exposures.pages(
+                self._deps.sessions,
+                request.change_id,
+                request.attempt,
+                request.phase_number,
+                after=after,
+            ):
+                for customer_id in page:
+                    yield customer_id
+            return
+        for customer_id in await self._members(request):
+            if after is None or customer_id > after:
+                yield customer_id
 
     async def _members(self, request: NotifyPhaseCustomers) -> list[str]:
         """The phase's own customers in id order: its cohort minus the earlier phases'."""

@@ -134,6 +134,26 @@ class InboxEvent(Base):
     delivered_at: Mapped[datetime | None]
 
 
+class RolloutExposure(Base):
+    """One customer exposed to a change in one attempt, under the phase that first exposed
+    them: written by the apply activity with its effect, read by revert, rollback notices and
+    recovery actions (never the CRM's current state)."""
+
+    __tablename__ = "rollout_exposures"
+    __table_args__ = (
+        UniqueConstraint("change_id", "attempt", "customer_id", name="uq_rollout_exposures_member"),
+        Index("ix_rollout_exposures_phase", "change_id", "attempt", "phase", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    change_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    exposed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reverted_at: Mapped[datetime | None]
+
+
 # --- sandbox backends ---------------------------------------------------------------------
 
 

@@ -44,7 +44,6 @@ from workflows.rollout_model import (
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
-        ApplyChange,
         ChangeApplied,
         ChangeReverted,
         Cohort,
@@ -53,7 +52,6 @@ with workflow.unsafe.imports_passed_through():
         MetricCohort,
         MetricReading,
         ReadMetric,
-        RevertChange,
         SelectCohort,
         SendMessage,
     )
@@ -62,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         NotifyPhaseCustomers,
         PhaseCustomersNotified,
     )
+    from activities.rollout_contracts import ApplyPhase, RevertPhase
     from definitions.calendar import BusinessCalendar
     from definitions.models import Phase, RolloutSpec
 
@@ -442,14 +441,18 @@ class RolloutWorkflow:
         number = s.phase_index
         phase = s.phases[number]
         spec = self.spec.phases[number]
+        # Since this patch the apply records exactly whom it exposed; rollback reads that.
+        recorded = workflow.patched("exposure-record")
         applied: ChangeApplied = await workflow.execute_activity(
             "changes.apply",
-            ApplyChange(
+            ApplyPhase(
                 idempotency_key=self._key(f"phase-{number + 1}/apply"),
                 change_id=s.change.change_id,
                 flag_key=self.spec.change.key,
                 value=self.spec.change.value,
                 cohort=self._cohort(spec),
+                attempt=s.attempt if recorded else None,
+                phase=number + 1 if recorded else None,
             ),
             result_type=ChangeApplied,
             start_to_close_timeout=LONG_ACTIVITY,
@@ -460,6 +463,7 @@ class RolloutWorkflow:
         if number not in s.applied:
             s.applied.append(number)
         phase.applied_at, phase.exposed_total = now, applied.total_exposed
+        phase.recorded = recorded
         phase.bake, phase.readings_taken, phase.verdict = Stopwatch(), 0, "baking"
         phase.checks = self._fresh_checks(spec)
         await self._ledger(
@@ -726,14 +730,20 @@ class RolloutWorkflow:
             phase = s.phases[number]
             spec = self.spec.phases[number]
             earlier = [self._cohort(self.spec.phases[n]) for n in s.applied[:position]]
+            # A phase applied with the exposure record reverts and notifies exactly whom it
+            # exposed; older phases recompute their cohorts.
+            attempt = s.attempt if phase.recorded else None
+            phase_number = number + 1 if phase.recorded else None
             reverted: ChangeReverted = await call(
                 "changes.revert",
-                RevertChange(
+                RevertPhase(
                     idempotency_key=self._key(f"rollback/phase-{number + 1}/revert"),
                     change_id=s.change.change_id,
                     flag_key=self.spec.change.key,
                     cohort=self._cohort(spec) if scoped else None,
                     earlier=earlier if scoped else [],
+                    attempt=attempt,
+                    phase=phase_number,
                 ),
                 ChangeReverted,
             )
@@ -746,6 +756,8 @@ class RolloutWorkflow:
                     phase=phase.name,
                     cohort=self._cohort(spec),
                     earlier=earlier,
+                    attempt=attempt,
+                    phase_number=phase_number,
                     notice=CustomerNoticeRequest(channel=notice.channel, template=notice.template)
                     if notice
                     else None,
@@ -1067,7 +1079,7 @@ class RolloutWorkflow:
             phase.bake, phase.readings_taken, phase.verdict = Stopwatch(), 0, "pending"
             phase.bake_total = self.spec.phases[number].bake
             phase.checks = self._fresh_checks(self.spec.phases[number])
-            phase.reverted, phase.notified = False, 0
+            phase.reverted, phase.notified, phase.recorded = False, 0, False
         s.state, s.stage = "waiting_window", s.phases[0].name
         await self._record("retry", {"attempt": s.attempt})
         return s

@@ -113,6 +113,9 @@ class PhaseStatus(BaseModel):
     verdict: Literal["pending", "baking", "passed", "promoted", "failed", "skipped"] = "pending"
     reverted: bool = False
     notified: int = 0
+    recorded: bool = Field(
+        False, description="its apply recorded the exposed customers (revert and notices read it)"
+    )
 
 
 class Approval(BaseModel):
