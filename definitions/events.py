@@ -43,6 +43,11 @@ class TicketUpdated(EventData):
     stage: EntityId | None = None
     assignee: EntityId | None = None
     group: EntityId | None = None
+    public_reply_by: EntityId | None = Field(
+        None,
+        description="the agent who just replied publicly to the customer: the case's first "
+        "response (acknowledgement) when it has none yet",
+    )
 
 
 class TicketSolved(EventData):

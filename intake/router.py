@@ -55,13 +55,14 @@ from worker.handoffs import deliver_ticket_event, handoff_start_input
 from worker.recovery import recovery_rules, recovery_signal_args
 from workflows import search_attributes as sa
 from workflows.escalation import (
+    Acknowledge,
     CaseInfo,
     CaseStatus,
-    Pause,
     Reassign,
     Resolve,
     SetPriority,
     SetStage,
+    TicketStatus,
     case_workflow_id,
 )
 from workflows.handoff_model import HandoffInput
@@ -363,17 +364,19 @@ class Router:
             return [("resolve", Resolve(by=data.solved_by or who))]
         assert isinstance(data, TicketUpdated)
         commands: list[tuple[str, BaseModel | None]] = []
-        if data.status in ("pending", "on_hold"):
-            reason = "waiting on the customer" if data.status == "pending" else "on hold"
-            commands.append(("pause", Pause(reason=reason)))
-        elif data.status in ("open", "new"):
-            commands.append(("resume", None))
-        elif data.status in ("solved", "closed"):
+        if data.public_reply_by is not None:
+            # An agent's public reply is the first response (Zendesk's own definition).
+            reply = Acknowledge(by=data.public_reply_by, first_response_only=True)
+            commands.append(("acknowledge", reply))
+        if data.status in ("solved", "closed"):
             commands.append(("resolve", Resolve(by=who)))
+        elif data.status is not None:
+            # Whether it pauses is the case's pinned policy's to say (`pause_statuses`).
+            commands.append(("ticket_status", TicketStatus(status=data.status, by=who)))
         if data.priority is not None:
-            commands.append(("set_priority", SetPriority(priority=data.priority)))
+            commands.append(("set_priority", SetPriority(priority=data.priority, by=who)))
         if data.stage is not None:
-            commands.append(("set_stage", SetStage(stage=data.stage)))
+            commands.append(("set_stage", SetStage(stage=data.stage, by=who)))
         if data.assignee is not None:
             commands.append(("reassign", Reassign(agent=data.assignee, by=who)))
         if data.group is not None:

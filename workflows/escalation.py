@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         SetPriority,
         SetStage,
         SlaOutcome,
+        TicketStatus,
         case_workflow_id,
     )
 
@@ -698,6 +699,8 @@ class EscalationWorkflow:
     @workflow.update
     async def acknowledge(self, command: Acknowledge) -> CaseStatus:
         s = self.status
+        if s.acknowledged_by is not None:  # a later public reply: the first one counted
+            return s
         now = workflow.now()
         s.acknowledged_by, s.acknowledged_at = command.by, now
         s.state = "acknowledged" if s.state == "open" else s.state
@@ -706,7 +709,8 @@ class EscalationWorkflow:
             clock.stop(now, self.spec.calendar)
         if s.visits and s.visits[-1].ended_at is None:
             s.visits[-1].ended_at = now
-        self._record("acknowledge", {"by": command.by})
+        how = {"as": "public reply"} if command.first_response_only else {}
+        self._record("acknowledge", {"by": command.by, **how})
         if self._concurrent and any(a.status == "triggered" for a in s.alerts):
             self._follow_alerts_later("acknowledge")
         return s
@@ -714,20 +718,31 @@ class EscalationWorkflow:
     @acknowledge.validator
     def _validate_acknowledge(self, command: Acknowledge) -> None:
         self._refuse_if_resolved()
-        if self.status.acknowledged_by is not None:
+        if self.status.acknowledged_by is not None and not command.first_response_only:
             raise ValueError(f"already acknowledged by {self.status.acknowledged_by}")
 
     @workflow.update
     async def pause(self, command: Pause) -> CaseStatus:
+        self._pause(command.reason)
+        self._record("pause", {"reason": command.reason, **_who(command.by)})
+        return self.status
+
+    def _pause(self, reason: str) -> None:
         s = self.status
         now = workflow.now()
         for clock in s.clocks.values():
             if not clock.stopped:
                 clock.pause(now, self.spec.calendar)
-        s.paused_since, s.pause_reason = now, command.reason
+        s.paused_since, s.pause_reason = now, reason
         s.state = "paused"
-        self._record("pause", {"reason": command.reason, **_who(command.by)})
-        return s
+
+    def _resume(self) -> None:
+        s = self.status
+        now = workflow.now()
+        for clock in s.clocks.values():
+            clock.resume(now)
+        s.paused_since, s.pause_reason = None, None
+        s.state = "acknowledged" if s.acknowledged_by else "open"
 
     @pause.validator
     def _validate_pause(self, command: Pause) -> None:
@@ -737,20 +752,36 @@ class EscalationWorkflow:
 
     @workflow.update
     async def resume(self, command: Resume | None = None) -> CaseStatus:
-        s = self.status
-        now = workflow.now()
-        for clock in s.clocks.values():
-            clock.resume(now)
-        s.paused_since, s.pause_reason = None, None
-        s.state = "acknowledged" if s.acknowledged_by else "open"
+        self._resume()
         self._record("resume", _who(command.by if command else None))
-        return s
+        return self.status
 
     @resume.validator
     def _validate_resume(self, command: Resume | None = None) -> None:
         self._refuse_if_resolved()
         if self.status.state != "paused":
             raise ValueError("the case is not paused")
+
+    @workflow.update
+    async def ticket_status(self, command: TicketStatus) -> CaseStatus:
+        """The ticket's status, as the ticketing system says: the pinned policy's
+        `pause_statuses` pause the clocks, any other status resumes a paused case. What
+        changes nothing (paused and still waiting, running and still running) is not
+        recorded."""
+        s = self.status
+        pauses = command.status in self.spec.pause_statuses
+        detail = {"status": command.status, **_who(command.by)}
+        if pauses and s.state != "paused":
+            self._pause(f"ticket {command.status}")
+            self._record("pause", {**detail, "reason": f"ticket {command.status}"})
+        elif not pauses and s.state == "paused":
+            self._resume()
+            self._record("resume", detail)
+        return s
+
+    @ticket_status.validator
+    def _validate_ticket_status(self, command: TicketStatus) -> None:
+        self._refuse_if_resolved()
 
     @workflow.update
     async def set_priority(self, command: SetPriority) -> CaseStatus:
@@ -884,5 +915,6 @@ __all__ = [
     "SetPriority",
     "SetStage",
     "SlaOutcome",
+    "TicketStatus",
     "case_workflow_id",
 ]

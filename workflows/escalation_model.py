@@ -144,6 +144,11 @@ class OpenCase(BaseModel):
 
 class Acknowledge(BaseModel):
     by: str = Field(min_length=1, max_length=200)
+    first_response_only: bool = Field(
+        False,
+        description="an agent's public reply: it acknowledges a case not yet acknowledged "
+        "and changes nothing on one that is",
+    )
 
 
 class Pause(BaseModel):
@@ -153,6 +158,14 @@ class Pause(BaseModel):
 
 class Resume(BaseModel):
     by: str | None = Field(None, max_length=200, description="who resumed it")
+
+
+class TicketStatus(BaseModel):
+    """The ticket's status changed in the ticketing system: the case's pinned policy decides
+    (`pause_statuses` pause the clocks, any other status resumes a case they paused)."""
+
+    status: str = Field(min_length=1, max_length=40)
+    by: str | None = Field(None, max_length=200, description="who changed it")
 
 
 class SetPriority(BaseModel):
