@@ -147,7 +147,8 @@ def customer_events(customer: str, count: int, run: str) -> list[EventEnvelope]:
             },
         )
     )
-    kinds.append(("survey.responded", {"score": 2, "ticket_id": ticket}))
+    # About another contact: a second survey about the same ticket is recorded, not acted on.
+    kinds.append(("survey.responded", {"score": 2, "ticket_id": f"{ticket}-2"}))
     now = datetime.now(UTC)
     return [
         EventEnvelope(

@@ -53,7 +53,8 @@ def test_contract_rules_fire_without_aliases() -> None:
     [plan] = engine.on_event(_survey(1), AT)
     assert plan.decision is not None
     assert plan.decision.rule == "service-recovery/low-csat"
-    assert list(engine.state.dedup["service-recovery/low-csat"]) == ["crm/s1"]
+    # One failure per contact: the key is the ticket the survey is about.
+    assert list(engine.state.dedup["service-recovery/low-csat"]) == ["ticket/T-1042"]
 
 
 def test_rules_pinned_before_the_contract_need_the_legacy_names() -> None:

@@ -48,6 +48,10 @@ MAX_DEDUP_PER_RULE = 500
 MAX_LOG = 100
 MAX_EPISODES = 20
 MAX_APPROVALS = 20
+MAX_SCORES = 50
+BASELINE_SCORES = 10  # history.median_score: the median of the last this many scores
+BASELINE_MIN = 3  # fewer scores than this: no baseline (median_score -1.0)
+LOW_SCORE = 2.0  # on the 1..5 scale: what history.low_scores_* count
 
 Outcome = Literal["fired", "laddered", "shadow", "suppressed"]
 SuppressedBy = Literal[
@@ -147,6 +151,14 @@ class StallWatch(BaseModel):
     fired: bool = False
 
 
+class ScoreEntry(BaseModel):
+    """One survey score, on the 1..5 scale, and the contact (ticket) it was about."""
+
+    at: datetime
+    score: float
+    ticket: str | None = None
+
+
 class RecoveryState(BaseModel):
     """Everything one customer's recovery workflow knows; carried whole by continue-as-new."""
 
@@ -173,6 +185,7 @@ class RecoveryState(BaseModel):
     tally: dict[str, dict[str, int]] = Field(default_factory=dict)
     customer: dict[str, Any] | None = None
     customer_at: datetime | None = None
+    scores: list[ScoreEntry] = Field(default_factory=list, description="latest survey scores")
 
     def open_episode(self) -> Episode | None:
         for episode in reversed(self.episodes):
@@ -327,11 +340,29 @@ class RecoveryEngine:
     def customer_context(self) -> dict[str, Any]:
         return dict(self.state.customer or {"id": self.state.customer_id})
 
-    def history_context(self, now: datetime) -> dict[str, Any]:
+    def history_context(self, now: datetime, ticket: Any = None) -> dict[str, Any]:
+        """What `history` offers a trigger; the score fields describe the surveys before the
+        event being decided (scores on the 1..5 scale)."""
         s = self.state
         counts = {kind: len(times) for kind, times in s.recent.items()}
         last = s.episodes[-1] if s.episodes else None
+        latest = [e.score for e in s.scores[-BASELINE_SCORES:]]
+        median = -1.0
+        if len(latest) >= BASELINE_MIN:
+            ordered = sorted(latest)
+            middle = len(ordered) // 2
+            median = (
+                ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+            )
+        month = now - HISTORY_RETENTION
+        low = [e for e in s.scores if e.at > month and e.score <= LOW_SCORE]
         return {
+            "median_score": float(median),
+            "scores": len(s.scores),
+            "low_scores_30d": len(low),
+            "low_scores_other_contacts_30d": len(
+                [e for e in low if e.ticket is None or e.ticket != ticket]
+            ),
             "counts_30d": counts,
             "episodes": s.episode_count,
             "open_episode": s.open_episode() is not None,
@@ -452,8 +483,10 @@ class RecoveryEngine:
         activation = {
             "event": ctx,
             "customer": self.customer_context(),
-            "history": self.history_context(now),
+            "history": self.history_context(now, ctx.get("ticket_id")),
         }
+        if kind == SURVEY:
+            self._record_score(ctx, at)
         for loaded in self.rules:
             trigger = loaded.rule.trigger
             if trigger.event is None or self._type(trigger.event) != kind:
@@ -473,6 +506,19 @@ class RecoveryEngine:
                 del s.windows[loaded.id]  # counted once: the next trigger needs fresh events
             plans += self._consider(loaded, ctx, event.key, now, ctx.get("ticket_id"))
         return plans
+
+    def _record_score(self, ctx: dict[str, Any], at: datetime) -> None:
+        score, scale = ctx.get("score"), ctx.get("scale", 5)
+        if not isinstance(score, int) or not isinstance(scale, int) or scale < 1:
+            return
+        if ctx.get("survey", "csat") != "csat":
+            return  # NPS (0..10) answers another question
+        ticket = ctx.get("ticket_id")
+        entry = ScoreEntry(
+            at=at, score=score * 5 / scale, ticket=ticket if isinstance(ticket, str) else None
+        )
+        self.state.scores.append(entry)
+        _keep_last(self.state.scores, MAX_SCORES)
 
     def _watch_stalls(self, stage: str, since: datetime, *, only_new: bool = False) -> None:
         for loaded in self.rules:
