@@ -5,16 +5,27 @@ each that changes something requires who does it (`--by`; `--approver` for appro
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from activities.deps import ActivityDeps
 from definitions.registry import CATALOG_DIR, deploy_folder
 from tests.cli_support import CommandLine, options_of, subcommands, who_option
 from tests.conftest import AppDb
-from tests.escalation_support import escalation_worker, new_ticket_id
+from tests.devstack_support import free_port
+from tests.escalation_support import ledger_entries, new_ticket_id
+from tests.rollout_support import new_change_id
+from worker.assembly import activity_functions
+from workflows.escalation import EscalationWorkflow
+from workflows.recovery import RecoveryWorkflow
+from workflows.rollout import RolloutWorkflow
+from workflows.sandbox import WORKFLOW_RUNNER
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -32,7 +43,33 @@ CASE = {
     "show": (False, ["T-404"]),
     "list": (False, ["--state", "bogus"]),
 }
-GROUPS = {"case": CASE}
+ROLLOUT = {
+    "start": (True, ["no-such-plan", "--change", "CHG-404", "--reason", "test"]),
+    "status": (False, ["CHG-404"]),
+    "approve": (True, ["CHG-404"]),
+    "reject": (True, ["CHG-404"]),
+    "pause": (True, ["CHG-404"]),
+    "resume": (True, ["CHG-404"]),
+    "promote": (True, ["CHG-404"]),
+    "abort": (True, ["CHG-404"]),
+    "retry": (True, ["CHG-404"]),
+    "list": (False, None),
+}
+RECOVERY = {
+    "approve": (True, ["C-404"]),
+    "reject": (True, ["C-404"]),
+    "silence": (True, ["C-404", "--for", "2d"]),
+    "unsilence": (True, ["C-404"]),
+    "show": (False, ["C-404"]),
+    "list": (False, ["--state", "bogus"]),
+    "backtest": (False, ["no-such-rules.yaml", "--events", "no-such-events.jsonl"]),
+}
+GROUPS: dict[str, dict[str, tuple[bool, list[str] | None]]] = {
+    "case": CASE,
+    "rollout": ROLLOUT,
+    "recovery": RECOVERY,
+}
+"""None: no argument makes it fail, so it runs against a Temporal that is not there."""
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))
@@ -55,17 +92,33 @@ async def cli(
     dev_env: WorkflowEnvironment, app_db: AppDb, tmp_path: Path
 ) -> AsyncIterator[CommandLine]:
     await deploy_folder(app_db.sessions, CATALOG_DIR, deployed_by="test")
-    async with escalation_worker(dev_env, app_db) as queue:
+    queue = f"cli-{uuid.uuid4()}"
+    async with Worker(
+        dev_env.client,
+        task_queue=queue,
+        workflows=[EscalationWorkflow, RolloutWorkflow, RecoveryWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
+        activities=activity_functions(ActivityDeps(sessions=app_db.sessions)),
+    ):
         yield CommandLine.against(dev_env, app_db.url, queue, tmp_path)
 
 
 @SQLITE
 @pytest.mark.parametrize("group", sorted(GROUPS))
 async def test_every_subcommand_answers_errors_in_one_shape(cli: CommandLine, group: str) -> None:
-    for name, (changes, args) in GROUPS[group].items():
+    nowhere = CommandLine({**cli.env, "OPSFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"})
+    for name, (changes, given_args) in GROUPS[group].items():
         command = subcommands(group)[name]
         who = who_option(command)
         given = [who.opts[0], "ana"] if who is not None else []
+        args = given_args or []
+        if given_args is None:
+            text = await nowhere.refused(group, name, *given)
+            assert "cannot reach Temporal" in text, (name, text)
+            as_json = await nowhere.run(group, name, *given, "--json")
+            assert as_json.exit_code == 1 and as_json.stdout == "", name
+            assert as_json.error_json() == {"error": text.removeprefix("error: ")}, name
+            continue
         if changes:
             assert who is not None
             # Without who: a usage error (exit 2) naming the option, nothing sent.
@@ -120,3 +173,38 @@ async def test_case_commands_pass_who_to_the_workflow_and_the_ledger(cli: Comman
         "acknowledge": "gu",
         "resolve": "ha",
     }
+
+
+@SQLITE
+async def test_rollout_commands_pass_who_to_the_workflow_and_the_ledger(
+    cli: CommandLine, app_db: AppDb
+) -> None:
+    change = new_change_id()
+    started = await cli.ok(
+        "rollout", "start", "new-billing-flow", "--change", change, "--owner", "maria",
+        "--reason", "Faster disputes", "--json",
+    )  # fmt: skip
+    assert started.json()["started"] is True and started.json()["plan"] == "new-billing-flow@1"
+    for _ in range(300):  # the impact assessment runs first
+        state = (await cli.ok("rollout", "status", change, "--json")).json()["state"]
+        if state == "awaiting_approval":
+            break
+        await asyncio.sleep(0.2)
+    assert state == "awaiting_approval"
+    paused = await cli.ok("rollout", "pause", change, "--by", "bo", "--reason", "freeze", "--json")
+    assert paused.json()["state"]["paused"] is True
+    await cli.ok("rollout", "resume", change, "--by", "cy")
+    aborted = await cli.ok("rollout", "abort", change, "--by", "di", "--json")
+    assert aborted.json()["state"]["aborted"] is True
+    refused = await cli.run("rollout", "promote", change, "--by", "ed", "--json")
+    assert refused.exit_code == 1 and "refused promote" in refused.error_json()["error"]
+    who = {
+        entry.step.split("-", 3)[-1]: entry.detail.get("by")
+        for entry in await ledger_entries(app_db, f"rollout-{change}")
+        if "-command-" in entry.step
+    }
+    assert who == {"pause": "bo", "resume": "cy", "abort": "di"}
+    status = (await cli.ok("rollout", "status", change, "--json")).json()
+    assert status["change"]["change_id"] == change
+    listed = (await cli.ok("rollout", "list", "--json")).json()
+    assert change in [row["change"] for row in listed]

@@ -85,7 +85,7 @@ async def test_promote_full_needs_an_approver_and_skips_to_everyone(
 
 
 def test_cli_promote_full_without_an_approver_is_one_line() -> None:
-    result = CliRunner().invoke(app, ["rollout", "promote", "CHG-1", "--full"])
+    result = CliRunner().invoke(app, ["rollout", "promote", "CHG-1", "--full", "--by", "ana"])
     assert result.exit_code != 0
     assert "--full needs --approver" in result.output
     assert "Traceback" not in result.output

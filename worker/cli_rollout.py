@@ -18,6 +18,7 @@ from definitions.models import RolloutSpec
 from definitions.registry import get, latest
 from store.db import create_engine, session_factory
 from worker.cli_support import (
+    By,
     JsonOption,
     console,
     fail,
@@ -32,6 +33,7 @@ from worker.rollouts import (
     command_rollout,
     list_rollouts,
     pending_activities,
+    retry_rollout,
     rollout_state,
     start_rollout,
 )
@@ -175,8 +177,9 @@ def start(
             "the approvers approve that too.",
         ),
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Start the rollout of a change under a deployed plan."""
+    """Start the rollout of a change under a deployed plan (`--owner` is who starts it)."""
     settings = settings_or_exit()
     request = _model(
         ChangeRequest,
@@ -189,6 +192,8 @@ def start(
     assert isinstance(request, ChangeRequest)
 
     async def main() -> None:
+        if not owner.strip():
+            raise OpsflowError("--owner: say who owns the change")
         engine = create_engine(settings.database)
         try:
             name, _, version = plan.partition("@")
@@ -202,6 +207,19 @@ def start(
             await engine.dispose()
         client = await connect(settings)
         started = await start_rollout(client, settings.task_queue, request, pinned)
+        if as_json:
+            print_json(
+                {
+                    "change": change,
+                    "started": started.started,
+                    "plan": started.plan,
+                    "not_applied": [
+                        "--" + field.replace("_", "-") for field in started.not_applied(request)
+                    ],
+                    "url": _link(settings, client, change),
+                }
+            )
+            return
         if started.started:
             console.print(f"rollout of {change} started under {pinned.ref}", highlight=False)
         else:
@@ -264,16 +282,36 @@ def status(
     run(main)
 
 
-def _command(change_id: str, update: str, argument: BaseModel | None = None) -> None:
+def _command(change_id: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
     settings = settings_or_exit()
 
     async def main() -> None:
         client = await connect(settings)
-        result = await command_rollout(client, change_id, update, argument)
+        if update == "retry":  # an ended change (e.g. rolled back) gets a new run
+            retried = await retry_rollout(client, settings.task_queue, change_id, argument)
+            result = retried.status
+        else:
+            result = await command_rollout(client, change_id, update, argument)
+        if as_json:
+            print_json(
+                {
+                    "change": change_id,
+                    "state": result.model_dump(mode="json"),
+                    "url": _link(settings, client, change_id),
+                }
+            )
+            return
         console.print(status_line(result, await _timezone(settings, result)), highlight=False)
         console.print(f"  {_link(settings, client, change_id)}", highlight=False)
 
     run(main)
+
+
+def _who(option: str, value: str) -> str:
+    """Who gives the command, stripped; blank is refused like a missing option would be."""
+    if not value.strip():
+        raise fail(f"{option}: say who does it (a name)")
+    return value.strip()
 
 
 MOVE_ON_WAIT = 5.0
@@ -315,10 +353,12 @@ async def approval_outcome(
 
 
 @app.command()
-def approve(change_id: ChangeId, approver: Approver, reason: ReasonOption = "") -> None:
+def approve(
+    change_id: ChangeId, approver: Approver, reason: ReasonOption = "", as_json: JsonOption = False
+) -> None:
     """Approve the start of a rollout or a phase gate."""
     settings = settings_or_exit()
-    decision = _model(Decision, approver=approver, reason=reason)
+    decision = _model(Decision, approver=_who("--approver", approver), reason=reason)
 
     async def main() -> None:
         client = await connect(settings)
@@ -327,6 +367,17 @@ def approve(change_id: ChangeId, approver: Approver, reason: ReasonOption = "") 
         timezone = spec.windows.timezone if spec else None
         required = spec.approvals.required if spec else None
         line = await approval_outcome(client, change_id, result, required, timezone)
+        if as_json:
+            current = await rollout_state(client, change_id)
+            print_json(
+                {
+                    "change": change_id,
+                    "message": line,
+                    "state": current.model_dump(mode="json"),
+                    "url": _link(settings, client, change_id),
+                }
+            )
+            return
         console.print(line, highlight=False)
         console.print(f"  {_link(settings, client, change_id)}", highlight=False)
 
@@ -334,49 +385,64 @@ def approve(change_id: ChangeId, approver: Approver, reason: ReasonOption = "") 
 
 
 @app.command()
-def reject(change_id: ChangeId, approver: Approver, reason: ReasonOption = "") -> None:
+def reject(
+    change_id: ChangeId, approver: Approver, reason: ReasonOption = "", as_json: JsonOption = False
+) -> None:
     """Reject: before the start it ends the rollout; at a gate it rolls back."""
-    _command(change_id, "reject", _model(Decision, approver=approver, reason=reason))
+    decision = _model(Decision, approver=_who("--approver", approver), reason=reason)
+    _command(change_id, "reject", decision, as_json)
 
 
 @app.command()
-def pause(change_id: ChangeId, reason: ReasonOption = "") -> None:
+def pause(
+    change_id: ChangeId, by: By, reason: ReasonOption = "", as_json: JsonOption = False
+) -> None:
     """Pause: no bake, window or deadline clock runs until resume."""
-    _command(change_id, "pause", _model(Reason, reason=reason))
+    _command(change_id, "pause", _model(Reason, reason=reason, by=_who("--by", by)), as_json)
 
 
 @app.command()
-def resume(change_id: ChangeId) -> None:
+def resume(
+    change_id: ChangeId, by: By, reason: ReasonOption = "", as_json: JsonOption = False
+) -> None:
     """Resume a paused rollout, or keep baking a held one."""
-    _command(change_id, "resume")
+    _command(change_id, "resume", _model(Reason, reason=reason, by=_who("--by", by)), as_json)
 
 
 @app.command()
 def promote(
     change_id: ChangeId,
+    by: By,
     full: Annotated[bool, typer.Option("--full", help="Skip to 100% (needs --approver).")] = False,
     approver: Annotated[str | None, typer.Option("--approver", help="For --full.")] = None,
     reason: ReasonOption = "",
+    as_json: JsonOption = False,
 ) -> None:
     """End the current bake now (or roll a frozen rollout forward); --full skips to 100%."""
+    who = _who("--by", by)
     if not full:
-        _command(change_id, "promote")
+        _command(change_id, "promote", _model(Reason, reason=reason, by=who), as_json)
         return
     if not approver:
         raise fail("--full needs --approver: skipping to 100% must be approved")
-    _command(change_id, "promote_full", _model(Decision, approver=approver, reason=reason))
+    decision = _model(Decision, approver=_who("--approver", approver), reason=reason)
+    _command(change_id, "promote_full", decision, as_json)
 
 
 @app.command()
-def abort(change_id: ChangeId, reason: ReasonOption = "") -> None:
+def abort(
+    change_id: ChangeId, by: By, reason: ReasonOption = "", as_json: JsonOption = False
+) -> None:
     """Abort and roll back (a frozen rollout: accept it as it stands)."""
-    _command(change_id, "abort", _model(Reason, reason=reason))
+    _command(change_id, "abort", _model(Reason, reason=reason, by=_who("--by", by)), as_json)
 
 
 @app.command()
-def retry(change_id: ChangeId) -> None:
-    """After an abort: start again from the first phase with the same cohorts."""
-    _command(change_id, "retry")
+def retry(
+    change_id: ChangeId, by: By, reason: ReasonOption = "", as_json: JsonOption = False
+) -> None:
+    """Run a rolled-back or aborted change again: attempt N+1, same cohorts, fresh approvals."""
+    _command(change_id, "retry", _model(Reason, reason=reason, by=_who("--by", by)), as_json)
 
 
 @app.command("list")

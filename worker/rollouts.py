@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -77,15 +79,7 @@ async def start_rollout(
     if plan.kind != "rollout":
         raise OpsflowError(f"{plan.ref} is a {plan.kind} definition, not a rollout plan")
     workflow_id = rollout_workflow_id(change.change_id)
-    attributes = TypedSearchAttributes(
-        [
-            SearchAttributePair(sa.OPS_KIND, "rollout"),
-            SearchAttributePair(sa.OPS_OWNER, change.owner),
-            SearchAttributePair(sa.OPS_STATE, "assessing"),
-            SearchAttributePair(sa.OPS_STAGE, "impact"),
-            SearchAttributePair(sa.OPS_DEFINITION, plan.ref),
-        ]
-    )
+    attributes = _attributes(change, plan)
     summary = f"Change {change.change_id} by {change.owner} under {plan.ref}: {change.reason[:120]}"
     try:
         handle = await client.start_workflow(
@@ -99,9 +93,128 @@ async def start_rollout(
         )
     except WorkflowAlreadyStartedError:
         existing = client.get_workflow_handle_for(RolloutWorkflow.run, workflow_id)
+        finished = await _finished(existing)
+        if finished is not None:
+            raise RolloutCommandRefused(_what_instead(change.change_id, finished)) from None
         running_plan, running = await _running(existing, plan.ref)
         return StartedRollout(existing, False, running_plan, running)
     return StartedRollout(handle, True, plan.ref)
+
+
+def _attributes(change: ChangeRequest, plan: PinnedDefinition) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.OPS_KIND, "rollout"),
+            SearchAttributePair(sa.OPS_OWNER, change.owner),
+            SearchAttributePair(sa.OPS_STATE, "assessing"),
+            SearchAttributePair(sa.OPS_STAGE, "impact"),
+            SearchAttributePair(sa.OPS_DEFINITION, plan.ref),
+        ]
+    )
+
+
+async def _finished(handle: WorkflowHandle[Any, Any]) -> RolloutStatus | None:
+    """The final state of the change's latest run when it has ended normally; None while it
+    runs (or when it failed, was terminated or timed out: `start` may start it again)."""
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return None
+    if described.status != WorkflowExecutionStatus.COMPLETED:
+        return None
+    result = await handle.result(rpc_timeout=timedelta(seconds=10))
+    return result if isinstance(result, RolloutStatus) else RolloutStatus.model_validate(result)
+
+
+def _what_instead(change_id: str, finished: RolloutStatus) -> str:
+    attempt = f"attempt {finished.attempt}"
+    if finished.state == "rolled_back":
+        return (
+            f"the rollout of {change_id} was rolled back ({attempt}: {finished.ended_reason}); "
+            f"run `opsflow rollout retry {change_id}` to run it again with the same cohorts"
+        )
+    if finished.state == "completed":
+        return (
+            f"the rollout of {change_id} is complete ({attempt}, every phase passed); "
+            "a further change needs a new change id"
+        )
+    return (
+        f"the rollout of {change_id} ended {finished.state} ({attempt}: "
+        f"{finished.ended_reason}); start the change under a new change id"
+    )
+
+
+@dataclass(frozen=True)
+class RetriedRollout:
+    status: RolloutStatus
+    """The new attempt's state (for a new run: as it starts)."""
+    new_run: bool
+    """True when the change had ended and a new run started attempt N+1."""
+
+
+async def _first_input(client: Client, handle: WorkflowHandle[Any, Any]) -> StartRollout:
+    """The input of the latest run (its plan exactly as pinned then)."""
+    async for event in handle.fetch_history_events(page_size=1):
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        decoded = await client.data_converter.decode(payloads, [StartRollout])
+        first = decoded[0]
+        assert isinstance(first, StartRollout)
+        return first
+    raise OpsflowError("the rollout's history has no start event")
+
+
+async def retry_rollout(
+    client: Client, task_queue: str, change_id: str, argument: BaseModel | None = None
+) -> RetriedRollout:
+    """Run a rolled-back or aborted change again: attempt N+1 with the same cohorts (same
+    seed) and fresh approvals; a running, aborted rollout takes the `retry` update, an
+    ended one (e.g. after an automatic rollback) starts a new run of the same workflow id."""
+    handle = _handle(client, change_id)
+    try:
+        described = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RolloutCommandRefused(f"there is no rollout of change {change_id}") from None
+        raise OpsflowError(f"cannot read rollout of change {change_id}: {exc.message}") from None
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        return RetriedRollout(await command_rollout(client, change_id, "retry", argument), False)
+    finished = await _finished(handle)
+    if finished is None:
+        state = described.status.name.lower() if described.status else "closed"
+        raise RolloutCommandRefused(
+            f"the rollout of {change_id} {state}; `opsflow rollout start` starts it again"
+        )
+    if finished.state != "rolled_back":
+        raise RolloutCommandRefused(_what_instead(change_id, finished))
+    first = await _first_input(client, handle)
+    change, plan = finished.change, first.plan
+    try:
+        await client.start_workflow(
+            RolloutWorkflow.run,
+            StartRollout(change=change, plan=plan, attempt=finished.attempt + 1),
+            id=rollout_workflow_id(change_id),
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=_attributes(change, plan),
+            static_summary=f"Change {change_id} by {change.owner} under {plan.ref}, attempt "
+            f"{finished.attempt + 1}: {change.reason[:120]}",
+        )
+    except WorkflowAlreadyStartedError:
+        raise RolloutCommandRefused(
+            f"the rollout of {change_id} is already running again (retried meanwhile)"
+        ) from None
+    return RetriedRollout(await _started_state(client, change_id, finished.attempt + 1), True)
+
+
+async def _started_state(client: Client, change_id: str, attempt: int) -> RolloutStatus:
+    """The new run's state once its first workflow task has run (briefly waits for it)."""
+    for _ in range(50):
+        with contextlib.suppress(RPCError, WorkflowQueryFailedError, RolloutCommandRefused):
+            status = await rollout_state(client, change_id)
+            if status.attempt == attempt:
+                return status
+        await asyncio.sleep(0.2)
+    return await rollout_state(client, change_id)
 
 
 def _handle(client: Client, change_id: str) -> WorkflowHandle[Any, Any]:

@@ -81,6 +81,11 @@ elsewhere within this, from its last recorded progress."""
 _CHANNELS = {"email": "email", "slack": "chat", "chat": "chat", "pager": "pager", "sms": "chat"}
 
 
+def _who(command: Reason | None) -> dict[str, str]:
+    """`{"by": ...}` for a command's ledger entry; nothing from a client that did not say."""
+    return {"by": command.by} if command is not None and command.by else {}
+
+
 def _value_text(metric: str, value: float | None) -> str:
     if value is None:
         return "no data"
@@ -203,6 +208,8 @@ class RolloutWorkflow:
             spec = self.spec
             self._status = RolloutStatus(
                 change=request.change,
+                attempt=request.attempt,
+                approvals_scoped=request.attempt > 1,
                 plan=request.plan.ref,
                 risk=spec.impact.risk,
                 deadline=spec.deadline,
@@ -346,7 +353,12 @@ class RolloutWorkflow:
         s.approval_for, s.approval_since, s.approval_paged = stage, workflow.now(), False
 
     def _approvals_for(self, stage: str) -> list[Approval]:
-        return [a for a in self.status.approvals if a.stage == stage]
+        s = self.status
+        return [
+            a
+            for a in s.approvals
+            if a.stage == stage and (a.attempt == s.attempt or not s.approvals_scoped)
+        ]
 
     def _needed_for(self, stage: str) -> int:
         s = self.status
@@ -919,7 +931,11 @@ class RolloutWorkflow:
         stage = s.approval_for or "start"
         s.approvals.append(
             Approval(
-                approver=command.approver, reason=command.reason, at=workflow.now(), stage=stage
+                approver=command.approver,
+                reason=command.reason,
+                at=workflow.now(),
+                stage=stage,
+                attempt=s.attempt,
             )
         )
         await self._record("approve", {"approver": command.approver, "stage": stage})
@@ -956,7 +972,7 @@ class RolloutWorkflow:
     async def pause(self, command: Reason) -> RolloutStatus:
         s = self.status
         s.paused, s.pause_reason = True, command.reason or None
-        await self._record("pause", {"reason": command.reason})
+        await self._record("pause", {"reason": command.reason, **_who(command)})
         return s
 
     @pause.validator
@@ -969,7 +985,7 @@ class RolloutWorkflow:
             raise ValueError(f"a rollout that is {s.state} cannot be paused")
 
     @workflow.update
-    async def resume(self) -> RolloutStatus:
+    async def resume(self, command: Reason | None = None) -> RolloutStatus:
         s = self.status
         detail: dict[str, Any] = {}
         if s.paused:
@@ -986,28 +1002,28 @@ class RolloutWorkflow:
                 phase.bake_total = max(spent, interval * phase.readings_taken) + interval
             phase.verdict = "baking"
             s.state = "baking"
-        await self._record("resume", detail)
+        await self._record("resume", {**detail, **_who(command)})
         return s
 
     @resume.validator
-    def _validate_resume(self) -> None:
+    def _validate_resume(self, command: Reason | None = None) -> None:
         self._refuse_if_over()
         s = self.status
         if not s.paused and s.state != "held":
             raise ValueError(f"the rollout is not paused or held (it is {s.state})")
 
     @workflow.update
-    async def promote(self) -> RolloutStatus:
+    async def promote(self, command: Reason | None = None) -> RolloutStatus:
         s = self.status
         s.promote_requested = True
         if s.state == "held":
             s.hold_reason = None
             s.state = "baking"
-        await self._record("promote", {"phase": s.stage})
+        await self._record("promote", {"phase": s.stage, **_who(command)})
         return s
 
     @promote.validator
-    def _validate_promote(self) -> None:
+    def _validate_promote(self, command: Reason | None = None) -> None:
         self._refuse_if_over()
         s = self.status
         if s.paused:
@@ -1021,7 +1037,11 @@ class RolloutWorkflow:
         s.promote_full_by = command.approver
         s.approvals.append(
             Approval(
-                approver=command.approver, reason=command.reason, at=workflow.now(), stage="full"
+                approver=command.approver,
+                reason=command.reason,
+                at=workflow.now(),
+                stage="full",
+                attempt=s.attempt,
             )
         )
         if s.state == "held":
@@ -1050,12 +1070,12 @@ class RolloutWorkflow:
         if s.state == "frozen":
             s.ended_reason = f"accepted as it stands: {reason}"
             self._finish("frozen")
-            await self._record("accept", {"reason": reason})
+            await self._record("accept", {"reason": reason, **_who(command)})
             return s
         s.aborted = True
         s.paused, s.pause_reason = False, None
         s.rollback_reason = f"aborted: {reason}"
-        await self._record("abort", {"reason": reason})
+        await self._record("abort", {"reason": reason, **_who(command)})
         return s
 
     @abort.validator
@@ -1068,7 +1088,7 @@ class RolloutWorkflow:
             raise ValueError(f"the rollout is already rolling back ({s.rollback_reason})")
 
     @workflow.update
-    async def retry(self) -> RolloutStatus:
+    async def retry(self, command: Reason | None = None) -> RolloutStatus:
         s = self.status
         s.attempt += 1
         s.phase_index, s.applied = 0, []
@@ -1081,11 +1101,19 @@ class RolloutWorkflow:
             phase.checks = self._fresh_checks(self.spec.phases[number])
             phase.reverted, phase.notified, phase.recorded = False, 0, False
         s.state, s.stage = "waiting_window", s.phases[0].name
-        await self._record("retry", {"attempt": s.attempt})
+        # Since this patch a retry is a new attempt in full: the earlier attempt's approvals
+        # count for none of its gates, and the start is approved afresh.
+        if workflow.patched("retry-fresh-approvals"):
+            s.approvals_scoped = True
+            s.approval_for = s.approval_since = None
+            if s.approvals_needed:
+                self._request_approval("start")
+                s.state = "awaiting_approval"
+        await self._record("retry", {"attempt": s.attempt, **_who(command)})
         return s
 
     @retry.validator
-    def _validate_retry(self) -> None:
+    def _validate_retry(self, command: Reason | None = None) -> None:
         self._refuse_if_over()
         s = self.status
         if s.state != "rolled_back" or not s.aborted:

@@ -123,6 +123,7 @@ class Approval(BaseModel):
     reason: str
     at: datetime
     stage: str
+    attempt: int = Field(1, description="the attempt it was given in: it counts for no other")
 
 
 class RolloutStatus(BaseModel):
@@ -137,6 +138,9 @@ class RolloutStatus(BaseModel):
     applied: list[int] = Field(default_factory=list, description="phases applied, in order")
     approvals_needed: int = 0
     approvals: list[Approval] = Field(default_factory=list)
+    approvals_scoped: bool = Field(
+        False, description="approvals count only in their own attempt (set by a retry)"
+    )
     approval_for: str | None = Field(None, description="start, or the phase whose gate waits")
     approval_since: datetime | None = None
     approval_paged: bool = False
@@ -249,6 +253,9 @@ class StartRollout(BaseModel):
     change: ChangeRequest
     plan: PinnedDefinition
     carried: RolloutStatus | None = None
+    attempt: int = Field(
+        1, ge=1, description="a retry of a finished change starts a new run at attempt N+1"
+    )
 
 
 class Decision(BaseModel):
@@ -258,3 +265,4 @@ class Decision(BaseModel):
 
 class Reason(BaseModel):
     reason: str = Field("", max_length=2000)
+    by: str | None = Field(None, max_length=200, description="who gave the command")
