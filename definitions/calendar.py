@@ -8,6 +8,22 @@ safe in workflow code (no I/O, no clock), and gives the same answer on replay.
 
 Every method takes and returns timezone-aware datetimes; results are in UTC. Working hours
 are wall-clock times in the calendar's timezone, so a DST change moves them with the clock.
+
+A day's open intervals: the date's `overrides` entry if it has one (it wins over the weekly
+hours and over holidays; `closed` or `[]` closes the day), else nothing on a holiday, else the
+weekly `hours`; then the weekday's `breaks` are cut out.
+
+The arithmetic follows zendesk/biz, the engine behind Zendesk's and Zammad's business-hour
+clocks, so due times agree with what those tools show:
+
+- adding zero at a closed instant gives the next opening (biz: `time(0, :hours).after(t)`);
+- a budget that runs out exactly when the calendar closes is due at that closing instant,
+  not at the next opening: the earliest instant by which the budget has elapsed (biz's
+  `after` returns the end of the last period it consumed). Measuring from the start to it
+  gives the budget back, and a breach is recorded on the day it happened;
+- business days (`add_business_days`): the n-th later day that has any open time, at the same
+  local time of day, then the next moment in business hours (biz's day semantics), so the
+  result is always in business hours.
 """
 
 from __future__ import annotations
@@ -15,10 +31,18 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALWAYS = "24x7"
@@ -29,6 +53,7 @@ _MAX_SEARCH_DAYS = 40_000
 _DAY_CACHE_SIZE = 4_096
 
 _RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+CLOSED = "closed"
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 Interval = tuple[datetime, datetime]
@@ -70,6 +95,67 @@ def _parse_range(text: str) -> tuple[int, int]:
 
 def _format_range(start: int, end: int) -> str:
     return f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+
+
+Minutes = tuple[tuple[int, int], ...]
+
+
+def parse_ranges(where: str, ranges: str | list[str]) -> list[tuple[int, int]]:
+    """One entry's ranges (`"08:00-12:00"` or a list of them), sorted; overlaps refused."""
+    texts = [ranges] if isinstance(ranges, str) else ranges
+    parsed = sorted(_parse_range(text) for text in texts)
+    for (first_start, first_end), (start, end) in itertools.pairwise(parsed):
+        if start < first_end:
+            prefix = f"{where}: " if where else ""
+            raise ValueError(
+                f"{prefix}time ranges overlap ({_format_range(first_start, first_end)} and "
+                f"{_format_range(start, end)})"
+            )
+    return parsed
+
+
+def _subtract(ranges: Minutes, cuts: Minutes) -> Minutes:
+    """`ranges` with every minute of `cuts` removed (both sorted, minutes of one day)."""
+    result: list[tuple[int, int]] = []
+    for start, end in ranges:
+        pieces = [(start, end)]
+        for cut_start, cut_end in cuts:
+            pieces = [
+                piece
+                for low, high in pieces
+                for piece in ((low, min(high, cut_start)), (max(low, cut_end), high))
+                if piece[1] > piece[0]
+            ]
+        result.extend(pieces)
+    return tuple(result)
+
+
+def _override_ranges(value: str | list[str]) -> list[str]:
+    if value == CLOSED or value == []:
+        return []
+    if isinstance(value, str) and value.strip().lower() == CLOSED:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _override_value(value: str | list[str]) -> list[str]:
+    """One date's hours, normalised (`closed` is `[]`); checked per entry so an error points
+    at the date's own line."""
+    ranges = _override_ranges(value)
+    try:
+        parsed = parse_ranges("", ranges) if ranges else []
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or `closed` for a closed day") from None
+    return [_format_range(start, end) for start, end in parsed]
+
+
+def _break_value(value: str | list[str]) -> str | list[str]:
+    parse_ranges("", value)  # per entry, so an error points at the entry's own line
+    return value
+
+
+OverrideHours = Annotated[str | list[str], AfterValidator(_override_value)]
+BreakRanges = Annotated[str | list[str], AfterValidator(_break_value)]
 
 
 def _country_holidays(country: str, subdivision: str | None, years: list[int]) -> list[date]:
@@ -117,6 +203,17 @@ class BusinessCalendar(BaseModel):
         description="`24x7`, or days (mon, mon-fri, sat,sun) to time ranges (08:00-18:00, "
         "or a list of them). Days not listed are closed.",
     )
+    breaks: dict[str, BreakRanges] = Field(
+        default_factory=dict,
+        description="Closed stretches within the hours, per day (mon-fri: 12:00-13:00); "
+        "several keys may name the same day. Breaks apply to overrides too.",
+    )
+    overrides: dict[date, OverrideHours] = Field(
+        default_factory=dict,
+        description="Hours for one date instead of the weekly ones, e.g. "
+        '"2026-12-24": "09:00-12:00", a Saturday\'s extra hours, or `closed`. An override '
+        "wins over the weekly hours and over holidays.",
+    )
     holidays: Holidays = Field(default_factory=Holidays)
     resolved_holidays: list[date] = Field(
         default_factory=list,
@@ -125,7 +222,9 @@ class BusinessCalendar(BaseModel):
     )
 
     _zone: ZoneInfo = PrivateAttr()
-    _week: tuple[tuple[tuple[int, int], ...], ...] = PrivateAttr()
+    _week: tuple[Minutes, ...] = PrivateAttr()
+    _breaks: tuple[Minutes, ...] = PrivateAttr()
+    _overrides: dict[date, Minutes] = PrivateAttr()
     _closed_days: frozenset[date] = PrivateAttr()
     _day_cache: dict[date, tuple[Interval, ...]] = PrivateAttr(default_factory=dict)
 
@@ -165,11 +264,7 @@ class BusinessCalendar(BaseModel):
             return value
         per_day: dict[int, list[tuple[int, int]]] = {}
         for key, ranges in value.items():
-            texts = [ranges] if isinstance(ranges, str) else ranges
-            parsed = sorted(_parse_range(text) for text in texts)
-            for (_, end), (start, _) in itertools.pairwise(parsed):
-                if start < end:
-                    raise ValueError(f"{key}: time ranges overlap")
+            parsed = parse_ranges(key, ranges)
             for day in _parse_day_keys(key):
                 if day in per_day:
                     raise ValueError(f"{WEEKDAYS[day]} is given more than once")
@@ -177,6 +272,34 @@ class BusinessCalendar(BaseModel):
         if not any(per_day.values()):
             raise ValueError("the calendar is never open: give at least one day's hours")
         return {WEEKDAYS[day]: [_format_range(*r) for r in per_day[day]] for day in sorted(per_day)}
+
+    @field_validator("breaks")
+    @classmethod
+    def _normalise_breaks(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        # Keys may share days (mon-fri lunch, a longer Friday break): merged per day, in order.
+        # Overlaps within one key are refused; across keys lint reports them (lint.py).
+        per_day: dict[int, list[tuple[int, int]]] = {}
+        for key, ranges in value.items():
+            parsed = parse_ranges(f"breaks.{key}", ranges)
+            for day in _parse_day_keys(key):
+                per_day.setdefault(day, []).extend(parsed)
+        merged: dict[str, str | list[str]] = {}
+        for day in sorted(per_day):
+            union: list[list[int]] = []
+            for start, end in sorted(per_day[day]):
+                if union and start <= union[-1][1]:
+                    union[-1][1] = max(union[-1][1], end)
+                else:
+                    union.append([start, end])
+            merged[WEEKDAYS[day]] = [_format_range(start, end) for start, end in union]
+        return merged
+
+    @field_validator("overrides")
+    @classmethod
+    def _normalise_overrides(
+        cls, value: dict[date, str | list[str]]
+    ) -> dict[date, str | list[str]]:
+        return {day: value[day] for day in sorted(value)}
 
     @model_validator(mode="after")
     def _resolve(self) -> BusinessCalendar:
@@ -206,6 +329,13 @@ class BusinessCalendar(BaseModel):
                 ranges = [texts] if isinstance(texts, str) else texts
                 week.append(tuple(_parse_range(text) for text in ranges))
             self._week = tuple(week)
+        self._breaks = tuple(
+            tuple(parse_ranges(name, self.breaks.get(name, []))) for name in WEEKDAYS
+        )
+        self._overrides = {
+            day: tuple(parse_ranges(day.isoformat(), ranges))
+            for day, ranges in self.overrides.items()
+        }
         self._closed_days = frozenset(self.resolved_holidays)
         self._day_cache = {}
 
@@ -213,7 +343,24 @@ class BusinessCalendar(BaseModel):
 
     @property
     def always_open(self) -> bool:
-        return self.hours == ALWAYS and not self._closed_days
+        return (
+            self.hours == ALWAYS
+            and not self._closed_days
+            and not self._overrides
+            and not any(self._breaks)
+        )
+
+    def day_minutes(self, day: date) -> Minutes:
+        """Local date `day`'s open ranges in minutes since midnight: the override, else the
+        weekly hours unless it is a holiday, less the weekday's breaks."""
+        override = self._overrides.get(day)
+        if override is not None:
+            ranges = override
+        elif day in self._closed_days:
+            return ()
+        else:
+            ranges = self._week[day.weekday()]
+        return _subtract(ranges, self._breaks[day.weekday()])
 
     def local_time(self, at: datetime) -> datetime:
         """`at` in the calendar's timezone (for messages and the Temporal UI)."""
@@ -233,16 +380,13 @@ class BusinessCalendar(BaseModel):
         cached = self._day_cache.get(day)
         if cached is not None:
             return cached
-        if day in self._closed_days:
-            intervals: tuple[Interval, ...] = ()
-        else:
-            intervals = tuple(
-                (self._instant(day, start), self._instant(day, end))
-                for start, end in self._week[day.weekday()]
-            )
-            # Consecutive ranges (24x7 days) touch at midnight; the DST gap can make a
-            # local range empty (02:00-02:30 on a spring-forward day).
-            intervals = tuple((a, b) for a, b in intervals if b > a)
+        intervals = tuple(
+            (self._instant(day, start), self._instant(day, end))
+            for start, end in self.day_minutes(day)
+        )
+        # Consecutive ranges (24x7 days) touch at midnight; the DST gap can make a
+        # local range empty (02:00-02:30 on a spring-forward day).
+        intervals = tuple((a, b) for a, b in intervals if b > a)
         if len(self._day_cache) >= _DAY_CACHE_SIZE:
             self._day_cache.clear()
         self._day_cache[day] = intervals
@@ -251,6 +395,7 @@ class BusinessCalendar(BaseModel):
     def business_time_between(self, start: datetime, end: datetime) -> timedelta:
         """Working time from `start` to `end` (zero when `end` is not after `start`)."""
         _require_aware(start, end)
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
         if end <= start:
             return timedelta(0)
         if self.always_open:
@@ -266,10 +411,13 @@ class BusinessCalendar(BaseModel):
         return total
 
     def add_business_time(self, start: datetime, duration: timedelta) -> datetime:
-        """The instant at which `duration` of working time has passed since `start` (UTC)."""
+        """The earliest instant by which `duration` of working time has passed since `start`
+        (UTC). Zero at a closed instant is the next opening; a budget that runs out exactly
+        at a closing time is due at that closing instant (biz's rules, see the module)."""
         _require_aware(start)
+        start = start.astimezone(UTC)
         if duration <= timedelta(0):
-            return start.astimezone(UTC)
+            return self.next_open(start)
         if self.always_open:
             return (start + duration).astimezone(UTC)
         remaining = duration
@@ -286,8 +434,41 @@ class BusinessCalendar(BaseModel):
             day += timedelta(days=1)
         raise ValueError("the calendar does not open again within a hundred years")
 
+    def add_business_days(self, start: datetime, days: int) -> datetime:
+        """The `days`-th later local date that has open time, at `start`'s local time of day,
+        then the next moment in business hours (biz's day semantics): always open."""
+        _require_aware(start)
+        start = start.astimezone(UTC)
+        if days < 0:
+            raise ValueError("business days are counted forward")
+        local = start.astimezone(self._zone)
+        day = local.date()
+        for _ in range(days):
+            day += timedelta(days=1)
+            for _ in range(_MAX_SEARCH_DAYS):
+                if self.open_intervals(day):
+                    break
+                day += timedelta(days=1)
+            else:
+                raise ValueError("the calendar does not open again within a hundred years")
+        same_time = datetime.combine(day, local.time().replace(tzinfo=None), tzinfo=self._zone)
+        return self.next_open(same_time)
+
+    def business_days_after(self, since: datetime, span: timedelta) -> datetime:
+        """`span`'s whole days as business days (`add_business_days`), its rest as business
+        time: a stall of `2d` started Friday 15:00 is due Tuesday 15:00; in business hours.
+        On an always-open calendar this is plain `since + span`."""
+        _require_aware(since)
+        since = since.astimezone(UTC)
+        if self.always_open:
+            return (since + span).astimezone(UTC)
+        moment = self.add_business_days(since, span.days)
+        rest = span - timedelta(days=span.days)
+        return self.add_business_time(moment, rest) if rest else moment
+
     def is_open(self, at: datetime) -> bool:
         _require_aware(at)
+        at = at.astimezone(UTC)
         if self.always_open:
             return True
         return any(
@@ -297,6 +478,7 @@ class BusinessCalendar(BaseModel):
     def next_open(self, at: datetime) -> datetime:
         """`at` itself when open, otherwise the next moment the calendar opens (UTC)."""
         _require_aware(at)
+        at = at.astimezone(UTC)
         if self.always_open:
             return at.astimezone(UTC)
         day = self._local_date(at)
@@ -310,6 +492,7 @@ class BusinessCalendar(BaseModel):
     def next_close(self, at: datetime) -> datetime | None:
         """When the current open stretch ends (None if closed now or always open)."""
         _require_aware(at)
+        at = at.astimezone(UTC)
         if self.always_open or not self.is_open(at):
             return None
         day = self._local_date(at)
@@ -326,7 +509,60 @@ class BusinessCalendar(BaseModel):
         return end
 
 
+def calendar_findings(calendar: BusinessCalendar, raw: Any) -> list[tuple[tuple[str, ...], str]]:
+    """What lint reports about a valid calendar, given also as written (`raw`, the YAML data,
+    which keeps the break keys the model merges): (path inside the calendar, message).
+    Overlaps within one entry are schema errors already; these are the ones across entries,
+    breaks that cannot apply and overrides of listed holidays."""
+    if not isinstance(raw, dict):
+        return []
+    findings: list[tuple[tuple[str, ...], str]] = []
+    breaks = raw.get("breaks") or {}
+    seen: dict[int, list[tuple[str, tuple[int, int]]]] = {}
+    for key, ranges in breaks.items():
+        parsed = parse_ranges(key, ranges)
+        for day in _parse_day_keys(key):
+            for start, end in parsed:
+                for other_key, (other_start, other_end) in seen.get(day, []):
+                    if start < other_end and other_start < end:
+                        findings.append(
+                            (
+                                ("breaks", key),
+                                f"{_format_range(start, end)} on {WEEKDAYS[day]} overlaps "
+                                f"{_format_range(other_start, other_end)} of breaks.{other_key}",
+                            )
+                        )
+                hours = calendar._week[day]
+                inside = sum(max(0, min(end, b) - max(start, a)) for a, b in hours)
+                if inside < end - start:
+                    opening = ", ".join(_format_range(a, b) for a, b in hours) or "closed"
+                    findings.append(
+                        (
+                            ("breaks", key),
+                            f"{_format_range(start, end)} on {WEEKDAYS[day]} is not within the "
+                            f"opening hours ({opening}): the part outside them has no effect",
+                        )
+                    )
+            seen.setdefault(day, []).extend((key, r) for r in parsed)
+    listed = set(calendar.holidays.dates)
+    for key in raw.get("overrides") or {}:
+        try:
+            overridden = date.fromisoformat(str(key))
+        except ValueError:
+            continue
+        if overridden in listed:
+            findings.append(
+                (
+                    ("overrides", str(key)),
+                    f"{overridden.isoformat()} is also in holidays.dates: the override wins",
+                )
+            )
+    return findings
+
+
 def _require_aware(*moments: datetime) -> None:
+    # Callers then work in UTC: an aware local time in a DST gap or fold compares unequal to
+    # every instant of another zone (PEP 495), so local inputs are normalised first.
     for moment in moments:
         if moment.tzinfo is None or moment.utcoffset() is None:
             raise ValueError("calendar arithmetic needs timezone-aware datetimes")

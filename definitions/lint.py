@@ -12,7 +12,9 @@
 - handoff: no route after one that catches everything; route languages spoken by the queue;
   the escalation policy exists and is an escalation;
 - everywhere: every referenced template (in every language, using only the variables its
-  kind offers), queue and definition exists.
+  kind offers), queue and definition exists; in every business calendar no break overlaps
+  another key's break on the same day or lies outside the opening hours, and no override
+  repeats a date of holidays.dates.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
+from definitions.calendar import BusinessCalendar, calendar_findings
 from definitions.common import (
     AssignAction,
     CreateTicketAction,
@@ -154,6 +157,7 @@ class _Linter:
         spec = definition.spec
         kind: Kind = definition.kind
         self._references(spec, kind)
+        self._calendars(spec)
         if isinstance(spec, EscalationSpec):
             self._escalation(spec)
         elif isinstance(spec, RolloutSpec):
@@ -196,6 +200,23 @@ class _Linter:
                 if source is not None:
                     for message in self.templates.source_problems(source, allowed, "the text"):
                         self.report((*path, key), message)
+
+    def _calendars(self, spec: BaseModel) -> None:
+        """Every business calendar: overlapping breaks, breaks outside the hours, overrides
+        of listed holidays (calendar_findings), each at its line."""
+        for model, path in _walk(spec, ("spec",)):
+            if not isinstance(model, BusinessCalendar):
+                continue
+            raw: Any = self.loaded.source.data
+            for part in path:
+                if isinstance(raw, dict):
+                    raw = raw.get(part)
+                elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+                    raw = raw[part]
+                else:
+                    raw = None
+            for where, message in calendar_findings(model, raw):
+                self.report((*path, *where), message)
 
     # --- per kind --------------------------------------------------------------------------
 

@@ -297,9 +297,17 @@ class RolloutSpec(OpsModel):
             closed = set(self.windows.resolved_holidays)
             for blackout in self.blackouts:
                 closed.update(blackout.days())
+            # An override opens its date even on a holiday, but never inside a blackout.
+            blackout_days = {day for blackout in self.blackouts for day in blackout.days()}
             self._change_calendar = BusinessCalendar(
                 timezone=self.windows.timezone,
                 hours=self.windows.hours,
+                breaks=self.windows.breaks,
+                overrides={
+                    day: hours
+                    for day, hours in self.windows.overrides.items()
+                    if day not in blackout_days
+                },
                 holidays=self.windows.holidays,
                 resolved_holidays=sorted(closed),
             )

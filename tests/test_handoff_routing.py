@@ -118,7 +118,7 @@ async def test_decline_reoffers_and_the_decliner_is_free_again(app_db: AppDb) ->
         taker = second.current_offer.agent_id
         accepted = await command_handoff(env.client, conversation, "accept", Accept(agent=taker))
         assert accepted.state == "active" and accepted.agent == taker
-        await wait_until(handle, lambda s: s.case_workflow_id is not None, "case opened")
+        await wait_until(handle, lambda s: s.case_acknowledged, "case opened, acknowledged")
         await command_handoff(env.client, conversation, "resolve", Resolve(by=taker))
         assert (await handle.result()).state == "resolved"
         assert (await agent(app_db, taker)).active_conversations == 0
@@ -278,7 +278,7 @@ async def test_every_invalid_update_is_refused_and_changes_nothing(app_db: AppDb
             ],
         )
         await command_handoff(env.client, conversation, "accept", Accept(agent=offered_to))
-        await wait_until(handle, lambda s: s.case_workflow_id is not None, "case opened")
+        await wait_until(handle, lambda s: s.case_acknowledged, "case opened, acknowledged")
         await _refused(
             env,
             handle,

@@ -136,7 +136,7 @@ async def test_zendesk_group_routing_waits_for_the_assignee(app_db: AppDb) -> No
         # The assignee Zendesk picked arrives as ticket.updated: the conversation is active.
         fake.assign(int(ticket), 90210)
         await handle.signal("event", ticket_updated(ticket, assignee="90210", status="open"))
-        active = await wait_until(handle, lambda s: s.case_workflow_id is not None, "case opened")
+        active = await wait_until(handle, lambda s: s.case_acknowledged, "case acknowledged")
         assert active.state == "active" and active.agent == "90210"
         assert active.offers[-1].outcome == "accepted" and active.offers[-1].agent_id == "90210"
         case = await env.client.get_workflow_handle(f"case-{ticket}").query(

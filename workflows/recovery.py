@@ -63,6 +63,9 @@ RUN_MEMORY_PATCH = "recovery-remember-across-runs"
 # Runs since this patch tell a credit's approvers at once (and remind them before the
 # timeout) on the gate's channel, and count N-of-M approvals.
 APPROVAL_NOTICES_PATCH = "recovery-approval-notices"
+# Runs since this patch put a stall's due time in business hours (the calendar's
+# business_days_after); before, Friday 20:00 + 1 business day was Monday 20:00.
+STALLS_IN_HOURS_PATCH = "recovery-stalls-in-hours"
 APPROVAL_TEMPLATE = "credit-approval"
 _NOTICE_CHANNELS = {
     "email": "email",
@@ -82,7 +85,10 @@ class RecoveryWorkflow:
         state = request.carried or RecoveryState(customer_id=customer_id)
         legacy = request.legacy_event_names or not workflow.patched(CONTRACT_NAMES_PATCH)
         self._engine: RecoveryEngine | None = RecoveryEngine(
-            state, request.rules, legacy_names=legacy
+            state,
+            request.rules,
+            legacy_names=legacy,
+            stalls_in_hours=workflow.patched(STALLS_IN_HOURS_PATCH),
         )
         self._queue: list[tuple[EventEnvelope, RecoveryRules | RulesDigest | None]] = []
         self._acting = 0
@@ -230,7 +236,10 @@ class RecoveryWorkflow:
         carried.customer_id = self.state.customer_id
         notices = self.engine.approver_notices
         self._engine = RecoveryEngine(
-            carried, self.engine.rule_sets, legacy_names=self.engine.legacy_names
+            carried,
+            self.engine.rule_sets,
+            legacy_names=self.engine.legacy_names,
+            stalls_in_hours=self.engine.stalls_in_hours,
         )
         self._engine.approver_notices = notices
 

@@ -261,10 +261,16 @@ def event_context(event: EventEnvelope, legacy_names: bool = False) -> dict[str,
     return context
 
 
-def business_days_after(calendar: BusinessCalendar, since: datetime, span: timedelta) -> datetime:
+def business_days_after(
+    calendar: BusinessCalendar, since: datetime, span: timedelta, *, in_hours: bool = True
+) -> datetime:
     """`since` plus `span` where each whole day is a business day (a day the calendar opens
     at all, holidays skipped), at the same local time; the rest of `span` is business time.
-    On a 24x7 calendar this is plain `since + span`."""
+    On a 24x7 calendar this is plain `since + span`. `in_hours` (runs since the patch
+    "recovery-stalls-in-hours"): the calendar's rule, which lands in business hours; before,
+    an out-of-hours time of day was kept."""
+    if in_hours:
+        return calendar.business_days_after(since, span)
     if calendar.always_open:
         return since + span
     zone = ZoneInfo(calendar.timezone)
@@ -311,9 +317,11 @@ class RecoveryEngine:
         rule_sets: list[PinnedDefinition],
         *,
         legacy_names: bool = False,
+        stalls_in_hours: bool = True,
     ) -> None:
         self.state = state
         self.legacy_names = legacy_names
+        self.stalls_in_hours = stalls_in_hours
         # Approvers are told at once and reminded before the timeout (the workflow turns this
         # off for runs recorded before its patch "recovery-approval-notices").
         self.approver_notices = True
@@ -527,7 +535,9 @@ class RecoveryEngine:
                 continue
             if only_new and loaded.id in self.state.stalls:
                 continue
-            due = business_days_after(loaded.spec.calendar, since, stall.for_)
+            due = business_days_after(
+                loaded.spec.calendar, since, stall.for_, in_hours=self.stalls_in_hours
+            )
             self.state.stalls[loaded.id] = StallWatch(
                 rule=loaded.id, stage=stage, since=since, due=due
             )

@@ -53,9 +53,12 @@ class SlaClock(BaseModel):
         """The wall-clock moment this running clock will have spent `spent`; None if paused."""
         if self.running_since is None:
             return None
-        return calendar.add_business_time(
-            self.running_since, max(spent - self.spent_before, timedelta(0))
-        )
+        needed = spent - self.spent_before
+        if needed <= timedelta(0):
+            # Reached before this stretch began: at its start (adding zero would move a
+            # closed instant to the next opening, a moment that has not come yet).
+            return self.running_since
+        return calendar.add_business_time(self.running_since, needed)
 
     def due_at(self, calendar: Calendar) -> datetime | None:
         return self.moment_spent_reaches(self.budget, calendar)
