@@ -432,6 +432,11 @@ class NegativeSentiment(OpsModel):
 
 class HandoffTriggers(OpsModel):
     customer_asks: bool = True
+    ask_intents: list[Identifier] = Field(
+        default_factory=list,
+        description="The bot's intents that mean the customer asks for a person, besides "
+        "human_agent, agent, human, talk_to_human, talk_to_agent, speak_to_agent and person.",
+    )
     bot_requests: bool = True
     low_confidence: LowConfidence | None = None
     negative_sentiment: NegativeSentiment | None = None

@@ -98,6 +98,8 @@ CASE_ACKNOWLEDGED_PATCH = "handoff-case-acknowledged"
 """The agent's accept acknowledges the handoff's case: its first response, by that agent."""
 CASE_CLOSED_PATCH = "handoff-case-closed"
 """The conversation's ending resolves its case, with the outcome when it was not resolved."""
+TRIGGERS_BY_MEANING_PATCH = "handoff-triggers-by-meaning"
+"""Asking for a person is read from whole words and the bot's intents, not substrings."""
 SEEN_EVENTS_KEPT = 500
 MAX_HISTORY_EVENTS = 10_000
 
@@ -367,7 +369,8 @@ class HandoffWorkflow:
                 )
                 observe_turn(s, turn, self.spec.triggers)
                 if s.state == "bot":
-                    trigger = detect_trigger(s, turn, self.spec.triggers, now)
+                    by_meaning = workflow.patched(TRIGGERS_BY_MEANING_PATCH)
+                    trigger = detect_trigger(s, turn, self.spec.triggers, now, by_meaning)
             elif isinstance(data, BotHandoffRequested):
                 known = {(t.speaker, t.text) for t in s.turns}
                 for line in data.transcript:
