@@ -71,6 +71,10 @@ class AdapterSettings(EnvironmentSettings):
     slack_webhook_url: SecretStr | None = Field(
         None, description="The webhook URL is itself the credential."
     )
+    slack_bot_token: SecretStr | None = Field(
+        None, description="Web API bot token (with slack_channel: exactly-once posting)."
+    )
+    slack_channel: str | None = Field(None, description="Channel id for the Web API mode.")
 
     # --- PagerDuty Events API v2 --------------------------------------------------------------
     pagerduty_url: HttpUrlText = "https://events.pagerduty.com"
