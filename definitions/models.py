@@ -187,7 +187,12 @@ class Approvals(OpsModel):
         "allow_owner).",
     )
     timeout: Duration = Field(description="After this, the approvers' channel and owner are paged.")
-    channel: Channel = "slack"
+    channel: Channel = Field(
+        "slack", description="Where approvers are asked (at once), reminded and paged."
+    )
+    reminders: int = Field(
+        1, ge=0, le=10, description="Reminders before the timeout, evenly spaced (1: halfway)."
+    )
 
 
 class Blackout(OpsModel):

@@ -351,6 +351,8 @@ class RolloutWorkflow:
     def _request_approval(self, stage: str) -> None:
         s = self.status
         s.approval_for, s.approval_since, s.approval_paged = stage, workflow.now(), False
+        # Since this patch the approvers are asked at once and reminded before the timeout.
+        s.approval_notify, s.approval_notices = workflow.patched("approval-notices"), 0
 
     def _approvals_for(self, stage: str) -> list[Approval]:
         s = self.status
@@ -388,7 +390,74 @@ class RolloutWorkflow:
                     approvers=True,
                 )
                 return
-        await self._wait(page_at)
+        remind_at = None
+        if s.approval_notify and s.approval_since is not None and not s.approval_paged:
+            reminders = self.spec.approvals.reminders
+            if s.approval_notices == 0:
+                await self._ask_approvers(stage, reminder=False)
+                return
+            if s.approval_notices <= reminders:
+                share = s.approval_notices / (reminders + 1)
+                remind_at = s.approval_since + self.spec.approvals.timeout * share
+                if workflow.now() >= remind_at:
+                    await self._ask_approvers(stage, reminder=True)
+                    return
+        await self._wait(min((m for m in (page_at, remind_at) if m is not None), default=None))
+
+    async def _ask_approvers(self, stage: str, *, reminder: bool) -> None:
+        """Ask the approvers' group on the plan's channel what is asked, for which cohort, by
+        when, and the exact command that answers."""
+        s = self.status
+        approvals = self.spec.approvals
+        s.approval_notices += 1
+        assert s.approval_since is not None
+        deadline = self._local(s.approval_since + approvals.timeout)
+        # The start unlocks the first phase; a gate after phase X unlocks the next one.
+        number = s.phase_index if stage == "start" else min(s.phase_index + 1, len(s.phases) - 1)
+        unlocked = s.phases[number]
+        change_id = s.change.change_id
+        what = "the start of the rollout" if stage == "start" else f"the gate after phase {stage}"
+        ask = {
+            "what": what,
+            "stage": stage,
+            "group": approvals.group,
+            "phase": unlocked.name,
+            "percent": f"{unlocked.percent:g}",
+            "customers": unlocked.cohort_size,
+            "given": len(self._approvals_for(stage)),
+            "needed": self._needed_for(stage),
+            "deadline": deadline,
+            "reminder": reminder,
+            "approve": f"opsflow rollout approve {change_id} --approver <your name>",
+            "reject": f"opsflow rollout reject {change_id} --approver <your name> --reason ...",
+        }
+        context = {
+            "change": {
+                "id": change_id,
+                "owner": s.change.owner,
+                "plan": s.plan,
+                "reason": s.change.reason,
+                "attempt": s.attempt,
+            },
+            "ask": ask,
+        }
+        step = f"approval-{stage}-{s.approval_notices}"
+        try:
+            await call(
+                "notify.send",
+                SendMessage(
+                    idempotency_key=self._key(step),
+                    channel=_CHANNELS[approvals.channel],
+                    recipient=f"group:{approvals.group}",
+                    template="rollout-approval",
+                    context=context,
+                    severity="info",
+                ),
+                MessageSent,
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("asking %s failed: %s", approvals.group, exc.cause)
+        await self._ledger(step, {"asked": approvals.group, **ask})
 
     async def _page(self, attention: str, *, approvers: bool = False) -> None:
         """Tell the owner (and the approvers' channel) that the rollout needs a person."""

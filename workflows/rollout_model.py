@@ -144,6 +144,10 @@ class RolloutStatus(BaseModel):
     approval_for: str | None = Field(None, description="start, or the phase whose gate waits")
     approval_since: datetime | None = None
     approval_paged: bool = False
+    approval_notify: bool = Field(
+        False, description="approvers are asked at once and reminded (runs since the patch)"
+    )
+    approval_notices: int = Field(0, description="notices sent for the current request")
     paused: bool = False
     pause_reason: str | None = None
     hold_reason: str | None = None
