@@ -213,7 +213,16 @@ class Blackout(OpsModel):
 class Analysis(OpsModel):
     interval: Duration = Field(description="How often every check is read during a bake.")
     failure_limit: int = Field(
-        0, ge=0, le=100, description="Failed readings a check may have before it fails."
+        0,
+        ge=0,
+        le=100,
+        description="Failing readings a check may have in a row (failure_count: consecutive) "
+        "or in the whole bake (total) before it fails.",
+    )
+    failure_count: Literal["consecutive", "total"] = Field(
+        "consecutive",
+        description="consecutive: a passing reading starts the count afresh (Argo Rollouts' "
+        "consecutiveErrorLimit); total: every failing reading of the bake counts.",
     )
     error_limit: int = Field(
         3, ge=1, le=100, description="Consecutive metric errors that count as one failure."

@@ -86,7 +86,10 @@ async def test_four_phases_to_completion(workflow_env: WorkflowEnvironment, app_
     # Cumulative cohorts: everyone exposed at the end, nobody reverted.
     assert len(await exposed(app_db, change_id)) == 400
     steps = await ledger_steps(app_db, handle.id)
-    assert steps[:2] == ["a1-impact", "a1-command-1-approve"]
+    # The approvers were asked (at once, concurrently with their first answer).
+    assert "a1-approval-start-1" in steps
+    asked = [s for s in steps if not s.startswith("a1-approval-")]
+    assert asked[:2] == ["a1-impact", "a1-command-1-approve"]
     assert [s for s in steps if s.endswith("-applied")] == [
         f"a1-phase-{n}-applied" for n in (1, 2, 3, 4)
     ]

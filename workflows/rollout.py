@@ -657,10 +657,15 @@ class RolloutWorkflow:
             )
 
         readings = await asyncio.gather(*(one(n) for n in range(len(spec.checks))))
+        # Since this patch failure_limit counts failing readings in a row unless the plan
+        # says `failure_count: total` (before it, always the whole bake).
+        consecutive = analysis.failure_count == "consecutive" and workflow.patched(
+            "consecutive-failures"
+        )
         failed: list[tuple[CheckStatus, Reading]] = []
         for status, reading in zip(phase.checks, readings, strict=True):
             was_failed = status.verdict == "failed"
-            record(status, reading, analysis)
+            record(status, reading, analysis, consecutive=consecutive)
             if status.verdict == "failed" and not was_failed:
                 failed.append((status, reading))
         if not failed:

@@ -225,8 +225,12 @@ def judge(
     return "pass", ""
 
 
-def record(status: CheckStatus, reading: Reading, analysis: Analysis) -> None:
-    """Add a reading and update the check's counts and verdict."""
+def record(
+    status: CheckStatus, reading: Reading, analysis: Analysis, *, consecutive: bool = False
+) -> None:
+    """Add a reading and update the check's counts and verdict. `failures` counts failing
+    readings (`error_limit` errors in a row count as one); with `consecutive` a passing
+    reading sets it back to 0, so only failures in a row reach `failure_limit`."""
     status.readings.append(reading)
     del status.readings[:-MAX_READINGS_KEPT]
     if reading.verdict == "error":
@@ -238,6 +242,8 @@ def record(status: CheckStatus, reading: Reading, analysis: Analysis) -> None:
         status.consecutive_errors = 0
         if reading.verdict == "fail":
             status.failures += 1
+        elif reading.verdict == "pass" and consecutive and status.verdict != "failed":
+            status.failures = 0  # a failed check stays failed until `resume` resets it
     if status.failures > analysis.failure_limit:
         status.verdict = "failed"
     elif reading.verdict == "pass":
