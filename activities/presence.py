@@ -5,6 +5,13 @@ customer speaks, free capacity, the longest idle first. Reserving an agent (an o
 one of their conversation slots inside the outbox's transaction, so a retried activity never
 reserves twice; releasing gives it back and restarts their idle clock.
 
+First come, first served: a conversation that finds no agent waits in line
+(`sandbox_waiting`, by priority, then since when it waits). A free agent goes to the first
+in line who can take them: a newcomer that finds a free agent someone ahead of it could
+take leaves it to them and wakes them; a released agent, or one who becomes available,
+wakes the first in line they can take (signal `agent_free` to its workflow). A place in
+line not renewed for STALE_WAITING (its workflow gone) no longer counts.
+
 With a vendor ticketing backend (Zendesk) the vendor picks the agent instead: `queue_info`
 answers `routing="vendor"` (the queue's hours from the queue table, no depth or estimate:
 the vendor's staffing is not ours to see), and `assign_group` puts the conversation's ticket
@@ -18,15 +25,16 @@ the outbox to the `webhook` notifier, and the handoff's commands to its escalati
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -36,7 +44,7 @@ from activities.models import Ticket
 from activities.outbox import Effect, Outbox
 from activities.ports import OutgoingMessage
 from store.db import transaction
-from store.models import SandboxAgent, SandboxQueue, SandboxTicket
+from store.models import SandboxAgent, SandboxQueue, SandboxTicket, SandboxWaiting
 from store.types import utcnow
 from workflows.escalation_model import Acknowledge
 from workflows.escalation_model import Resolve as ResolveCase
@@ -49,6 +57,7 @@ from workflows.handoff_model import (
     CaseCommand,
     CaseCommandDone,
     GroupAssigned,
+    LeaveQueue,
     OpenTickets,
     PickAgent,
     QueueInfo,
@@ -60,11 +69,18 @@ from workflows.handoff_model import (
 )
 
 Sessions = async_sessionmaker[AsyncSession]
+_log = logging.getLogger(__name__)
 
 AVERAGE_HANDLE_SECONDS = 6 * 60
 """Sandbox estimate of how long one conversation keeps an agent slot."""
 FIRST_OFFER_SECONDS = 60
 """The estimate when a matching agent is free now."""
+STALE_WAITING = timedelta(minutes=5)
+"""A place in line its conversation has not renewed for this long (it looks again at least
+every minute) belongs to a workflow that is gone."""
+LINE_BATCH = 64
+"""Places in line read at a time, in order, until every free agent is spoken for."""
+AGENT_FREE_SIGNAL = "agent_free"
 HANDOFF_TAG = "handoff"
 CLOSED_TICKET = ("solved", "closed")
 
@@ -129,8 +145,11 @@ async def list_agents(sessions: Sessions) -> list[AgentView]:
         return [_view(row) for row in rows]
 
 
-async def set_agent_status(sessions: Sessions, agent_id: str, status: str) -> AgentView:
-    """Set an agent's status; going offline keeps their conversations (they end normally)."""
+async def set_agent_status(
+    sessions: Sessions, agent_id: str, status: str
+) -> tuple[AgentView, list[str]]:
+    """Set an agent's status; going offline keeps their conversations (they end normally).
+    Also returns the workflows first in line the agent, now available, can take: wake them."""
     if status not in ("available", "busy", "offline"):
         raise invalid(f"unknown status {status!r}: use available, busy or offline")
     async with transaction(sessions) as session:
@@ -140,7 +159,7 @@ async def set_agent_status(sessions: Sessions, agent_id: str, status: str) -> Ag
         if row.status != status:
             row.status, row.status_since = status, utcnow()
         await session.flush()
-        return _view(row)
+        return _view(row), await first_in_line_for(session, row)
 
 
 async def queue_info(sessions: Sessions, request: QueueRequest) -> QueueInfo:
@@ -192,6 +211,80 @@ async def queue_info(sessions: Sessions, request: QueueRequest) -> QueueInfo:
     )
 
 
+def _can_take(agent: SandboxAgent, waiting: SandboxWaiting) -> bool:
+    return agent.id not in waiting.exclude and matches(agent, waiting.skills, waiting.languages)
+
+
+def _ahead_of(place: SandboxWaiting) -> Any:
+    """Places in line before `place`: a higher priority, or the same and waiting longer."""
+    return or_(
+        SandboxWaiting.priority < place.priority,
+        and_(SandboxWaiting.priority == place.priority, SandboxWaiting.since < place.since),
+        and_(
+            SandboxWaiting.priority == place.priority,
+            SandboxWaiting.since == place.since,
+            SandboxWaiting.conversation_id < place.conversation_id,
+        ),
+    )
+
+
+async def _line(session: AsyncSession, *where: Any) -> AsyncIterator[SandboxWaiting]:
+    """The places in line (optionally only those matching `where`), first first, in batches;
+    stale ones are dropped on the way."""
+    stale_before = utcnow() - STALE_WAITING
+    offset = 0
+    while True:
+        batch = list(
+            await session.scalars(
+                select(SandboxWaiting)
+                .where(*where)
+                .order_by(
+                    SandboxWaiting.priority, SandboxWaiting.since, SandboxWaiting.conversation_id
+                )
+                .offset(offset)
+                .limit(LINE_BATCH)
+            )
+        )
+        for place in batch:
+            if _aware(place.seen_at) < stale_before:
+                await session.delete(place)
+                continue
+            yield place
+        if len(batch) < LINE_BATCH:
+            return
+        offset += LINE_BATCH
+
+
+async def first_in_line_for(session: AsyncSession, agent: SandboxAgent) -> list[str]:
+    """The workflows of the first in line that `agent`'s free slots can take."""
+    free = agent.capacity - agent.active_conversations
+    if agent.status != "available" or free <= 0:
+        return []
+    woken: list[str] = []
+    async for place in _line(session):
+        if _can_take(agent, place):
+            woken.append(place.workflow_id)
+            if len(woken) >= free:
+                break
+    return woken
+
+
+async def _take_place(session: AsyncSession, request: PickAgent) -> SandboxWaiting:
+    """The conversation's place in line, kept (its `since`) when it had one: a conversation
+    whose offer was declined or overflowed waits on from where it was."""
+    assert request.workflow_id is not None and request.waiting_since is not None
+    place = await session.get(SandboxWaiting, request.conversation_id)
+    if place is None:
+        place = SandboxWaiting(conversation_id=request.conversation_id, since=request.waiting_since)
+        session.add(place)
+    place.workflow_id = request.workflow_id
+    place.queue, place.priority = request.queue, request.priority
+    place.skills, place.languages = list(request.skills), list(request.languages)
+    place.exclude, place.seen_at = list(request.exclude), utcnow()
+    await session.flush()
+    return place
+
+
 async def _reserve(session: AsyncSession, request: PickAgent) -> Reservation:
     now = utcnow()
     rows = await session.scalars(
@@ -201,9 +294,28 @@ async def _reserve(session: AsyncSession, request: PickAgent) -> Reservation:
         .order_by(SandboxAgent.status_since, SandboxAgent.id)
         .with_for_update()
     )
-    for row in rows:
-        if row.id in request.exclude or not matches(row, request.skills, request.languages):
-            continue
+    mine = [
+        row
+        for row in rows
+        if row.id not in request.exclude and matches(row, request.skills, request.languages)
+    ]
+    woken: list[str] = []
+    if request.workflow_id is not None and request.waiting_since is not None:
+        place = await _take_place(session, request)
+        # One entry per free slot, the longest idle first; those ahead claim theirs first.
+        slots = [row for row in mine for _ in range(row.capacity - row.active_conversations)]
+        if slots:
+            async for ahead in _line(session, _ahead_of(place)):
+                claimed = next((row for row in slots if _can_take(row, ahead)), None)
+                if claimed is not None:
+                    slots.remove(claimed)
+                    woken.append(ahead.workflow_id)
+                    if not slots:
+                        break
+        mine = slots[:1]
+        if mine:
+            await session.delete(place)
+    for row in mine:
         idle = int((now - _aware(row.status_since)).total_seconds())
         row.active_conversations += 1
         await session.flush()
@@ -213,8 +325,10 @@ async def _reserve(session: AsyncSession, request: PickAgent) -> Reservation:
             skills=list(row.skills),
             languages=list(row.languages),
             idle_seconds=max(idle, 0),
+            woken=woken,
         )
-    return Reservation(agent_id=None)
+    await session.flush()
+    return Reservation(agent_id=None, woken=woken)
 
 
 async def _release(session: AsyncSession, request: ReleaseAgent) -> AgentReleased:
@@ -224,7 +338,30 @@ async def _release(session: AsyncSession, request: ReleaseAgent) -> AgentRelease
     row.active_conversations = max(row.active_conversations - 1, 0)
     row.status_since = utcnow()  # idle again from now: the longest idle goes first
     await session.flush()
-    return AgentReleased(agent_id=row.id, active_conversations=row.active_conversations)
+    return AgentReleased(
+        agent_id=row.id,
+        active_conversations=row.active_conversations,
+        woken=await first_in_line_for(session, row),
+    )
+
+
+async def leave_line(sessions: Sessions, conversation_id: str) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(
+            delete(SandboxWaiting).where(SandboxWaiting.conversation_id == conversation_id)
+        )
+
+
+async def wake(client: Client, workflow_ids: Sequence[str]) -> None:
+    """Tell each workflow a free agent may be theirs (`agent_free`); one that has ended or
+    cannot be reached now looks again on its own within a minute."""
+    for workflow_id in dict.fromkeys(workflow_ids):
+        try:
+            await client.get_workflow_handle(workflow_id).signal(AGENT_FREE_SIGNAL)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                log = activity.logger if activity.in_activity() else _log
+                log.warning("agent_free to %s failed: %s", workflow_id, exc)
 
 
 class PresenceActivities:
@@ -244,6 +381,7 @@ class PresenceActivities:
             self.bot_action,
             self.assign_group,
             self.case_command,
+            self.leave_queue,
         ]
 
     def _vendor(self) -> GroupRouting | None:
@@ -299,7 +437,7 @@ class PresenceActivities:
             assert effect.session is not None
             return await _reserve(effect.session, request)
 
-        return await self._outbox.run(
+        reservation = await self._outbox.run(
             idempotency_key=request.idempotency_key,
             system="presence",
             operation="reserve_agent",
@@ -307,6 +445,8 @@ class PresenceActivities:
             result_type=Reservation,
             act=act,
         )
+        await wake(activity.client(), reservation.woken)
+        return reservation
 
     @activity.defn(name="presence.release_agent")
     async def release_agent(self, request: ReleaseAgent) -> AgentReleased:
@@ -316,7 +456,7 @@ class PresenceActivities:
             assert effect.session is not None
             return await _release(effect.session, request)
 
-        return await self._outbox.run(
+        released = await self._outbox.run(
             idempotency_key=request.idempotency_key,
             system="presence",
             operation="release_agent",
@@ -324,10 +464,19 @@ class PresenceActivities:
             result_type=AgentReleased,
             act=act,
         )
+        await wake(activity.client(), released.woken)
+        return released
 
     @activity.defn(name="presence.set_status")
     async def set_status(self, request: SetAgentStatus) -> AgentView:
-        return await set_agent_status(self._sessions, request.agent_id, request.status)
+        view, woken = await set_agent_status(self._sessions, request.agent_id, request.status)
+        await wake(activity.client(), woken)
+        return view
+
+    @activity.defn(name="presence.leave_queue")
+    async def leave_queue(self, request: LeaveQueue) -> None:
+        """Out of the line: the conversation stopped waiting without an agent."""
+        await leave_line(self._sessions, request.conversation_id)
 
     @activity.defn(name="presence.open_tickets")
     async def open_tickets(self, request: OpenTickets) -> list[TicketBrief]:

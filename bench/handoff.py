@@ -3,8 +3,10 @@
 Both run in the same run, on the same in-memory dev server and app database, each in a
 worker process of its own, with the same activity calls. N conversations ask for a person
 at once (a `bot.handoff_requested` signal-with-start) and are handed to 50 bench agents of
-capacity 1 in a 24/7 bench queue; a queued conversation looks for a free agent again every
-AGENT_POLL (the handoff workflow's own), on both sides. The driver is the same on both: send
+capacity 1 in a 24/7 bench queue. opsflow's queued conversations wait in line, first come
+first served, and a released agent wakes the next (AGENT_FALLBACK is only their safety
+look); the hand-written baseline looks for a free agent again every AGENT_POLL (20 s), as
+the handoff workflow did before it waited in line. The driver is the same on both: send
 the request, query until there is an offer, accept, resolve, wait for the end. Request-to-
 offer latency runs from the client's send time to the workflow's `offered_at`, so it
 includes the wait for a free agent.
@@ -349,8 +351,9 @@ async def main() -> None:
             opsflow = await run_opsflow(server.client, env, n, customers)
     print(
         f"handoff benchmark: {args.conversations} conversations, {AGENTS} bench agents of "
-        f"capacity 1, agent search every {AGENT_POLL.total_seconds():.0f} s, in-memory dev "
-        "server, 2 workers in their own processes"
+        f"capacity 1; opsflow waits in line (woken by a release), the baseline searches every "
+        f"{AGENT_POLL.total_seconds():.0f} s; in-memory dev server, 2 workers in their own "
+        "processes"
     )
     report(baseline, opsflow)
 

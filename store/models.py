@@ -190,6 +190,24 @@ class SandboxAgent(Base):
     status_since: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SandboxWaiting(Base):
+    """A handoff waiting for a free agent: first come, first served within a priority; a
+    released agent wakes the longest-waiting conversation it can take."""
+
+    __tablename__ = "sandbox_waiting"
+    __table_args__ = (Index("ix_sandbox_waiting_order", "priority", "since", "conversation_id"),)
+
+    conversation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(10))
+    skills: Mapped[list[Any]] = mapped_column(default=list)
+    languages: Mapped[list[Any]] = mapped_column(default=list)
+    exclude: Mapped[list[Any]] = mapped_column(default=list)
+    since: Mapped[datetime]
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class SandboxQueue(Base):
     __tablename__ = "sandbox_queues"
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Annotated
 
 import typer
 from temporalio.exceptions import ApplicationError
 
-from activities.presence import list_agents, set_agent_status
+from activities.presence import list_agents, set_agent_status, wake
 from worker.cli_support import (
     JsonOption,
     Sessions,
@@ -20,7 +21,7 @@ from worker.cli_support import (
 )
 from worker.errors import OpsflowError
 from worker.settings import Settings
-from worker.temporal import workflow_ui_url
+from worker.temporal import connect, workflow_ui_url
 from workflows.handoff_model import AgentView
 
 app = typer.Typer(
@@ -74,14 +75,20 @@ def status(
     to: Annotated[str, typer.Argument(help="available, busy or offline")],
     as_json: JsonOption = False,
 ) -> None:
-    """Set an agent available, busy or offline (offline agents are never offered)."""
+    """Set an agent available, busy or offline (offline agents are never offered); an agent
+    who becomes available goes to the conversation waiting longest that they can take."""
     settings = settings_or_exit()
 
     async def work(sessions: Sessions) -> AgentView:
         try:
-            return await set_agent_status(sessions, agent, to)
+            view, woken = await set_agent_status(sessions, agent, to)
         except ApplicationError as exc:
             raise OpsflowError(exc.message) from None
+        # Temporal away: the waiting look again by themselves within a minute.
+        with contextlib.suppress(OpsflowError):
+            if woken:
+                await wake(await connect(settings), woken)
+        return view
 
     view = with_database(settings, work)
     if as_json:

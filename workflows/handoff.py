@@ -71,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         HandoffInput,
         HandoffState,
         HandoffStatus,
+        LeaveQueue,
         Offer,
         OpenTickets,
         PickAgent,
@@ -91,7 +92,16 @@ BOT_IDLE = timedelta(hours=2)
 ACTIVE_LIMIT = timedelta(hours=12)
 """An accepted conversation nobody resolves ends after this long."""
 AGENT_POLL = timedelta(seconds=20)
-"""How often a queued conversation looks for a free agent again."""
+"""How often a queued conversation looked for a free agent again, in runs recorded before it
+waited in line."""
+AGENT_FALLBACK = timedelta(minutes=1)
+"""In line, a released agent wakes the conversation (`agent_free`); it also looks again this
+often, in case a wake-up was lost, and so keeps its place in line fresh."""
+FIRST_COME_PATCH = "handoff-first-come-first-served"
+"""Queued conversations wait in line (first come, first served) and are woken by a free
+agent, instead of each looking again every AGENT_POLL."""
+TICKET_PRIORITY = "p2"
+"""The priority of a handoff's ticket, and its place among priorities in line."""
 TICKET_SEARCHABLE_PATCH = "handoff-ticket-searchable"
 """Upsert OpsCaseId as soon as the ticket exists, not at the `queued` transition."""
 CASE_ACKNOWLEDGED_PATCH = "handoff-case-acknowledged"
@@ -111,6 +121,8 @@ class HandoffWorkflow:
         self._input: HandoffInput | None = None
         self._inbox: list[EventEnvelope] = []
         self._calendar: BusinessCalendar | None = None
+        self._agent_free = False
+        self._first_come: bool | None = None
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -278,6 +290,11 @@ class HandoffWorkflow:
 
     async def _finish(self) -> None:
         s = self.status
+        if s.in_line:  # it stopped waiting without an agent: out of the line
+            await call(
+                "presence.leave_queue", LeaveQueue(conversation_id=s.conversation_id), type(None)
+            )
+            s.in_line = False
         offer = s.offers[-1] if s.offers else None
         if offer is not None and offer.outcome in ("pending", "withdrawn"):
             offer.outcome = "withdrawn"
@@ -329,6 +346,11 @@ class HandoffWorkflow:
                 await self._transition("returned_to_bot", "the bot conversation went idle")
 
     # --- events --------------------------------------------------------------------------
+
+    @workflow.signal
+    def agent_free(self) -> None:
+        """From presence: an agent this conversation can take is free; it looks now."""
+        self._agent_free = True
 
     @workflow.signal
     def event(self, envelope: EventEnvelope) -> None:
@@ -634,6 +656,8 @@ class HandoffWorkflow:
         s = self.status
         route = self._route()
         relax_after = self.spec.relax_after
+        if self._first_come is None:
+            self._first_come = workflow.patched(FIRST_COME_PATCH)
         while s.state == "queued":
             await self._drain()
             now = workflow.now()
@@ -672,15 +696,18 @@ class HandoffWorkflow:
             if s.routing == "vendor":
                 await self._await_vendor()
                 continue
+            self._agent_free = False  # a wake-up from now on means: look again
             offered = await self._offer(route)
             if offered:
                 continue
-            wake = min(now + AGENT_POLL, s.queue_deadline)
+            poll = AGENT_FALLBACK if self._first_come else AGENT_POLL
+            wake = min(now + poll, s.queue_deadline)
             if can_relax and relax_after is not None:
                 wake = min(wake, s.queued_at + relax_after)
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: s.state != "queued", timeout=max(wake - now, timedelta(seconds=1))
+                    lambda: s.state != "queued" or self._agent_free,
+                    timeout=max(wake - now, timedelta(seconds=1)),
                 )
 
     async def _await_vendor(self) -> None:
@@ -706,6 +733,13 @@ class HandoffWorkflow:
         tried = sorted({o.agent_id for o in s.offers})
         # Each search has its own key: the outbox would replay an earlier "no one is free".
         s.searches += 1
+        line: dict[str, Any] = {}
+        if self._first_come:  # in line since the request: an overflow keeps its place
+            line = {
+                "workflow_id": workflow.info().workflow_id,
+                "waiting_since": s.requested_at or s.queued_at,
+                "priority": TICKET_PRIORITY,
+            }
         reservation: Reservation = await call(
             "presence.reserve_agent",
             PickAgent(
@@ -715,9 +749,11 @@ class HandoffWorkflow:
                 skills=skills,
                 languages=self._languages(),
                 exclude=tried,
+                **line,
             ),
             Reservation,
         )
+        s.in_line = bool(line) and reservation.agent_id is None
         if reservation.agent_id is None:
             return False
         if s.state != "queued":  # the customer left while we looked

@@ -95,6 +95,14 @@ class PickAgent(_Wire):
     skills: list[str] = Field(default_factory=list)
     languages: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list, description="agents not to offer again")
+    workflow_id: str | None = Field(
+        None,
+        max_length=200,
+        description="wait in line: the workflow a free agent wakes (signal `agent_free`); "
+        "None: take any free agent now, no place in line (runs recorded before)",
+    )
+    waiting_since: datetime | None = Field(None, description="the place in line: first come")
+    priority: str = Field("p2", max_length=10, description="p1 is served before p2, ...")
 
 
 class Reservation(_Wire):
@@ -103,6 +111,15 @@ class Reservation(_Wire):
     skills: list[str] = Field(default_factory=list)
     languages: list[str] = Field(default_factory=list)
     idle_seconds: int = 0
+    woken: list[str] = Field(
+        default_factory=list, description="workflows ahead in line told a free agent is theirs"
+    )
+
+
+class LeaveQueue(_Wire):
+    """The conversation stops waiting (it ended, or was called back): out of the line."""
+
+    conversation_id: str = Field(min_length=1, max_length=64)
 
 
 class ReleaseAgent(_Wire):
@@ -113,6 +130,9 @@ class ReleaseAgent(_Wire):
 class AgentReleased(_Wire):
     agent_id: str
     active_conversations: int
+    woken: list[str] = Field(
+        default_factory=list, description="the longest-waiting workflows the agent can take"
+    )
 
 
 class SetAgentStatus(_Wire):
@@ -279,6 +299,7 @@ class HandoffStatus(BaseModel):
     commands: int = 0
     transitions: int = 0
     searches: int = Field(0, description="agent searches so far (each its own key)")
+    in_line: bool = Field(False, description="waiting in line for a free agent (presence)")
 
     @property
     def current_offer(self) -> Offer | None:
