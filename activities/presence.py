@@ -312,9 +312,20 @@ async def _reserve(session: AsyncSession, request: PickAgent) -> Reservation:
                     woken.append(ahead.workflow_id)
                     if not slots:
                         break
-        mine = slots[:1]
+        mine, spare = slots[:1], slots[1:]
         if mine:
             await session.delete(place)
+        if spare:  # two agents freed for one wake-up: pass the others on down the line
+            behind = and_(
+                ~_ahead_of(place), SandboxWaiting.conversation_id != place.conversation_id
+            )
+            async for after in _line(session, behind):
+                claimed = next((row for row in spare if _can_take(row, after)), None)
+                if claimed is not None:
+                    spare.remove(claimed)
+                    woken.append(after.workflow_id)
+                    if not spare:
+                        break
     for row in mine:
         idle = int((now - _aware(row.status_since)).total_seconds())
         row.active_conversations += 1

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from activities.presence import first_in_line_for, set_agent_status
+from activities.presence import first_in_line_for, set_agent_status, wake
 from store.models import SandboxAgent, SandboxWaiting
 from tests.conftest import AppDb
 from tests.escalation_support import keep_history, next_weekday_at, skip_to
@@ -151,3 +151,35 @@ async def test_an_agent_becoming_available_wakes_the_first_in_line(app_db: AppDb
             await command_handoff(env.client, conversation, "customer_left", CustomerLeft())
             await handle.result()
         assert await _in_line(app_db) == 0
+
+
+async def test_one_wake_up_for_two_free_agents_is_passed_down_the_line(app_db: AppDb) -> None:
+    async with fresh_env() as env, handoff_worker(env, app_db) as queue:
+        await skip_to(env, next_weekday_at(await env.get_current_time(), 1, 10, 0))
+        await _only_agents(app_db, *AGENTS)
+        for agent_id in AGENTS:
+            await set_agent_status(app_db.sessions, agent_id, "busy")
+        desk = _desk()
+        waiting = []
+        for _ in range(2):
+            conversation = new_conversation()
+            handle = await start(env, queue, turn_event(conversation, "HC-EN", "human"), desk)
+            await wait_until(handle, lambda s: s.in_line, "in line")
+            waiting.append(handle)
+            await env.sleep(timedelta(seconds=1))
+        # Both agents free up at once, and only the first in line hears of it.
+        async with app_db.sessions() as session, session.begin():
+            await session.execute(
+                update(SandboxAgent).where(SandboxAgent.id.in_(AGENTS)).values(status="available")
+            )
+        await wake(env.client, [waiting[0].id])
+        first = await wait_until(waiting[0], lambda s: s.state == "offered", "offered")
+        second = await wait_until(waiting[1], lambda s: s.state == "offered", "offered")
+        assert first.current_offer is not None and second.current_offer is not None
+        gap = second.current_offer.offered_at - first.current_offer.offered_at
+        assert gap < AGENT_FALLBACK / 4, gap  # woken by the first, not by its own look
+        for handle in waiting:
+            await command_handoff(
+                env.client, handle.id.removeprefix("handoff-"), "customer_left", CustomerLeft()
+            )
+            await handle.result()
