@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from definitions.events import EventEnvelope
+
 IdempotencyKey = Annotated[
     str,
     Field(
@@ -212,6 +214,14 @@ class PagerEvent(_Model):
     idempotency_key: IdempotencyKey
     dedup_key: str = Field(min_length=1, max_length=255)
     action: Literal["acknowledge", "resolve"]
+
+
+class StartDefinition(_Model):
+    """Start the named (recovery) definition's workflow for the event's customer:
+    signal-with-start `customer-<id>`; the event's fixed id makes a repeat count once."""
+
+    definition: str = Field(min_length=1, max_length=63)
+    event: EventEnvelope
 
 
 class PagerEventSent(_Model):

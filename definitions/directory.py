@@ -42,11 +42,13 @@ EVENT_TYPES = (
     "sentiment.scored",
     "journey.stage_changed",
     "sla.breached",
+    "case.escalated",
 )
 """The event types a recovery rule may trigger on: the types of the event contract
 (definitions/events.py) that reach `customer-<id>` (the intake's recovery route and the
-escalation's `sla.breached`). A rule reads the type's data fields as `event.<field>`, plus
-`event.id`, `event.source`, `event.type` and `event.time`; lint refuses any other field."""
+escalation's `sla.breached` and `case.escalated`). A rule reads the type's data fields as
+`event.<field>`, plus `event.id`, `event.source`, `event.type` and `event.time`; lint
+refuses any other field."""
 
 LANGUAGES = ("en", "de", "fr", "es")
 """Every message template ships in each of these languages."""

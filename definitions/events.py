@@ -111,6 +111,19 @@ class SlaBreached(EventData):
     policy: ShortText
 
 
+class CaseEscalated(EventData):
+    """Emitted by the escalation workflow when a level's (or a warning's) `start` action hands
+    the case's customer to a recovery definition: once per case and step."""
+
+    ticket_id: EntityId
+    customer_id: EntityId
+    priority: Priority
+    stage: EntityId
+    policy: ShortText
+    step: ShortText = Field(description="the case's step, e.g. level-2-cycle-0")
+    level: int | None = Field(None, ge=1, description="the level that started it, if a level")
+
+
 class TranscriptLine(EventData):
     from_: Literal["customer", "bot", "agent"] = Field(alias="from")
     text: LongText
@@ -150,6 +163,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     "sentiment.scored": SentimentScored,
     "journey.stage_changed": JourneyStageChanged,
     "sla.breached": SlaBreached,
+    "case.escalated": CaseEscalated,
     "bot.turn": BotTurn,
     "bot.handoff_requested": BotHandoffRequested,
     "agent.status_changed": AgentStatusChanged,
@@ -177,6 +191,7 @@ SUBJECT_FIELD: dict[str, str] = {
     "sentiment.scored": "customer_id",
     "journey.stage_changed": "customer_id",
     "sla.breached": "ticket_id",
+    "case.escalated": "ticket_id",
     "bot.turn": "conversation_id",
     "bot.handoff_requested": "conversation_id",
     "agent.status_changed": "agent_id",
@@ -249,6 +264,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "budget_seconds": 7200,
         "breached_at": "2026-11-23T11:14:00Z",
         "policy": "support-standard@1",
+    },
+    "case.escalated": {
+        "ticket_id": "T-1042",
+        "customer_id": "C-0017",
+        "priority": "p2",
+        "stage": "renewal",
+        "policy": "renewal@1",
+        "step": "level-2-cycle-0",
+        "level": 2,
     },
     "bot.turn": {
         "conversation_id": "CONV-88",

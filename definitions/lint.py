@@ -38,6 +38,7 @@ from definitions.common import (
     CrmNoteAction,
     NotifyAction,
     ScheduleCallbackAction,
+    SetPriorityAction,
     StartAction,
     UpdateTicketAction,
 )
@@ -66,6 +67,23 @@ from definitions.models import (
 )
 
 WINDOW_LOOKAHEAD_DAYS = 30
+# Action types a kind's workflow cannot run, and why: lint refuses them where they are
+# written, so no action is skipped silently at run time (tests/test_escalation_actions.py runs
+# every other one).
+NOT_RUN: dict[Kind, dict[str, str]] = {
+    "escalation": {},
+    "recovery": {"start": "a recovery rule already runs in the customer's recovery workflow"},
+    "handoff": {"start": "a handoff hands the case to its escalation_policy; start nothing else"},
+    "rollout": {
+        kind: "a rollback's recovery acts per customer, and a customer has no ticket or "
+        "workflow to act on here"
+        for kind in ("assign", "set_priority", "update_ticket", "start")
+    },
+}
+# Kinds whose runs have no approval gate: a credit above its approval limit would never pay.
+NO_APPROVAL_GATE = ("escalation", "handoff", "rollout")
+# Recipients an escalation case cannot resolve (it has no owner, approvers or single agent).
+ESCALATION_RECIPIENTS_REFUSED = ("owner", "approvers", "agent")
 # What every event offers besides its type's data, and what a stall timer's event offers.
 ENVELOPE_FIELDS = ("id", "source", "type", "time")
 STALL_FIELDS = ("type", "stage", "since", "customer_id")
@@ -190,7 +208,10 @@ class _Linter:
             if isinstance(model, AssignAction | CreateTicketAction | ScheduleCallbackAction):
                 self._queue(model.queue, (*path, "queue"))
             if isinstance(model, StartAction):
-                self._definition(model.definition, (*path, "definition"))
+                # What `start` can start is a customer's recovery (activities/starts.py).
+                target_kind = "recovery" if kind == "escalation" else None
+                self._definition(model.definition, (*path, "definition"), target_kind)
+            self._runs(model, path, kind)
             inline: list[tuple[str, str | None]] = []
             if isinstance(model, UpdateTicketAction):
                 inline.append(("comment", model.comment))
@@ -217,6 +238,44 @@ class _Linter:
                     raw = None
             for where, message in calendar_findings(model, raw):
                 self.report((*path, *where), message)
+
+    def _runs(self, model: BaseModel, path: PathKey, kind: Kind) -> None:
+        """Refuse an action this kind's workflow would not run (or would skip)."""
+        action_types = (
+            NotifyAction,
+            AssignAction,
+            SetPriorityAction,
+            UpdateTicketAction,
+            CrmNoteAction,
+            CreditAction,
+            CreateTicketAction,
+            ScheduleCallbackAction,
+            StartAction,
+        )
+        if not isinstance(model, action_types):
+            return
+        why = NOT_RUN[kind].get(model.type)
+        if why is not None:
+            self.report((*path, "type"), f"a {kind} cannot run `{model.type}`: {why}")
+        if (
+            isinstance(model, CreditAction)
+            and kind in NO_APPROVAL_GATE
+            and model.approval_above is not None
+            and model.amount > model.approval_above
+        ):
+            self.report(
+                (*path, "amount"),
+                f"a credit of {model.amount} {model.currency} is above its approval limit, "
+                f"and a {kind} has no approval gate: it would never be paid",
+            )
+        if isinstance(model, NotifyAction) and kind == "escalation":
+            for number, name in enumerate(model.to):
+                if name in ESCALATION_RECIPIENTS_REFUSED:
+                    self.report(
+                        (*path, "to", number),
+                        f"a case has no {name!r} to notify; use assignee, account_manager, "
+                        "customer, queue:<id>, team:<name> or an address",
+                    )
 
     # --- per kind --------------------------------------------------------------------------
 

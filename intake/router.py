@@ -157,6 +157,7 @@ ENTITY_ROUTES: dict[str, EntityRoute] = {
     "sentiment.scored": RECOVERY,
     "journey.stage_changed": RECOVERY,
     "sla.breached": RECOVERY,
+    "case.escalated": RECOVERY,
     "bot.turn": HANDOFF,
     "bot.handoff_requested": HANDOFF,
 }

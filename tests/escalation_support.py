@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -123,9 +123,14 @@ def case(ticket_id: str, opened_at: datetime, priority: str = "p1", **extra: Any
 
 @asynccontextmanager
 async def escalation_worker(
-    env: WorkflowEnvironment, db: AppDb, *, pagerduty: FakePagerDuty | None = None
+    env: WorkflowEnvironment,
+    db: AppDb,
+    *,
+    pagerduty: FakePagerDuty | None = None,
+    also: Sequence[type] = (),
 ) -> AsyncIterator[str]:
-    """A worker on a queue of its own; with `pagerduty`, pages go to that local server."""
+    """A worker on a queue of its own; with `pagerduty`, pages go to that local server;
+    `also`: more workflow classes (a Recovery that a `start` action starts)."""
     queue = f"escalation-{uuid.uuid4()}"
     backends = None
     if pagerduty is not None:
@@ -142,7 +147,7 @@ async def escalation_worker(
     async with Worker(
         env.client,
         task_queue=queue,
-        workflows=[EscalationWorkflow],
+        workflows=[EscalationWorkflow, *also],
         workflow_runner=WORKFLOW_RUNNER,
         activities=activity_functions(ActivityDeps(sessions=db.sessions, backends=backends)),
     ):

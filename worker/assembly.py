@@ -18,6 +18,7 @@ from activities.notify import NotifyActivities
 from activities.presence import PresenceActivities
 from activities.recovery_events import RecoveryEventActivities
 from activities.rollback_notify import RollbackNotifyActivities
+from activities.starts import StartActivities
 from activities.ticketing import TicketingActivities
 from definitions import conditions
 from worker.settings import Settings
@@ -52,6 +53,7 @@ def activity_functions(deps: ActivityDeps) -> list[Callable[..., Any]]:
         ticketing.add_comment,
         notify.send,
         notify.pager_event,
+        StartActivities(deps).start,
         changes.apply,
         changes.revert,
         metrics.read,

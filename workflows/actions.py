@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         MessageSent,
         NoteAdded,
         SendMessage,
+        StartDefinition,
         Ticket,
         UpdateTicket,
     )
@@ -44,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         UpdateTicketAction,
     )
     from definitions.duration import format_duration
+    from definitions.events import EventEnvelope
     from definitions.templates import TemplateProblem, render_string
 
 # Vendors fail in bursts; back off up to a minute and give up after a day, by which time a
@@ -99,6 +101,9 @@ class ActionTarget:
     account_manager: str | None = None
     definition: str | None = None
     template_context: dict[str, Any] = field(default_factory=dict)
+    start_event: EventEnvelope | None = None
+    """What a `start` action hands the started workflow (its fixed id makes it count once);
+    None: `start` is left to the caller."""
 
 
 @dataclass
@@ -414,6 +419,13 @@ async def _run_one(
                 tags=["opsflow", target.kind, "callback"],
             ),
             Ticket,
+            give_up_after=limit,
+        )
+    elif isinstance(action, StartAction) and target.start_event is not None:
+        await call(
+            "definitions.start",
+            StartDefinition(definition=action.definition, event=target.start_event),
+            str,
             give_up_after=limit,
         )
     elif isinstance(action, StartAction):

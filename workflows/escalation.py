@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -35,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from definitions.calendar import BusinessCalendar
     from definitions.common import Action, AssignAction, NotifyAction
     from definitions.directory import JOURNEY_STAGES
-    from definitions.events import EventEnvelope, SlaBreached
+    from definitions.events import CaseEscalated, EventEnvelope, SlaBreached
     from definitions.models import ANY_STAGE, ActionRetry, EscalationSpec
     from workflows.escalation_model import (
         FIRST_RESPONSE,
@@ -295,6 +296,7 @@ class EscalationWorkflow:
                 self.spec.on_breach,
                 target,
                 before=(lambda: self._deliver_breach(event)) if deliver else None,
+                start_event=self._breach_envelope(event),
             )
             s.breaches_announced.append(clock_name)
             return
@@ -307,9 +309,8 @@ class EscalationWorkflow:
             )
         s.breaches_announced.append(clock_name)
 
-    async def _deliver_breach(self, event: SlaBreached) -> None:
-        """Hand the breach to `customer-<id>` (recovery); its fixed id makes it count once."""
-        envelope = EventEnvelope(
+    def _breach_envelope(self, event: SlaBreached) -> EventEnvelope:
+        return EventEnvelope(
             id=f"{workflow.info().workflow_id}/{event.sla}",
             source="escalation",
             type="sla.breached",
@@ -317,6 +318,32 @@ class EscalationWorkflow:
             time=event.breached_at,
             data=event.model_dump(mode="json"),
         )
+
+    def _escalated_envelope(self, step: str) -> EventEnvelope:
+        """What a level's or warning's `start` hands the recovery workflow, once per step."""
+        s = self.status
+        level = s.visits[-1].level if step.startswith("level-") and s.visits else None
+        event = CaseEscalated(
+            ticket_id=s.case.ticket_id,
+            customer_id=s.case.customer_id,
+            priority=s.case.priority,
+            stage=s.case.stage,
+            policy=s.definition,
+            step=step,
+            level=level,
+        )
+        return EventEnvelope(
+            id=f"{workflow.info().workflow_id}/{step}",
+            source="escalation",
+            type="case.escalated",
+            subject=event.ticket_id,
+            time=workflow.now(),
+            data=event.model_dump(mode="json"),
+        )
+
+    async def _deliver_breach(self, event: SlaBreached) -> None:
+        """Hand the breach to `customer-<id>` (recovery); its fixed id makes it count once."""
+        envelope = self._breach_envelope(event)
         try:
             await call("recovery.deliver_event", envelope, str)
         except ActivityError as exc:
@@ -351,6 +378,9 @@ class EscalationWorkflow:
     async def _apply(self, outcome: ActionOutcome, step: str) -> None:
         """Take in what the actions did; one that failed changed nothing and is recorded."""
         s = self.status
+        if self._concurrent and outcome.skipped:  # not done either: recorded, never silent
+            outcome.failed.extend(f"skipped: {why}" for why in outcome.skipped)
+            outcome.skipped.clear()
         await self._note_failures(step, outcome)
         if outcome.new_assignee:
             s.assignee = outcome.new_assignee
@@ -398,10 +428,15 @@ class EscalationWorkflow:
         target: ActionTarget,
         *,
         before: Callable[[], Awaitable[None]] | None = None,
+        start_event: EventEnvelope | None = None,
     ) -> None:
         """Run `actions` for `step` beside the main loop; what they change is applied when
-        they finish, what fails is recorded, and the loop is woken either way."""
+        they finish, what fails is recorded, and the loop is woken either way. A `start`
+        action hands the started workflow `start_event` (default: a case.escalated event)."""
         s = self.status
+        target = dataclasses.replace(
+            target, start_event=start_event or self._escalated_envelope(step)
+        )
         priority = s.case.priority
         what = ", ".join(
             f"notify {a.channel}" if isinstance(a, NotifyAction) else a.type for a in actions
