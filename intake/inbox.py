@@ -11,6 +11,7 @@ coroutines queueing in order. PostgreSQL needs no such lock.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from definitions.events import EventEnvelope
 from store.db import create_sync_engine, write_lock
-from store.models import InboxEvent
+from store.models import InboxEvent, LedgerEntry
 from store.types import utcnow
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -67,16 +68,22 @@ class Waiting:
     subject: str
     time: datetime | None
     data: dict[str, Any]
+    attempts: int = 0
+    """Failed attempts so far: a waiting event has failed every attempt it counted."""
 
 
 @dataclass(frozen=True)
 class Settled:
-    """The outcome of one delivery attempt, to be written by `mark_many`."""
+    """The outcome of one delivery attempt, to be written by `mark_many`.
+
+    `counted`: whether the attempt counts in `attempts`. One that never reached Temporal
+    (it was down) does not: an outage of any length must not use up an event's attempts."""
 
     row_id: int
     status: str
     outcome: str
     target: str | None
+    counted: bool = True
 
 
 def envelope_of(row: EventRow) -> EventEnvelope:
@@ -409,6 +416,7 @@ async def waiting(sessions: Sessions, limit: int) -> list[Waiting]:
                 InboxEvent.subject,
                 InboxEvent.time,
                 InboxEvent.data,
+                InboxEvent.attempts,
             )
             .where(InboxEvent.status.in_(WAITING))
             .order_by(InboxEvent.id)
@@ -438,7 +446,7 @@ _MARK = (
         status=bindparam("b_status"),
         outcome=bindparam("b_outcome"),
         target=bindparam("b_target"),
-        attempts=InboxEvent.__table__.c.attempts + 1,
+        attempts=InboxEvent.__table__.c.attempts + bindparam("b_counted"),
         delivered_at=bindparam("b_delivered_at"),
     )
 )
@@ -460,6 +468,7 @@ def _mark_in(session: Session, settled: Sequence[Settled]) -> None:
             "b_status": s.status,
             "b_outcome": s.outcome[:4000],
             "b_target": s.target,
+            "b_counted": 1 if s.counted else 0,
             "b_delivered_at": now if s.status in ("delivered", "rejected") else None,
         }
         for s in settled
@@ -483,3 +492,76 @@ async def find(sessions: Sessions, event_id: str, source: str | None = None) -> 
         if source:
             query = query.where(InboxEvent.source == source)
         return list(await session.scalars(query.order_by(InboxEvent.id)))
+
+
+class NothingToRequeue(Exception):
+    """The event asked for is not in the inbox, or not rejected; the message says which."""
+
+
+async def requeue(
+    sessions: Sessions,
+    *,
+    by: str,
+    event_id: str | None = None,
+    source: str | None = None,
+    rejected_since: datetime | None = None,
+) -> list[InboxEvent]:
+    """Send rejected events again: one by id (and source when ids clash), or every event
+    rejected since a moment. Each goes back to `pending` with its attempts reset, the relay
+    delivers it like a new one (the same update ids and event ids, so a workflow that did
+    take it acts once), and the ledger records who requeued it and what it was refused for.
+    """
+    async with write_lock(sessions), sessions() as session, session.begin():
+        query = select(InboxEvent).where(InboxEvent.status == "rejected")
+        if event_id is not None:
+            everything = list(
+                await session.scalars(
+                    select(InboxEvent).where(
+                        InboxEvent.event_id == event_id,
+                        *([InboxEvent.source == source] if source else []),
+                    )
+                )
+            )
+            if not everything:
+                raise NothingToRequeue(f"no event {event_id!r} in the inbox")
+            if len(everything) > 1:
+                senders = ", ".join(sorted(r.source for r in everything))
+                raise NothingToRequeue(
+                    f"event id {event_id!r} was sent by {senders}: say which with --source"
+                )
+            [row] = everything
+            if row.status != "rejected":
+                raise NothingToRequeue(
+                    f"event {event_id!r} is {row.status}, not rejected: nothing to requeue"
+                )
+            query = query.where(InboxEvent.id == row.id)
+        if rejected_since is not None:
+            query = query.where(InboxEvent.delivered_at >= rejected_since)
+        if source is not None:
+            query = query.where(InboxEvent.source == source)
+        rows = list(await session.scalars(query.order_by(InboxEvent.id)))
+        now = utcnow()
+        for row in rows:
+            previous = row.outcome
+            row.status = "pending"
+            row.outcome = f"requeued by {by}; was rejected: {previous or '(no reason)'}"[:4000]
+            row.attempts = 0
+            row.delivered_at = None
+            session.add(
+                LedgerEntry(
+                    idempotency_key=f"intake/{row.source}/{row.event_id}/requeue/{uuid.uuid4()}",
+                    workflow_id=row.target or "intake",
+                    kind="intake",
+                    subject=row.subject,
+                    step="event-requeued",
+                    detail={
+                        "by": by,
+                        "source": row.source,
+                        "event_id": row.event_id,
+                        "type": row.type,
+                        "rejected_for": previous,
+                    },
+                    at=now,
+                )
+            )
+        return rows

@@ -1,8 +1,16 @@
 """The relay: delivers inbox events to Temporal, in order per subject, until none wait.
 
 Events of one subject go one after another (an update never overtakes the start it needs);
-subjects go in parallel. When Temporal is unreachable the events stay `pending` and the
-relay retries with backoff; the request path never waits for Temporal.
+subjects go in parallel. When Temporal is unreachable (connecting fails, unavailable,
+deadline exceeded, resource exhausted, ...) the events stay `pending` and the relay retries
+with backoff, without counting the attempt; the request path never waits for Temporal. Only
+a refusal by Temporal or the target workflow settles an event as `rejected`.
+
+An unexpected exception while routing (a bug, a database hiccup) keeps the event `pending`,
+counts the attempt and holds back its subject (the events after it wait, so order holds)
+for a backoff that doubles per attempt; other subjects go on. After `max_failures` counted
+attempts the event is `rejected` with the last error, so one bad event cannot hold its
+subject forever; `opsflow events requeue` sends it again once the cause is fixed.
 
 Outcomes are written in groups: every settled event of a pass is marked by one UPDATE
 transaction per `mark_every` seconds (or `mark_batch` events), and all of them before the
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -39,6 +48,10 @@ class Relay:
         max_backoff: float = 10.0,
         mark_every: float = 0.1,
         mark_batch: int = 200,
+        max_failures: int = 10,
+        failure_backoff: float = 1.0,
+        max_failure_backoff: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.router = router
@@ -48,6 +61,12 @@ class Relay:
         self.max_backoff = max_backoff
         self.mark_every = mark_every
         self.mark_batch = mark_batch
+        self.max_failures = max_failures
+        self.failure_backoff = failure_backoff
+        self.max_failure_backoff = max_failure_backoff
+        self._clock = clock
+        # inbox row id → when its subject may be tried again, after a failed (counted) attempt
+        self._retry_at: dict[int, float] = {}
         self._wake = asyncio.Event()
         self.temporal_reachable = True
         # How outcomes are written; the intake points this at its inbox writer's thread.
@@ -61,8 +80,20 @@ class Relay:
     async def drain_once(self) -> tuple[int, bool]:
         """One pass over the waiting events: (how many were settled, Temporal reachable)."""
         rows = await inbox.waiting(self.sessions, self.batch)
+        if len(rows) < self.batch:  # every waiting event is in view: forget settled ones
+            waiting_ids = {row.id for row in rows}
+            for row_id in [r for r in self._retry_at if r not in waiting_ids]:
+                del self._retry_at[row_id]
+        now = self._clock()
         by_subject: OrderedDict[str, list[inbox.Waiting]] = OrderedDict()
+        held: set[str] = set()
         for row in rows:
+            if row.subject in held:
+                continue
+            if self._retry_at.get(row.id, now) > now:
+                held.add(row.subject)  # its first waiting event is backing off: all wait
+                by_subject.pop(row.subject, None)
+                continue
             by_subject.setdefault(row.subject, []).append(row)
         gate = asyncio.Semaphore(self.concurrency)
         outcomes: list[inbox.Settled] = []
@@ -70,10 +101,42 @@ class Relay:
         settled = 0
         reachable = True
 
-        def done(row: inbox.Waiting, status: str, outcome: str, target: str | None) -> None:
-            outcomes.append(inbox.Settled(row.id, status, outcome, target))
+        def done(
+            row: inbox.Waiting,
+            status: str,
+            outcome: str,
+            target: str | None,
+            counted: bool = True,
+        ) -> None:
+            outcomes.append(inbox.Settled(row.id, status, outcome, target, counted))
             if len(outcomes) >= self.mark_batch:
                 full.set()
+
+        def failed(row: inbox.Waiting, exc: Exception) -> bool:
+            """Record an unexpected failure; True when the event is given up (rejected)."""
+            attempt = row.attempts + 1
+            log.exception(
+                "routing failed",
+                event_type=row.type,
+                event_id=row.event_id,
+                source=row.source,
+                attempt=attempt,
+                max_attempts=self.max_failures,
+            )
+            if attempt >= self.max_failures:
+                self._retry_at.pop(row.id, None)
+                done(row, "rejected", f"routing failed {attempt} times: {exc!r}"[:500], None)
+                return True
+            delay = min(self.failure_backoff * 2 ** (attempt - 1), self.max_failure_backoff)
+            self._retry_at[row.id] = self._clock() + delay
+            done(
+                row,
+                "pending",
+                f"routing failed (attempt {attempt} of {self.max_failures}, next in "
+                f"{delay:g}s): {exc!r}"[:500],
+                None,
+            )
+            return False
 
         async def one_subject(events: list[inbox.Waiting]) -> None:
             nonlocal settled, reachable
@@ -85,13 +148,14 @@ class Relay:
                         result = await self.router.deliver(inbox.envelope_of(row))
                     except TemporalUnavailable as exc:
                         reachable = False
-                        done(row, "pending", str(exc)[:500], None)
+                        done(row, "pending", f"waiting for Temporal: {exc}"[:500], None, False)
                         return
                     except Exception as exc:  # a bug must not stop the other subjects
-                        log.exception("routing failed", event_type=row.type)
-                        done(row, "rejected", f"routing failed: {exc!r}"[:500], None)
-                        settled += 1
-                        continue
+                        if failed(row, exc):
+                            settled += 1
+                            continue
+                        return  # the rest of this subject waits behind it, in order
+                    self._retry_at.pop(row.id, None)
                     done(row, result.status, result.outcome, result.target)
                     settled += 1
 
@@ -133,6 +197,12 @@ class Relay:
                         backoff = min(backoff * 2, self.max_backoff)
                         continue
                     backoff = 0.5
+                    if not _settled and self._retry_at:
+                        # nothing could move: every waiting subject is backing off after a
+                        # failure; wait for the first one due (or a new event)
+                        due = min(self._retry_at.values()) - self._clock()
+                        await self._sleep(stop, min(max(due, 0.05), self.poll_seconds), True)
+                        continue
                     if await inbox.any_waiting(self.sessions):
                         continue
             except Exception:

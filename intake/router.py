@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
@@ -72,12 +73,15 @@ log = structlog.get_logger(__name__)
 Sessions = async_sessionmaker[AsyncSession]
 RPC_TIMEOUT = timedelta(seconds=10)
 START_INPUT_TTL = 5.0
-_UNAVAILABLE = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.CANCELLED,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-    RPCStatusCode.UNKNOWN,
+# What Temporal answers when it (or the target workflow) refuses this event for good; every
+# other status (unavailable, deadline, resource exhausted, cancelled, unauthenticated, internal,
+# ...) means Temporal could not take it now, and the event waits in the inbox for a retry.
+_REFUSED = {
+    RPCStatusCode.INVALID_ARGUMENT,
+    RPCStatusCode.ALREADY_EXISTS,
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.OUT_OF_RANGE,
+    RPCStatusCode.NOT_FOUND,
 }
 
 
@@ -109,8 +113,14 @@ class TemporalLink:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(self._connect(), timeout=5)
-                except (RuntimeError, OSError, TimeoutError) as exc:
-                    raise TemporalUnavailable(f"cannot reach Temporal: {exc}") from None
+                except Exception as exc:
+                    # Whatever connecting raised (the SDK's RuntimeError, worker.temporal's
+                    # TemporalUnreachable, a timeout, DNS or TLS trouble), nothing reached a
+                    # workflow: the event waits for the next attempt.
+                    text = str(exc) or type(exc).__name__
+                    if not text.startswith("cannot reach Temporal"):
+                        text = f"cannot reach Temporal: {text}"
+                    raise TemporalUnavailable(text) from None
             return self._client
 
     def reset(self) -> None:
@@ -166,7 +176,7 @@ UNROUTED = {"agent.status_changed": "recorded; no workflow consumes agent status
 
 
 def _unavailable(exc: RPCError) -> bool:
-    return exc.status in _UNAVAILABLE
+    return exc.status not in _REFUSED
 
 
 T = TypeVar("T")
@@ -298,9 +308,10 @@ class Router:
                 self.link.reset()
                 raise TemporalUnavailable(str(exc)) from None
             return Delivery("rejected", f"Temporal refused: {exc.message}", None)
-        except RuntimeError as exc:  # the core client's "connection closed" and friends
+        except (RuntimeError, RPCTimeoutOrCancelledError, TimeoutError) as exc:
+            # the core client's "connection closed" and friends, an update whose RPC timed out
             self.link.reset()
-            raise TemporalUnavailable(str(exc)) from None
+            raise TemporalUnavailable(str(exc) or type(exc).__name__) from None
         return Delivery("delivered", UNROUTED.get(event.type, "no route"), None)
 
     async def _signal(self, route: EntityRoute, event: EventEnvelope) -> Delivery:

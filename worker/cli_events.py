@@ -13,11 +13,13 @@ import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from definitions.duration import parse_duration
 from definitions.events import EVENT_TYPES, event_schemas_with_examples
 from intake import inbox
 from intake.serve import DEV_SOURCE, address, dev_secret
 from intake.signatures import standard_signature
 from worker.cli_support import (
+    By,
     JsonOption,
     Sessions,
     console,
@@ -221,6 +223,88 @@ def show(
         console.print(
             f"[bold]{'data':>12}[/] {json.dumps(row['data'], ensure_ascii=False)}", highlight=False
         )
+
+
+def _moment(since: str) -> datetime:
+    """`--since`: a duration back from now (`2h`, `30m`, `1d`) or an RFC 3339 time."""
+    try:
+        return datetime.now(UTC) - parse_duration(since)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(
+            f"--since {since[:60]!r} is neither a duration (2h, 30m, 1d) nor a time "
+            "(2026-11-23T10:00:00+01:00)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def requeue(
+    by: By,
+    event_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="The rejected event to send again.")
+    ] = None,
+    rejected: Annotated[
+        bool, typer.Option("--rejected", help="Every event rejected since --since.")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="With --rejected: rejected since this long ago (2h, 1d) or since a time "
+            "(RFC 3339; UTC when it has no offset).",
+        ),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Only this sender's events (ids may clash).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send rejected events again once the cause is fixed; the ledger records who did."""
+    settings = settings_or_exit()
+    if not by.strip():
+        raise fail("--by must name who requeues")
+    if (event_id is None) == (not rejected):
+        raise fail("give either an event ID or --rejected --since <duration or time>")
+    if rejected and since is None:
+        raise fail("--rejected needs --since, e.g. --since 2h: which rejections to send again")
+    if event_id is not None and since is not None:
+        raise fail("--since goes with --rejected, not with an event ID")
+    moment = _moment(since) if since is not None else None
+
+    async def work(sessions: Sessions) -> list[dict[str, Any]]:
+        try:
+            found = await inbox.requeue(
+                sessions,
+                by=by.strip()[:200],
+                event_id=event_id,
+                source=source,
+                rejected_since=moment,
+            )
+        except inbox.NothingToRequeue as exc:
+            raise fail(str(exc)) from None
+        return [inbox.describe(r) for r in found]
+
+    rows = with_database(settings, work)
+    if as_json:
+        print_json({"requeued": rows})
+        return
+    if not rows:
+        console.print("no rejected events to requeue", highlight=False)
+        return
+    for row in rows:
+        console.print(
+            f"requeued: {row['type']} {row['id']} from {row['source']} about {row['subject']}",
+            highlight=False,
+        )
+    console.print(
+        f"{len(rows)} event(s) pending again; the intake's relay delivers them within seconds "
+        "(`opsflow events list --pending`)",
+        highlight=False,
+    )
 
 
 @app.command()

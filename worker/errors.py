@@ -3,3 +3,8 @@
 
 class OpsflowError(Exception):
     """A problem with the user's input or environment, explained in the message."""
+
+
+class TemporalUnreachable(OpsflowError):
+    """Temporal could not be reached (refused, timed out, TLS or DNS failure): a condition
+    that passes, so whoever holds work for Temporal keeps it and tries again later."""

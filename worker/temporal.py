@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
-from worker.errors import OpsflowError
+from worker.errors import TemporalUnreachable
 from worker.logging import LogContextInterceptor
 from worker.settings import Settings
 
@@ -27,7 +27,8 @@ def connect_config(settings: Settings, *, address: str | None = None) -> dict[st
 
 
 async def connect(settings: Settings, *, address: str | None = None) -> Client:
-    """A client for the configured Temporal; OpsflowError in one line when it cannot connect."""
+    """A client for the configured Temporal; TemporalUnreachable (an OpsflowError) in one line
+    when it cannot connect."""
     config = connect_config(settings, address=address)
     try:
         return await Client.connect(
@@ -40,7 +41,7 @@ async def connect(settings: Settings, *, address: str | None = None) -> Client:
         reason = (
             "connection refused" if "Connection refused" in text else text.splitlines()[0][:160]
         )
-        raise OpsflowError(
+        raise TemporalUnreachable(
             f"cannot reach Temporal at {config['target_host']} ({reason}): start it with "
             "`opsflow dev`, or set TEMPORAL_ADDRESS / OPSFLOW_TEMPORAL_ADDRESS"
         ) from None
