@@ -28,6 +28,7 @@ QUEUES: dict[str, tuple[str, ...]] = {
     "tier-2": ("en", "de"),
     "onboarding": ("en", "fr"),
     "callbacks": ("en", "de", "fr", "es"),
+    "cx-review": ("en", "de", "fr", "es"),
 }
 
 CHANNELS = ("email", "slack", "chat", "pager", "webhook")

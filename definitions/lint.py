@@ -385,6 +385,10 @@ class _Linter:
         return False
 
     def _recovery(self, spec: RecoverySpec) -> None:
+        if spec.follow_up is not None:
+            self._queue(
+                spec.follow_up.not_recovered_queue, ("spec", "follow_up", "not_recovered_queue")
+            )
         names: dict[str, int] = {}
         for index, rule in enumerate(spec.rules):
             path = ("spec", "rules", index)

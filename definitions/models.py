@@ -408,6 +408,11 @@ class RecoveryRule(OpsModel):
         default_factory=list, description="Next steps if it triggers again within the episode."
     )
     approval: ApprovalGate | None = None
+    follow_up: bool = Field(
+        True,
+        description="Does an episode this rule acts in get the follow-up survey? false for "
+        "rules that only ask a person to look (the customer was not contacted).",
+    )
 
 
 class FrequencyCap(OpsModel):
@@ -421,6 +426,11 @@ class FollowUp(OpsModel):
     channel: Channel = "email"
     template: TemplateName
     recovered_at: int = Field(4, ge=1, le=5, description="Survey score that means recovered.")
+    not_recovered_queue: Identifier = Field(
+        "cx-review",
+        description="A lower follow-up score hands the episode to a person: a ticket in this "
+        "queue with the episode's context; the episode stays open until someone closes it.",
+    )
 
 
 class RecoverySpec(OpsModel):

@@ -124,6 +124,15 @@ QUEUES = [
     ),
     ("onboarding", "Onboarding", ["onboarding"], ["en", "fr"], "Europe/Berlin", "weekdays-09-17"),
     ("callbacks", "Callbacks", [], ["en", "de", "fr", "es"], "Europe/Berlin", "weekdays-08-18"),
+    # Customer-experience leads: reviews of outlier feedback, episodes that did not recover.
+    (
+        "cx-review",
+        "CX review",
+        [],
+        ["en", "de", "fr", "es"],
+        "Europe/Berlin",
+        "weekdays-09-17",
+    ),
 ]
 
 FLAGS = [

@@ -98,8 +98,22 @@ def event(
     )
 
 
-def survey(customer: str, score: int, at: datetime | None = None, **kw: Any) -> EventEnvelope:
-    return event("survey.responded", {"customer_id": customer, "score": score}, at, **kw)
+def survey(
+    customer: str,
+    score: int,
+    at: datetime | None = None,
+    *,
+    ticket: str | None = None,
+    comment: str | None = None,
+    **kw: Any,
+) -> EventEnvelope:
+    """A CSAT survey answer, about `ticket` when one is given."""
+    data: dict[str, Any] = {"customer_id": customer, "score": score}
+    if ticket is not None:
+        data["ticket_id"] = ticket
+    if comment is not None:
+        data["comment"] = comment
+    return event("survey.responded", data, at, **kw)
 
 
 def contact(customer: str, at: datetime | None = None, **kw: Any) -> EventEnvelope:

@@ -156,11 +156,12 @@ async def test_backtest_counts_match_a_live_run(
     assert live.state.tally == expected
     # Something of each kind happened, so the comparison means something.
     assert expected["service-recovery/repeat-contacts"]["fired"] == 1
-    # Two ladder steps in episode 1; the last survey answers the follow-up (not recovered)
-    # and, the 14-day cooldown over, opens episode 2.
-    assert expected["service-recovery/low-csat"] == {"fired": 2, "laddered": 2}
-    assert report.episodes == {"not_recovered": 1, "open": 1}
-    assert [e.status for e in live.state.episodes] == ["not_recovered", "open"]
+    # Two ladder steps in episode 1; the last survey answers the follow-up (not recovered),
+    # which hands the episode to a person: it stays open, so the low score climbs the ladder.
+    assert expected["service-recovery/low-csat"] == {"fired": 1, "laddered": 3}
+    assert report.episodes == {"open": 1}
+    [episode] = live.state.episodes
+    assert episode.status == "open" and episode.handed_over_to == "cx-review"
     # A VIP's negative sentiment while the low-CSAT episode is open only adds to it.
     assert expected["service-recovery/vip-negative-sentiment"] == {"inhibition": 1}
     assert report.events == len(timeline)
@@ -271,7 +272,10 @@ def test_backtest_command_prints_counts_per_rule(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["customers"] == 2
-    assert report["rules"]["service-recovery/low-csat"] == {"fired": 4, "laddered": 4}
+    # Per customer: one episode, handed to a person when the follow-up scores 1 (it stays
+    # open, so the last low score climbs the ladder).
+    assert report["rules"]["service-recovery/low-csat"] == {"fired": 2, "laddered": 6}
+    assert report["episodes"] == {"open": 2}
     assert report["rules"]["service-recovery/repeat-contacts"]["fired"] == 2
     table = CliRunner().invoke(
         app, ["recovery", "backtest", str(CATALOG_FILE), "--events", str(events)]

@@ -27,6 +27,7 @@ from worker.temporal import connect, workflow_ui_url
 from workflows import search_attributes as sa
 from workflows.recovery_model import (
     Approve,
+    CloseEpisode,
     RecoveryView,
     Reject,
     SilenceCommand,
@@ -156,6 +157,19 @@ def unsilence(customer: Customer, by: By, rule: Rule = None, as_json: JsonOption
 
 
 @app.command()
+def close(
+    customer: Customer,
+    by: By,
+    outcome: Annotated[
+        str, typer.Option("--outcome", help="recovered, not_recovered or closed.")
+    ] = "closed",
+    as_json: JsonOption = False,
+) -> None:
+    """Close the customer's open episode (one handed to a person waits for this)."""
+    _command(customer, "close_episode", _model(CloseEpisode, by=by, outcome=outcome), as_json)
+
+
+@app.command()
 def show(customer: Customer, as_json: JsonOption = False) -> None:
     """Everything a customer's recovery workflow knows."""
     settings = settings_or_exit()
@@ -178,9 +192,13 @@ def show(customer: Customer, as_json: JsonOption = False) -> None:
             + ", ".join(f"{k} until {v:%Y-%m-%d %H:%M}" for k, v in s.cooldowns.items())
         )
     for episode in s.episodes[-5:]:
+        person = ""
+        if episode.handed_over_at is not None and episode.status == "open":
+            person = f", not recovered: with {episode.handed_over_to}"
+            person += f" (ticket {episode.handover_ticket})" if episode.handover_ticket else ""
         console.print(
             f"  episode {episode.id}: {episode.status}, opened {episode.opened_at:%Y-%m-%d %H:%M} "
-            f"by {episode.opened_by}",
+            f"by {episode.opened_by}{person}",
             highlight=False,
         )
     for approval in s.approvals[-5:]:
@@ -210,13 +228,15 @@ def list_customers(
     as_json: JsonOption = False,
     state: Annotated[
         str | None,
-        typer.Option("--state", help="watching, acting, awaiting_approval or silenced"),
+        typer.Option(
+            "--state", help="watching, acting, awaiting_approval, with_person or silenced"
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
 ) -> None:
     """Running recovery workflows, newest first."""
     settings = settings_or_exit()
-    states = ("watching", "acting", "awaiting_approval", "silenced")
+    states = ("watching", "acting", "awaiting_approval", "with_person", "silenced")
     if state is not None and state not in states:
         raise fail(f"--state: unknown state {state!r}: use {', '.join(states)}")
     query = 'OpsKind = "recovery" AND ExecutionStatus = "Running"'

@@ -23,7 +23,14 @@ from workflows import search_attributes as sa
 from workflows.actions import ActionTarget, call, ledger, run_actions
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CustomerProfile, GetCustomer, MessageSent, SendMessage
+    from activities.models import (
+        CreateTicket,
+        CustomerProfile,
+        GetCustomer,
+        MessageSent,
+        SendMessage,
+        Ticket,
+    )
     from definitions.events import EventEnvelope
     from workflows.recovery_model import (
         MEMORY_STEP,
@@ -67,6 +74,11 @@ APPROVAL_NOTICES_PATCH = "recovery-approval-notices"
 # business_days_after); before, Friday 20:00 + 1 business day was Monday 20:00.
 STALLS_IN_HOURS_PATCH = "recovery-stalls-in-hours"
 APPROVAL_TEMPLATE = "credit-approval"
+# Runs since this patch tie an episode's follow-up to its contact (a survey about another
+# ticket does not answer it), hand a not-recovered episode to a person (a ticket in the
+# follow-up's not_recovered_queue; the episode stays open until they close it), and send no
+# follow-up for episodes whose rules only asked a person to look (`follow_up: false`).
+EPISODE_CONTACT_PATCH = "recovery-episode-contact"
 _NOTICE_CHANNELS = {
     "email": "email",
     "slack": "chat",
@@ -116,6 +128,9 @@ class RecoveryWorkflow:
             return "acting"
         if self.state.waiting_approvals():
             return "awaiting_approval"
+        episode = self.state.open_episode()
+        if episode is not None and episode.handed_over_at is not None:
+            return "with_person"
         if any(x.rule is None and x.until > now for x in self.state.silences):
             return "silenced"
         return "watching"
@@ -160,7 +175,13 @@ class RecoveryWorkflow:
             days = (now - episode.opened_at).days
             since = {0: "since today", 1: "since 1 day"}.get(days, f"since {days} days")
             waiting = ""
-            if episode.follow_up_sent_at:
+            if episode.handed_over_at:
+                ticket = f" (ticket {episode.handover_ticket})" if episode.handover_ticket else ""
+                waiting = (
+                    f", not recovered (follow-up scored {episode.score}): with "
+                    f"{episode.handed_over_to}{ticket} until a person closes it"
+                )
+            elif episode.follow_up_sent_at:
                 waiting = ", waiting for the follow-up survey"
             elif episode.follow_up_at:
                 waiting = f", follow-up survey at {self._at(episode.follow_up_at)}"
@@ -200,6 +221,9 @@ class RecoveryWorkflow:
         try:
             for plan in plans:
                 target = self._target(plan)
+                if plan.handover is not None:
+                    await self._hand_over(plan, target)
+                    continue
                 await ledger(target, plan.step, plan.detail, subject=self.state.customer_id)
                 if plan.notice and plan.approval is not None:
                     await self._tell_approvers(plan.approval, plan.notice, plan.step, target)
@@ -234,7 +258,7 @@ class RecoveryWorkflow:
             return
         carried = memory.state
         carried.customer_id = self.state.customer_id
-        notices = self.engine.approver_notices
+        notices, contacts = self.engine.approver_notices, self.engine.episode_contacts
         self._engine = RecoveryEngine(
             carried,
             self.engine.rule_sets,
@@ -242,6 +266,7 @@ class RecoveryWorkflow:
             stalls_in_hours=self.engine.stalls_in_hours,
         )
         self._engine.approver_notices = notices
+        self._engine.episode_contacts = contacts
 
     async def _record_memory(self) -> None:
         """Leave this run's state for the customer's next run (CRM profile excluded)."""
@@ -310,6 +335,36 @@ class RecoveryWorkflow:
                     subject=customer,
                 )
 
+    async def _hand_over(self, plan: Plan, target: ActionTarget) -> None:
+        """Open the person's ticket, then record the hand-over (with the ticket, or why there
+        is none: the episode stays handed over and visible either way)."""
+        handover = plan.handover
+        assert handover is not None
+        detail = dict(plan.detail)
+        try:
+            ticket: Ticket = await call(
+                "ticketing.create_ticket",
+                CreateTicket(
+                    idempotency_key=f"{workflow.info().workflow_id}/{plan.step}",
+                    customer_id=self.state.customer_id,
+                    subject=handover.subject,
+                    description=handover.description,
+                    priority=handover.priority,
+                    queue=handover.queue,
+                    tags=["opsflow", "recovery", "not-recovered"],
+                ),
+                Ticket,
+                give_up_after=timedelta(hours=1),
+            )
+        except ActivityError as exc:
+            detail["ticket_error"] = str(exc.cause or exc)[:500]
+        else:
+            detail["ticket"] = ticket.id
+            episode = next((e for e in self.state.episodes if e.id == handover.episode), None)
+            if episode is not None:
+                episode.handover_ticket = ticket.id
+        await ledger(target, plan.step, detail, subject=self.state.customer_id)
+
     async def _refresh_profile(self) -> None:
         s = self.state
         now = workflow.now()
@@ -339,6 +394,7 @@ class RecoveryWorkflow:
         wake_at_start = workflow.patched(WAKE_FLAG_PATCH)
         remember = workflow.patched(RUN_MEMORY_PATCH)
         self.engine.approver_notices = workflow.patched(APPROVAL_NOTICES_PATCH)
+        self.engine.episode_contacts = workflow.patched(EPISODE_CONTACT_PATCH)
         if remember and request.carried is None:
             await self._recall()
         while True:

@@ -17,7 +17,7 @@ from definitions.models import PinnedDefinition
 from workflows.recovery_rules import RecoveryState
 
 MAX_HISTORY_EVENTS = 10_000
-OpsState = Literal["watching", "acting", "awaiting_approval", "silenced"]
+OpsState = Literal["watching", "acting", "awaiting_approval", "with_person", "silenced"]
 
 
 def customer_workflow_id(customer_id: str) -> str:

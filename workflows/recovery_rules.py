@@ -103,6 +103,19 @@ class Episode(BaseModel):
     closed_at: datetime | None = None
     closed_by: str | None = None
     score: int | None = None
+    contact: str | None = Field(
+        None, description="the ticket the opening event was about: what the follow-up asks about"
+    )
+    tied: bool = Field(
+        False,
+        description="opened since runs tie the follow-up to the contact and hand a failed "
+        "one to a person (older episodes close on any survey)",
+    )
+    handed_over_at: datetime | None = Field(
+        None, description="the follow-up said not recovered: a person has it until they close it"
+    )
+    handed_over_to: str | None = Field(None, description="the queue of the hand-over ticket")
+    handover_ticket: str | None = None
 
 
 class PendingApproval(BaseModel):
@@ -207,7 +220,7 @@ class RecoveryState(BaseModel):
 class Plan:
     """What the workflow does for one decision: record it, then run `actions`."""
 
-    kind: Literal["decision", "follow_up", "episode_closed", "credit", "approval"]
+    kind: Literal["decision", "follow_up", "episode_closed", "credit", "approval", "handover"]
     step: str
     detail: dict[str, Any]
     ref: str | None = None
@@ -218,6 +231,19 @@ class Plan:
     notice: Literal["request", "reminder"] | None = None
     """Tell the approval's approvers (on its channel) that it waits for them."""
     approval: PendingApproval | None = None
+    handover: HandOver | None = None
+    """Open a ticket for a person (the episode did not recover) and note it in the episode."""
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """The ticket that hands an episode to a person, with everything they need to know."""
+
+    episode: int
+    queue: str
+    subject: str
+    description: str
+    priority: Literal["p1", "p2", "p3", "p4"] = "p2"
 
 
 @dataclass(frozen=True)
@@ -325,6 +351,10 @@ class RecoveryEngine:
         # Approvers are told at once and reminded before the timeout (the workflow turns this
         # off for runs recorded before its patch "recovery-approval-notices").
         self.approver_notices = True
+        # New episodes are tied to their contact: only a survey about it answers the
+        # follow-up, and a low answer hands the episode to a person (the workflow turns this
+        # off for runs recorded before its patch "recovery-episode-contact").
+        self.episode_contacts = True
         self.set_rules(rule_sets)
 
     def _type(self, event_type: str) -> str:
@@ -456,7 +486,7 @@ class RecoveryEngine:
         moments += [a.deadline for a in s.waiting_approvals()]
         moments += [a.remind_at for a in s.waiting_approvals() if a.remind_at and not a.reminded]
         episode = s.open_episode()
-        if episode is not None:
+        if episode is not None and episode.handed_over_at is None:
             moments.append(episode.expires_at)
             if episode.follow_up_at and episode.follow_up_sent_at is None:
                 moments.append(episode.follow_up_at)
@@ -547,11 +577,72 @@ class RecoveryEngine:
         score = ctx.get("score")
         if episode is None or episode.follow_up_sent_at is None or not isinstance(score, int):
             return []
+        if episode.tied:
+            if episode.handed_over_at is not None:
+                return []  # a person has it; their close decides
+            ticket = ctx.get("ticket_id")
+            if (ticket if isinstance(ticket, str) else None) != episode.contact:
+                return []  # a survey about another contact is no answer to this follow-up
         spec = self._spec_of(episode.ref)
         follow_up = spec.follow_up if spec else None
         recovered_at = follow_up.recovered_at if follow_up else 4
         status: EpisodeStatus = "recovered" if score >= recovered_at else "not_recovered"
-        return self._close(episode, status, now, f"follow-up survey scored {score}", score)
+        by = f"follow-up survey scored {score}"
+        if status == "not_recovered" and episode.tied:
+            queue = follow_up.not_recovered_queue if follow_up else "cx-review"
+            return [self._hand_over(episode, queue, now, score, ctx.get("comment"))]
+        return self._close(episode, status, now, by, score)
+
+    def _hand_over(
+        self, episode: Episode, queue: str, now: datetime, score: int, comment: Any
+    ) -> Plan:
+        """A person takes an episode the follow-up says did not recover: a ticket in `queue`
+        with the episode's story; it stays open (no expiry) until they close it."""
+        episode.handed_over_at, episode.handed_over_to, episode.score = now, queue, score
+        lines = [
+            f"Customer {self.state.customer_id}: the follow-up survey of recovery episode "
+            f"{episode.id} scored {score}, so the recovery did not work and needs a person.",
+            f"Opened {episode.opened_at.isoformat(timespec='minutes')} by {episode.opened_by} "
+            f"({episode.ref}), about ticket {episode.contact or '(none)'}.",
+        ]
+        if isinstance(comment, str) and comment.strip():
+            lines.append(f"The customer wrote: {comment.strip()[:1000]}")
+        taken = [d for d in self.state.decisions if d.episode == episode.id]
+        if taken:
+            lines.append("What was done:")
+            for d in taken:
+                done = ", ".join(d.actions + [f"{g} (approval)" for g in d.gated]) or "nothing"
+                lines.append(f"- {d.at.isoformat(timespec='minutes')} {d.rule}: {done}")
+        approvals = [a for a in self.state.approvals if a.episode == episode.id]
+        for a in approvals:
+            lines.append(f"- credit of {a.amount} {a.currency}: {a.status}")
+        lines.append(
+            f"Events: {', '.join(episode.events[-10:]) or '(none)'}. When done, close it: "
+            f"opsflow recovery close {self.state.customer_id} --outcome recovered|not_recovered "
+            "--by <you>"
+        )
+        handover = HandOver(
+            episode=episode.id,
+            queue=queue,
+            subject=f"Not recovered - follow-up scored {score} (episode {episode.id})",
+            description="\n".join(lines),
+        )
+        detail = {
+            "episode": episode.id,
+            "outcome": "handed_over",
+            "score": score,
+            "queue": queue,
+            "contact": episode.contact,
+        }
+        return Plan(
+            "handover",
+            f"episode-{episode.id}-handed-over",
+            detail,
+            episode.ref,
+            context=self.template_context({"type": "handover"}, episode),
+            ticket_id=episode.contact,
+            handover=handover,
+        )
 
     def _spec_of(self, ref: str) -> RecoverySpec | None:
         """The rule set that opened an episode (or, when it is gone, the first one)."""
@@ -606,7 +697,7 @@ class RecoveryEngine:
             and episode.follow_up_at <= now
         ):
             plans.append(self._follow_up(episode, now))
-        if episode is not None and episode.expires_at <= now:
+        if episode is not None and episode.handed_over_at is None and episode.expires_at <= now:
             why = "no answer to the follow-up" if episode.follow_up_sent_at else "timed out"
             plans += self._close(episode, "expired", now, why, None)
         for approval in s.waiting_approvals():
@@ -914,16 +1005,28 @@ class RecoveryEngine:
         if episode is None:
             s.episode_count += 1
             follow_up = loaded.spec.follow_up
+            asks = follow_up is not None and (rule.follow_up or not self.episode_contacts)
             episode = Episode(
                 id=s.episode_count,
                 opened_at=now,
                 opened_by=loaded.id,
                 ref=loaded.ref,
                 severity=rule.severity,
-                follow_up_at=now + follow_up.after if follow_up else None,
+                follow_up_at=now + follow_up.after if follow_up and asks else None,
                 expires_at=now + loaded.spec.episode_timeout,
+                contact=ticket_id if isinstance(ticket_id, str) and self.episode_contacts else None,
+                tied=self.episode_contacts,
             )
             s.episodes.append(episode)
+        elif (
+            episode.tied
+            and rule.follow_up
+            and loaded.spec.follow_up is not None
+            and episode.follow_up_at is None
+        ):
+            # A rule that reaches the customer acts in an episode that only asked a person to
+            # look: now the customer is asked, too.
+            episode.follow_up_at = now + loaded.spec.follow_up.after
         episode.severity = min(episode.severity, rule.severity)
         episode.rungs[loaded.id] = rung + 1
         if key is not None:
