@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio import activity, workflow
 
@@ -97,3 +100,70 @@ async def test_ledger_append_is_idempotent_and_logs_carry_ids(
     workflow_line = next(line for line in lines if line["event"].startswith("probe done"))
     assert workflow_line["workflow_id"] == workflow_id
     assert workflow_line["run_id"]
+
+
+@workflow.defn(name="BrokenTaskProbe")
+class BrokenTaskProbe:
+    """A workflow whose task fails: the SDK's Core (Rust) logs "Failing workflow task"."""
+
+    @workflow.run
+    async def run(self) -> None:
+        workflow.logger.info("about to fail")
+        raise RuntimeError("this workflow task fails (test)")
+
+
+_BROKEN_TASK_RUN = """
+import asyncio, logging, os, sys, time
+from worker.logging import configure_logging
+configure_logging("json", "info")
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from tests.test_worker_logging import BrokenTaskProbe
+from worker.binaries import temporal_test_server
+
+core_lines = []
+class Seen(logging.Handler):
+    def emit(self, record):
+        core_lines.append(record)
+logging.getLogger("temporalio.core").addHandler(Seen())
+
+async def main():
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(temporal_test_server())
+    )
+    async with env, Worker(env.client, task_queue="broken", workflows=[BrokenTaskProbe]):
+        await env.client.start_workflow(BrokenTaskProbe.run, id="broken-1", task_queue="broken")
+        deadline = time.monotonic() + 60
+        while not core_lines and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+asyncio.run(main())
+# Skip interpreter teardown: the SDK's Rust threads can abort a finalizing interpreter
+# (PyGILState_Release, temporalio/sdk-python#300), which is not what this test is about.
+sys.stderr.flush()
+os._exit(0 if core_lines else 3)
+"""
+
+
+def test_sdk_log_lines_follow_the_json_format() -> None:
+    """Every line on stderr is JSON under the json format: opsflow's, the SDK's Python
+    loggers' and the Core's own (forwarded to the `temporalio.core` logger)."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", _BROKEN_TASK_RUN],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    core = [line for line in lines if line["logger"] == "temporalio.core"]
+    assert any(line["event"] == "Failing workflow task" for line in core), lines
+    assert all(line["sdk_target"].startswith("temporalio_sdk_core") for line in core)
+    activation = [x for x in lines if x["logger"] == "temporalio.worker._workflow_instance"]
+    assert activation and all(line["workflow_id"] == "broken-1" for line in activation)
+    assert "this workflow task fails" in activation[0]["exception"]
+    # the workflow's info is in fields of its own, not appended to the message
+    [about] = {line["event"] for line in lines if line["logger"] == "temporalio.workflow"}
+    assert about == "about to fail"

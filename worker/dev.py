@@ -38,6 +38,9 @@ _PR_SET_PDEATHSIG = 1
 def ensure_port_free(ip: str, port: int, what: str, setting: str) -> None:
     """Fail with one line naming the port and the setting, before anything starts."""
     with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as probe:
+        # As the servers themselves bind (uvicorn, the Temporal server): connections a crashed
+        # process left in TIME_WAIT do not hold the port, only a listening socket does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((ip, port))
         except OSError:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 import temporalio.client
+import temporalio.workflow
 from structlog.typing import EventDict, Processor, WrappedLogger
 from temporalio import activity
 from temporalio.worker import (
@@ -39,14 +40,62 @@ REDACTED_KEYS = frozenset(
 
 
 def _flatten_temporal_extra(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """Lift the SDK's `temporal_workflow`/`temporal_activity` extras to top-level keys."""
+    """Lift the SDK's `temporal_workflow`/`temporal_activity` extras to top-level keys, and
+    the fields of a forwarded Core (Rust) log entry (`temporal_log`) likewise."""
     for extra in ("temporal_workflow", "temporal_activity"):
         info = event.pop(extra, None)
         if isinstance(info, MutableMapping):
             for key in ("workflow_id", "run_id", "workflow_type", "activity_type", "attempt"):
                 if key in info:
                     event.setdefault(key, info[key])
+    core = event.pop("temporal_log", None)
+    if core is not None:
+        event.setdefault("sdk_target", str(getattr(core, "target", "")))
+        fields = getattr(core, "fields", None)
+        if isinstance(fields, Mapping):
+            for key, value in fields.items():
+                event.setdefault(
+                    str(key), value if isinstance(value, str | int | float) else str(value)
+                )
     return event
+
+
+CORE_LOGGER = "temporalio.core"
+_core_forwarding = False
+
+
+def forward_core_logs(level: str) -> None:
+    """Send the Temporal Core's own log lines (the Rust side of the SDK: "Failing workflow
+    task", poll errors, ...) through Python logging, so they follow OPSFLOW_LOG_FORMAT like
+    every other line instead of going to stderr in Core's coloured text format.
+
+    Sets the SDK's default Runtime (once per process): clients made afterwards use it."""
+    global _core_forwarding
+    if _core_forwarding:
+        return
+    from temporalio.runtime import (
+        LogForwardingConfig,
+        LoggingConfig,
+        Runtime,
+        TelemetryConfig,
+        TelemetryFilter,
+    )
+
+    core_level = {"debug": "INFO", "error": "ERROR"}.get(level.lower(), "WARN")
+    forwarding = LogForwardingConfig(
+        logger=logging.getLogger(CORE_LOGGER),
+        append_target_to_name=False,
+        prepend_target_on_message=False,
+        append_log_fields_to_message=False,  # the fields become keys of their own
+    )
+    telemetry = TelemetryConfig(
+        logging=LoggingConfig(
+            filter=TelemetryFilter(core_level=core_level, other_level="ERROR"),
+            forwarding=forwarding,
+        )
+    )
+    Runtime.set_default(Runtime(telemetry=telemetry), error_if_already_set=False)
+    _core_forwarding = True
 
 
 def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -97,6 +146,11 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     # Third-party chatter that says nothing a user can act on.
     for noisy in ("httpx", "httpcore", "aiosqlite", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # The SDK appends the workflow's or activity's info to the message text; the keys are
+    # lifted into fields of their own above, so the message stays the message.
+    temporalio.workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
+    forward_core_logs(level)
 
 
 class _ActivityLogContext(ActivityInboundInterceptor):
