@@ -32,6 +32,7 @@ from intake.envelope import parse_events
 from intake.problems import Problem, problem_response, unauthorized
 from intake.relay import Relay
 from intake.router import TemporalLink
+from intake.secrets import check_sources
 from intake.signatures import (
     Signed,
     replayed,
@@ -57,6 +58,9 @@ class Intake:
     writer: inbox.Writer = field(init=False)
 
     def __post_init__(self) -> None:
+        # Every sender's secret must be usable before anything is served (BadSecret names
+        # the sender): an empty or short key would let anyone sign.
+        check_sources(self.sources)
         self.writer = inbox.Writer(self.sessions)
         if self.relay is not None:
             self.relay.marks = self.writer.mark_many

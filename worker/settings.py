@@ -148,6 +148,14 @@ class Settings(EnvironmentSettings):
         "hold those vendors' webhook secrets.",
     )
 
+    @field_validator("intake_sources")
+    @classmethod
+    def _check_intake_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        from intake.secrets import check_sources  # standard library only
+
+        check_sources(value)  # BadSecret (a ValueError) naming each sender at fault
+        return value
+
     @field_validator("data_dir", mode="before")
     @classmethod
     def _data_dir_given(cls, value: Any) -> Any:
