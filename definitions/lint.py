@@ -101,6 +101,9 @@ def _walk(value: Any, path: PathKey) -> Iterator[tuple[Any, PathKey]]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _walk(item, (*path, index))
+    elif isinstance(value, dict):  # by_priority: keyed by priority
+        for key, item in value.items():
+            yield from _walk(item, (*path, key))
 
 
 @dataclass
@@ -166,9 +169,14 @@ class _Linter:
     templates: _TemplateCheck
     today: date
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     def report(self, path: PathKey, message: str) -> None:
         self.problems.append(self.loaded.source.problem(path, message))
+
+    def warn(self, path: PathKey, message: str) -> None:
+        """Worth a second look, but the definition is accepted (printed, never refused)."""
+        self.warnings.append(self.loaded.source.problem(path, message))
 
     def run(self) -> list[Problem]:
         definition = self.loaded.definition
@@ -323,9 +331,21 @@ class _Linter:
         longest = max(
             (t.resolution for t in spec.slas if t.priority in spec.priorities), default=None
         )
+        self._levels(spec.levels, ("spec", "levels"), longest)
+        for priority, plan in spec.by_priority.items():
+            where: PathKey = ("spec", "by_priority", priority)
+            if priority not in spec.priorities:
+                self.report(where, f"{priority} is not among the policy's priorities")
+            if plan.levels is not None:
+                own = max(
+                    (t.resolution for t in spec.slas if t.priority == priority), default=None
+                )
+                self._levels(plan.levels, (*where, "levels"), own)
+
+    def _levels(self, levels: list[Any], at: PathKey, longest: timedelta | None) -> None:
         before = None
-        for index, level in enumerate(spec.levels):
-            path = ("spec", "levels", index, "after")
+        for index, level in enumerate(levels):
+            path = (*at, index, "after")
             if before is not None and level.after <= before:
                 self.report(
                     path,
@@ -419,6 +439,23 @@ class _Linter:
                         f"a credit of {model.amount} {model.currency} is above its approval "
                         "limit, but the rule has no approval gate",
                     )
+            self._auto_approval(rule, path)
+
+    def _auto_approval(self, rule: RecoveryRule, path: PathKey) -> None:
+        """Warn where a gate pays by itself: `on_timeout: approve_reduced`."""
+        gate = rule.approval
+        if gate is None or gate.on_timeout != "approve_reduced":
+            return
+        currencies = sorted(
+            {m.currency for m, _ in _walk(rule, path) if isinstance(m, CreditAction)}
+        )
+        amount = f"{gate.reduced_amount} {'/'.join(currencies)}".strip()
+        self.warn(
+            (*path, "approval", "on_timeout"),
+            f"approve_reduced pays {amount} when nobody answers within "
+            f"{format_duration(gate.timeout)}, with no human involved; `skip` or `escalate` "
+            "keeps a person in the loop",
+        )
 
     def _event_fields(self, rule: RecoveryRule, path: PathKey) -> None:
         """Refuse `event.<field>` reads the triggering event cannot satisfy."""
@@ -475,6 +512,25 @@ class _Linter:
             self.report(("spec", "relax_after"), "relax_after is not shorter than max_wait")
 
 
+def _lint_all(
+    definitions: list[LoadedDefinition],
+    templates: Path,
+    known: Mapping[str, str] | None,
+    today: date | None,
+) -> tuple[list[Problem], list[Problem]]:
+    kinds: dict[str, str] = dict(known or {})
+    kinds.update({loaded.name: loaded.kind for loaded in definitions})
+    check = _TemplateCheck(templates)
+    day = today or datetime.now(UTC).date()
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    for loaded in definitions:
+        linter = _Linter(loaded, kinds, check, day)
+        problems.extend(linter.run())
+        warnings.extend(linter.warnings)
+    return sorted(set(problems)), sorted(set(warnings))
+
+
 def lint(
     definitions: list[LoadedDefinition],
     *,
@@ -483,11 +539,16 @@ def lint(
     today: date | None = None,
 ) -> list[Problem]:
     """Problems beyond the schema; references resolve among `definitions` and `known`."""
-    kinds: dict[str, str] = dict(known or {})
-    kinds.update({loaded.name: loaded.kind for loaded in definitions})
-    check = _TemplateCheck(templates)
-    day = today or datetime.now(UTC).date()
-    problems: list[Problem] = []
-    for loaded in definitions:
-        problems.extend(_Linter(loaded, kinds, check, day).run())
-    return sorted(set(problems))
+    return _lint_all(definitions, templates, known, today)[0]
+
+
+def lint_warnings(
+    definitions: list[LoadedDefinition],
+    *,
+    templates: Path,
+    known: Mapping[str, str] | None = None,
+    today: date | None = None,
+) -> list[Problem]:
+    """What lint warns about and accepts (a timeout that approves a credit by itself), each
+    at its field: `opsflow defs lint` and `deploy` print them and go on."""
+    return _lint_all(definitions, templates, known, today)[1]

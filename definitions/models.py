@@ -114,6 +114,19 @@ class ActionRetry(OpsModel):
         return self
 
 
+class PriorityEscalation(OpsModel):
+    """How cases at one priority escalate where they differ from the policy's defaults
+    (a P1 on a 24x7 calendar that pages, a P4 with one level)."""
+
+    calendar: BusinessCalendar | None = None
+    warn_at: list[Percent] | None = None
+    on_warning: list[Action] | None = None
+    levels: Annotated[list[EscalationLevel], Field(min_length=1, max_length=20)] | None = None
+    repeat: int | None = Field(None, ge=0, le=10)
+    on_breach: list[Action] | None = None
+    pause_statuses: list[Identifier] | None = None
+
+
 class EscalationSpec(OpsModel):
     match: EscalationMatch = Field("true", description="Which cases this policy takes.")
     priorities: Annotated[list[Priority], Field(min_length=1)] = Field(
@@ -140,6 +153,44 @@ class EscalationSpec(OpsModel):
         default_factory=ActionRetry,
         description="Per kind of action, how long it keeps retrying before it counts as failed.",
     )
+    by_priority: dict[Priority, PriorityEscalation] = Field(
+        default_factory=dict,
+        description="Per priority, the calendar, warnings, levels, repeat and on_breach that "
+        "replace the defaults above; a priority change switches to them.",
+    )
+
+    def _override(self, priority: str, name: str) -> Any:
+        plan = self.by_priority.get(priority)  # type: ignore[call-overload]
+        value = getattr(plan, name) if plan is not None else None
+        return getattr(self, name) if value is None else value
+
+    def calendar_for(self, priority: str) -> BusinessCalendar:
+        calendar: BusinessCalendar = self._override(priority, "calendar")
+        return calendar
+
+    def levels_for(self, priority: str) -> list[EscalationLevel]:
+        levels: list[EscalationLevel] = self._override(priority, "levels")
+        return levels
+
+    def repeat_for(self, priority: str) -> int:
+        repeat: int = self._override(priority, "repeat")
+        return repeat
+
+    def warn_at_for(self, priority: str) -> list[int]:
+        warn_at: list[int] = self._override(priority, "warn_at")
+        return warn_at
+
+    def on_warning_for(self, priority: str) -> list[Action]:
+        actions: list[Action] = self._override(priority, "on_warning")
+        return actions
+
+    def pause_statuses_for(self, priority: str) -> list[str]:
+        statuses: list[str] = self._override(priority, "pause_statuses")
+        return statuses
+
+    def on_breach_for(self, priority: str) -> list[Action]:
+        actions: list[Action] = self._override(priority, "on_breach")
+        return actions
 
     @field_validator("priorities")
     @classmethod

@@ -300,3 +300,34 @@ async def settled(handle: WorkflowHandle[Any, Any]) -> CaseStatus:
             return state
         await asyncio.sleep(0.05)
     raise AssertionError(f"{handle.id} did not settle")
+
+
+# A policy narrower than the catalog's (which covers every priority): only P1, and only when
+# asked for by name (`match: "false"`), for tests of a policy that does not cover a case.
+P1_ONLY_POLICY = """\
+apiVersion: opsflow/v1
+kind: escalation
+metadata: {name: p1-only, owner: support-operations}
+spec:
+  match: "false"
+  priorities: [p1]
+  calendar: 24x7
+  slas:
+    - {priority: p1, first_response: 15m, resolution: 4h}
+  levels:
+    - after: 10m
+      actions:
+        - {type: notify, channel: email, to: ["queue:support"], template: case-escalated}
+"""
+
+
+async def deploy_p1_only(db: AppDb, folder: Path) -> None:
+    """Deploy `p1-only` (P1_ONLY_POLICY) into the registry."""
+    from definitions.loader import load_file
+    from definitions.registry import deploy
+
+    path = folder / "p1-only.yaml"
+    path.write_text(P1_ONLY_POLICY, encoding="utf-8")
+    loaded = load_file(path)
+    assert not loaded.problems, loaded.problems
+    await deploy(db.sessions, loaded.definitions, deployed_by="test")

@@ -29,14 +29,14 @@ def test_case_lifecycle_through_the_command_line(
 
     open_args = ("case", "open", "--ticket", "T-9001", "--customer", "C-0002", "--priority", "p1")
     opened = ok(*open_args, "--by", "ana")
-    assert "case T-9001 opened under support-p1@1" in opened
+    assert "case T-9001 opened under support@1" in opened
     assert f"{stack.ui}/namespaces/default/workflows/case-T-9001" in opened
     again = ok(*open_args, "--by", "ana")
     assert "already open" in again
 
     listed = json.loads(ok("case", "list", "--json"))
     assert [row["ticket"] for row in listed] == ["T-9001"]
-    assert listed[0]["policy"] == "support-p1@1" and listed[0]["state"] == "open"
+    assert listed[0]["policy"] == "support@1" and listed[0]["state"] == "open"
 
     # The sandbox ticket exists, so reassigning it really moves it.
     assert "T-9001" in ok("case", "reassign", "T-9001", "--queue", "tier-2", "--by", "ana")
@@ -48,7 +48,7 @@ def test_case_lifecycle_through_the_command_line(
         "case", "stage", "T-9001", "nonsense", "--by", "ana"
     )
     bad_ref = refused(
-        "case", "open", "--ticket", "T-9002", "--customer", "C-0002", "--policy", "support-p1@abc",
+        "case", "open", "--ticket", "T-9002", "--customer", "C-0002", "--policy", "support@abc",
         "--by", "ana",
     )  # fmt: skip
     assert "--policy" in bad_ref and "NAME@VERSION" in bad_ref and "Traceback" not in bad_ref
@@ -57,7 +57,7 @@ def test_case_lifecycle_through_the_command_line(
     unknown_args = ("case", "open", "--ticket", "T-2000", "--customer", "C-9999", "--priority")
     assert "C-9999 is not in the CRM" in refused(*unknown_args, "p1", "--by", "ana")
     unknown = ok(*unknown_args, "p1", "--by", "ana", "--unknown-customer")
-    assert "case T-2000 opened under support-p1@1" in unknown
+    assert "case T-2000 opened under support@1" in unknown
     assert "resolved" in ok("case", "resolve", "T-2000", "--by", "ana")
 
     assert "unknown priority 'p7'" in refused("case", "priority", "T-9001", "p7", "--by", "ana")

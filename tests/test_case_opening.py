@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from definitions.models import PinnedDefinition, definition_adapter
 from definitions.registry import CATALOG_DIR, deploy_folder
 from store.models import SandboxTicket
 from tests.conftest import AppDb
-from tests.escalation_support import policy_document
+from tests.escalation_support import deploy_p1_only, policy_document
 from worker.cases import (
     check_customer,
     choose_policy,
@@ -52,18 +53,16 @@ def test_policy_reference_forms() -> None:
 async def test_unknown_customer_skips_a_policy_that_reads_the_profile(app_db: AppDb) -> None:
     await deploy_catalog(app_db)
     # No CRM profile: onboarding's `customer.journey_stage` cannot be evaluated, so it does
-    # not match, and the P1 case lands under support-p1.
+    # not match, and the P1 case lands under support.
     policy = await choose_policy(app_db.sessions, case(), None)
-    assert policy.ref == "support-p1@1"
+    assert policy.ref == "support@1"
 
 
 async def test_a_bad_requested_policy_is_one_readable_error(app_db: AppDb) -> None:
     await deploy_catalog(app_db)
     with pytest.raises(OpsflowError, match="NAME or NAME@VERSION"):
-        await choose_policy(app_db.sessions, case(), None, "support-p1@abc")
-    assert (await choose_policy(app_db.sessions, case(), None, "support-p1@1")).ref == (
-        "support-p1@1"
-    )
+        await choose_policy(app_db.sessions, case(), None, "support@abc")
+    assert (await choose_policy(app_db.sessions, case(), None, "support@1")).ref == ("support@1")
 
 
 async def test_the_sandbox_ticket_of_a_case_is_created_once(app_db: AppDb) -> None:
@@ -91,12 +90,15 @@ async def test_a_real_ticketing_backend_is_left_alone() -> None:
     assert await ensure_ticket(Vendor(), case()) is False  # type: ignore[arg-type]
 
 
-async def test_a_requested_policy_must_cover_the_priority_and_stage(app_db: AppDb) -> None:
+async def test_a_requested_policy_must_cover_the_priority_and_stage(
+    app_db: AppDb, tmp_path: Path
+) -> None:
     await deploy_catalog(app_db)
+    await deploy_p1_only(app_db, tmp_path)  # the catalog's policies cover every priority
     with pytest.raises(
-        OpsflowError, match=r"support-p1@1 does not cover priority p3 \(it covers p1\)"
+        OpsflowError, match=r"p1-only@1 does not cover priority p3 \(it covers p1\)"
     ):
-        await choose_policy(app_db.sessions, case(priority="p3"), None, "support-p1")
+        await choose_policy(app_db.sessions, case(priority="p3"), None, "p1-only")
     # A policy with targets for named stages only does not run a case at any other stage.
     document = policy_document(
         slas=[{"priority": p, "stage": "support", "first_response": "1h", "resolution": "4h"}

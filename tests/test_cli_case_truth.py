@@ -20,7 +20,7 @@ from definitions.registry import CATALOG_DIR, deploy_folder, latest
 from definitions.templates import render_message
 from tests.cli_support import CommandLine
 from tests.conftest import AppDb
-from tests.escalation_support import case, escalation_worker, new_ticket_id
+from tests.escalation_support import case, deploy_p1_only, escalation_worker, new_ticket_id
 from worker.cases import open_case
 from workflows.escalation import case_workflow_id
 
@@ -28,8 +28,9 @@ SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
-async def catalog_db(app_db: AppDb) -> AppDb:
+async def catalog_db(app_db: AppDb, tmp_path: Path) -> AppDb:
     await deploy_folder(app_db.sessions, CATALOG_DIR, deployed_by="test")
+    await deploy_p1_only(app_db, tmp_path)  # the catalog's policies cover every priority
     return app_db
 
 
@@ -64,12 +65,12 @@ async def test_a_policy_that_does_not_cover_the_priority_is_refused_before_openi
     cli: CommandLine, dev_env: WorkflowEnvironment
 ) -> None:
     ticket = new_ticket_id()
-    error = await cli.refused(*opening(ticket, "p3", "C-0002"), "--policy", "support-p1")
-    assert "--policy: support-p1@1 does not cover priority p3 (it covers p1)" in error
+    error = await cli.refused(*opening(ticket, "p3", "C-0002"), "--policy", "p1-only")
+    assert "--policy: p1-only@1 does not cover priority p3 (it covers p1)" in error
     assert not await _exists(dev_env, ticket)
     # Without --policy the first policy that covers p3 is taken.
     opened = await cli.ok(*opening(ticket, "p3", "C-0002"))
-    assert f"case {ticket} opened under support-p3@1" in opened.stdout
+    assert f"case {ticket} opened under support@1" in opened.stdout
 
 
 @SQLITE
@@ -84,7 +85,7 @@ async def test_an_unknown_customer_is_refused_unless_explicitly_allowed(
     assert not await _exists(dev_env, ticket)
     opened = await cli.ok(*args, "--by", "ana", "--unknown-customer", "--json")
     assert opened.json()["started"] is True
-    assert opened.json()["policy"] == "support-p1@1"
+    assert opened.json()["policy"] == "support@1"
 
 
 def test_templates_call_a_customer_without_a_name_by_its_id() -> None:
@@ -113,8 +114,8 @@ async def test_a_failed_case_reads_failed_with_its_reason_and_opens_again_honest
 ) -> None:
     ticket = new_ticket_id()
     # Started past the command line's checks (as an older client or a bug would): the
-    # workflow fails at once, its p3 case has no SLA in support-p1.
-    wrong = await latest(catalog_db.sessions, "support-p1")
+    # workflow fails at once, its p3 case has no SLA in p1-only.
+    wrong = await latest(catalog_db.sessions, "p1-only")
     opened = await open_case(
         dev_env.client,
         cli.env["OPSFLOW_TASK_QUEUE"],
@@ -125,7 +126,7 @@ async def test_a_failed_case_reads_failed_with_its_reason_and_opens_again_honest
         await opened.handle.result()
 
     shown = (await cli.ok("case", "show", ticket)).stdout
-    assert "failed (policy support-p1@1 has no SLA for p3 at support)" in shown
+    assert "failed (policy p1-only@1 has no SLA for p3 at support)" in shown
     assert "Traceback" not in shown
     as_json = (await cli.ok("case", "show", ticket, "--json")).json()
     assert as_json["case"]["state"] == "failed"
@@ -141,11 +142,11 @@ async def test_a_failed_case_reads_failed_with_its_reason_and_opens_again_honest
     assert "failed" in (await cli.ok("case", "list")).stdout
 
     again = await cli.ok(*opening(ticket, "p3", "C-0002"))
-    assert f"case {ticket} opened again under support-p3@1" in again.stdout
-    assert "its earlier run was failed: policy support-p1@1 has no SLA for p3" in again.stdout
+    assert f"case {ticket} opened again under support@1" in again.stdout
+    assert "its earlier run was failed: policy p1-only@1 has no SLA for p3" in again.stdout
     listed = (await cli.ok("case", "list", "--json")).json()
     rows = [r for r in listed if r["ticket"] == ticket]
-    assert [(r["state"], r["policy"]) for r in rows] == [("open", "support-p3@1")]
+    assert [(r["state"], r["policy"]) for r in rows] == [("open", "support@1")]
     assert "already open" in (await cli.ok(*opening(ticket, "p3", "C-0002"))).stdout
 
 
@@ -181,7 +182,7 @@ async def test_case_show_answers_from_the_last_known_state_without_a_worker(
     case_view = shown.json()["case"]
     assert case_view["live"] is False and case_view["state"] == "paused"
     assert "no worker answered within 1 s" in case_view["reason"]
-    assert case_view["last_known"]["policy"] == "support-p1@1"
+    assert case_view["last_known"]["policy"] == "support@1"
     assert "opened" in [e["step"] for e in shown.json()["timeline"]]
     text = (await cli.ok("case", "show", ticket)).stdout
     assert f"case {ticket}: paused (no worker answered within 1 s" in text

@@ -168,7 +168,7 @@ async def test_bot_events_through_the_intake_then_accept_and_resolve_through_the
             await asyncio.sleep(0.1)
     assert case is not None, f"case-{ticket} never started"
     assert case.case.ticket_id == ticket and case.case.customer_id == CUSTOMER
-    assert case.case.channel == "chat" and case.definition.startswith("support-p2@")
+    assert case.case.channel == "chat" and case.definition.startswith("support@")
     assert status.requested_at is not None and case.case.opened_at == status.requested_at
 
     resolved = json.loads(ok("handoff", "resolve", conversation, "--by", agent, "--json"))

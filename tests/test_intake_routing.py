@@ -98,7 +98,7 @@ async def test_every_type_reaches_its_workflow_once(
             await settle(intake)
             opened = await row(sqlite_db, created["id"])
             assert (opened.status, opened.target) == ("delivered", f"case-{ticket}")
-            assert "case opened under support-p2@" in (opened.outcome or "")
+            assert "case opened under support@" in (opened.outcome or "")
             handle = client.get_workflow_handle(f"case-{ticket}")
 
             async def state() -> CaseStatus:
@@ -154,11 +154,17 @@ async def test_every_type_reaches_its_workflow_once(
             assert changed.outcome == "case updated: ticket_status, reassign"
             status = await state()
             assert (status.state, status.assignee) == ("open", "ana")
-            no_sla = cloud_event("ticket.updated", {"ticket_id": ticket, "priority": "p1"})
-            await post_event(http_client, no_sla)
+            # one support policy for every priority: the priority change is taken
+            raised = cloud_event("ticket.updated", {"ticket_id": ticket, "priority": "p1"})
+            await post_event(http_client, raised)
             await settle(intake)
-            assert (await row(sqlite_db, no_sla["id"])).outcome == (
-                "set_priority refused: policy support-p2@1 has no SLA for p1"
+            assert (await row(sqlite_db, raised["id"])).outcome == "case updated: set_priority"
+            assert (await state()).case.priority == "p1"
+            unknown = cloud_event("ticket.updated", {"ticket_id": ticket, "priority": "p1"})
+            await post_event(http_client, unknown)
+            await settle(intake)
+            assert (await row(sqlite_db, unknown["id"])).outcome == (
+                "set_priority refused: the case is already p1"
             )
 
             solved = cloud_event("ticket.solved", {"ticket_id": ticket, "solved_by": "agent:ana"})
@@ -193,7 +199,7 @@ async def test_every_type_reaches_its_workflow_once(
                         "stage": "support",
                         "budget_seconds": 60,
                         "breached_at": "2026-11-23T10:00:00Z",
-                        "policy": "support-p2@1",
+                        "policy": "support@1",
                     },
                     subject=customer,
                 ),

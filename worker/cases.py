@@ -62,7 +62,7 @@ def parse_policy_ref(text: str) -> tuple[str, int | None]:
     if found is None or version == 0:
         raise OpsflowError(
             f"{text!r} is not a policy reference: use NAME or NAME@VERSION, "
-            "e.g. support-p1 or support-p1@2"
+            "e.g. support or support@2"
         )
     return found["name"], version
 

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from definitions.common import Action, AssignAction, NotifyAction
     from definitions.directory import JOURNEY_STAGES
     from definitions.events import CaseEscalated, EventEnvelope, SlaBreached
-    from definitions.models import ANY_STAGE, ActionRetry, EscalationSpec
+    from definitions.models import ANY_STAGE, ActionRetry, EscalationLevel, EscalationSpec
     from workflows.escalation_model import (
         FIRST_RESPONSE,
         MAX_ACTION_FAILURES,
@@ -131,7 +131,7 @@ class EscalationWorkflow:
         """What message templates of an escalation policy may use: case, customer, sla, level."""
         s = self.status
         now = workflow.now()
-        calendar = self.spec.calendar
+        calendar = self._calendar
         clock = sla or s.clocks.get(FIRST_RESPONSE)
         sla_context: dict[str, object] = {}
         if clock is not None:
@@ -167,9 +167,34 @@ class EscalationWorkflow:
                 "number": visit.level if visit else 0,
                 "name": (visit.name or "") if visit else "",
                 "cycle": visit.cycle if visit else 0,
-                "of": len(self.spec.levels),
+                "of": len(self._levels),
             },
         }
+
+    # The case's priority picks its calendar, warnings, levels and breach actions.
+    @property
+    def _calendar(self) -> BusinessCalendar:
+        return self.spec.calendar_for(self.status.case.priority)
+
+    @property
+    def _levels(self) -> list[EscalationLevel]:
+        return self.spec.levels_for(self.status.case.priority)
+
+    @property
+    def _plan_repeat(self) -> int:
+        return self.spec.repeat_for(self.status.case.priority)
+
+    @property
+    def _warn_at(self) -> list[int]:
+        return self.spec.warn_at_for(self.status.case.priority)
+
+    @property
+    def _on_warning(self) -> list[Action]:
+        return self.spec.on_warning_for(self.status.case.priority)
+
+    @property
+    def _on_breach(self) -> list[Action]:
+        return self.spec.on_breach_for(self.status.case.priority)
 
     def _budgets(self, priority: str, stage: str) -> dict[str, timedelta]:
         target = self.spec.sla_for(priority, stage)
@@ -205,12 +230,12 @@ class EscalationWorkflow:
 
     def _level_due_spent(self, index: int) -> timedelta:
         """Business time on the escalation clock at which firing number `index` is due."""
-        levels = self.spec.levels
+        levels = self._levels
         cycle, position = divmod(index, len(levels))
         return levels[-1].after * cycle + levels[position].after
 
     def _total_firings(self) -> int:
-        return len(self.spec.levels) * (1 + self.spec.repeat)
+        return len(self._levels) * (1 + self._plan_repeat)
 
     def _escalating(self) -> bool:
         s = self.status
@@ -218,13 +243,13 @@ class EscalationWorkflow:
 
     def _next_moment(self) -> datetime | None:
         """The next moment something is due: a warning, a level or a breach."""
-        calendar = self.spec.calendar
+        calendar = self._calendar
         s = self.status
         moments: list[datetime] = []
         for clock in s.clocks.values():
             if clock.stopped or not clock.running:
                 continue
-            for percent in self.spec.warn_at:
+            for percent in self._warn_at:
                 if percent not in clock.warned_at:
                     at = clock.moment_spent_reaches(clock.budget * percent / 100, calendar)
                     if at:
@@ -239,14 +264,14 @@ class EscalationWorkflow:
         return min(moments) if moments else None
 
     async def _fire_due(self) -> None:
-        calendar = self.spec.calendar
+        calendar = self._calendar
         s = self.status
         now = workflow.now()
         for name, clock in s.clocks.items():
             if clock.stopped or not clock.running:
                 continue
             spent = clock.spent(now, calendar)
-            for percent in sorted(self.spec.warn_at):
+            for percent in sorted(self._warn_at):
                 if percent not in clock.warned_at and spent >= clock.budget * percent / 100:
                     clock.warned_at.append(percent)
                     await self._warn(name, percent)
@@ -266,11 +291,11 @@ class EscalationWorkflow:
         step = f"warn-{clock_name}-{percent}"
         target = self._target(self.status.clocks[clock_name], percent)
         await ledger(target, step, {"sla": clock_name, "percent": percent})
-        if self.spec.on_warning and self._concurrent:
-            self._spawn(step, self.spec.on_warning, target)
-        elif self.spec.on_warning:
+        if self._on_warning and self._concurrent:
+            self._spawn(step, self._on_warning, target)
+        elif self._on_warning:
             outcome = await run_actions(
-                self.spec.on_warning, target, step, priority=self.status.case.priority
+                self._on_warning, target, step, priority=self.status.case.priority
             )
             await self._note_failures(step, outcome)
 
@@ -293,7 +318,7 @@ class EscalationWorkflow:
             deliver = workflow.patched("deliver-sla-breach")
             self._spawn(
                 step,
-                self.spec.on_breach,
+                self._on_breach,
                 target,
                 before=(lambda: self._deliver_breach(event)) if deliver else None,
                 start_event=self._breach_envelope(event),
@@ -302,9 +327,9 @@ class EscalationWorkflow:
             return
         if workflow.patched("deliver-sla-breach"):
             await self._deliver_breach(event)
-        if self.spec.on_breach:
+        if self._on_breach:
             await self._apply(
-                await run_actions(self.spec.on_breach, target, step, priority=s.case.priority),
+                await run_actions(self._on_breach, target, step, priority=s.case.priority),
                 step,
             )
         s.breaches_announced.append(clock_name)
@@ -351,11 +376,11 @@ class EscalationWorkflow:
 
     async def _fire_level(self, index: int) -> None:
         s = self.status
-        cycle, position = divmod(index, len(self.spec.levels))
-        level = self.spec.levels[position]
+        cycle, position = divmod(index, len(self._levels))
+        level = self._levels[position]
         # The moment the level fell due, not the moment the timer was handled.
         clock = s.clocks[FIRST_RESPONSE]
-        due = clock.moment_spent_reaches(self._level_due_spent(index), self.spec.calendar)
+        due = clock.moment_spent_reaches(self._level_due_spent(index), self._calendar)
         at = due or workflow.now()
         if s.visits and s.visits[-1].ended_at is None:
             s.visits[-1].ended_at = at
@@ -545,7 +570,7 @@ class EscalationWorkflow:
         now = workflow.now()
         for name, clock in s.clocks.items():
             if not clock.stopped:  # a target already met keeps the SLA it was met under
-                clock.rebudget(budgets[name], now, self.spec.calendar)
+                clock.rebudget(budgets[name], now, self._calendar)
         s.case = s.case.model_copy(update={"priority": priority, "stage": stage})
 
     def _describe(self, next_at: datetime | None) -> str:
@@ -561,24 +586,24 @@ class EscalationWorkflow:
         elif level:
             who = s.assignee or s.queue or "the assignee"
             parts.append(
-                f"level {level} of {len(self.spec.levels)}, waiting for acknowledgement by {who}"
+                f"level {level} of {len(self._levels)}, waiting for acknowledgement by {who}"
             )
         else:
             parts.append("waiting for acknowledgement")
         for name, clock in s.clocks.items():
             if clock.stopped:
                 continue
-            due = clock.due_at(self.spec.calendar)
+            due = clock.due_at(self._calendar)
             label = name.replace("_", " ")
             if clock.breached_at:
                 parts.append(f"{label} breached")
             elif due:
-                parts.append(f"{label} breaches at {_format_at(due, self.spec.calendar)}")
+                parts.append(f"{label} breaches at {_format_at(due, self._calendar)}")
             break
         if s.in_flight:
             first = s.in_flight[0]
             more = f" (+{len(s.in_flight) - 1} more)" if len(s.in_flight) > 1 else ""
-            since = _format_at(first.since, self.spec.calendar)
+            since = _format_at(first.since, self._calendar)
             parts.append(f"{first.step} still trying {first.what} since {since}{more}")
         if s.failures:
             last = s.failures[-1]
@@ -665,7 +690,7 @@ class EscalationWorkflow:
     def _summary(self) -> CaseSummary:
         s = self.status
         assert s.resolved_at is not None and s.resolved_by is not None
-        calendar = self.spec.calendar
+        calendar = self._calendar
         outcomes = []
         for name, clock in s.clocks.items():
             spent = clock.spent(s.resolved_at, calendar)
@@ -702,7 +727,7 @@ class EscalationWorkflow:
         """The full state, each running clock with the moment it runs out."""
         view = self.status.model_copy(deep=True)
         for clock in view.clocks.values():
-            clock.due = None if clock.stopped else clock.due_at(self.spec.calendar)
+            clock.due = None if clock.stopped else clock.due_at(self._calendar)
         return view
 
     def _resolved(self) -> bool:
@@ -741,7 +766,7 @@ class EscalationWorkflow:
         s.state = "acknowledged" if s.state == "open" else s.state
         clock = s.clocks[FIRST_RESPONSE]
         if not clock.stopped:
-            clock.stop(now, self.spec.calendar)
+            clock.stop(now, self._calendar)
         if s.visits and s.visits[-1].ended_at is None:
             s.visits[-1].ended_at = now
         how = {"as": "public reply"} if command.first_response_only else {}
@@ -767,7 +792,7 @@ class EscalationWorkflow:
         now = workflow.now()
         for clock in s.clocks.values():
             if not clock.stopped:
-                clock.pause(now, self.spec.calendar)
+                clock.pause(now, self._calendar)
         s.paused_since, s.pause_reason = now, reason
         s.state = "paused"
 
@@ -804,7 +829,7 @@ class EscalationWorkflow:
         changes nothing (paused and still waiting, running and still running) is not
         recorded."""
         s = self.status
-        pauses = command.status in self.spec.pause_statuses
+        pauses = command.status in self.spec.pause_statuses_for(s.case.priority)
         detail = {"status": command.status, **_who(command.by)}
         if pauses and s.state != "paused":
             self._pause(f"ticket {command.status}")
@@ -833,7 +858,12 @@ class EscalationWorkflow:
         if command.priority == self.status.case.priority:
             raise ValueError(f"the case is already {command.priority}")
         if self.spec.sla_for(command.priority, self.status.case.stage) is None:
-            raise ValueError(f"policy {self.status.definition} has no SLA for {command.priority}")
+            covers = ", ".join(self.spec.priorities)
+            raise ValueError(
+                f"policy {self.status.definition} has no SLA for {command.priority} (it covers "
+                f"{covers}); to move the case to a policy that has, resolve it and open it again "
+                "under that policy (`opsflow case migrate` is not there yet)"
+            )
 
     @workflow.update
     async def set_stage(self, command: SetStage) -> CaseStatus:
@@ -915,7 +945,7 @@ class EscalationWorkflow:
         now = workflow.now()
         for clock in s.clocks.values():
             if not clock.stopped:
-                clock.stop(now, self.spec.calendar)
+                clock.stop(now, self._calendar)
         if s.visits and s.visits[-1].ended_at is None:
             s.visits[-1].ended_at = now
         s.resolved_by, s.resolved_at, s.state = command.by, now, "resolved"

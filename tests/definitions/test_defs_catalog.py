@@ -25,8 +25,10 @@ def catalog() -> list[LoadedDefinition]:
 def test_catalog_has_every_kind_and_the_promised_policies(catalog: list[LoadedDefinition]) -> None:
     names = {d.name: d.kind for d in catalog}
     assert {k for k in names.values()} == {"escalation", "rollout", "recovery", "handoff"}
-    for name in ("support-p1", "support-p2", "support-p3", "support-p4", "onboarding", "renewal"):
+    for name in ("support", "onboarding", "renewal"):
         assert names[name] == "escalation"
+    support = next(d for d in catalog if d.name == "support").definition.spec
+    assert support.priorities == ["p1", "p2", "p3", "p4"]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("today", [date(2026, 1, 15), date(2026, 11, 23), date(2027, 3, 1)])
@@ -67,18 +69,23 @@ def test_pinned_definitions_survive_a_json_round_trip(catalog: list[LoadedDefini
 def test_typed_accessors_and_sla_lookup(catalog: list[LoadedDefinition]) -> None:
     by_name = {d.name: d for d in catalog}
     p2 = PinnedDefinition(
-        name="support-p2",
+        name="support",
         version=3,
         content_hash="x",
         kind="escalation",
-        definition=by_name["support-p2"].definition,
+        definition=by_name["support"].definition,
     )
     spec = p2.escalation
     renewal = spec.sla_for("p2", "renewal")
     default = spec.sla_for("p2", "active")
     assert renewal is not None and renewal.resolution == timedelta(hours=6)
     assert default is not None and default.resolution == timedelta(hours=8)
-    assert spec.sla_for("p1", "active") is None
+    assert spec.sla_for("p1", "active") is not None and spec.sla_for("p1", "renewal") is not None
+    assert spec.calendar_for("p1").timezone == "UTC" and spec.levels_for("p1")[0].after == (
+        timedelta(minutes=10)
+    )
+    assert spec.calendar_for("p3").timezone == "Europe/Berlin"
+    assert spec.levels_for("p3") == spec.levels and spec.pause_statuses_for("p1") == ["pending"]
     with pytest.raises(TypeError, match="not rollout"):
         _ = p2.rollout
 

@@ -42,11 +42,11 @@ async def test_deploy_twice_creates_no_new_version(
 ) -> None:
     first = await registry.deploy_folder(sessions, CATALOG_DIR, deployed_by="test")
     assert {r.status for r in first} == {"created"}
-    assert len(first) == 9
+    assert len(first) == 6
     second = await registry.deploy_folder(sessions, CATALOG_DIR)
     assert {r.status for r in second} == {"unchanged"}
-    assert [r.version for r in second] == [1] * 9
-    assert len(await registry.list_versions(sessions)) == 9
+    assert [r.version for r in second] == [1] * 6
+    assert len(await registry.list_versions(sessions)) == 6
 
 
 async def test_changed_content_becomes_a_new_version_and_old_runs_keep_theirs(
@@ -54,17 +54,17 @@ async def test_changed_content_becomes_a_new_version_and_old_runs_keep_theirs(
 ) -> None:
     folder = _copy_catalog(tmp_path)
     await registry.deploy_folder(sessions, folder)
-    v1 = await registry.latest(sessions, "support-p1")
+    v1 = await registry.latest(sessions, "support")
     path = folder / "escalation" / "support.yaml"
     path.write_text(path.read_text().replace("resolution: 4h", "resolution: 3h", 1))
     results = {r.name: r for r in await registry.deploy_folder(sessions, folder)}
-    assert results["support-p1"].status == "created" and results["support-p1"].version == 2
-    assert results["support-p2"].status == "unchanged"
-    v2 = await registry.latest(sessions, "support-p1")
+    assert results["support"].status == "created" and results["support"].version == 2
+    assert results["renewal"].status == "unchanged"
+    v2 = await registry.latest(sessions, "support")
     assert v2.version == 2 and v2.content_hash != v1.content_hash
-    assert (await registry.get(sessions, "support-p1", 1)) == v1
+    assert (await registry.get(sessions, "support", 1)) == v1
     assert v1.escalation.slas[0].resolution.total_seconds() == 4 * 3600
-    assert [v.version for v in await registry.list_versions(sessions, "support-p1")] == [1, 2]
+    assert [v.version for v in await registry.list_versions(sessions, "support")] == [1, 2]
 
     # Going back to version 1's content cannot silently leave version 2 the newest.
     path.write_text(path.read_text().replace("resolution: 3h", "resolution: 4h", 1))
@@ -103,15 +103,12 @@ async def test_latest_of_kind_and_missing(sessions: async_sessionmaker[AsyncSess
     assert [p.name for p in escalations] == [
         "onboarding",
         "renewal",
-        "support-p1",
-        "support-p2",
-        "support-p3",
-        "support-p4",
+        "support",
     ]
     with pytest.raises(DefinitionNotFound):
         await registry.latest(sessions, "nope")
     with pytest.raises(DefinitionNotFound):
-        await registry.get(sessions, "support-p1", 7)
+        await registry.get(sessions, "support", 7)
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -123,7 +120,7 @@ def test_cli_validate_and_lint_the_catalog() -> None:
     for command in ("validate", "lint"):
         result = runner.invoke(app, ["defs", command])
         assert result.exit_code == 0, result.output
-        assert "ok: 9 definitions in 6 files" in result.output
+        assert "ok: 6 definitions in 6 files" in result.output
 
 
 def test_cli_reports_every_problem_one_per_line() -> None:
@@ -171,14 +168,15 @@ def test_cli_deploy_list_show_diff(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert runner.invoke(app, ["defs", "deploy", str(folder)]).exit_code == 0
 
     listed = json.loads(runner.invoke(app, ["defs", "list", "--json"]).stdout)
-    assert {row["name"]: row["version"] for row in listed}["support-p1"] == 2
-    shown = json.loads(runner.invoke(app, ["defs", "show", "support-p1@1", "--json"]).stdout)
-    assert shown["body"]["spec"]["warn_at"] == [50, 80] and shown["deployed_by"] == "ana"
+    assert {row["name"]: row["version"] for row in listed}["support"] == 2
+    shown = json.loads(runner.invoke(app, ["defs", "show", "support@1", "--json"]).stdout)
+    assert shown["body"]["spec"]["by_priority"]["p1"]["warn_at"] == [50, 80]
+    assert shown["deployed_by"] == "ana"
 
-    diff = runner.invoke(app, ["defs", "diff", "support-p1", "1", "2"], terminal_width=200)
+    diff = runner.invoke(app, ["defs", "diff", "support", "1", "2"], terminal_width=200)
     assert diff.exit_code == 0
-    assert "--- support-p1@1" in diff.stdout and "+++ support-p1@2" in diff.stdout
-    assert "-  - 80" in diff.stdout and "+  - 75" in diff.stdout
+    assert "--- support@1" in diff.stdout and "+++ support@2" in diff.stdout
+    assert "-      - 80" in diff.stdout and "+      - 75" in diff.stdout
 
-    missing = runner.invoke(app, ["defs", "show", "support-p1@9"])
+    missing = runner.invoke(app, ["defs", "show", "support@9"])
     assert missing.exit_code == 1 and "has no version 9" in missing.stderr
