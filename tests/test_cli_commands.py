@@ -60,6 +60,7 @@ RECOVERY = {
     "reject": (True, ["C-404"]),
     "silence": (True, ["C-404", "--for", "2d"]),
     "unsilence": (True, ["C-404"]),
+    "close": (True, ["C-404", "--outcome", "bogus"]),
     "show": (False, ["C-404"]),
     "list": (False, ["--state", "bogus"]),
     "backtest": (False, ["no-such-rules.yaml", "--events", "no-such-events.jsonl"]),
