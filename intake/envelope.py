@@ -7,13 +7,15 @@ which refuses unknown fields. Every refusal names the field, with a `[n]` prefix
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.v1.event import CloudEvent
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from definitions.events import EVENT_TYPES, EventEnvelope, parse_event_data, subject_of
 from intake.body import parse_json
@@ -34,7 +36,21 @@ _ATTRIBUTES = {
     "data",
 }
 REQUIRED = ("specversion", "id", "source", "type")
-_time = TypeAdapter(datetime)
+# RFC 3339 §5.6 date-time: full-date "T" full-time, seconds and an offset required
+# (CloudEvents 1.0 §3.1.1 Timestamp "MUST adhere to RFC 3339"); minute precision, Unix
+# seconds and offset-less times are not RFC 3339 and are refused.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def rfc3339(text: str) -> datetime:
+    """An RFC 3339 date-time; ValueError for anything else."""
+    match = _RFC3339.match(text)
+    if not match:
+        raise ValueError("not an RFC 3339 time")
+    fraction = (match.group(1) or "")[:7]  # Python keeps microseconds: "." and 6 digits
+    return datetime.fromisoformat(
+        match.group(0)[:19] + fraction + match.group(2).upper().replace("Z", "+00:00")
+    )
 
 
 def _field(prefix: str, name: str) -> str:
@@ -53,7 +69,9 @@ def to_envelope(
 ) -> EventEnvelope:
     """Validate one event's attributes and data; `source` is the authenticated sender."""
     errors: list[dict[str, Any]] = []
-    attrs = {k: v for k, v in attributes.items() if k != "data"}
+    # JSON format §2.2: an attribute whose value is null MUST be decoded as unset. (A
+    # required one is then missing and refused as such below.)
+    attrs = {k: v for k, v in attributes.items() if k != "data" and v is not None}
     # The cloudevents package fills in a missing id, specversion and time with defaults, so
     # the required attributes are checked here, before it sees them.
     for name in REQUIRED:
@@ -63,11 +81,19 @@ def to_envelope(
             errors.append({"field": _field(prefix, name), "message": problem})
     if not errors and attrs["specversion"] != "1.0":
         errors.append({"field": _field(prefix, "specversion"), "message": "must be 1.0"})
-    if isinstance(attrs.get("time"), str):
+    if "time" in attrs:
         try:
-            attrs["time"] = _time.validate_python(attrs["time"])
-        except ValidationError:
-            errors.append({"field": _field(prefix, "time"), "message": "not an RFC 3339 time"})
+            if not isinstance(attrs["time"], str):
+                raise ValueError("not a string")
+            attrs["time"] = rfc3339(attrs["time"])
+        except ValueError:
+            errors.append(
+                {
+                    "field": _field(prefix, "time"),
+                    "message": "not an RFC 3339 time with seconds and an offset, "
+                    "e.g. 2026-11-23T10:00:00Z",
+                }
+            )
             attrs.pop("time")
     for name in attrs:
         if not isinstance(name, str) or (name not in _ATTRIBUTES and not name.isalnum()):
@@ -139,6 +165,32 @@ def _structured(document: Any, source: str, prefix: str = "") -> EventEnvelope:
     return to_envelope(document, document.get("data"), source, prefix)
 
 
+def binary_attributes(content_type: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """The attributes of a binary-mode event (HTTP protocol binding 1.0 §3.1), from its
+    headers: `ce-<name>` values percent-decoded as UTF-8 (§3.1.3.2), and `datacontenttype`
+    from the Content-Type header (§3.1.1), never from a `ce-datacontenttype` header."""
+    attributes: dict[str, Any] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if not name.startswith("ce-"):
+            continue
+        if name == "ce-datacontenttype":
+            raise invalid(
+                "ce-datacontenttype: not used in binary mode; the Content-Type header carries "
+                "the data's content type (CloudEvents HTTP binding §3.1.1)",
+                [{"field": "ce-datacontenttype", "message": "use the Content-Type header"}],
+            )
+        try:
+            attributes[name[3:]] = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise invalid(
+                f"{name[:60]}: the percent-encoded value is not UTF-8 (HTTP binding §3.1.3.2)",
+                [{"field": name[:60], "message": "percent-encoded bytes must be UTF-8"}],
+            ) from None
+    attributes["datacontenttype"] = content_type.strip()
+    return attributes
+
+
 def parse_events(
     content_type: str, headers: Mapping[str, str], body: bytes, source: str
 ) -> list[EventEnvelope]:
@@ -164,9 +216,7 @@ def parse_events(
             raise invalid("the batch repeats an event id", [{"field": "id", "message": "repeated"}])
         return events
     if media == "application/json":
-        attributes = {
-            key[3:]: value for key, value in headers.items() if key.lower().startswith("ce-")
-        }
+        attributes = binary_attributes(content_type, headers)
         if "specversion" not in attributes:
             raise invalid(
                 "binary mode needs ce-specversion, ce-id, ce-source and ce-type headers",
