@@ -60,11 +60,9 @@ async def test_reassign_of_a_missing_ticket_fails_and_changes_nothing(
         state = await settled(handle)
         assert state.queue is None and state.assignee is None
         [failure] = state.failures
-        assert failure.step == "command-1-reassign"
+        assert failure.step == "reassign"
         assert f"ticket '{ticket}' does not exist" in failure.error
-        [entry] = [
-            e for e in await ledger_entries(app_db, handle.id) if e.step == "command-1-reassign"
-        ]
+        [entry] = [e for e in await ledger_entries(app_db, handle.id) if e.step == "reassign"]
         assert entry.detail["queue"] == "tier-2"
         assert entry.detail["failed"] == [f"assign: NotFound: ticket '{ticket}' does not exist"]
 

@@ -145,12 +145,15 @@ async def ledger(
     *,
     subject: str | None = None,
     at: datetime | None = None,
+    key: str | None = None,
 ) -> None:
+    """Append `step` to the ledger once; `key` (default: the step) makes it unique in the
+    run, so a readable step name may repeat (a case paused twice)."""
     info = workflow.info()
     await call(
         "ledger.append",
         LedgerAppend(
-            idempotency_key=f"{info.workflow_id}/{step}/ledger",
+            idempotency_key=f"{info.workflow_id}/{key or step}/ledger",
             workflow_id=info.workflow_id,
             run_id=info.run_id,
             kind=target.kind,

@@ -728,6 +728,7 @@ class EscalationWorkflow:
         view = self.status.model_copy(deep=True)
         for clock in view.clocks.values():
             clock.due = None if clock.stopped else clock.due_at(self._calendar)
+            clock.status = clock.shown_status()
         return view
 
     def _resolved(self) -> bool:
@@ -742,9 +743,13 @@ class EscalationWorkflow:
         answers at once instead of waiting for the database."""
         s = self.status
         s.commands += 1
+        # A readable step (`pause`); the command's number keeps its ledger entry unique.
         s.unrecorded.append(
             PendingLedgerEntry(
-                step=f"command-{s.commands}-{command}", detail=detail, at=workflow.now()
+                step=command,
+                key=f"command-{s.commands}-{command}",
+                detail=detail,
+                at=workflow.now(),
             )
         )
         self._upsert_search_attributes()
@@ -753,7 +758,7 @@ class EscalationWorkflow:
     async def _write_unrecorded(self) -> None:
         while self.status.unrecorded:
             entry = self.status.unrecorded[0]
-            await ledger(self._target(), entry.step, entry.detail, at=entry.at)
+            await ledger(self._target(), entry.step, entry.detail, at=entry.at, key=entry.key)
             self.status.unrecorded.pop(0)
 
     @workflow.update
@@ -911,8 +916,13 @@ class EscalationWorkflow:
             outcome = await run_actions([action], self._target(), step)
         if outcome.failed and workflow.patched(ACTION_FAILURES_PATCH):
             # Not done: the queue and assignee stay, the ledger and the answer say why.
-            self._keep_failures(step, outcome.failed)
-            await ledger(self._target(), step, {**command.model_dump(), "failed": outcome.failed})
+            self._keep_failures("reassign", outcome.failed)
+            await ledger(
+                self._target(),
+                "reassign",
+                {**command.model_dump(), "failed": outcome.failed},
+                key=step,
+            )
             self._upsert_search_attributes()
             self._wake()
             target = f"queue {command.queue}" if command.queue else f"agent {command.agent}"
@@ -923,7 +933,7 @@ class EscalationWorkflow:
                 non_retryable=True,
             )
         await self._apply(outcome, step)
-        await ledger(self._target(), step, command.model_dump())
+        await ledger(self._target(), "reassign", command.model_dump(), key=step)
         self._upsert_search_attributes()
         self._wake()
         return s

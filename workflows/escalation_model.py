@@ -70,12 +70,13 @@ class PendingLedgerEntry(BaseModel):
     step: str
     detail: dict[str, Any]
     at: datetime
+    key: str | None = Field(None, description="unique in the run; None: the step")
 
 
 class ActionFailure(BaseModel):
     """An action of the case that failed (a vendor refused it, the ticket is gone): not done."""
 
-    step: str = Field(description="the ledger step it ran under, e.g. command-3-reassign")
+    step: str = Field(description="the ledger step it ran under, e.g. reassign, level-2-cycle-0")
     error: str
     at: datetime
 

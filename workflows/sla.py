@@ -7,7 +7,7 @@ same code runs in a workflow, in a backtest and in a unit test.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,9 @@ class SlaClock(BaseModel):
     breached_at: datetime | None = None
     due: datetime | None = Field(
         None, description="when the budget runs out if nothing changes; set by the state query"
+    )
+    status: Literal["running", "paused", "met", "breached"] | None = Field(
+        None, description="what to show: breached wins over running; set by the state query"
     )
 
     @property
@@ -62,6 +65,13 @@ class SlaClock(BaseModel):
 
     def due_at(self, calendar: Calendar) -> datetime | None:
         return self.moment_spent_reaches(self.budget, calendar)
+
+    def shown_status(self) -> Literal["running", "paused", "met", "breached"]:
+        if self.breached_at is not None and (self.met_at is None or self.met_at > self.breached_at):
+            return "breached"
+        if self.met_at is not None:
+            return "met"
+        return "running" if self.running else "paused"
 
     def pause(self, now: datetime, calendar: Calendar) -> None:
         self.spent_before = self.spent(now, calendar)
