@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import URL, make_url
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
 
 from bench.harness import (
     Stopwatch,
@@ -192,7 +193,12 @@ async def _drive(
         delay = POLL_FIRST
         while True:
             async with gate:
-                offer = await read_offer(handle)
+                try:
+                    offer = await read_offer(handle)
+                except RPCError as exc:  # a query waits behind a busy worker: ask again
+                    if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                        raise
+                    offer = None
             if offer is not None:
                 break
             await asyncio.sleep(delay)
