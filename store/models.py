@@ -134,6 +134,29 @@ class InboxEvent(Base):
     delivered_at: Mapped[datetime | None]
 
 
+class ActivityFailure(Base):
+    """The last failed attempt of an activity still being retried (`retrying`) or given up
+    (`failed`), written by the worker's interceptor: the index `opsflow stuck` reads instead
+    of describing every open run. A later successful attempt deletes its row."""
+
+    __tablename__ = "activity_failures"
+    __table_args__ = (
+        UniqueConstraint(
+            "workflow_id", "run_id", "activity_id", name="uq_activity_failures_activity"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workflow_id: Mapped[str] = mapped_column(String(300))
+    run_id: Mapped[str] = mapped_column(String(64))
+    activity_id: Mapped[str] = mapped_column(String(200))
+    activity_type: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class RolloutExposure(Base):
     """One customer exposed to a change in one attempt, under the phase that first exposed
     them: written by the apply activity with its effect, read by revert, rollback notices and

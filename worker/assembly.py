@@ -21,6 +21,7 @@ from activities.rollback_notify import RollbackNotifyActivities
 from activities.starts import StartActivities
 from activities.ticketing import TicketingActivities
 from definitions import conditions
+from worker.activity_failures import ActivityFailureInterceptor
 from worker.settings import Settings
 from workflows.escalation import EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
@@ -73,4 +74,5 @@ def build_worker(client: Client, settings: Settings, deps: ActivityDeps) -> Work
         activities=activity_functions(deps),
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        interceptors=[ActivityFailureInterceptor(deps.sessions)],
     )
