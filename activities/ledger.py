@@ -40,7 +40,8 @@ class LedgerActivities:
             dialect = session.get_bind().dialect.name
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
             values = entry.model_dump()
-            values["at"] = entry.at or utcnow()
+            values["written_at"] = utcnow()
+            values["at"] = entry.at or values["written_at"]
             await session.execute(
                 insert(LedgerEntry)
                 .values(**values)

@@ -82,7 +82,9 @@ class LedgerEntry(Base):
     step: Mapped[str] = mapped_column(String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     definition: Mapped[str | None] = mapped_column(String(250))
-    at: Mapped[datetime] = mapped_column(default=utcnow)
+    at: Mapped[datetime] = mapped_column(default=utcnow, doc="when it happened or fell due")
+    # A step caught up after a worker outage is written later than it fell due; both count.
+    written_at: Mapped[datetime] = mapped_column(default=utcnow, doc="when the row was written")
 
 
 class OutboxEntry(Base):

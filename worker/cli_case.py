@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -65,6 +65,8 @@ app = typer.Typer(
 
 Ticket = Annotated[str, typer.Argument(help="The ticket id, e.g. T-1042.")]
 CASE_STATES = ("open", "paused", "acknowledged", "resolved")
+# Written this much after it fell due, a step says so (a worker was down, a timer caught up).
+LATE_WRITE = timedelta(minutes=1)
 """The states a case's own workflow reports (search attribute OpsState)."""
 
 
@@ -274,6 +276,13 @@ def resolve(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     _command(ticket, "resolve", _model(Resolve, by=_who(by)), as_json)
 
 
+def _stamped(entry: LedgerEntry) -> str:
+    """When the step happened; a step caught up after an outage also says when it was written."""
+    if entry.written_at - entry.at < LATE_WRITE:
+        return _when(entry.at)
+    return f"{_when(entry.at)} (written {_when(entry.written_at)})"
+
+
 @app.command()
 def show(ticket: Ticket, as_json: JsonOption = False) -> None:
     """The case's state and its timeline from the ledger: live when a worker answers within
@@ -305,7 +314,13 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
                 "case": view.as_json(),
                 "state": status.model_dump(mode="json") if status else None,
                 "timeline": [
-                    {"at": e.at.isoformat(), "step": e.step, "detail": e.detail} for e in timeline
+                    {
+                        "at": e.at.isoformat(),
+                        "written_at": e.written_at.isoformat(),
+                        "step": e.step,
+                        "detail": e.detail,
+                    }
+                    for e in timeline
                 ],
                 "url": link,
             }
@@ -315,7 +330,7 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
     for column in ("at", "step", "detail"):
         steps.add_column(column, overflow="fold")
     for entry in timeline:
-        steps.add_row(_when(entry.at), entry.step, _short(entry.detail))
+        steps.add_row(_stamped(entry), entry.step, _short(entry.detail))
     if status is None:
         console.print(Panel(_view_line(view) + f"\n{link}", title=f"case {ticket}"))
         console.print(steps)

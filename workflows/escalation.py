@@ -289,8 +289,11 @@ class EscalationWorkflow:
 
     async def _warn(self, clock_name: str, percent: int) -> None:
         step = f"warn-{clock_name}-{percent}"
-        target = self._target(self.status.clocks[clock_name], percent)
-        await ledger(target, step, {"sla": clock_name, "percent": percent})
+        clock = self.status.clocks[clock_name]
+        target = self._target(clock, percent)
+        # Stamped when the warning fell due; a catch-up after an outage is written later.
+        due = clock.moment_spent_reaches(clock.budget * percent / 100, self._calendar)
+        await ledger(target, step, {"sla": clock_name, "percent": percent}, at=due)
         if self._on_warning and self._concurrent:
             self._spawn(step, self._on_warning, target)
         elif self._on_warning:
@@ -313,7 +316,7 @@ class EscalationWorkflow:
             policy=s.definition,
         )
         target = self._target(clock)
-        await ledger(target, step, {"event": event.model_dump(mode="json")})
+        await ledger(target, step, {"event": event.model_dump(mode="json")}, at=event.breached_at)
         if self._concurrent:
             deliver = workflow.patched("deliver-sla-breach")
             self._spawn(
@@ -388,7 +391,10 @@ class EscalationWorkflow:
         s.levels_fired = index + 1
         step = f"level-{position + 1}-cycle-{cycle}"
         await ledger(
-            self._target(), step, {"level": position + 1, "cycle": cycle, "name": level.name}
+            self._target(),
+            step,
+            {"level": position + 1, "cycle": cycle, "name": level.name},
+            at=at,
         )
         if self._concurrent:
             self._spawn(step, level.actions, self._target())
