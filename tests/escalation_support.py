@@ -25,6 +25,7 @@ from activities.deps import ActivityDeps
 from store.models import LedgerEntry, SandboxTicket
 from tests.activities.conftest import Reply, Seen, VendorServer
 from tests.conftest import AppDb
+from tests.helpers import assert_eventually
 from worker.assembly import activity_functions
 from workflows.escalation import CaseInfo, CaseStatus, EscalationWorkflow
 from workflows.sandbox import WORKFLOW_RUNNER
@@ -284,12 +285,7 @@ async def eventually(
     check: Callable[[], Awaitable[bool]], what: str, deadline: float = 60.0
 ) -> None:
     """Poll `check` until it holds (generous deadline: the machine is shared)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not await check():
-        if loop.time() > end:
-            raise AssertionError(f"not within {deadline:.0f} s: {what}")
-        await asyncio.sleep(0.1)
+    await assert_eventually(check, bool, what, within=deadline, every=0.1)
 
 
 async def settled(handle: WorkflowHandle[Any, Any]) -> CaseStatus:

@@ -3,7 +3,6 @@ backends (with a few hundred customers), and sandbox queries."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from store.models import (
 )
 from store.seed import customers
 from tests.conftest import AppDb
+from tests.helpers import assert_eventually
 from worker.assembly import activity_functions
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import ChangeRequest, RolloutStatus, StartRollout, rollout_workflow_id
@@ -201,15 +201,13 @@ async def settled(
     handle: WorkflowHandle[RolloutWorkflow, RolloutStatus],
     predicate: Callable[[RolloutStatus], bool],
     *,
-    seconds: float = 15.0,
+    seconds: float = 30.0,
 ) -> RolloutStatus:
-    """The rollout's state once `predicate` holds (activities take real time to finish)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        current = await state(handle)
-        if predicate(current) or asyncio.get_running_loop().time() > deadline:
-            return current
-        await asyncio.sleep(0.05)
+    """The rollout's state once `predicate` holds (activities take real time to finish);
+    fails if it does not hold within `seconds`."""
+    return await assert_eventually(
+        lambda: state(handle), predicate, f"{handle.id} reaching the expected state", within=seconds
+    )
 
 
 async def revert_waves(db: AppDb, change_id: str) -> list[set[str]]:
