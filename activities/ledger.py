@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from temporalio import activity
 
 from activities.deps import ActivityDeps
+from activities.models import LedgerAppend
 from store.db import transaction
 from store.models import LedgerEntry
 from store.types import utcnow
-
-
-class LedgerAppend(BaseModel):
-    idempotency_key: str = Field(description="workflow id + step; a retry appends nothing more")
-    workflow_id: str
-    run_id: str | None = None
-    kind: str
-    subject: str | None = None
-    step: str
-    detail: dict[str, Any] = Field(default_factory=dict)
-    definition: str | None = None
-    at: datetime | None = Field(None, description="when it happened: the workflow's time")
 
 
 class LedgerActivities:

@@ -316,3 +316,15 @@ class MetricReading(_Model):
     value: float | None = Field(description="None when there is no data (sample_size 0)")
     sample_size: int
     backend: str
+
+
+class LedgerAppend(BaseModel):
+    idempotency_key: str = Field(description="workflow id + step; a retry appends nothing more")
+    workflow_id: str
+    run_id: str | None = None
+    kind: str
+    subject: str | None = None
+    step: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+    definition: str | None = None
+    at: datetime | None = Field(None, description="when it happened: the workflow's time")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -28,13 +28,15 @@ from activities.models import (
     AddNote,
     ApplyCredit,
     Channel,
-    CohortSpec,
     CreateTicket,
     CustomerProfile,
-    IdempotencyKey,
     SendMessage,
 )
 from activities.notify import NotifyActivities
+from activities.rollout_contracts import (
+    NotifyPhaseCustomers,
+    PhaseCustomersNotified,
+)
 from activities.ticketing import TicketingActivities
 from definitions.common import (
     CreateTicketAction,
@@ -43,7 +45,6 @@ from definitions.common import (
     NotifyAction,
     ScheduleCallbackAction,
 )
-from definitions.models import RecoveryStep
 from definitions.templates import TemplateProblem, render_string
 
 log = structlog.get_logger(__name__)
@@ -55,44 +56,6 @@ _CHANNELS: dict[str, Channel] = {
     "pager": "pager",
     "sms": "chat",
 }
-
-
-class CustomerNoticeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channel: str = "email"
-    template: str = Field(min_length=1, max_length=120)
-
-
-class NotifyPhaseCustomers(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    idempotency_key: IdempotencyKey
-    change_id: str = Field(min_length=1, max_length=64)
-    phase: str = Field(min_length=1, max_length=64)
-    cohort: CohortSpec
-    earlier: list[CohortSpec] = Field(
-        default_factory=list, description="earlier phases' cohorts: their customers are theirs"
-    )
-    attempt: int | None = Field(
-        None, ge=1, description="with phase_number: notify whom this attempt's phase exposed"
-    )
-    phase_number: int | None = Field(
-        None, ge=1, description="the phase's number in the exposure record, from 1"
-    )
-    notice: CustomerNoticeRequest | None = None
-    recovery: list[RecoveryStep] = Field(default_factory=list)
-    context: dict[str, Any] = Field(default_factory=dict, description="`change` and `phase`")
-    batch_size: int = Field(200, ge=1, le=5_000)
-
-
-class PhaseCustomersNotified(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    customers: int
-    notified: int
-    recovery_actions: int
-    failed: int = Field(description="customers an effect was refused for (e.g. no email)")
 
 
 class NotifyProgress(HeartbeatDetails):

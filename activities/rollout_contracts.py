@@ -10,9 +10,12 @@ started before the record existed) the cohorts are recomputed as before.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
 
-from activities.models import ApplyChange, RevertChange
+from pydantic import BaseModel, ConfigDict, Field
+
+from activities.models import ApplyChange, CohortSpec, IdempotencyKey, RevertChange
+from definitions.models import RecoveryStep
 
 
 class ApplyPhase(ApplyChange):
@@ -23,3 +26,41 @@ class ApplyPhase(ApplyChange):
 class RevertPhase(RevertChange):
     attempt: int | None = Field(None, ge=1, description="revert what this attempt exposed")
     phase: int | None = Field(None, ge=1, description="the phase whose own customers revert")
+
+
+class CustomerNoticeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: str = "email"
+    template: str = Field(min_length=1, max_length=120)
+
+
+class NotifyPhaseCustomers(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idempotency_key: IdempotencyKey
+    change_id: str = Field(min_length=1, max_length=64)
+    phase: str = Field(min_length=1, max_length=64)
+    cohort: CohortSpec
+    earlier: list[CohortSpec] = Field(
+        default_factory=list, description="earlier phases' cohorts: their customers are theirs"
+    )
+    attempt: int | None = Field(
+        None, ge=1, description="with phase_number: notify whom this attempt's phase exposed"
+    )
+    phase_number: int | None = Field(
+        None, ge=1, description="the phase's number in the exposure record, from 1"
+    )
+    notice: CustomerNoticeRequest | None = None
+    recovery: list[RecoveryStep] = Field(default_factory=list)
+    context: dict[str, Any] = Field(default_factory=dict, description="`change` and `phase`")
+    batch_size: int = Field(200, ge=1, le=5_000)
+
+
+class PhaseCustomersNotified(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customers: int
+    notified: int
+    recovery_actions: int
+    failed: int = Field(description="customers an effect was refused for (e.g. no email)")

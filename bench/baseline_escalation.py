@@ -10,8 +10,13 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger import LedgerAppend
-    from activities.models import CustomerProfile, GetCustomer, MessageSent, SendMessage
+    from activities.models import (
+        CustomerProfile,
+        GetCustomer,
+        LedgerAppend,
+        MessageSent,
+        SendMessage,
+    )
     from bench.harness import serve_baseline
 
 TIMEOUT = timedelta(seconds=30)

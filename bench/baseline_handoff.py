@@ -12,13 +12,13 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger import LedgerAppend
     from activities.models import (
         AddComment,
         CommentAdded,
         CreateTicket,
         CustomerProfile,
         GetCustomer,
+        LedgerAppend,
         MessageSent,
         SendMessage,
         Ticket,

@@ -13,12 +13,12 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger import LedgerAppend
     from activities.models import (
         AddNote,
         CreateTicket,
         CustomerProfile,
         GetCustomer,
+        LedgerAppend,
         MessageSent,
         NoteAdded,
         SendMessage,

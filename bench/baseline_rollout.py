@@ -12,13 +12,13 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger import LedgerAppend
     from activities.models import (
         ApplyChange,
         ChangeApplied,
         ChangeReverted,
         Cohort,
         CohortSpec,
+        LedgerAppend,
         RevertChange,
         SelectCohort,
     )

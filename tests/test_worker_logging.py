@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from activities.deps import ActivityDeps
-    from activities.ledger import LedgerAppend
+    from activities.models import LedgerAppend
     from store.models import LedgerEntry
     from tests.conftest import AppDb
     from worker.assembly import activity_functions

@@ -17,7 +17,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger import LedgerAppend
     from activities.models import (
         AddComment,
         AddNote,
@@ -25,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         CommentAdded,
         CreateTicket,
         CreditApplied,
+        LedgerAppend,
         MessageSent,
         NoteAdded,
         SendMessage,

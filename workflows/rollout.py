@@ -55,12 +55,13 @@ with workflow.unsafe.imports_passed_through():
         SelectCohort,
         SendMessage,
     )
-    from activities.rollback_notify import (
+    from activities.rollout_contracts import (
+        ApplyPhase,
         CustomerNoticeRequest,
         NotifyPhaseCustomers,
         PhaseCustomersNotified,
+        RevertPhase,
     )
-    from activities.rollout_contracts import ApplyPhase, RevertPhase
     from definitions.calendar import BusinessCalendar
     from definitions.models import Phase, RolloutSpec
 
