@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
         RevertChange,
         SelectCohort,
     )
-    from activities.rollback_notify import (
+    from activities.rollout_contracts import (
         CustomerNoticeRequest,
         NotifyPhaseCustomers,
         PhaseCustomersNotified,

@@ -12,12 +12,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.deps import ActivityDeps
 from activities.models import CohortSpec
-from activities.rollback_notify import (
-    CustomerNoticeRequest,
-    NotifyPhaseCustomers,
-    NotifyProgress,
-    RollbackNotifyActivities,
-)
+from activities.rollback_notify import NotifyProgress, RollbackNotifyActivities
+from activities.rollout_contracts import CustomerNoticeRequest, NotifyPhaseCustomers
 from store.models import SandboxNotification
 from tests.conftest import AppDb
 from tests.rollout_support import add_customers
