@@ -70,6 +70,14 @@ def test_case_lifecycle_through_the_command_line(
 
     shown = json.loads(ok("case", "show", "T-9001", "--json"))
     assert shown["state"]["acknowledged_by"] == "ana"
+    # Time left is business time of the P1 calendar (catalog: 24x7, UTC), moments in its zone.
+    resolution = shown["clocks"]["resolution"]
+    assert resolution["status"] == "running" and resolution["timezone"] == "UTC"
+    assert 3 * 3600 < resolution["remaining_seconds"] <= 4 * 3600
+    assert resolution["due"].endswith("+00:00")
+    assert shown["clocks"]["first_response"]["remaining_seconds"] is None  # met by the ack
+    table = ok("case", "show", "T-9001")
+    assert "UTC business time" in table and "left" in table
     steps = [entry["step"] for entry in shown["timeline"]]
     assert steps[0] == "opened"
     # Readable steps, each saying who.

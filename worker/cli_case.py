@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from activities.backends import Backends
 from activities.settings import load_adapter_settings
+from definitions.calendar import BusinessCalendar
+from definitions.registry import get, latest
 from store.db import create_engine, session_factory
 from store.models import LedgerEntry
 from worker.cases import (
@@ -289,11 +293,12 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
     a second, else the state it last recorded; a failed or terminated case says why."""
     settings = settings_or_exit()
 
-    async def main() -> tuple[CaseView, list[LedgerEntry], str]:
+    async def main() -> tuple[CaseView, list[LedgerEntry], BusinessCalendar | None, str]:
         client = await connect(settings)
         view = await read_case(client, ticket)
         engine = create_engine(settings.database)
         try:
+            calendar = await _calendar_of(session_factory(engine), view.live)
             async with session_factory(engine)() as session:
                 timeline = list(
                     await session.scalars(
@@ -304,15 +309,16 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
                 )
         finally:
             await engine.dispose()
-        return view, timeline, _link(settings, client, ticket)
+        return view, timeline, calendar, _link(settings, client, ticket)
 
-    view, timeline, link = run(main)
+    view, timeline, calendar, link = run(main)
     status = view.live
     if as_json:
         print_json(
             {
                 "case": view.as_json(),
                 "state": status.model_dump(mode="json") if status else None,
+                "clocks": _time_left(status, calendar) if status and calendar else None,
                 "timeline": [
                     {
                         "at": e.at.isoformat(),
@@ -335,21 +341,63 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
         console.print(Panel(_view_line(view) + f"\n{link}", title=f"case {ticket}"))
         console.print(steps)
         return
-    clocks = Table(title="SLA clocks", title_justify="left")
-    for column in ("sla", "budget", "state", "runs out at", "breached at"):
+    now = datetime.now(UTC)
+    zone = calendar.timezone if calendar else None
+    business = f" ({zone} business time)" if zone else ""
+    clocks = Table(title=f"SLA clocks{business}", title_justify="left")
+    for column in ("sla", "budget", "state", "left", "runs out at", "breached at"):
         clocks.add_column(column)
     for clock in status.clocks.values():
+        left = "" if clock.stopped or calendar is None else clock.remaining(now, calendar)
         clocks.add_row(
             clock.name,
-            str(clock.budget),
+            _duration(clock.budget),
             _clock_state(clock.met_at, clock.breached_at, clock.running),
-            _when(clock.due),
-            _when(clock.breached_at),
+            _duration(left) if isinstance(left, timedelta) else left,
+            _when(clock.due, zone),
+            _when(clock.breached_at, zone),
         )
     failed = "".join(f"\nfailed at {f.step} ({_when(f.at)}): {f.error}" for f in status.failures)
     console.print(Panel(_status_line(status) + failed + f"\n{link}", title=f"case {ticket}"))
     console.print(clocks)
     console.print(steps)
+
+
+async def _calendar_of(
+    sessions: async_sessionmaker[AsyncSession], status: CaseStatus | None
+) -> BusinessCalendar | None:
+    """The calendar the case's pinned policy gives its priority: remaining time is business
+    time, shown in the calendar's timezone. None when the version is not in this registry."""
+    if status is None:
+        return None
+    name, version = parse_policy_ref(status.definition)
+    try:
+        pinned = await (get(sessions, name, version) if version else latest(sessions, name))
+    except OpsflowError:
+        return None
+    return pinned.escalation.calendar_for(status.case.priority)
+
+
+def _time_left(status: CaseStatus, calendar: BusinessCalendar) -> dict[str, dict[str, Any]]:
+    """Per clock: business seconds left now (negative: overdue) and the moments in the
+    calendar's timezone."""
+    now = datetime.now(UTC)
+
+    def local(moment: datetime | None) -> str | None:
+        return moment.astimezone(ZoneInfo(calendar.timezone)).isoformat() if moment else None
+
+    return {
+        name: {
+            "status": clock.status or clock.shown_status(),
+            "remaining_seconds": None
+            if clock.stopped
+            else int(clock.remaining(now, calendar).total_seconds()),
+            "due": local(clock.due),
+            "breached_at": local(clock.breached_at),
+            "timezone": calendar.timezone,
+        }
+        for name, clock in status.clocks.items()
+    }
 
 
 def _clock_state(met_at: datetime | None, breached_at: datetime | None, running: bool) -> str:
@@ -360,8 +408,20 @@ def _clock_state(met_at: datetime | None, breached_at: datetime | None, running:
     return "running" if running else "paused"
 
 
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") if moment else ""
+def _when(moment: datetime | None, timezone: str | None = None) -> str:
+    """A moment in `timezone` (the calendar's, for SLA moments), else in the local one."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(ZoneInfo(timezone)) if timezone else moment.astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _duration(span: timedelta) -> str:
+    """`3h 05m` of business time; `overdue 12m` once the budget is spent."""
+    minutes = int(abs(span).total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    text = (f"{days}d " if days else "") + f"{rest // 60}h {rest % 60:02d}m"
+    return f"overdue {text}" if span < timedelta(0) else text
 
 
 def _short(detail: dict[str, Any]) -> str:
