@@ -110,6 +110,8 @@ async def test_readme_rollout_rolls_back_after_a_csat_degrade(
 
         s = await settled(handle, lambda s: s.state == "baking")
         assert s.state == "baking" and s.stage == "pilot"
+        baking = status_line(s, "Europe/Berlin")
+        assert "bake left, ends" in baking and "Europe/Berlin" in baking, baking
         pilot = await exposed(app_db, "CHG-7")
         assert len(pilot) == s.phases[0].exposed_total and pilot
 

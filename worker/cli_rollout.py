@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -102,7 +102,21 @@ def status_line(status: RolloutStatus, timezone: str | None = None) -> str:
         reason = f": {status.rollback_reason}"
     elif status.ended_reason:
         reason = f": {status.ended_reason}"
+    elif status.state == "baking" and phase is not None:
+        now = datetime.now(UTC)
+        left = max(phase.bake_total - phase.bake.spent(now), timedelta(0))
+        ends = phase.bake.moment_reaching(phase.bake_total)
+        until = f", ends {_local(ends, timezone)}" if ends else " (paused: the bake clock stops)"
+        reason = f": {_span(left)} of {_span(phase.bake_total)} bake left{until}"
+    elif status.state == "awaiting_approval" and status.approval_since is not None:
+        reason = f": waiting for approval since {_local(status.approval_since, timezone)}"
     return f"rollout of {status.change.change_id}: {status.state}{paused}, {where}{reason}"
+
+
+def _span(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    return (f"{days}d " if days else "") + f"{rest // 60}h {rest % 60:02d}m"
 
 
 async def _plan(settings: Settings, ref: str) -> RolloutSpec | None:
