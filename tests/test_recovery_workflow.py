@@ -377,9 +377,7 @@ async def test_stall_timer_fires_on_business_days(
         # Five working days span a weekend unless the stage began on one.
         began_on_weekend = not calendar.open_intervals(since.date())
         # Counted in local days: across a DST change the UTC difference is an hour off.
-        assert (due.date() - calendar.local_time(now).date()).days >= (
-            6 if began_on_weekend else 7
-        )
+        assert (due.date() - calendar.local_time(now).date()).days >= (6 if began_on_weekend else 7)
         await workflow_env.sleep(watch.due - now - timedelta(minutes=5))
         state = await view(handle)
         assert "service-recovery/onboarding-stalled" not in state.state.tally
