@@ -27,8 +27,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import ActivityDeps
 from definitions.events import EventEnvelope, parse_event_data
-from definitions.registry import DefinitionNotFound, get, latest_of_kind
 from store.models import LedgerEntry
+from store.registry import DefinitionNotFound, get, latest_of_kind
 from workflows import search_attributes as sa
 from workflows.recovery_model import (
     MEMORY_STEP,

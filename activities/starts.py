@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import ActivityDeps
 from activities.models import StartDefinition
 from activities.recovery_events import RecoveryEventActivities
-from definitions.registry import DefinitionNotFound, latest
+from store.registry import DefinitionNotFound, latest
 
 
 class StartActivities:

@@ -41,10 +41,10 @@ from bench.harness import (
     wait_for_poller,
 )
 from definitions.events import EventEnvelope
-from definitions.registry import CATALOG_DIR, deploy_folder
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import LedgerEntry, SandboxTicket
+from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
 from worker.recovery import recovery_rules, recovery_signal_args
 from workflows.recovery_model import RecoveryInput, customer_workflow_id

@@ -1,7 +1,6 @@
-"""The definition language: models, loading with file:line errors, lint, registry, catalog.
+"""The definition language: models, loading with file:line errors, lint, the catalog.
 
-Workflow code imports only the pure modules (`definitions.models`, `definitions.common`,
-`definitions.calendar`, `definitions.conditions`, `definitions.duration`); the registry
-(`definitions.registry`) and the CLI (`definitions.cli`) use the database and the terminal.
+Pure data and validation: it imports no other part of opsflow. The registry of deployed
+versions lives in `store.registry`, the `opsflow defs` commands in `worker.cli_defs`.
 This package's `__init__` imports nothing, so importing a pure module stays light.
 """

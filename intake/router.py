@@ -42,6 +42,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ports import CrmPort, TicketingPort
 from definitions.common import AssignAction
+from definitions.errors import OpsflowError
 from definitions.events import (
     EventEnvelope,
     TicketCreated,
@@ -51,7 +52,6 @@ from definitions.events import (
     parse_event_data,
 )
 from worker.cases import choose_policy, open_case
-from worker.errors import OpsflowError
 from worker.handoffs import deliver_ticket_event, handoff_start_input
 from worker.recovery import recovery_rules, recovery_signal_args
 from workflows import search_attributes as sa

@@ -320,7 +320,7 @@ spec:
 async def deploy_p1_only(db: AppDb, folder: Path) -> None:
     """Deploy `p1-only` (P1_ONLY_POLICY) into the registry."""
     from definitions.loader import load_file
-    from definitions.registry import deploy
+    from store.registry import deploy
 
     path = folder / "p1-only.yaml"
     path.write_text(P1_ONLY_POLICY, encoding="utf-8")

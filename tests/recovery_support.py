@@ -24,8 +24,8 @@ from activities.deps import ActivityDeps
 from definitions.events import EventEnvelope
 from definitions.loader import load_file
 from definitions.models import PinnedDefinition
-from definitions.registry import deploy, get
 from store.models import SandboxCredit, SandboxCrmNote, SandboxNotification, SandboxTicket
+from store.registry import deploy, get
 from tests.conftest import AppDb
 from worker.assembly import activity_functions
 from worker.recovery import recovery_signal_args

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from activities.adapters.sandbox import SandboxCrm, SandboxTicketing
+from definitions.errors import OpsflowError
 from definitions.loader import content_hash
 from definitions.models import PinnedDefinition, definition_adapter
-from definitions.registry import CATALOG_DIR, deploy_folder
 from store.models import SandboxTicket
+from store.registry import CATALOG_DIR, deploy_folder
 from tests.conftest import AppDb
 from tests.escalation_support import deploy_p1_only, policy_document
 from worker.cases import (
@@ -23,7 +24,6 @@ from worker.cases import (
     parse_policy_ref,
     policy_refusal,
 )
-from worker.errors import OpsflowError
 from workflows.escalation import CaseInfo
 
 

@@ -16,8 +16,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from definitions.registry import CATALOG_DIR, deploy_folder, latest
 from definitions.templates import render_message
+from store.registry import CATALOG_DIR, deploy_folder, latest
 from tests.cli_support import CommandLine
 from tests.conftest import AppDb
 from tests.escalation_support import case, deploy_p1_only, escalation_worker, new_ticket_id

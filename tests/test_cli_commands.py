@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.deps import ActivityDeps
-from definitions.registry import CATALOG_DIR, deploy_folder
+from store.registry import CATALOG_DIR, deploy_folder
 from tests.cli_support import CommandLine, options_of, subcommands, who_option
 from tests.conftest import AppDb
 from tests.devstack_support import free_port

@@ -23,13 +23,13 @@ from activities.rollback_notify import RollbackNotifyActivities
 from definitions.common import Action
 from definitions.lint import NOT_RUN, lint
 from definitions.loader import load_file, load_paths
-from definitions.registry import deploy
 from store.models import (
     SandboxCredit,
     SandboxCrmNote,
     SandboxNotification,
     SandboxTicket,
 )
+from store.registry import deploy
 from tests.conftest import AppDb
 from tests.definition_support import pinned
 from tests.escalation_support import (

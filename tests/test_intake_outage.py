@@ -23,10 +23,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from definitions.registry import CATALOG_DIR, deploy_folder
 from intake import inbox
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
+from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
 from tests.devstack_support import OPSFLOW, free_port, opsflow_env
 from tests.intake_support import SECRET, cloud_event, encode, signed_headers

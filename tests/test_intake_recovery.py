@@ -21,13 +21,13 @@ from temporalio.worker import Worker
 
 from activities.adapters.sandbox import SandboxCrm
 from activities.deps import ActivityDeps
-from definitions.registry import CATALOG_DIR, deploy_folder
 from intake import inbox
 from intake.app import Intake
 from intake.relay import Relay
 from intake.router import Router, TemporalLink, TtlCache
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
+from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
 from tests.conftest import AppDb
 from tests.intake_support import SOURCES, cloud_event, http, post_event, unreachable

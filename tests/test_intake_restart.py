@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from definitions.errors import OpsflowError
 from store.migrate import upgrade
 from tests.devstack_support import OPSFLOW, free_port, opsflow_env
 from tests.intake_support import SECRET
 from worker.dev import ensure_port_free
-from worker.errors import OpsflowError
 
 
 def intake_env(folder: Path, port: int) -> dict[str, str]:

@@ -15,12 +15,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from definitions.registry import CATALOG_DIR, deploy_folder
 from intake import inbox
 from intake.app import Intake
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import InboxEvent, SandboxTicket
+from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
 from tests.conftest import AppDb
 from tests.escalation_support import add_ticket, escalation_worker, ledger_steps, settled

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from definitions.events import EventEnvelope
 from definitions.loader import load_file
-from definitions.registry import deploy, latest_of_kind
+from store.registry import deploy, latest_of_kind
 from tests.conftest import AppDb
 from tests.definition_support import pinned
 from tests.escalation_support import add_ticket, case, policy_document

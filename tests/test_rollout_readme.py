@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.sandbox import degrade
 from definitions.models import PinnedDefinition
-from definitions.registry import CATALOG_DIR, deploy_folder, latest
+from store.registry import CATALOG_DIR, deploy_folder, latest
 from tests.conftest import AppDb
 from tests.escalation_support import ledger_steps
 from tests.rollout_support import exposed, rollback_notices, rollout_worker, settled

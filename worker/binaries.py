@@ -8,7 +8,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from worker.errors import OpsflowError
+from definitions.errors import OpsflowError
 
 
 def _installed(name: str, package: str) -> Path:

@@ -35,9 +35,9 @@ from activities.errors import NOT_FOUND
 from activities.models import CustomerProfile
 from activities.ports import CrmPort, TicketingPort
 from definitions.conditions import ConditionError, evaluate
+from definitions.errors import OpsflowError
 from definitions.models import PinnedDefinition
-from definitions.registry import get, latest, latest_of_kind
-from worker.errors import OpsflowError
+from store.registry import get, latest, latest_of_kind
 from workflows import search_attributes as sa
 from workflows.escalation import (
     CaseInfo,

@@ -11,10 +11,10 @@ import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from definitions.cli import app as defs_app
 from store.migrate import upgrade
 from worker.cli_agents import app as agents_app
 from worker.cli_case import app as case_app
+from worker.cli_defs import app as defs_app
 from worker.cli_events import app as events_app
 from worker.cli_handoff import app as handoff_app
 from worker.cli_recovery import app as recovery_app

@@ -10,6 +10,7 @@ import typer
 from temporalio.exceptions import ApplicationError
 
 from activities.presence import list_agents, set_agent_status, wake
+from definitions.errors import OpsflowError
 from worker.cli_support import (
     JsonOption,
     Sessions,
@@ -19,7 +20,6 @@ from worker.cli_support import (
     show_rows,
     with_database,
 )
-from worker.errors import OpsflowError
 from worker.settings import Settings
 from worker.temporal import connect, workflow_ui_url
 from workflows.handoff_model import AgentView

@@ -18,9 +18,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from activities.backends import Backends
 from activities.settings import load_adapter_settings
 from definitions.calendar import BusinessCalendar
-from definitions.registry import get, latest
+from definitions.errors import OpsflowError
 from store.db import create_engine, session_factory
 from store.models import LedgerEntry
+from store.registry import get, latest
 from worker.cases import (
     BROKEN_STATES,
     CLOSED_STATES,
@@ -43,7 +44,6 @@ from worker.cli_support import (
     settings_or_exit,
     show_rows,
 )
-from worker.errors import OpsflowError
 from worker.settings import Settings
 from worker.temporal import connect, workflow_ui_url
 from workflows import search_attributes as sa

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from rich.table import Table
 
 from definitions.duration import parse_duration
+from definitions.errors import OpsflowError
 from worker.cli_support import (
     JsonOption,
     console,
@@ -21,7 +22,6 @@ from worker.cli_support import (
     settings_or_exit,
     show_rows,
 )
-from worker.errors import OpsflowError
 from worker.recovery import command_customer, run_backtest, show_customer
 from worker.temporal import connect, workflow_ui_url
 from workflows import search_attributes as sa

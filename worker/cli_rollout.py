@@ -14,9 +14,10 @@ from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client
 
+from definitions.errors import OpsflowError
 from definitions.models import RolloutSpec
-from definitions.registry import get, latest
 from store.db import create_engine, session_factory
+from store.registry import get, latest
 from worker.cli_support import (
     By,
     JsonOption,
@@ -27,7 +28,6 @@ from worker.cli_support import (
     settings_or_exit,
     show_rows,
 )
-from worker.errors import OpsflowError
 from worker.rollouts import (
     PendingActivity,
     command_rollout,

@@ -15,8 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.service import RPCError, RPCStatusCode
 
+from definitions.errors import OpsflowError
 from store.db import create_engine, session_factory
-from worker.errors import OpsflowError
 from worker.logging import configure_logging
 from worker.settings import Settings, SettingsError, load_all_settings
 

@@ -19,13 +19,13 @@ import structlog
 from rich.console import Console
 from temporalio.client import Client
 
-from definitions.registry import CATALOG_DIR, deploy_folder
+from definitions.errors import OpsflowError
 from intake.serve import DEV_SOURCE, address, dev_secret, run_intake
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
+from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
 from worker.binaries import temporal_cli
-from worker.errors import OpsflowError
 from worker.runner import run_worker, stop_on_signals
 from worker.settings import Settings
 from worker.temporal import connect

@@ -1,8 +1,6 @@
-"""Errors a person can act on: the command line prints their message as one line."""
+"""Errors of the process a person can act on (the base, `OpsflowError`, is in definitions/)."""
 
-
-class OpsflowError(Exception):
-    """A problem with the user's input or environment, explained in the message."""
+from definitions.errors import OpsflowError
 
 
 class TemporalUnreachable(OpsflowError):

@@ -14,10 +14,10 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from definitions.errors import OpsflowError
 from definitions.events import BotHandoffRequested, EventEnvelope, TranscriptLine
 from definitions.models import PinnedDefinition
-from definitions.registry import get, latest, latest_of_kind
-from worker.errors import OpsflowError
+from store.registry import get, latest, latest_of_kind
 from workflows import search_attributes as sa
 from workflows.handoff import HandoffWorkflow
 from workflows.handoff_model import HandoffInput, HandoffStatus, handoff_workflow_id

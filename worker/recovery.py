@@ -13,11 +13,11 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from definitions.errors import OpsflowError
 from definitions.events import EventEnvelope, parse_event_data
 from definitions.loader import load_file
 from definitions.models import PinnedDefinition
-from definitions.registry import latest_of_kind
-from worker.errors import OpsflowError
+from store.registry import latest_of_kind
 from workflows.recovery import RecoveryWorkflow
 from workflows.recovery_model import (
     RecoveryInput,

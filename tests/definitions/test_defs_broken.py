@@ -9,7 +9,7 @@ import pytest
 
 from definitions.lint import lint
 from definitions.loader import load_paths
-from definitions.registry import CATALOG_DIR
+from store.registry import CATALOG_DIR
 
 BROKEN = Path(__file__).parent / "broken"
 FILES = sorted(BROKEN.glob("*.yaml"))

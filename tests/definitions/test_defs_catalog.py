@@ -11,7 +11,7 @@ from definitions.directory import QUEUES
 from definitions.lint import lint
 from definitions.loader import LoadedDefinition, load_paths
 from definitions.models import PinnedDefinition, json_schema
-from definitions.registry import CATALOG_DIR, TEMPLATES_DIR
+from store.registry import CATALOG_DIR, TEMPLATES_DIR
 from store.seed import QUEUES as SEEDED_QUEUES
 
 

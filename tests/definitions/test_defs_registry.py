@@ -12,12 +12,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
-from definitions import registry
-from definitions.registry import CATALOG_DIR, DefinitionNotFound, DefinitionProblems
+from definitions.errors import OpsflowError
+from store import registry
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
+from store.registry import CATALOG_DIR, DefinitionNotFound, DefinitionProblems
 from worker.cli import app
-from worker.errors import OpsflowError
 
 BROKEN = Path(__file__).parent / "broken"
 

@@ -18,14 +18,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import definitions
+from definitions.errors import OpsflowError
 from definitions.lint import lint
 from definitions.loader import LoadedDefinition, Problem, load_paths
 from definitions.models import PinnedDefinition, definition_adapter
 from store.db import transaction
 from store.models import DefinitionVersion
-from worker.errors import OpsflowError
 
-CATALOG_DIR = Path(__file__).resolve().parent / "catalog"
+CATALOG_DIR = Path(definitions.__file__).resolve().parent / "catalog"
 """The shipped definitions; `opsflow dev` deploys them at start."""
 TEMPLATES_DIR = CATALOG_DIR / "templates"
 

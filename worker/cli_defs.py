@@ -18,7 +18,8 @@ from rich.syntax import Syntax
 
 from definitions.loader import Problem
 from definitions.models import json_schema
-from definitions.registry import (
+from store.migrate import upgrade
+from store.registry import (
     CATALOG_DIR,
     DefinitionProblems,
     VersionInfo,
@@ -27,7 +28,6 @@ from definitions.registry import (
     deploy_folder,
     list_versions,
 )
-from store.migrate import upgrade
 from worker.cli_support import (
     JsonOption,
     Sessions,
