@@ -47,6 +47,7 @@ from bench.harness import (
     python_module,
     wait_for_poller,
 )
+from client.handoffs import handoff_request_event, signal_with_start
 from definitions.events import EventEnvelope, TranscriptLine
 from definitions.loader import content_hash
 from definitions.models import PinnedDefinition, definition_adapter
@@ -55,7 +56,6 @@ from store.migrate import upgrade
 from store.models import SandboxAgent, SandboxCustomer, SandboxQueue
 from store.seed import seed_sandbox
 from store.types import utcnow
-from worker.handoffs import handoff_request_event, signal_with_start
 from workflows import search_attributes as sa
 from workflows.handoff import AGENT_POLL, HandoffWorkflow
 from workflows.handoff_model import Accept, HandoffInput, HandoffStatus, Resolve

@@ -48,12 +48,12 @@ from bench.recovery import (
     process_cpu_seconds,
     worker_env,
 )
+from client.recovery import recovery_rules, recovery_signal_args
 from definitions.events import EventEnvelope
 from intake import inbox
 from intake.signatures import standard_signature
 from store.db import create_engine, session_factory
 from store.models import InboxEvent
-from worker.recovery import recovery_rules, recovery_signal_args
 from workflows.recovery_model import RecoveryInput, customer_workflow_id
 
 SOURCE = "bench"

@@ -40,13 +40,13 @@ from bench.harness import (
     python_module,
     wait_for_poller,
 )
+from client.recovery import recovery_rules, recovery_signal_args
 from definitions.events import EventEnvelope
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import LedgerEntry, SandboxTicket
 from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
-from worker.recovery import recovery_rules, recovery_signal_args
 from workflows.recovery_model import RecoveryInput, customer_workflow_id
 
 CONCURRENCY = 64

@@ -42,12 +42,12 @@ from bench.harness import (
     python_module,
     wait_for_poller,
 )
+from client.rollouts import command_rollout, rollout_state, start_rollout
 from definitions.loader import content_hash
 from definitions.models import PinnedDefinition, definition_adapter
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.seed import seed_sandbox
-from worker.rollouts import command_rollout, rollout_state, start_rollout
 from workflows.rollout_model import ChangeRequest, Reason
 
 FLAG = "bench-flag"

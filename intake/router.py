@@ -41,6 +41,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ports import CrmPort, TicketingPort
+from client.cases import choose_policy, open_case
+from client.handoffs import deliver_ticket_event, handoff_start_input
+from client.recovery import recovery_rules, recovery_signal_args
 from definitions.common import AssignAction
 from definitions.errors import OpsflowError
 from definitions.events import (
@@ -51,9 +54,6 @@ from definitions.events import (
     TicketUpdated,
     parse_event_data,
 )
-from worker.cases import choose_policy, open_case
-from worker.handoffs import deliver_ticket_event, handoff_start_input
-from worker.recovery import recovery_rules, recovery_signal_args
 from workflows import search_attributes as sa
 from workflows.escalation import (
     Acknowledge,
@@ -290,7 +290,7 @@ class Router:
         self.entity_task_queue = entity_task_queue or task_queue
         self.crm = crm
         # the configured ticketing backend: with the sandbox, an opened case's ticket is
-        # made to exist there (worker.cases.ensure_ticket)
+        # made to exist there (client.cases.ensure_ticket)
         self.ticketing = ticketing
         self.start_inputs = StartInputs(sessions, start_input_ttl)
 

@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.deps import ActivityDeps
+from client.handoffs import signal_with_start
 from definitions.events import EventEnvelope
 from definitions.loader import content_hash
 from definitions.models import PinnedDefinition, definition_adapter
@@ -24,7 +25,6 @@ from tests.conftest import AppDb
 from tests.definition_support import pinned as pinned_policy
 from tests.escalation_support import policy_document
 from worker.assembly import activity_functions
-from worker.handoffs import signal_with_start
 from workflows.escalation import EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
 from workflows.handoff_model import HandoffInput, HandoffStatus

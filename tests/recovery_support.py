@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.deps import ActivityDeps
+from client.recovery import recovery_signal_args
 from definitions.events import EventEnvelope
 from definitions.loader import load_file
 from definitions.models import PinnedDefinition
@@ -28,7 +29,6 @@ from store.models import SandboxCredit, SandboxCrmNote, SandboxNotification, San
 from store.registry import deploy, get
 from tests.conftest import AppDb
 from worker.assembly import activity_functions
-from worker.recovery import recovery_signal_args
 from workflows.escalation import EscalationWorkflow
 from workflows.recovery import RecoveryWorkflow
 from workflows.recovery_model import (

@@ -10,6 +10,13 @@ import pytest
 from sqlalchemy import select
 
 from activities.adapters.sandbox import SandboxCrm, SandboxTicketing
+from client.cases import (
+    check_customer,
+    choose_policy,
+    ensure_ticket,
+    parse_policy_ref,
+    policy_refusal,
+)
 from definitions.errors import OpsflowError
 from definitions.loader import content_hash
 from definitions.models import PinnedDefinition, definition_adapter
@@ -17,13 +24,6 @@ from store.models import SandboxTicket
 from store.registry import CATALOG_DIR, deploy_folder
 from tests.conftest import AppDb
 from tests.escalation_support import deploy_p1_only, policy_document
-from worker.cases import (
-    check_customer,
-    choose_policy,
-    ensure_ticket,
-    parse_policy_ref,
-    policy_refusal,
-)
 from workflows.escalation import CaseInfo
 
 

@@ -16,12 +16,12 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from client.cases import open_case
 from definitions.templates import render_message
 from store.registry import CATALOG_DIR, deploy_folder, latest
 from tests.cli_support import CommandLine
 from tests.conftest import AppDb
 from tests.escalation_support import case, deploy_p1_only, escalation_worker, new_ticket_id
-from worker.cases import open_case
 from workflows.escalation import case_workflow_id
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

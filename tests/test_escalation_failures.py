@@ -9,6 +9,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.sandbox import SandboxTicketing
+from client.cases import CaseCommandRefused, command_case, open_case
 from store.models import SandboxTicket
 from tests.conftest import AppDb
 from tests.definition_support import pinned
@@ -22,7 +23,6 @@ from tests.escalation_support import (
     policy_document,
     settled,
 )
-from worker.cases import CaseCommandRefused, command_case, open_case
 from workflows.escalation import (
     EscalationWorkflow,
     OpenCase,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from client.cases import CaseCommandRefused, command_case
 from definitions.loader import load_paths
 from definitions.models import PinnedDefinition
 from tests.conftest import AppDb
@@ -27,7 +28,6 @@ from tests.escalation_support import (
     settled,
     skip_to,
 )
-from worker.cases import CaseCommandRefused, command_case
 from workflows.escalation import (
     EscalationWorkflow,
     OpenCase,

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
+from client.cases import CaseCommandRefused, command_case, open_case
 from store.models import SandboxCrmNote, SandboxNotification, SandboxTicket
 from tests.conftest import AppDb
 from tests.definition_support import pinned
@@ -28,7 +29,6 @@ from tests.escalation_support import (
     settled,
     skip_to,
 )
-from worker.cases import CaseCommandRefused, command_case, open_case
 from workflows.escalation import (
     Acknowledge,
     EscalationWorkflow,

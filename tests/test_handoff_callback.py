@@ -7,6 +7,7 @@ from datetime import UTC
 
 import pytest
 
+from client.handoffs import handoff_request_event
 from tests.conftest import AppDb
 from tests.escalation_support import keep_history, ledger_steps, next_weekday_at, skip_to
 from tests.handoff_support import (
@@ -21,7 +22,6 @@ from tests.handoff_support import (
     ticket,
     turn_event,
 )
-from worker.handoffs import handoff_request_event
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -13,6 +13,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from client.cases import command_case
+from client.handoffs import command_handoff
 from tests.conftest import AppDb
 from tests.escalation_support import (
     keep_history,
@@ -31,8 +33,6 @@ from tests.handoff_support import (
     wait_for,
     wait_until,
 )
-from worker.cases import command_case
-from worker.handoffs import command_handoff
 from workflows.escalation import CaseStatus, CaseSummary
 from workflows.escalation import Resolve as CaseResolve
 from workflows.handoff_model import Accept, CustomerLeft, HandoffStatus, Resolve, ReturnToBot

@@ -24,9 +24,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from client.handoffs import handoff_for_ticket
 from tests.devstack_support import DevStack, opsflow_env, start_dev, succeeds
 from tests.handoff_support import bot_event, intake_ready, post_signed
-from worker.handoffs import handoff_for_ticket
 from workflows.escalation import CaseStatus
 from workflows.handoff_model import HandoffStatus
 

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from activities.presence import first_in_line_for, set_agent_status, wake
+from client.handoffs import command_handoff
 from store.models import SandboxAgent, SandboxWaiting
 from tests.conftest import AppDb
 from tests.escalation_support import keep_history, next_weekday_at, skip_to
@@ -26,7 +27,6 @@ from tests.handoff_support import (
     turn_event,
     wait_until,
 )
-from worker.handoffs import command_handoff
 from workflows.handoff import AGENT_FALLBACK
 from workflows.handoff_model import Accept, CustomerLeft, HandoffInput, HandoffStatus, Resolve
 

@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from client.handoffs import HandoffCommandRefused, command_handoff, handoff_request_event
 from definitions.events import TranscriptLine
 from store.models import SandboxTicket
 from tests.conftest import AppDb
@@ -33,7 +34,6 @@ from tests.handoff_support import (
     wait_for,
     wait_until,
 )
-from worker.handoffs import HandoffCommandRefused, command_handoff, handoff_request_event
 from workflows.handoff_model import (
     Accept,
     CustomerLeft,

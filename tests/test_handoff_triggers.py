@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from client.handoffs import command_handoff
 from definitions.models import HandoffTriggers
 from tests.conftest import AppDb
 from tests.handoff_support import (
@@ -18,7 +19,6 @@ from tests.handoff_support import (
     turn_event,
     wait_until,
 )
-from worker.handoffs import command_handoff
 from workflows.handoff_logic import asks_for_person, customer_asks, detect_trigger, words
 from workflows.handoff_model import CustomerLeft, HandoffStatus, Turn
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from client.handoffs import HandoffCommandRefused, command_handoff, handoff_request_event
 from tests.conftest import AppDb
 from tests.escalation_support import keep_history, ledger_steps, next_weekday_at, skip_to
 from tests.handoff_support import (
@@ -23,7 +24,6 @@ from tests.handoff_support import (
     wait_for,
     wait_until,
 )
-from worker.handoffs import HandoffCommandRefused, command_handoff, handoff_request_event
 from workflows.escalation import CaseStatus, CaseSummary
 from workflows.handoff_model import Accept, CustomerLeft, Resolve, ReturnToBot
 

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from activities.backends import Backends
 from activities.deps import ActivityDeps
+from client.handoffs import HandoffCommandRefused, command_handoff, handoff_request_event
 from definitions.events import EventEnvelope
 from tests.activities.conftest import VendorServer
 from tests.conftest import AppDb
@@ -39,7 +40,6 @@ from tests.handoff_support import (
 )
 from worker.assembly import activity_functions
 from worker.cli_handoff import _status_line
-from worker.handoffs import HandoffCommandRefused, command_handoff, handoff_request_event
 from workflows.escalation import CaseStatus, EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
 from workflows.handoff_model import Accept, CustomerLeft, HandoffStatus, Resolve

@@ -13,6 +13,14 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
+from client.recovery import (
+    RecoveryCommandRefused,
+    command_customer,
+    read_events,
+    recovery_signal_args,
+    recovery_start_input,
+    show_customer,
+)
 from definitions.events import EventEnvelope
 from definitions.loader import load_file
 from store.registry import deploy, latest_of_kind
@@ -33,14 +41,6 @@ from tests.recovery_support import (
     view,
 )
 from worker.cli import app
-from worker.recovery import (
-    RecoveryCommandRefused,
-    command_customer,
-    read_events,
-    recovery_signal_args,
-    recovery_start_input,
-    show_customer,
-)
 from workflows.escalation import EscalationWorkflow, OpenCase, case_workflow_id
 from workflows.recovery import RecoveryWorkflow
 from workflows.recovery_model import Approve, RecoveryRules, customer_workflow_id

@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from client.rollouts import (
+    RolloutCommandRefused,
+    command_rollout,
+    rollout_state,
+    start_rollout,
+)
 from tests.conftest import AppDb
 from tests.rollout_support import (
     change,
@@ -13,12 +19,6 @@ from tests.rollout_support import (
     plan_document,
     rollout_worker,
     settled,
-)
-from worker.rollouts import (
-    RolloutCommandRefused,
-    command_rollout,
-    rollout_state,
-    start_rollout,
 )
 from workflows.rollout_model import Decision, Reason
 

@@ -15,11 +15,11 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from client.rollouts import command_rollout, pending_activities, start_rollout
 from store.models import SandboxFlagExposure, SandboxNotification
 from tests.conftest import AppDb
 from tests.rollout_support import add_customers, new_change_id, phase, pinned, plan_document
 from tests.test_rollout_devserver import Workers, _until, workers  # noqa: F401 (fixture)
-from worker.rollouts import command_rollout, pending_activities, start_rollout
 from workflows.rollout_model import ChangeRequest, Reason
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from client.rollouts import rollout_state, start_rollout
 from store.models import SandboxFlagExposure, SandboxNotification
 from tests.conftest import AppDb
 from tests.devstack_support import OPSFLOW
 from tests.escalation_support import ledger_steps
 from tests.rollout_support import add_customers, new_change_id, phase, pinned, plan_document
-from worker.rollouts import rollout_state, start_rollout
 from workflows.rollout_model import ChangeRequest, RolloutStatus
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -12,6 +12,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
+from client.rollouts import RolloutCommandRefused, command_rollout
 from store.models import SandboxNotification
 from tests.conftest import AppDb
 from tests.escalation_support import ledger_steps
@@ -29,7 +30,6 @@ from tests.rollout_support import (
     state,
 )
 from worker.cli import app
-from worker.rollouts import RolloutCommandRefused, command_rollout
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import Decision
 

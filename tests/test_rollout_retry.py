@@ -10,6 +10,7 @@ from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.sandbox import degrade
+from client.rollouts import RolloutCommandRefused, retry_rollout, start_rollout
 from store.models import RolloutExposure
 from tests.conftest import AppDb
 from tests.escalation_support import ledger_steps
@@ -23,7 +24,6 @@ from tests.rollout_support import (
     rollout_worker,
     settled,
 )
-from worker.rollouts import RolloutCommandRefused, retry_rollout, start_rollout
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import Decision, rollout_workflow_id
 

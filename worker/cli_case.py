@@ -17,12 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from activities.backends import Backends
 from activities.settings import load_adapter_settings
-from definitions.calendar import BusinessCalendar
-from definitions.errors import OpsflowError
-from store.db import create_engine, session_factory
-from store.models import LedgerEntry
-from store.registry import get, latest
-from worker.cases import (
+from client.cases import (
     BROKEN_STATES,
     CLOSED_STATES,
     CaseView,
@@ -34,6 +29,11 @@ from worker.cases import (
     parse_policy_ref,
     read_case,
 )
+from definitions.calendar import BusinessCalendar
+from definitions.errors import OpsflowError
+from store.db import create_engine, session_factory
+from store.models import LedgerEntry
+from store.registry import get, latest
 from worker.cli_support import (
     By,
     JsonOption,

@@ -13,6 +13,13 @@ from rich.panel import Panel
 from rich.table import Table
 from temporalio.client import Client
 
+from client.handoffs import (
+    command_handoff,
+    handoff_request_event,
+    handoff_start_input,
+    handoff_state,
+    signal_with_start,
+)
 from definitions.events import TranscriptLine
 from worker.cli_support import (
     JsonOption,
@@ -24,13 +31,6 @@ from worker.cli_support import (
     settings_or_exit,
     show_rows,
     with_database,
-)
-from worker.handoffs import (
-    command_handoff,
-    handoff_request_event,
-    handoff_start_input,
-    handoff_state,
-    signal_with_start,
 )
 from worker.settings import Settings
 from worker.temporal import connect, workflow_ui_url

@@ -11,6 +11,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.table import Table
 
+from client.recovery import command_customer, run_backtest, show_customer
 from definitions.duration import parse_duration
 from definitions.errors import OpsflowError
 from worker.cli_support import (
@@ -22,7 +23,6 @@ from worker.cli_support import (
     settings_or_exit,
     show_rows,
 )
-from worker.recovery import command_customer, run_backtest, show_customer
 from worker.temporal import connect, workflow_ui_url
 from workflows import search_attributes as sa
 from workflows.recovery_model import (

@@ -14,6 +14,15 @@ from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client
 
+from client.rollouts import (
+    PendingActivity,
+    command_rollout,
+    list_rollouts,
+    pending_activities,
+    retry_rollout,
+    rollout_state,
+    start_rollout,
+)
 from definitions.errors import OpsflowError
 from definitions.models import RolloutSpec
 from store.db import create_engine, session_factory
@@ -27,15 +36,6 @@ from worker.cli_support import (
     run,
     settings_or_exit,
     show_rows,
-)
-from worker.rollouts import (
-    PendingActivity,
-    command_rollout,
-    list_rollouts,
-    pending_activities,
-    retry_rollout,
-    rollout_state,
-    start_rollout,
 )
 from worker.settings import Settings
 from worker.temporal import connect, workflow_ui_url
