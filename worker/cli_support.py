@@ -17,8 +17,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.errors import OpsflowError
 from store.db import create_engine, session_factory
+from worker.cli_help import use_plain_metavars
 from worker.logging import configure_logging
 from worker.settings import Settings, SettingsError, load_all_settings
+
+use_plain_metavars()
 
 T = TypeVar("T")
 Sessions = async_sessionmaker[AsyncSession]

@@ -1,0 +1,44 @@
+"""Every command's help reads as a person's: positionals by name (TICKET), option values by
+name (--queue QUEUE), flags without a type; nothing shows Python types or braces, and every
+line fits 80 columns."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from worker.cli import app
+
+PYTHON_TYPES = re.compile(r"<(str|bool|int|float|path|datetime|list\[\w+\])>|\{[a-z_]+\}")
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    if hasattr(group, "commands"):  # a group (typer vendors its own click)
+        for name, command in sorted(group.commands.items()):
+            if not command.hidden:
+                found += _commands(command, (*path, name))
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app))
+
+
+def test_every_command_is_listed() -> None:
+    assert ("case", "show") in COMMANDS and ("rollout", "start") in COMMANDS
+    assert ("stuck",) in COMMANDS and ("defs", "validate") in COMMANDS
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(p) or "opsflow" for p in COMMANDS])
+def test_help_reads_as_a_persons(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert not PYTHON_TYPES.search(text), text
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    if path and path[-1] == "show" and path[0] == "case":
+        assert "Usage: opsflow case show [OPTIONS] TICKET" in " ".join(text.split())
