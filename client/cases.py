@@ -37,6 +37,7 @@ from activities.ports import CrmPort, TicketingPort
 from definitions.conditions import ConditionError, evaluate
 from definitions.errors import OpsflowError
 from definitions.models import PinnedDefinition
+from definitions.selection import ClauseResult, explain_match
 from store.registry import get, latest, latest_of_kind
 from workflows import search_attributes as sa
 from workflows.escalation import (
@@ -159,6 +160,69 @@ async def check_customer(
         ) from None
 
 
+async def policies_in_order(
+    sessions: async_sessionmaker[AsyncSession],
+) -> list[PinnedDefinition]:
+    """The latest version of every escalation policy, in the order they are tried."""
+    policies = await latest_of_kind(sessions, "escalation")
+    return sorted(policies, key=lambda p: (p.escalation.order, p.name))
+
+
+@dataclass(frozen=True)
+class PolicyCandidate:
+    """One policy as `choose_policy` would try it for a case, and what came of it."""
+
+    ref: str
+    order: int
+    match: str
+    refusal: str | None
+    """Why it cannot run the case (priority or stage not covered); then match is not tried."""
+    matched: bool | None
+    """Whether `match` held; None when not tried or not evaluable."""
+    clauses: list[ClauseResult]
+    chosen: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.ref,
+            "order": self.order,
+            "match": self.match,
+            "covers_case": self.refusal is None,
+            "refusal": self.refusal,
+            "matched": self.matched,
+            "clauses": [{"clause": c.clause, "value": c.value} for c in self.clauses],
+            "chosen": self.chosen,
+        }
+
+
+async def explain_policies(
+    sessions: async_sessionmaker[AsyncSession], case: CaseInfo, profile: CustomerProfile | None
+) -> list[PolicyCandidate]:
+    """Every deployed escalation policy in selection order, whether it covers the case,
+    whether its match held and why (the value of each clause), and the one chosen: exactly
+    the path `choose_policy` takes."""
+    context = match_context(case, profile)
+    candidates: list[PolicyCandidate] = []
+    chosen = False
+    for policy in await policies_in_order(sessions):
+        spec = policy.escalation
+        refusal = policy_refusal(policy, case)
+        matched: bool | None = None
+        clauses: list[ClauseResult] = []
+        if refusal is None:
+            clauses = explain_match(spec.match, context)
+            try:
+                matched = evaluate(spec.match, context)
+            except ConditionError:
+                matched = None
+        takes = not chosen and refusal is None and matched is True
+        chosen = chosen or takes
+        candidates.append(
+            PolicyCandidate(policy.ref, spec.order, spec.match, refusal, matched, clauses, takes)
+        )
+    return candidates
+
+
 async def choose_policy(
     sessions: async_sessionmaker[AsyncSession],
     case: CaseInfo,
@@ -166,9 +230,10 @@ async def choose_policy(
     requested: str | None = None,
 ) -> PinnedDefinition:
     """The pinned policy for a case: `requested` (NAME or NAME@VERSION), or the first
-    deployed escalation policy, by name, whose match condition holds and which handles the
-    case's priority. A condition that cannot be evaluated for this case (say it reads
-    `customer.journey_stage` and the customer has no CRM profile) counts as not matching."""
+    deployed escalation policy, in selection order (`spec.order`, then name), whose match
+    condition holds and which handles the case's priority. A condition that cannot be
+    evaluated for this case (say it reads `customer.journey_stage` and the customer has no
+    CRM profile) counts as not matching."""
     if requested:
         name, version = parse_policy_ref(requested)
         policy = await (get(sessions, name, version) if version else latest(sessions, name))
@@ -180,7 +245,7 @@ async def choose_policy(
         return policy
     context = match_context(case, profile)
     unevaluable: list[str] = []
-    for policy in await latest_of_kind(sessions, "escalation"):
+    for policy in await policies_in_order(sessions):
         if policy_refusal(policy, case):
             continue
         try:

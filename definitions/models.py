@@ -128,6 +128,13 @@ class PriorityEscalation(OpsModel):
 
 
 class EscalationSpec(OpsModel):
+    order: int = Field(
+        100,
+        ge=0,
+        le=100_000,
+        description="Selection order: policies are tried lowest first (then by name); the "
+        "first that covers the case's priority and whose match holds takes the case.",
+    )
     match: EscalationMatch = Field("true", description="Which cases this policy takes.")
     priorities: Annotated[list[Priority], Field(min_length=1)] = Field(
         description="The priorities this policy handles; each needs an SLA."

@@ -9,15 +9,23 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import ValidationError
+from rich.markup import escape
 from rich.syntax import Syntax
+from rich.table import Table
 
-from definitions.loader import Problem
+from activities.backends import Backends
+from activities.settings import load_adapter_settings
+from client.cases import PolicyCandidate, check_customer, explain_policies
+from definitions.loader import LoadedDefinition, Problem
 from definitions.models import json_schema
+from definitions.selection import NamedPolicy, shadowed
 from store.migrate import upgrade
 from store.registry import (
     CATALOG_DIR,
@@ -26,6 +34,7 @@ from store.registry import (
     body,
     check_folder,
     deploy_folder,
+    latest_of_kind,
     list_versions,
 )
 from worker.cli_support import (
@@ -38,6 +47,7 @@ from worker.cli_support import (
     show_rows,
     with_database,
 )
+from workflows.escalation import CaseInfo
 
 app = typer.Typer(
     name="defs",
@@ -70,6 +80,21 @@ def _report(problems: list[Problem]) -> typer.Exit:
     return typer.Exit(1)
 
 
+def shadow_warnings(definitions: list[LoadedDefinition]) -> list[str]:
+    """`file:line:col: spec.order: warning: …` for each escalation policy that another
+    policy, tried before it, always takes the cases of."""
+    escalations = {d.name: d for d in definitions if d.kind == "escalation"}
+    never = shadowed(
+        [NamedPolicy(name, d.definition.spec) for name, d in escalations.items()]  # type: ignore[arg-type]
+    )
+    return [
+        printable(
+            str(escalations[name].source.problem(("spec", "order"), f"warning: {name} {why}"))
+        )
+        for name, why in sorted(never.items())
+    ]
+
+
 def _check(paths: list[Path] | None, *, with_lint: bool) -> None:
     chosen = paths or [CATALOG_DIR]
     for path in chosen:
@@ -79,6 +104,9 @@ def _check(paths: list[Path] | None, *, with_lint: bool) -> None:
         definitions = check_folder(chosen, with_lint=with_lint)
     except DefinitionProblems as exc:
         raise _report(exc.problems) from None
+    if with_lint:
+        for warning in shadow_warnings(definitions):
+            typer.echo(warning, err=True)
     files = len({loaded.source.file for loaded in definitions})
     console.print(
         f"ok: {plural(len(definitions), 'definition')} in {plural(files, 'file')}", highlight=False
@@ -133,6 +161,111 @@ def deploy(
 
     rows = with_database(settings, work)
     show_rows(rows, ["name", "kind", "version", "status"], "deployed", as_json)
+
+    async def deployed_policies(sessions: Sessions) -> list[NamedPolicy]:
+        return [
+            NamedPolicy(p.name, p.escalation) for p in await latest_of_kind(sessions, "escalation")
+        ]
+
+    # What is live now, this folder's and earlier deployments' together, decides selection.
+    for name, why in sorted(shadowed(with_database(settings, deployed_policies)).items()):
+        typer.echo(f"warning: escalation policy {name} {why}", err=True)
+
+
+@app.command()
+def explain(
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="The customer id, e.g. C-0017.")
+    ] = None,
+    priority: Annotated[str | None, typer.Option("--priority", help="p1 to p4.")] = None,
+    stage: Annotated[str, typer.Option("--stage", help="The case's stage.")] = "support",
+    ticket: Annotated[str, typer.Option("--ticket", help="The ticket id.")] = "T-EXPLAIN",
+    channel: Annotated[str | None, typer.Option("--channel", help="chat, email, …")] = None,
+    subject: Annotated[str | None, typer.Option("--subject", help="The ticket subject.")] = None,
+    case_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="A JSON file with the case instead of the options: ticket_id, customer_id, "
+            "priority, stage, channel, subject.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which escalation policy would take a case, and why: every deployed policy in
+    selection order, whether it covers the priority, each clause of its match with its
+    value for this ticket and customer (from the CRM), and the one chosen."""
+    fields: dict[str, Any] = {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "priority": priority,
+        "stage": stage,
+        "channel": channel,
+        "subject": subject,
+    }
+    if case_file is not None:
+        try:
+            given = json.loads(case_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise fail(f"--file: cannot read {printable(str(case_file))}: {exc}") from None
+        if not isinstance(given, dict):
+            raise fail("--file: give a JSON object with ticket_id, customer_id, priority, …")
+        fields.update(given)
+    try:
+        case = CaseInfo.model_validate({**fields, "opened_at": datetime.now(UTC)})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "case"
+        option = {"customer_id": "--customer", "ticket_id": "--ticket"}.get(where, f"--{where}")
+        raise fail(f"{option}: {error['msg']}") from None
+    settings = settings_or_exit()
+
+    async def work(sessions: Sessions) -> tuple[bool, list[PolicyCandidate]]:
+        backends = Backends.from_settings(load_adapter_settings(), sessions)
+        profile = await check_customer(backends.crm, case.customer_id, allow_unknown=True)
+        return profile is not None, await explain_policies(sessions, case, profile)
+
+    known, candidates = with_database(settings, work)
+    if as_json:
+        print_json(
+            {
+                "case": case.model_dump(mode="json", exclude={"opened_at"}),
+                "customer_known": known,
+                "candidates": [c.as_json() for c in candidates],
+                "chosen": next((c.ref for c in candidates if c.chosen), None),
+            }
+        )
+        return
+    table = Table(title=f"policies for {case.priority} at stage {case.stage}", title_justify="left")
+    for column in ("order", "policy", "covers", "match", "clauses", "result"):
+        table.add_column(column, overflow="fold")
+    for c in candidates:
+        clauses = "; ".join(f"{x.clause} → {x.value}" for x in c.clauses)
+        if c.chosen:
+            result = "[bold green]chosen[/]"
+        elif c.refusal:
+            result = "skipped"
+        elif c.matched is None:
+            result = "not evaluable"
+        elif c.matched:
+            result = "matches (an earlier one took it)"
+        else:
+            result = "no match"
+        table.add_row(
+            str(c.order),
+            c.ref,
+            "yes" if c.refusal is None else "no",
+            escape(c.match),
+            escape(clauses),
+            result,
+        )
+    console.print(table)
+    if not known:
+        console.print(f"{case.customer_id} is not in the CRM: customer.* has only the id")
+    chosen = next((c.ref for c in candidates if c.chosen), None)
+    console.print(
+        f"chosen: {chosen}" if chosen else "no deployed policy takes this case", highlight=False
+    )
 
 
 def _version_row(info: VersionInfo) -> dict[str, Any]:

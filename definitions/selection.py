@@ -1,0 +1,107 @@
+"""Which escalation policy takes a case: the order policies are tried in, why each one
+matched or not, and which policies can never be chosen.
+
+Policies are tried by `spec.order` (lowest first), then by name; the first that covers the
+case's priority and whose `match` holds takes it. A policy after one that matches every case
+of its priorities can never be chosen: `shadowed` finds those, for lint and deploy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celpy import celtypes
+
+from definitions.conditions import ConditionError, evaluate, evaluate_value
+from definitions.models import EscalationSpec
+
+
+@dataclass(frozen=True)
+class NamedPolicy:
+    name: str
+    spec: EscalationSpec
+
+
+def in_selection_order(policies: Sequence[NamedPolicy]) -> list[NamedPolicy]:
+    return sorted(policies, key=lambda p: (p.spec.order, p.name))
+
+
+def split_clauses(expression: str) -> list[str]:
+    """The top-level `&&` / `||` operands of a CEL expression (outside brackets and
+    strings), each as written; the whole expression when it has none."""
+    clauses: list[str] = []
+    depth, start, quote, index = 0, 0, "", 0
+    while index < len(expression):
+        char = expression[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0 and expression.startswith(("&&", "||"), index):
+            clauses.append(expression[start:index].strip())
+            start = index + 2
+            index += 1
+        index += 1
+    clauses.append(expression[start:].strip())
+    return [clause for clause in clauses if clause] if len(clauses) > 1 else [expression.strip()]
+
+
+@dataclass(frozen=True)
+class ClauseResult:
+    clause: str
+    value: str
+    """`true`, `false`, another CEL value, or `error: …`."""
+
+
+def explain_match(expression: str, activation: Mapping[str, Any]) -> list[ClauseResult]:
+    """Each clause of `expression` with what it gave for `activation`."""
+    results: list[ClauseResult] = []
+    for clause in split_clauses(expression):
+        try:
+            value = evaluate_value(clause, activation)
+        except ConditionError as exc:
+            results.append(ClauseResult(clause, f"error: {exc}"))
+            continue
+        is_bool = isinstance(value, bool | celtypes.BoolType)
+        results.append(ClauseResult(clause, str(bool(value)).lower() if is_bool else repr(value)))
+    return results
+
+
+def matches_every_case(spec: EscalationSpec) -> bool:
+    """Whether `match` holds whatever the ticket and customer: it reads neither (evaluating
+    it without them succeeds) and is true."""
+    try:
+        return evaluate(spec.match, {})
+    except ConditionError:
+        return False
+
+
+def shadowed(policies: Sequence[NamedPolicy]) -> dict[str, str]:
+    """Policy name -> why it can never be chosen: for each of its priorities, a policy
+    tried before it matches every case."""
+    found: dict[str, str] = {}
+    ordered = in_selection_order(policies)
+    for position, policy in enumerate(ordered):
+        takers: dict[str, str] = {}
+        for earlier in ordered[:position]:
+            if matches_every_case(earlier.spec):
+                for priority in earlier.spec.priorities:
+                    takers.setdefault(priority, earlier.name)
+        if all(priority in takers for priority in policy.spec.priorities):
+            names = sorted({takers[p] for p in policy.spec.priorities})
+            found[policy.name] = (
+                f"can never be chosen: {', '.join(names)} (tried first, order "
+                f"{min(p.spec.order for p in ordered if p.name in names)}) takes every case of "
+                f"its priorities; give this policy a lower spec.order than "
+                f"{policy.spec.order} or narrow their match"
+            )
+    return found
