@@ -342,13 +342,17 @@ def show(
     if as_json:
         print_json({**_version_row(info), "body": document})
         return
-    console.print(
+    header = (
         f"# {info.name}@{info.version} ({info.kind}) sha256:{info.content_hash[:12]} "
-        f"deployed {info.deployed_at:%Y-%m-%d %H:%M} by {info.deployed_by or '-'}",
-        highlight=False,
-        markup=False,
+        f"deployed {info.deployed_at:%Y-%m-%d %H:%M} by {printable(info.deployed_by or '-')}"
     )
-    console.print(Syntax(printable(_as_yaml(document)), "yaml", theme="ansi_dark", word_wrap=True))
+    text = _as_yaml(document)
+    if not console.is_terminal:
+        # Piped or redirected: the YAML exactly as dumped, never wrapped, so it loads again.
+        typer.echo(f"{header}\n{text}", nl=False)
+        return
+    console.print(header, highlight=False, markup=False)
+    console.print(Syntax(printable(text), "yaml", theme="ansi_dark", word_wrap=True))
 
 
 @app.command()

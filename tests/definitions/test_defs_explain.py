@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
@@ -76,3 +77,16 @@ async def test_a_policy_that_can_never_be_chosen_is_warned_about(
     assert "warning" not in (await cli.ok("defs", "lint")).stderr
     deployed = await cli.ok("defs", "deploy", str(folder), "--by", "ana")
     assert "warning: escalation policy renewal can never be chosen" in deployed.stderr
+
+
+async def test_defs_show_writes_yaml_that_loads_again(cli: CommandLine, tmp_path: Path) -> None:
+    """Piped into a file (no terminal), `defs show` is the document itself: it validates,
+    loads to the same content and keeps every long line whole."""
+    narrow = CommandLine({**cli.env, "COLUMNS": "80"})
+    for name in ("support", "chat-handoff", "service-recovery", "new-billing-flow"):
+        shown = (await narrow.ok("defs", "show", name)).stdout
+        copy = tmp_path / f"{name}.yaml"
+        copy.write_text(shown, encoding="utf-8")
+        assert "ok: 1 definition in 1 file" in (await cli.ok("defs", "validate", str(copy))).stdout
+        stored = (await cli.ok("defs", "show", name, "--json")).json()["body"]
+        assert yaml.safe_load(shown) == stored
