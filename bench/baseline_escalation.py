@@ -93,4 +93,7 @@ class PlainEscalation:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_baseline([PlainEscalation]))
+    # The sandbox loads a workflow from its module by name: never hand it one from __main__.
+    from bench.baseline_escalation import PlainEscalation as by_name
+
+    asyncio.run(serve_baseline([by_name]))

@@ -144,4 +144,7 @@ class PlainRollout:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_baseline([PlainRollout]))
+    # The sandbox loads a workflow from its module by name: never hand it one from __main__.
+    from bench.baseline_rollout import PlainRollout as by_name
+
+    asyncio.run(serve_baseline([by_name]))

@@ -114,10 +114,16 @@ async def serve_baseline(
     workflows: Sequence[type], *, workflow_runner: WorkflowRunner | None = None
 ) -> None:
     """A plain-Temporal baseline's worker process: `--task-queue Q`, opsflow's activities
-    (the same calls as opsflow makes), settings from the environment, until SIGTERM."""
+    (the same calls as opsflow makes), settings from the environment, until SIGTERM.
+
+    Two baselines: naive (`workflow_runner`, by default the SDK's default sandbox, which
+    re-imports the workflow's modules for every run) and, with `--tuned`, the one an expert
+    writes: the sandbox passing every module through (`with_passthrough_all_modules`), so
+    nothing is imported again per run. Goals are judged against the tuned one."""
     import argparse
 
     from temporalio.worker import Worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     from activities.deps import ActivityDeps
     from store.db import create_engine, session_factory
@@ -129,7 +135,12 @@ async def serve_baseline(
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--task-queue", required=True)
+    parser.add_argument("--tuned", action="store_true", help="pass every module through")
     args = parser.parse_args()
+    if args.tuned:
+        workflow_runner = SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+        )
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)  # as `opsflow worker` does
     stop = stop_on_signals()
@@ -170,3 +181,7 @@ async def wait_for_poller(client: Client, task_queue: str, within_seconds: float
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"no worker polled {task_queue}")
+
+
+BASELINES = (("plain (naive)", ()), ("plain (tuned)", ("--tuned",)))
+"""Each benchmark's two plain-Temporal baselines: the name shown and the worker's arguments."""
