@@ -20,6 +20,7 @@ from worker.cli_handoff import app as handoff_app
 from worker.cli_recovery import app as recovery_app
 from worker.cli_rollout import app as rollout_app
 from worker.cli_sandbox import app as sandbox_app
+from worker.cli_simulate import simulate
 from worker.cli_stuck import stuck
 from worker.cli_support import (
     SETTINGS_EXIT_CODE,
@@ -48,6 +49,7 @@ app.add_typer(recovery_app, name="recovery")
 app.add_typer(handoff_app, name="handoff")
 app.add_typer(agents_app, name="agents")
 app.command("stuck")(stuck)
+app.command("simulate")(simulate)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,108 @@
+"""`opsflow simulate`: a policy's real workflow in skipped time on an embedded test server,
+with sandbox backends in a scratch database; nothing configured is touched."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from typer.testing import CliRunner
+
+from store.registry import CATALOG_DIR
+from worker.cli import app
+
+SUPPORT = CATALOG_DIR / "escalation" / "support.yaml"
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def _next_friday() -> date:
+    today = datetime.now(BERLIN).date() + timedelta(days=1)
+    return today + timedelta(days=(4 - today.weekday()) % 7)
+
+
+def _simulate(tmp_path: Path, *args: str) -> dict[str, object]:
+    database = tmp_path / "configured.db"
+    env = {
+        "OPSFLOW_DATABASE_URL": f"sqlite:///{database}",
+        "OPSFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1",  # nothing listens: it must not be needed
+        "OPSFLOW_DATA_DIR": str(tmp_path),
+        "COLUMNS": "200",
+    }
+    result = CliRunner().invoke(app, ["simulate", str(SUPPORT), *args, "--json"], env=env)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert not database.exists(), "the simulation touched the configured database"
+    assert result.stderr == "", result.stderr  # no log lines
+    shown: dict[str, object] = json.loads(result.stdout)
+    return shown
+
+
+def _local_moments(shown: dict[str, object]) -> dict[str, str]:
+    timeline = shown["timeline"]
+    assert isinstance(timeline, list)
+    return {
+        entry["step"]: datetime.fromisoformat(entry["at"]).astimezone(BERLIN).strftime("%a %H:%M")
+        for entry in timeline
+    }
+
+
+def test_a_p3_opened_friday_evening_breaches_on_monday_business_time(tmp_path: Path) -> None:
+    friday = _next_friday()
+    shown = _simulate(
+        tmp_path, "--priority", "p3", "--opened", f"{friday} 16:55 Europe/Berlin", "--for", "4d"
+    )
+    moments = _local_moments(shown)
+    # Berlin desk hours, weekdays 08:00-18:00: 1h05 on Friday, the rest of the 4h on Monday.
+    assert moments["opened"] == "Fri 16:55"
+    assert moments["warn-first_response-80"] == "Mon 10:07"  # 80 % of 4h = 3h12
+    assert moments["breach-first_response"] == "Mon 10:55"
+    assert moments["level-1-cycle-0"] == "Mon 10:55"  # after 4h of business time
+    breach = next(e for e in shown["timeline"] if e["step"] == "breach-first_response")  # type: ignore[union-attr]
+    assert [m["to"] for m in breach["messages"]] == ["team:support-leads"]
+    assert "breached" in breach["messages"][0]["subject"]
+
+
+def test_a_p1_acknowledged_at_twenty_minutes_and_a_past_friday(tmp_path: Path) -> None:
+    script = tmp_path / "events.jsonl"
+    script.write_text('{"at": "+20m", "command": "acknowledge", "by": "ana"}\n')
+    last_friday = _next_friday() - timedelta(days=14)  # in the past: simulated weeks later
+    shown = _simulate(
+        tmp_path,
+        "--priority",
+        "p1",
+        "--opened",
+        f"{last_friday} 16:55 Europe/Berlin",
+        "--for",
+        "1h",
+        "--events",
+        str(script),
+    )
+    assert shown["shifted_weeks"] >= 2  # type: ignore[operator]
+    moments = _local_moments(shown)
+    # P1: 24x7, first response 15 minutes, warnings at 50 and 80 %, a page after 5 minutes.
+    assert moments["opened"] == "Fri 16:55"
+    assert moments["breach-first_response"] == "Fri 17:10"
+    assert moments["acknowledge"] == "Fri 17:15"
+    assert shown["timeline"][0]["at"].startswith(str(last_friday))  # type: ignore[index]
+    assert shown["clocks"]["first_response"]["breached"] is True  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('{"at": "+20m", "command": "dance"}', "events.jsonl:1: command: 'dance' is not one of"),
+        ('{"at": "soon", "command": "acknowledge", "by": "a"}', "events.jsonl:1: at:"),
+        ('{"at": "+1h", "command": "acknowledge"}', "events.jsonl:1: by: Field required"),
+    ],
+)
+def test_a_bad_script_line_is_refused_naming_file_line_and_field(
+    tmp_path: Path, line: str, error: str
+) -> None:
+    script = tmp_path / "events.jsonl"
+    script.write_text(line + "\n")
+    env = {"OPSFLOW_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["simulate", str(SUPPORT), "--events", str(script)], env=env)
+    assert result.exit_code == 1
+    assert error in " ".join(result.stderr.split()), result.stderr

@@ -1,0 +1,145 @@
+"""`opsflow simulate FILE`: what an escalation policy would do with a case, in skipped time,
+before it goes live (see worker/simulate.py for how time and the scratch stack work)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from definitions.duration import parse_duration
+from worker.cli_support import JsonOption, console, fail, print_json, run, settings_or_exit
+
+_OPENED = re.compile(r"(?P<moment>\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?)\s+(?P<zone>\S+)")
+
+
+def parse_opened(text: str) -> datetime:
+    """`2026-12-04 16:55 Europe/Berlin`, or ISO 8601 with an offset."""
+    found = _OPENED.fullmatch(text.strip())
+    try:
+        if found:
+            local = datetime.fromisoformat(found["moment"].replace(" ", "T"))
+            return local.replace(tzinfo=ZoneInfo(found["zone"])).astimezone(UTC)
+        moment = datetime.fromisoformat(text.strip())
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        raise fail(f'--opened: {exc}; write e.g. "2026-12-04 16:55 Europe/Berlin"') from None
+    if moment.tzinfo is None:
+        raise fail('--opened: give a timezone, e.g. "2026-12-04 16:55 Europe/Berlin"')
+    return moment.astimezone(UTC)
+
+
+def simulate(
+    definition: Annotated[
+        Path, typer.Argument(help="A YAML file with one escalation policy (need not be deployed).")
+    ],
+    priority: Annotated[str, typer.Option("--priority", help="p1 to p4.")] = "p2",
+    stage: Annotated[str, typer.Option("--stage", help="The case's stage.")] = "support",
+    customer: Annotated[
+        str, typer.Option("--customer", help="A sandbox customer, C-0001 to C-0060.")
+    ] = "C-0002",
+    opened: Annotated[
+        str | None,
+        typer.Option(
+            "--opened",
+            help='When the case opens, e.g. "2026-12-04 16:55 Europe/Berlin" (default: now).',
+        ),
+    ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events",
+            help='JSON Lines of what happens, e.g. {"at": "+20m", "command": "acknowledge", '
+            '"by": "ana"}; commands: acknowledge, pause, resume, priority, stage, '
+            "ticket_status, reassign, resolve.",
+        ),
+    ] = None,
+    span: Annotated[
+        str, typer.Option("--for", help="How long after opening to simulate (at most 60d).")
+    ] = "3d",
+    as_json: JsonOption = False,
+) -> None:
+    """Run the policy's real workflow in skipped time on an embedded test server with
+    sandbox backends in a scratch database, and print the timeline: each warning, level,
+    action, notification (rendered) and breach, in the calendar's timezone."""
+    from worker.logging import configure_logging
+    from worker.simulate import load_definition, read_script, simulate_escalation
+
+    # The timeline is the output: the simulated worker's own log lines are not.
+    configure_logging(settings_or_exit().log_format, "error")
+
+    if not definition.exists():
+        raise fail(f"no such file: {definition}")
+    try:
+        horizon = parse_duration(span)
+    except ValueError as exc:
+        raise fail(f"--for: {exc}") from None
+    moment = parse_opened(opened) if opened else datetime.now(UTC)
+    given_zone = _OPENED.fullmatch(opened.strip()) if opened else None
+    loaded = run_sync(lambda: load_definition(definition))
+    script = run_sync(lambda: read_script(events)) if events else []
+    case = {
+        "ticket_id": "T-SIM-1",
+        "customer_id": customer,
+        "priority": priority,
+        "stage": stage,
+        "subject": "Simulated case",
+        "channel": "email",
+    }
+    result = run(lambda: simulate_escalation(loaded, case, moment, script, horizon))
+    # Moments in the zone the opening was given in, else the calendar's.
+    shown_zone = given_zone["zone"] if given_zone else result.timezone
+    if as_json:
+        print_json({**result.as_json(), "calendar_timezone": result.timezone})
+        return
+    zone = ZoneInfo(shown_zone)
+    local_open = result.case.opened_at.astimezone(zone)
+    console.print(
+        f"{result.policy}: a {priority} case at stage {stage} for {customer}, opened "
+        f"{local_open:%a %Y-%m-%d %H:%M} {shown_zone} (calendar: {result.timezone})"
+        + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
+        highlight=False,
+    )
+    table = Table(title_justify="left", show_lines=False)
+    for column in ("when", "step", "what"):
+        table.add_column(column, overflow="fold")
+    for entry in result.timeline:
+        what = _describe(entry.detail)
+        for message in entry.messages:
+            text = message["subject"] or message["body"].strip().splitlines()[0][:120]
+            what += f"\n→ {message['channel']} to {message['to']}: {text}"
+        table.add_row(f"{entry.at.astimezone(zone):%a %d %b %H:%M}", entry.step, escape(what))
+    state = ", ".join(
+        f"{name} {'met' if c['met'] else 'breached' if c['breached'] else 'running'}"
+        for name, c in result.as_json()["clocks"].items()
+    )
+    console.print(table)
+    console.print(f"at the end: {state}", highlight=False)
+
+
+def _describe(detail: dict[str, Any]) -> str:
+    event = detail.get("event")
+    if isinstance(event, dict):
+        return f"{event.get('sla')} breached (budget {event.get('budget_seconds', 0) // 60} min)"
+    return ", ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, "", [], {}))
+
+
+def run_sync(work: Any) -> Any:
+    """Run `work`, turning an OpsflowError into the command's one-line failure."""
+    from definitions.errors import OpsflowError
+    from store.registry import DefinitionProblems
+
+    try:
+        return work()
+    except DefinitionProblems as exc:
+        raise fail(
+            str(exc).splitlines()[0]
+            + (" (and more: run opsflow defs lint)" if len(exc.problems) > 1 else "")
+        ) from None
+    except OpsflowError as exc:
+        raise fail(str(exc)) from None

