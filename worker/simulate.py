@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -54,6 +56,7 @@ from workflows.escalation import (
     Acknowledge,
     CaseInfo,
     CaseStatus,
+    CaseSummary,
     EscalationWorkflow,
     OpenCase,
     Pause,
@@ -246,15 +249,24 @@ async def _start_server() -> WorkflowEnvironment:
     return env
 
 
-async def simulate_escalation(
-    loaded: LoadedDefinition,
-    case_fields: dict[str, Any],
-    opened: datetime,
-    script: Sequence[ScriptedCommand],
-    horizon: timedelta,
-) -> Simulation:
-    """Open the case at `opened` under `loaded`, apply `script`, let `horizon` pass."""
-    horizon = min(max(horizon, max((c.after for c in script), default=timedelta(0))), MAX_HORIZON)
+@dataclass
+class ScratchStack:
+    """What a simulation runs on: a test server, a worker with opsflow's real activities on a
+    scratch SQLite database with the sandbox backends, the simulated policy deployed."""
+
+    env: WorkflowEnvironment
+    sessions: async_sessionmaker[AsyncSession]
+    queue: str
+    pinned: PinnedDefinition
+
+    async def skip_to(self, moment: datetime) -> None:
+        current = await self.env.get_current_time()
+        if moment > current:
+            await self.env.sleep(moment - current)
+
+
+@asynccontextmanager
+async def scratch_stack(loaded: LoadedDefinition) -> AsyncIterator[ScratchStack]:
     with tempfile.TemporaryDirectory(prefix="opsflow-simulate-") as folder:
         database = make_url(f"sqlite:///{folder}/simulation.db")
         upgrade(database)
@@ -265,62 +277,77 @@ async def simulate_escalation(
             await seed_sandbox(sessions)
             catalog = [d for d in check_folder([CATALOG_DIR]) if d.name != loaded.name]
             await deploy(sessions, [*catalog, loaded], deployed_by="simulate")
-            pinned = await latest(sessions, loaded.name)
-            calendar_zone = ZoneInfo(
-                pinned.escalation.calendar_for(case_fields["priority"]).timezone
-            )
-            now = await env.get_current_time()
-            shift = shift_for(opened, now + timedelta(seconds=1), calendar_zone, horizon)
-            pinned = shifted_policy(pinned, shift)
-            start = opened + shift
-            if start > now:
-                await env.sleep(start - now)
-            case = CaseInfo.model_validate({**case_fields, "opened_at": start})
             queue = f"simulate-{uuid.uuid4().hex[:8]}"
-            deps = ActivityDeps(sessions=sessions)
             async with Worker(
                 env.client,
                 task_queue=queue,
                 workflows=list(WORKFLOWS),
-                activities=activity_functions(deps),
+                activities=activity_functions(ActivityDeps(sessions=sessions)),
                 workflow_runner=WORKFLOW_RUNNER,
             ):
-                await ensure_ticket(Backends.sandbox(sessions).ticketing, case)
-                handle = await env.client.start_workflow(
-                    EscalationWorkflow.run,
-                    OpenCase(case=case, policy=pinned, by="simulate"),
-                    id=case_workflow_id(case.ticket_id),
-                    task_queue=queue,
-                )
-                for command in script:
-                    due = start + command.after
-                    current = await env.get_current_time()
-                    if due > current:
-                        await env.sleep(due - current)
-                    update, _ = COMMANDS[command.name]
-                    try:
-                        await handle.execute_update(update, command.message)
-                    except Exception as exc:  # a refused command is part of the story
-                        raise OpsflowError(
-                            f"--events line {command.line}: {command.name} at "
-                            f"+{command.after} was refused: {exc}"
-                        ) from None
-                end = start + horizon
-                current = await env.get_current_time()
-                if end > current:
-                    await env.sleep(end - current)
-                final: CaseStatus = await handle.query(EscalationWorkflow.state)
-                # What the simulation's own ending does (resolve, cancel) is not the story.
-                story_end = await _last_ledger_id(sessions, handle.id)
-                if final.state != "resolved":
-                    await handle.execute_update(
-                        EscalationWorkflow.resolve, Resolve(by="simulation end")
-                    )
-                await handle.result()
-            timeline = await _timeline(sessions, handle.id, shift, story_end)
+                yield ScratchStack(env, sessions, queue, await latest(sessions, loaded.name))
         finally:
             await env.shutdown()
             await engine.dispose()
+
+
+async def open_simulated_case(
+    stack: ScratchStack, case: CaseInfo, pinned: PinnedDefinition
+) -> WorkflowHandle[EscalationWorkflow, CaseSummary]:
+    await ensure_ticket(Backends.sandbox(stack.sessions).ticketing, case)
+    return await stack.env.client.start_workflow(
+        EscalationWorkflow.run,
+        OpenCase(case=case, policy=pinned, by="simulate"),
+        id=case_workflow_id(case.ticket_id),
+        task_queue=stack.queue,
+    )
+
+
+async def end_simulated_case(
+    handle: WorkflowHandle[EscalationWorkflow, CaseSummary],
+) -> CaseStatus:
+    """The case's state at the end of the simulation, then the case resolved and finished
+    (what that ending does is not part of the story)."""
+    final: CaseStatus = await handle.query(EscalationWorkflow.state)
+    if final.state != "resolved":
+        await handle.execute_update(EscalationWorkflow.resolve, Resolve(by="simulation end"))
+    await handle.result()
+    return final
+
+
+async def simulate_escalation(
+    loaded: LoadedDefinition,
+    case_fields: dict[str, Any],
+    opened: datetime,
+    script: Sequence[ScriptedCommand],
+    horizon: timedelta,
+) -> Simulation:
+    """Open the case at `opened` under `loaded`, apply `script`, let `horizon` pass."""
+    horizon = min(max(horizon, max((c.after for c in script), default=timedelta(0))), MAX_HORIZON)
+    async with scratch_stack(loaded) as stack:
+        pinned = stack.pinned
+        calendar_zone = ZoneInfo(pinned.escalation.calendar_for(case_fields["priority"]).timezone)
+        now = await stack.env.get_current_time()
+        shift = shift_for(opened, now + timedelta(seconds=1), calendar_zone, horizon)
+        pinned = shifted_policy(pinned, shift)
+        start = opened + shift
+        await stack.skip_to(start)
+        case = CaseInfo.model_validate({**case_fields, "opened_at": start})
+        handle = await open_simulated_case(stack, case, pinned)
+        for command in script:
+            await stack.skip_to(start + command.after)
+            update, _ = COMMANDS[command.name]
+            try:
+                await handle.execute_update(update, command.message)
+            except Exception as exc:  # a refused command is part of the story
+                raise OpsflowError(
+                    f"--events line {command.line}: {command.name} at +{command.after} was "
+                    f"refused: {exc}"
+                ) from None
+        await stack.skip_to(start + horizon)
+        story_end = await _last_ledger_id(stack.sessions, handle.id)
+        final = await end_simulated_case(handle)
+        timeline = await _timeline(stack.sessions, handle.id, shift, story_end)
     zone = pinned.escalation.calendar_for(case.priority).timezone
     case_shown = case.model_copy(update={"opened_at": opened})
     return Simulation(pinned.ref, case_shown, zone, shift.days // 7, timeline, final)
