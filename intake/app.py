@@ -29,6 +29,7 @@ from definitions.events import EventEnvelope
 from intake import inbox
 from intake.body import parse_json, read_body
 from intake.envelope import parse_events
+from intake.metrics import IntakeMetrics
 from intake.problems import Problem, problem_response, unauthorized
 from intake.relay import Relay
 from intake.router import TemporalLink
@@ -53,6 +54,7 @@ class Intake:
     link: TemporalLink
     relay: Relay | None = None
     run_relay: bool = True
+    metrics: IntakeMetrics = field(default_factory=IntakeMetrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     writer: inbox.Writer = field(init=False)
@@ -106,6 +108,7 @@ def create_app(intake: Intake) -> FastAPI:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        intake.metrics.request_refused(exc.kind)
         return problem_response(exc, request)
 
     @app.exception_handler(HTTPException)
@@ -121,6 +124,7 @@ def create_app(intake: Intake) -> FastAPI:
         errors = [
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
         ]
+        intake.metrics.request_refused("invalid-request")
         return problem_response(
             Problem(422, "invalid-request", "Invalid request", "the request is invalid", errors),
             request,
@@ -152,6 +156,8 @@ def create_app(intake: Intake) -> FastAPI:
             )
         except inbox.Replayed:
             raise replayed() from None
+        for one in recorded:
+            intake.metrics.event_received(source, new=one.new)
         if intake.relay is not None and any(r.new for r in recorded):
             intake.relay.wake()
         return _answer(recorded)

@@ -31,6 +31,7 @@ from functools import partial
 import structlog
 
 from intake import inbox
+from intake.metrics import IntakeMetrics
 from intake.router import Router, TemporalUnavailable
 
 log = structlog.get_logger(__name__)
@@ -52,8 +53,10 @@ class Relay:
         failure_backoff: float = 1.0,
         max_failure_backoff: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: IntakeMetrics | None = None,
     ) -> None:
         self.sessions = sessions
+        self.metrics = metrics or IntakeMetrics()
         self.router = router
         self.concurrency = concurrency
         self.batch = batch
@@ -80,6 +83,7 @@ class Relay:
     async def drain_once(self) -> tuple[int, bool]:
         """One pass over the waiting events: (how many were settled, Temporal reachable)."""
         rows = await inbox.waiting(self.sessions, self.batch)
+        self.metrics.waiting(len(rows))
         if len(rows) < self.batch:  # every waiting event is in view: forget settled ones
             waiting_ids = {row.id for row in rows}
             for row_id in [r for r in self._retry_at if r not in waiting_ids]:
@@ -109,6 +113,7 @@ class Relay:
             counted: bool = True,
         ) -> None:
             outcomes.append(inbox.Settled(row.id, status, outcome, target, counted))
+            self.metrics.delivery(status)
             if len(outcomes) >= self.mark_batch:
                 full.set()
 
@@ -205,6 +210,8 @@ class Relay:
                         continue
                     if await inbox.any_waiting(self.sessions):
                         continue
+                else:
+                    self.metrics.waiting(0)
             except Exception:
                 log.exception("relay pass failed")
                 await self._sleep(stop, backoff)

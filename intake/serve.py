@@ -13,10 +13,13 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.common import MetricMeter
+from temporalio.runtime import Runtime
 
 from activities.backends import Backends
 from activities.settings import load_adapter_settings
 from intake.app import Intake, create_app
+from intake.metrics import IntakeMetrics
 from intake.relay import Relay
 from intake.router import Router, TemporalLink
 from store.db import create_engine, session_factory
@@ -44,13 +47,18 @@ def build_intake(
     *,
     client: Client | None = None,
     extra_sources: dict[str, str] | None = None,
+    runtime: Runtime | None = None,
 ) -> Intake:
+    """`runtime`: the metrics runtime (its meter records the intake's metrics, and a client
+    the intake connects itself is built on it); None: metrics off."""
     sessions = session_factory(engine)
-    link = TemporalLink(lambda: connect(settings), client)
+    link = TemporalLink(lambda: connect(settings, runtime=runtime), client)
     backends = Backends.from_settings(load_adapter_settings(), sessions)
     router = Router(link, sessions, settings.task_queue, backends.crm, ticketing=backends.ticketing)
     sources = {**settings.intake_sources, **(extra_sources or {})}
-    return Intake(sessions=sessions, sources=sources, link=link, relay=Relay(sessions, router))
+    metrics = IntakeMetrics(runtime.metric_meter if runtime else MetricMeter.noop)
+    relay = Relay(sessions, router, metrics=metrics)
+    return Intake(sessions=sessions, sources=sources, link=link, relay=relay, metrics=metrics)
 
 
 class _QuietServer(uvicorn.Server):
@@ -97,10 +105,13 @@ async def run_intake(
     *,
     client: Client | None = None,
     extra_sources: dict[str, str] | None = None,
+    runtime: Runtime | None = None,
 ) -> None:
     engine = create_engine(settings.database)
     try:
-        intake = build_intake(settings, engine, client=client, extra_sources=extra_sources)
+        intake = build_intake(
+            settings, engine, client=client, extra_sources=extra_sources, runtime=runtime
+        )
         await serve_until(server(create_app(intake), settings), stop)
     finally:
         await engine.dispose()

@@ -81,14 +81,18 @@ def dev() -> None:
 @app.command()
 def worker() -> None:
     """Run a worker against the configured Temporal cluster or Temporal Cloud."""
+    from worker.metrics import metrics_url, runtime_for
     from worker.runner import run_worker, stop_on_signals
     from worker.temporal import connect
 
     settings = settings_or_exit()
 
     async def main() -> None:
+        runtime = runtime_for(settings, settings.metrics_address)
+        if settings.metrics_address:
+            console.print(f"metrics on {metrics_url(settings.metrics_address)}", highlight=False)
         stop = stop_on_signals()
-        client = await connect(settings)
+        client = await connect(settings, runtime=runtime)
         await run_worker(client, settings, stop)
 
     run(main)
@@ -99,6 +103,7 @@ def intake() -> None:
     """Run the event intake alone (HTTP on OPSFLOW_INTAKE_HOST:OPSFLOW_INTAKE_PORT)."""
     from intake.serve import address, run_intake
     from worker.dev import ensure_port_free
+    from worker.metrics import metrics_url, runtime_for
     from worker.runner import stop_on_signals
 
     settings = settings_or_exit()
@@ -109,13 +114,19 @@ def intake() -> None:
         ensure_port_free(
             settings.intake_host, settings.intake_port, "event intake", "OPSFLOW_INTAKE_PORT"
         )
+        runtime = runtime_for(settings, settings.metrics_address)
         stop = stop_on_signals()
+        metrics = (
+            f", metrics on {metrics_url(settings.metrics_address)}"
+            if settings.metrics_address
+            else ""
+        )
         console.print(
             f"event intake on {address(settings)} (docs at {address(settings)}/docs), "
-            f"senders: {', '.join(sorted(settings.intake_sources))}",
+            f"senders: {', '.join(sorted(settings.intake_sources))}{metrics}",
             highlight=False,
         )
-        await run_intake(settings, stop)
+        await run_intake(settings, stop, runtime=runtime)
 
     run(main, uvloop=True)
 

@@ -18,6 +18,7 @@ from typing import IO
 import structlog
 from rich.console import Console
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from definitions.errors import OpsflowError
 from intake.serve import DEV_SOURCE, address, dev_secret, run_intake
@@ -26,6 +27,7 @@ from store.migrate import upgrade
 from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
 from worker.binaries import temporal_cli
+from worker.metrics import dev_metrics_address, metrics_url, runtime_for
 from worker.runner import run_worker, stop_on_signals
 from worker.settings import Settings
 from worker.temporal import connect
@@ -100,7 +102,9 @@ class DevServer:
             preexec_fn=_die_with_parent,
         )
 
-    async def wait_ready(self, within_seconds: float = 60.0) -> Client:
+    async def wait_ready(
+        self, within_seconds: float = 60.0, *, runtime: Runtime | None = None
+    ) -> Client:
         deadline = time.monotonic() + within_seconds
         while True:
             assert self._process is not None
@@ -110,7 +114,7 @@ class DevServer:
                     f"its log is {self.log_path}"
                 )
             try:
-                return await connect(self.settings, address=self.address)
+                return await connect(self.settings, address=self.address, runtime=runtime)
             except OpsflowError:
                 if time.monotonic() > deadline:
                     raise OpsflowError(
@@ -152,6 +156,9 @@ async def run_dev(settings: Settings, console: Console) -> None:
     ensure_port_free(
         settings.intake_host, settings.intake_port, "event intake", "OPSFLOW_INTAKE_PORT"
     )
+    metrics_address = dev_metrics_address(settings)
+    # Before anything starts: a taken OPSFLOW_METRICS_ADDRESS fails here, in one line.
+    runtime = runtime_for(settings, metrics_address)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = stop_on_signals()
     await prepare_app_database(settings)
@@ -159,7 +166,7 @@ async def run_dev(settings: Settings, console: Console) -> None:
     server = DevServer(settings)
     server.start()
     try:
-        client = await server.wait_ready()
+        client = await server.wait_ready(runtime=runtime)
         secret = dev_secret(settings.data_dir)
         intake_address = address(settings)
         console.print(
@@ -170,11 +177,18 @@ async def run_dev(settings: Settings, console: Console) -> None:
             f"  Data folder   {data_dir}\n"
             f"  Event intake  {intake_address} (docs {intake_address}/docs)\n"
             f"  Dev sender    source `{DEV_SOURCE}`, secret {secret}\n"
+            f"  Metrics       {metrics_url(metrics_address)}\n"
             f"Press Ctrl-C to stop.",
             highlight=False,
         )
         intake = asyncio.create_task(
-            run_intake(settings, stop, client=client, extra_sources={DEV_SOURCE: secret})
+            run_intake(
+                settings,
+                stop,
+                client=client,
+                extra_sources={DEV_SOURCE: secret},
+                runtime=runtime,
+            )
         )
         try:
             await run_worker(client, settings, stop)

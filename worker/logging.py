@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import temporalio.client
@@ -22,6 +22,9 @@ from temporalio.worker import (
     ExecuteActivityInput,
     Interceptor,
 )
+
+if TYPE_CHECKING:
+    from temporalio.runtime import LoggingConfig
 
 # Keys whose values are personal data or secrets; never written out.
 REDACTED_KEYS = frozenset(
@@ -73,13 +76,17 @@ def forward_core_logs(level: str) -> None:
     global _core_forwarding
     if _core_forwarding:
         return
-    from temporalio.runtime import (
-        LogForwardingConfig,
-        LoggingConfig,
-        Runtime,
-        TelemetryConfig,
-        TelemetryFilter,
-    )
+    from temporalio.runtime import Runtime, TelemetryConfig
+
+    telemetry = TelemetryConfig(logging=core_logging(level))
+    Runtime.set_default(Runtime(telemetry=telemetry), error_if_already_set=False)
+    _core_forwarding = True
+
+
+def core_logging(level: str) -> LoggingConfig:
+    """The Core's log lines through Python logging at about `level`: for the default runtime
+    and for any other a process makes (the metrics runtime, worker/metrics.py)."""
+    from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
 
     core_level = {"debug": "INFO", "error": "ERROR"}.get(level.lower(), "WARN")
     forwarding = LogForwardingConfig(
@@ -88,14 +95,10 @@ def forward_core_logs(level: str) -> None:
         prepend_target_on_message=False,
         append_log_fields_to_message=False,  # the fields become keys of their own
     )
-    telemetry = TelemetryConfig(
-        logging=LoggingConfig(
-            filter=TelemetryFilter(core_level=core_level, other_level="ERROR"),
-            forwarding=forwarding,
-        )
+    return LoggingConfig(
+        filter=TelemetryFilter(core_level=core_level, other_level="ERROR"),
+        forwarding=forwarding,
     )
-    Runtime.set_default(Runtime(telemetry=telemetry), error_if_already_set=False)
-    _core_forwarding = True
 
 
 def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

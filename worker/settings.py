@@ -141,6 +141,12 @@ class Settings(EnvironmentSettings):
         "127.0.0.1", description="Address the event intake listens on."
     )
     intake_port: int = Field(8787, ge=1, le=65535, description="Port of the event intake.")
+    metrics_address: HostPortText | None = Field(
+        None,
+        description="host:port to serve Prometheus metrics on (http://<host:port>/metrics): "
+        "the Temporal SDK's and opsflow's. Off when unset; `opsflow dev` then serves them on "
+        "<dev_ip>:9464, or a free port when that one is taken.",
+    )
     intake_sources: dict[str, str] = Field(
         default_factory=dict,
         description="JSON object of event senders and their signing secrets, e.g. "

@@ -7,6 +7,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
 from worker.errors import TemporalUnreachable
 from worker.logging import LogContextInterceptor
@@ -26,15 +27,19 @@ def connect_config(settings: Settings, *, address: str | None = None) -> dict[st
     return config
 
 
-async def connect(settings: Settings, *, address: str | None = None) -> Client:
+async def connect(
+    settings: Settings, *, address: str | None = None, runtime: Runtime | None = None
+) -> Client:
     """A client for the configured Temporal; TemporalUnreachable (an OpsflowError) in one line
-    when it cannot connect."""
+    when it cannot connect. `runtime`: the metrics runtime (worker/metrics.py), else the
+    process's default."""
     config = connect_config(settings, address=address)
     try:
         return await Client.connect(
             **config,
             data_converter=pydantic_data_converter,
             interceptors=[LogContextInterceptor()],
+            runtime=runtime,
         )
     except RuntimeError as exc:
         text = str(exc)

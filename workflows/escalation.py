@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.actions import (
     ActionOutcome,
@@ -114,6 +115,15 @@ class EscalationWorkflow:
     @property
     def spec(self) -> EscalationSpec:
         return self._spec
+
+    def _metric_labels(self) -> dict[str, str]:
+        s = self.status
+        return {"policy": metrics.definition_name(s.definition), "priority": s.case.priority}
+
+    def _stopped_clock(self, name: str, clock: SlaClock) -> None:
+        """Count a clock just stopped (acknowledged, resolved) as met if within budget."""
+        if clock.breached_at is None and clock.spent_before <= clock.budget:
+            metrics.sla_met(**self._metric_labels(), clock=name)
 
     def _target(self, sla: SlaClock | None = None, percent: int | None = None) -> ActionTarget:
         s = self.status
@@ -293,6 +303,7 @@ class EscalationWorkflow:
         target = self._target(clock, percent)
         # Stamped when the warning fell due; a catch-up after an outage is written later.
         due = clock.moment_spent_reaches(clock.budget * percent / 100, self._calendar)
+        metrics.sla_warned(**self._metric_labels(), clock=clock_name, percent=percent)
         await ledger(target, step, {"sla": clock_name, "percent": percent}, at=due)
         if self._on_warning and self._concurrent:
             self._spawn(step, self._on_warning, target)
@@ -316,6 +327,7 @@ class EscalationWorkflow:
             policy=s.definition,
         )
         target = self._target(clock)
+        metrics.sla_breached(**self._metric_labels(), clock=clock_name)
         await ledger(target, step, {"event": event.model_dump(mode="json")}, at=event.breached_at)
         if self._concurrent:
             deliver = workflow.patched("deliver-sla-breach")
@@ -390,6 +402,7 @@ class EscalationWorkflow:
         s.visits.append(LevelVisit(level=position + 1, cycle=cycle, name=level.name, started_at=at))
         s.levels_fired = index + 1
         step = f"level-{position + 1}-cycle-{cycle}"
+        metrics.escalation_level_fired(**self._metric_labels(), level=position + 1)
         await ledger(
             self._target(),
             step,
@@ -778,6 +791,9 @@ class EscalationWorkflow:
         clock = s.clocks[FIRST_RESPONSE]
         if not clock.stopped:
             clock.stop(now, self._calendar)
+            self._stopped_clock(FIRST_RESPONSE, clock)
+        seconds = (now - s.case.opened_at).total_seconds()
+        metrics.case_acknowledged(**self._metric_labels(), seconds=seconds)
         if s.visits and s.visits[-1].ended_at is None:
             s.visits[-1].ended_at = now
         how = {"as": "public reply"} if command.first_response_only else {}
@@ -959,9 +975,10 @@ class EscalationWorkflow:
     async def resolve(self, command: Resolve) -> CaseStatus:
         s = self.status
         now = workflow.now()
-        for clock in s.clocks.values():
+        for name, clock in s.clocks.items():
             if not clock.stopped:
                 clock.stop(now, self._calendar)
+                self._stopped_clock(name, clock)
         if s.visits and s.visits[-1].ended_at is None:
             s.visits[-1].ended_at = now
         s.resolved_by, s.resolved_at, s.state = command.by, now, "resolved"

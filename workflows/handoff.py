@@ -17,6 +17,7 @@ from typing import Any, Literal
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.actions import ActionTarget, call, ledger, run_actions
 from workflows.escalation import CaseInfo, EscalationWorkflow, OpenCase, case_workflow_id
@@ -111,6 +112,8 @@ CASE_CLOSED_PATCH = "handoff-case-closed"
 TRIGGERS_BY_MEANING_PATCH = "handoff-triggers-by-meaning"
 """Asking for a person is read from whole words and the bot's intents, not substrings."""
 SEEN_EVENTS_KEPT = 500
+_WAITING = frozenset({"requested", "queued", "offered"})
+"""The states in which the customer waits for a person (the handoff wait metric)."""
 MAX_HISTORY_EVENTS = 10_000
 
 
@@ -188,6 +191,12 @@ class HandoffWorkflow:
         s = self.status
         if s.state in FINAL_STATES:
             return  # an ending is final: a late step of the main loop changes nothing
+        if s.state in _WAITING and state not in _WAITING and s.requested_at is not None:
+            metrics.handoff_wait_ended(
+                queue=s.queue or "none",
+                outcome=state,
+                seconds=(workflow.now() - s.requested_at).total_seconds(),
+            )
         s.state = state
         s.transitions += 1
         s.history.append(Transition(state=state, at=workflow.now(), why=why))
@@ -559,6 +568,9 @@ class HandoffWorkflow:
         if s.overflowed or not self.spec.overflow_queue:
             return None
         s.overflowed = True
+        metrics.handoff_overflowed(
+            queue=s.queue or s.route or "none", overflow_queue=self.spec.overflow_queue
+        )
         await ledger(
             self._target(),
             "overflow",
@@ -790,6 +802,7 @@ class HandoffWorkflow:
             await self._release(offer.agent_id, f"release-{number}")
         elif offer.outcome == "accepted":
             await self._accepted()
+        metrics.handoff_offer_answered(queue=offer.queue, outcome=offer.outcome)
         return True
 
     async def _release(self, agent: str, step: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.actions import ActionTarget, call, ledger, run_actions
 
@@ -212,6 +213,21 @@ class RecoveryWorkflow:
             template_context=plan.context,
         )
 
+    def _count_plan(self, plan: Plan) -> None:
+        """Metrics: a suppressed trigger by its reason; the actions of a rule that fired (or
+        of an approved credit) by type. Shadow decisions and follow-ups are not counted."""
+        decision = plan.decision
+        if decision is not None and decision.outcome == "suppressed":
+            reason = decision.suppressed_by or "unknown"
+            metrics.recovery_trigger_suppressed(rule=decision.rule, reason=reason)
+            return
+        fired = decision is not None and decision.outcome in ("fired", "laddered")
+        if not (fired or plan.kind == "credit"):
+            return
+        rule = decision.rule if decision is not None else str(plan.detail.get("rule", ""))
+        for action in plan.actions:
+            metrics.recovery_action_fired(rule=rule, action=action.type)
+
     async def _execute(self, plans: list[Plan]) -> None:
         if not plans:
             return
@@ -225,6 +241,7 @@ class RecoveryWorkflow:
                     await self._hand_over(plan, target)
                     continue
                 await ledger(target, plan.step, plan.detail, subject=self.state.customer_id)
+                self._count_plan(plan)
                 if plan.notice and plan.approval is not None:
                     await self._tell_approvers(plan.approval, plan.notice, plan.step, target)
                 if plan.actions:

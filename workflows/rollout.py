@@ -19,6 +19,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.actions import ACTIVITY_RETRY, ActionTarget, call, ledger
 from workflows.rollout_model import (
@@ -87,6 +88,21 @@ def _who(command: Reason | None) -> dict[str, str]:
     return {"by": command.by} if command is not None and command.by else {}
 
 
+def rollback_cause(reason: str, *, aborted: bool) -> str:
+    """A rollback's reason (free text, set where it is decided) as a bounded metric label."""
+    if aborted:
+        return "aborted"
+    for prefix, cause in (
+        ("rejected by ", "rejected"),
+        ("the overall deadline ", "deadline"),
+        ("checks ", "inconclusive"),
+        ("check ", "check_failed"),
+    ):
+        if reason.startswith(prefix):
+            return cause
+    return "other"
+
+
 def _value_text(metric: str, value: float | None) -> str:
     if value is None:
         return "no data"
@@ -127,6 +143,10 @@ class RolloutWorkflow:
             owner=s.change.owner,
             definition=s.plan,
         )
+
+    def _count_verdict(self, phase: PhaseStatus) -> None:
+        plan = metrics.definition_name(self.status.plan)
+        metrics.rollout_phase_verdict(plan=plan, phase=phase.name, verdict=phase.verdict)
 
     async def _ledger(self, step: str, detail: dict[str, Any]) -> None:
         s = self.status
@@ -570,6 +590,7 @@ class RolloutWorkflow:
         if s.promote_requested:
             s.promote_requested = False
             phase.verdict = "promoted"
+            self._count_verdict(phase)
             await self._ledger(f"phase-{number + 1}-promoted", {"phase": phase.name})
             await self._gate()
             return
@@ -680,6 +701,7 @@ class RolloutWorkflow:
         await self._ledger(f"phase-{number + 1}-reading-{phase.readings_taken}-failed", detail)
         rollback = [c for c, _ in failed if c.on_fail == "rollback"]
         phase.verdict = "failed"
+        self._count_verdict(phase)
         if rollback:
             check, reading = next((c, r) for c, r in failed if c.on_fail == "rollback")
             s.rollback_reason = (
@@ -702,11 +724,13 @@ class RolloutWorkflow:
             names = ", ".join(c.metric for c in unsure)
             if policy == "fail":
                 phase.verdict = "failed"
+                self._count_verdict(phase)
                 s.rollback_reason = f"checks {names} inconclusive in phase {phase.name}"
                 return
             await self._hold(f"checks {names} inconclusive at the end of phase {phase.name}")
             return
         phase.verdict = "passed"
+        self._count_verdict(phase)
         await self._ledger(
             f"phase-{number + 1}-passed",
             {"phase": phase.name, "checks": {c.metric: c.verdict for c in phase.checks}},
@@ -733,6 +757,7 @@ class RolloutWorkflow:
         s.rollback_reason = s.frozen_reason = None
         phase = s.phases[s.phase_index]
         phase.verdict = "promoted"
+        self._count_verdict(phase)
         await self._ledger(f"phase-{s.phase_index + 1}-rolled-forward", {"phase": phase.name})
         await self._gate()
 
@@ -770,8 +795,10 @@ class RolloutWorkflow:
         current = s.phases[s.phase_index]
         if s.phase_index in s.applied and current.verdict in ("baking", "failed"):
             current.verdict = "promoted"
+            self._count_verdict(current)
         for number in range(s.phase_index + (1 if s.phase_index in s.applied else 0), last):
             s.phases[number].verdict = "skipped"
+            self._count_verdict(s.phases[number])
         s.phase_index = last
         s.hold_reason = s.approval_for = None
         await self._ledger("promote-full", {"approver": approver})
@@ -807,6 +834,9 @@ class RolloutWorkflow:
         s = self.status
         reason = s.rollback_reason or "rolled back"
         s.rollbacks += 1
+        metrics.rollout_rollback_started(
+            plan=metrics.definition_name(s.plan), cause=rollback_cause(reason, aborted=s.aborted)
+        )
         await self._ledger("rollback-started", {"reason": reason, "phases": list(s.applied)})
         notice = self.spec.rollback.notify
         # Before this patch the first revert undid the whole change; now each phase reverts

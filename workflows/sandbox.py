@@ -23,6 +23,7 @@ PASSED_THROUGH = (
     "definitions",
     "activities.models",
     "workflows.search_attributes",
+    "workflows.metrics",
     "workflows.sla",
     "workflows.actions",
     "workflows.escalation_model",
