@@ -106,3 +106,15 @@ def test_a_bad_script_line_is_refused_naming_file_line_and_field(
     result = CliRunner().invoke(app, ["simulate", str(SUPPORT), "--events", str(script)], env=env)
     assert result.exit_code == 1
     assert error in " ".join(result.stderr.split()), result.stderr
+
+
+def test_a_backtest_with_no_recorded_cases_says_so(tmp_path: Path) -> None:
+    env = {
+        "OPSFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}",
+        "OPSFLOW_DATA_DIR": str(tmp_path),
+        "COLUMNS": "200",
+    }
+    assert CliRunner().invoke(app, ["migrate"], env=env).exit_code == 0
+    result = CliRunner().invoke(app, ["simulate", str(SUPPORT), "--replay-since", "30d"], env=env)
+    assert result.exit_code == 1
+    assert "no escalation case was opened since" in result.stderr

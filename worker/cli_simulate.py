@@ -62,6 +62,14 @@ def simulate(
     span: Annotated[
         str, typer.Option("--for", help="How long after opening to simulate (at most 60d).")
     ] = "3d",
+    replay_since: Annotated[
+        str | None,
+        typer.Option(
+            "--replay-since",
+            help="Backtest instead: re-run the cases opened in this last stretch (30d) under "
+            "the file, with their recorded commands, and compare with what happened.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run the policy's real workflow in skipped time on an embedded test server with
@@ -70,11 +78,15 @@ def simulate(
     from worker.logging import configure_logging
     from worker.simulate import load_definition, read_script, simulate_escalation
 
-    # The timeline is the output: the simulated worker's own log lines are not.
-    configure_logging(settings_or_exit().log_format, "error")
+    # The timeline is the output: the simulated worker's own log lines (a cancelled
+    # activity at the end, say) are not.
+    configure_logging(settings_or_exit().log_format, "critical")
 
     if not definition.exists():
         raise fail(f"no such file: {definition}")
+    if replay_since is not None:
+        _backtest(definition, replay_since, as_json)
+        return
     try:
         horizon = parse_duration(span)
     except ValueError as exc:
@@ -143,3 +155,49 @@ def run_sync(work: Any) -> Any:
         ) from None
     except OpsflowError as exc:
         raise fail(str(exc)) from None
+
+
+def _backtest(definition: Path, since_text: str, as_json: bool) -> None:
+    from store.db import create_engine, session_factory
+    from worker.backtest import backtest_escalation, read_past_cases
+    from worker.simulate import load_definition
+
+    try:
+        back = parse_duration(since_text)
+    except ValueError as exc:
+        raise fail(f"--replay-since: {exc}") from None
+    settings = settings_or_exit()
+    loaded = run_sync(lambda: load_definition(definition))
+    until = datetime.now(UTC)
+    since = until - back
+
+    async def main() -> Any:
+        engine = create_engine(settings.database)  # read only: the recorded cases
+        try:
+            past = await read_past_cases(session_factory(engine), since)
+        finally:
+            await engine.dispose()
+        return await backtest_escalation(loaded, past, since, until)
+
+    result = run(main)
+    if as_json:
+        print_json(result.as_json())
+        return
+    console.print(
+        f"{result.cases} cases opened since {since:%Y-%m-%d %H:%M} UTC, re-run under "
+        f"{result.policy} with their recorded commands",
+        highlight=False,
+    )
+    table = Table(title_justify="left")
+    for column in ("priority", "breaches", "levels fired", "notifications"):
+        table.add_column(column)
+    for priority, row in result.as_json()["per_priority"].items():
+        then, now = row["recorded"], row["simulated"]
+        table.add_row(
+            priority,
+            *(f"{then[k]} → {now[k]}" for k in ("breaches", "levels", "notifications")),
+        )
+    console.print(table)
+    console.print("recorded → simulated", highlight=False)
+    for line in result.skipped:
+        console.print(f"skipped {line}", highlight=False)
