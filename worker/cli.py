@@ -131,6 +131,36 @@ def intake() -> None:
     run(main, uvloop=True)
 
 
+@app.command("codec-server")
+def codec_server() -> None:
+    """Serve /encode and /decode so the Temporal UI and CLI can read encrypted payloads."""
+    from worker.codec_server import codec_token, codec_url, start_codec_server, token_source
+    from worker.dev import ensure_port_free
+    from worker.runner import stop_on_signals
+
+    settings = settings_or_exit()
+    keys = settings.payload_keyring
+    if keys is None:
+        raise fail("OPSFLOW_PAYLOAD_KEYS is not set: the codec server has no key to decrypt with")
+
+    async def main() -> None:
+        ensure_port_free(
+            settings.codec_host, settings.codec_port, "codec server", "OPSFLOW_CODEC_PORT"
+        )
+        stop = stop_on_signals()
+        token = codec_token(settings)
+        server = await start_codec_server(settings, keys, token, stop)
+        console.print(
+            f"codec server on {codec_url(settings)} for the UI at {settings.codec_origin}, "
+            f"keys {', '.join(keys.ids())} (encrypting with {keys.current_id}), "
+            f"token {token_source(settings)}",
+            highlight=False,
+        )
+        await server
+
+    run(main, uvloop=True)
+
+
 @app.command()
 def migrate() -> None:
     """Upgrade the app database to the newest schema."""

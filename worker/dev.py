@@ -27,6 +27,13 @@ from store.migrate import upgrade
 from store.registry import CATALOG_DIR, deploy_folder
 from store.seed import seed_sandbox
 from worker.binaries import temporal_cli
+from worker.codec_server import (
+    codec_token,
+    codec_url,
+    start_codec_server,
+    token_source,
+    ui_codec_endpoint,
+)
 from worker.metrics import dev_metrics_address, metrics_url, runtime_for
 from worker.runner import run_worker, stop_on_signals
 from worker.settings import Settings
@@ -61,8 +68,9 @@ def _die_with_parent() -> None:
 class DevServer:
     """The `temporal server start-dev` child process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ui_codec_endpoint: str | None = None) -> None:
         self.settings = settings
+        self.ui_codec_endpoint = ui_codec_endpoint  # the UI decrypts payloads through it
         self.address = f"{settings.dev_ip}:{settings.dev_port}"
         self.ui_url = f"http://{settings.dev_ip}:{settings.dev_ui_port}"
         self.log_path = settings.data_dir / "temporal.log"
@@ -87,6 +95,7 @@ class DevServer:
             "warn",
             "--ui-disable-news-fetch",
             *dev_server_args(),
+            *(["--ui-codec-endpoint", self.ui_codec_endpoint] if self.ui_codec_endpoint else []),
         ]
 
     def start(self) -> None:
@@ -156,6 +165,11 @@ async def run_dev(settings: Settings, console: Console) -> None:
     ensure_port_free(
         settings.intake_host, settings.intake_port, "event intake", "OPSFLOW_INTAKE_PORT"
     )
+    keys = settings.payload_keyring
+    if keys is not None:
+        ensure_port_free(
+            settings.codec_host, settings.codec_port, "codec server", "OPSFLOW_CODEC_PORT"
+        )
     metrics_address = dev_metrics_address(settings)
     # Before anything starts: a taken OPSFLOW_METRICS_ADDRESS fails here, in one line.
     runtime = runtime_for(settings, metrics_address)
@@ -163,12 +177,26 @@ async def run_dev(settings: Settings, console: Console) -> None:
     stop = stop_on_signals()
     await prepare_app_database(settings)
     data_dir = settings.data_dir.resolve()
-    server = DevServer(settings)
+    token = codec_token(settings) if keys is not None else None
+    server = DevServer(
+        settings, ui_codec_endpoint=ui_codec_endpoint(settings, token) if token else None
+    )
     server.start()
     try:
         client = await server.wait_ready(runtime=runtime)
         secret = dev_secret(settings.data_dir)
         intake_address = address(settings)
+        codec = (
+            await start_codec_server(settings, keys, token, stop)
+            if keys is not None and token is not None
+            else None
+        )
+        codec_lines = (
+            f"{codec_url(settings)} (payloads encrypted, key {keys.current_id})\n"
+            f"  Codec token   {token_source(settings)}"
+            if keys is not None
+            else "off: payloads are not encrypted (set OPSFLOW_PAYLOAD_KEYS)"
+        )
         console.print(
             f"[bold green]opsflow dev is up[/]\n"
             f"  Temporal UI   [link={server.ui_url}]{server.ui_url}[/link]\n"
@@ -177,6 +205,7 @@ async def run_dev(settings: Settings, console: Console) -> None:
             f"  Data folder   {data_dir}\n"
             f"  Event intake  {intake_address} (docs {intake_address}/docs)\n"
             f"  Dev sender    source `{DEV_SOURCE}`, secret {secret}\n"
+            f"  Codec server  {codec_lines}\n"
             f"  Metrics       {metrics_url(metrics_address)}\n"
             f"Press Ctrl-C to stop.",
             highlight=False,
@@ -195,6 +224,8 @@ async def run_dev(settings: Settings, console: Console) -> None:
         finally:
             stop.set()
             await intake
+            if codec is not None:
+                await codec
     finally:
         server.stop()
         console.print("opsflow dev stopped")

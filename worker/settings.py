@@ -11,14 +11,17 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:
+    from worker.codec import PayloadKeys
 
 ENV_PREFIX = "OPSFLOW_"
 
@@ -70,6 +73,8 @@ def _host_port(value: str) -> str:
         raise ValueError("not host:port, e.g. temporal.internal:7233")
     return value
 
+
+_CODEC_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 
 NonEmptyText = Annotated[str, AfterValidator(_not_empty)]
 HttpUrlText = Annotated[str, AfterValidator(_http_url)]
@@ -154,6 +159,56 @@ class Settings(EnvironmentSettings):
         "hold those vendors' webhook secrets.",
     )
 
+    payload_keys: SecretStr | None = Field(
+        None,
+        description="Encrypt every payload opsflow writes to Temporal (AES-256-GCM): "
+        "comma-separated `key-id=<base64 of 32 bytes>` pairs, newest first; the first "
+        "encrypts, all decrypt, so a new key goes first to rotate. Off when unset.",
+    )
+    codec_host: NonEmptyText = Field(
+        "127.0.0.1", description="Address the codec server (`opsflow codec-server`) listens on."
+    )
+    codec_port: int = Field(8081, ge=1, le=65535, description="Port of the codec server.")
+    codec_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the codec server requires; default a token made once in "
+        "<data_dir>/codec-token.",
+    )
+    codec_cors_origin: HttpUrlText | None = Field(
+        None,
+        description="Origin of the Temporal UI that may call the codec server from a browser; "
+        "default the origin of OPSFLOW_UI_URL, else of the embedded UI.",
+    )
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _check_payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from worker.codec import PayloadKeys  # imported only when encryption is on
+
+            PayloadKeys.parse(value.get_secret_value())  # PayloadKeyError, never showing a key
+        return value
+
+    @field_validator("codec_token")
+    @classmethod
+    def _check_codec_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # It travels in a header and, for the Temporal UI, as a URL path segment.
+        if value is not None and not _CODEC_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be 16 to 256 letters, digits, '.', '_', '~' or '-' "
+                "(make one with `openssl rand -hex 32`)"
+            )
+        return value
+
+    @field_validator("codec_cors_origin")
+    @classmethod
+    def _check_codec_origin(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError("not an origin: expected scheme://host[:port], with no path")
+        return value
+
     @field_validator("intake_sources")
     @classmethod
     def _check_intake_secrets(cls, value: dict[str, str]) -> dict[str, str]:
@@ -202,6 +257,21 @@ class Settings(EnvironmentSettings):
     @property
     def temporal_ui(self) -> str:
         return (self.ui_url or f"http://{self.dev_ip}:{self.dev_ui_port}").rstrip("/")
+
+    @cached_property
+    def payload_keyring(self) -> PayloadKeys | None:
+        """The parsed OPSFLOW_PAYLOAD_KEYS (validated at start); None: no encryption."""
+        if self.payload_keys is None:
+            return None
+        from worker.codec import PayloadKeys
+
+        return PayloadKeys.parse(self.payload_keys.get_secret_value())
+
+    @property
+    def codec_origin(self) -> str:
+        """The browser origin allowed to call the codec server: the UI's."""
+        parts = urlsplit(self.codec_cors_origin or self.temporal_ui)
+        return f"{parts.scheme}://{parts.netloc}"
 
 
 def _problems(exc: ValidationError, prefix: str) -> list[str]:

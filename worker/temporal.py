@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
+from worker.codec import data_converter
 from worker.errors import TemporalUnreachable
 from worker.logging import LogContextInterceptor
 from worker.settings import Settings
@@ -37,7 +37,8 @@ async def connect(
     try:
         return await Client.connect(
             **config,
-            data_converter=pydantic_data_converter,
+            # Encrypting when OPSFLOW_PAYLOAD_KEYS is set: every client opsflow makes is this one.
+            data_converter=data_converter(settings.payload_keyring),
             interceptors=[LogContextInterceptor()],
             runtime=runtime,
         )
