@@ -12,16 +12,26 @@ from temporalio.testing import WorkflowEnvironment
 from tests.conftest import AppDb
 from tests.definition_support import pinned
 from tests.escalation_support import (
+    about_at,
     add_ticket,
     case,
+    current_details,
     escalation_worker,
     eventually,
+    keep_history,
     ledger_entries,
     new_ticket_id,
     policy_document,
     settled,
 )
-from workflows.escalation import EscalationWorkflow, OpenCase, Resolve, case_workflow_id
+from workflows import search_attributes as sa
+from workflows.escalation import (
+    Acknowledge,
+    EscalationWorkflow,
+    OpenCase,
+    Resolve,
+    case_workflow_id,
+)
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -57,3 +67,49 @@ async def test_steps_caught_up_after_an_outage_are_stamped_when_due(
         assert due["breach-first_response"] == opened_at + timedelta(hours=1)
         await handle.execute_update(EscalationWorkflow.resolve, Resolve(by="ana"))
         await handle.result()
+
+
+async def test_a_case_whose_action_failed_reads_stuck_until_a_person_acts(
+    workflow_env: WorkflowEnvironment, app_db: AppDb
+) -> None:
+    """OpsState=stuck (with the reason in the current details) while a failed action waits
+    for a person; OpsDueAt is the next breach, so `OpsDueAt < "…"` finds what falls due."""
+    ticket = new_ticket_id()  # not in the sandbox: level 2's assignment fails
+    async with escalation_worker(workflow_env, app_db) as queue:
+        opened_at = await workflow_env.get_current_time()
+        handle = await workflow_env.client.start_workflow(
+            EscalationWorkflow.run,
+            OpenCase(case=case(ticket, opened_at), policy=pinned(policy_document())),
+            id=case_workflow_id(ticket),
+            task_queue=queue,
+        )
+        state = await settled(handle)
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(sa.OPS_STATE) == "open"
+        # p1: first response 1h, resolution 4h: the first response runs out first.
+        assert attributes.get(sa.OPS_DUE_AT) == about_at(opened_at + timedelta(hours=1))
+
+        await workflow_env.sleep(timedelta(minutes=25))
+
+        async def flagged() -> bool:
+            described = await handle.describe()
+            return described.typed_search_attributes.get(sa.OPS_STATE) == sa.STUCK
+
+        await eventually(flagged, "OpsState=stuck after the failed assignment")
+        assert "needs a person: level-2-cycle-0 failed" in await current_details(handle)
+        state = await settled(handle)
+        assert state.attention is not None and "does not exist" in state.attention
+
+        await handle.execute_update(EscalationWorkflow.acknowledge, Acknowledge(by="ana"))
+
+        async def cleared() -> bool:
+            described = await handle.describe()
+            return described.typed_search_attributes.get(sa.OPS_STATE) == "acknowledged"
+
+        await eventually(cleared, "the acknowledgement clears stuck")
+        resolution_due = (await settled(handle)).clocks["resolution"].due
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(sa.OPS_DUE_AT) == about_at(resolution_due)
+        await handle.execute_update(EscalationWorkflow.resolve, Resolve(by="ana"))
+        await handle.result()
+        await keep_history(handle, "escalation-stuck-due-at")

@@ -75,11 +75,13 @@ async def test_p3_to_p1_takes_the_p1_targets_and_keeps_the_time_spent(
         state = await settled(handle)
         assert state.clocks["resolution"].due == about_at(moment + timedelta(hours=3))
 
-        # P1's levels that were already due fire at once; its first response is late.
+        # P1's levels that were already due fire at once; its first response is late. Their
+        # actions run beside the clock: the assignment lands a moment after the level fires.
         async def caught_up() -> bool:
-            return (await handle.query(EscalationWorkflow.state)).levels_fired == 2
+            state = await handle.query(EscalationWorkflow.state)
+            return state.levels_fired == 2 and state.queue == "tier-2"
 
-        await eventually(caught_up, "p1's two overdue levels fired")
+        await eventually(caught_up, "p1's two overdue levels fired and assigned tier-2")
         state = await settled(handle)
         assert state.queue == "tier-2"
         assert state.clocks["first_response"].breached_at is not None

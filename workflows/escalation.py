@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import metrics
@@ -77,6 +78,11 @@ ACTION_FAILED = "ActionFailed"
 # cancels what still retries, and pages are acknowledged and resolved with the case. Runs
 # recorded before this awaited each action in turn.
 CONCURRENT_ACTIONS_PATCH = "escalation-concurrent-actions"
+# Search attributes carry the next breach (OpsDueAt) and OpsState=stuck while a failed action
+# waits for a person, and are upserted only when they change. Runs recorded before this
+# upserted them all at every change of state.
+DUE_AT_PATCH = "escalation-due-at-stuck"
+_UNSET = object()
 AlertAction = Literal["acknowledge", "resolve"]
 # The stages a case may be at besides the ones a policy names: the default `support` and the
 # customer journey's stages.
@@ -86,6 +92,12 @@ CASE_STAGES = ("support", *JOURNEY_STAGES)
 def _who(by: str | None) -> dict[str, str]:
     """`{"by": ...}` for a command's ledger entry; nothing from a client that did not say."""
     return {"by": by} if by else {}
+
+
+def _pair(name: str, value: object) -> SearchAttributeUpdate[Any]:
+    """The update for search attribute `name` (from the registry) to `value`."""
+    key = next(k for k in sa.ALL if k.name == name)
+    return key.value_set(value)
 
 
 def _format_at(moment: datetime, calendar: BusinessCalendar) -> str:
@@ -105,6 +117,7 @@ class EscalationWorkflow:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._concurrent: bool | None = None
         self._follow_ups = 0
+        self._upserted: dict[str, object] = {}  # search attributes as last upserted
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -219,18 +232,54 @@ class EscalationWorkflow:
 
     def _upsert_search_attributes(self) -> None:
         s = self.status
-        workflow.upsert_search_attributes(
-            [
-                sa.OPS_KIND.value_set("escalation"),
-                sa.OPS_CASE_ID.value_set(s.case.ticket_id),
-                sa.OPS_CUSTOMER_ID.value_set(s.case.customer_id),
-                sa.OPS_STAGE.value_set(s.case.stage),
-                sa.OPS_PRIORITY.value_set(s.case.priority),
-                sa.OPS_LEVEL.value_set(self._current_level()),
-                sa.OPS_STATE.value_set(s.state),
-                sa.OPS_DEFINITION.value_set(s.definition),
-            ]
-        )
+        if not workflow.patched(DUE_AT_PATCH):
+            workflow.upsert_search_attributes(
+                [
+                    sa.OPS_KIND.value_set("escalation"),
+                    sa.OPS_CASE_ID.value_set(s.case.ticket_id),
+                    sa.OPS_CUSTOMER_ID.value_set(s.case.customer_id),
+                    sa.OPS_STAGE.value_set(s.case.stage),
+                    sa.OPS_PRIORITY.value_set(s.case.priority),
+                    sa.OPS_LEVEL.value_set(self._current_level()),
+                    sa.OPS_STATE.value_set(s.state),
+                    sa.OPS_DEFINITION.value_set(s.definition),
+                ]
+            )
+            return
+        stuck = s.attention is not None and s.state != "resolved"
+        due = self._next_breach()
+        values = {
+            sa.OPS_KIND.name: "escalation",
+            sa.OPS_CASE_ID.name: s.case.ticket_id,
+            sa.OPS_CUSTOMER_ID.name: s.case.customer_id,
+            sa.OPS_STAGE.name: s.case.stage,
+            sa.OPS_PRIORITY.name: s.case.priority,
+            sa.OPS_LEVEL.name: self._current_level(),
+            sa.OPS_STATE.name: sa.STUCK if stuck else s.state,
+            sa.OPS_DEFINITION.name: s.definition,
+        }
+        if due is not None:
+            # Kept, not unset, once nothing is due (paused, resolved): servers answer an unset
+            # Datetime as null, which the SDK's describe cannot decode. Queries filter OpsState.
+            values[sa.OPS_DUE_AT.name] = due
+        # Every upsert is a command (a billed action on Temporal Cloud): only what changed.
+        changed = {k: v for k, v in values.items() if self._upserted.get(k, _UNSET) != v}
+        if not changed:
+            return
+        self._upserted.update(changed)
+        updates = [_pair(name, value) for name, value in changed.items()]
+        workflow.upsert_search_attributes(updates)
+
+    def _next_breach(self) -> datetime | None:
+        """The first moment a running clock that has not breached runs out."""
+        moments = [
+            due
+            for clock in self.status.clocks.values()
+            if not clock.stopped and clock.breached_at is None
+            for due in [clock.due_at(self._calendar)]
+            if due is not None
+        ]
+        return min(moments, default=None)
 
     def _current_level(self) -> int:
         visits = self.status.visits
@@ -574,6 +623,8 @@ class EscalationWorkflow:
         now = workflow.now()
         s.failures.extend(ActionFailure(step=step, error=error[:500], at=now) for error in failed)
         del s.failures[:-MAX_ACTION_FAILURES]
+        if failed:
+            s.attention = f"{step} failed: {failed[0][:200]}"
 
     async def _note_failures(self, step: str, outcome: ActionOutcome) -> None:
         """Failed actions go into the state and the ledger (`<step>-failed`): not done."""
@@ -596,7 +647,7 @@ class EscalationWorkflow:
         s = self.status
         if s.state == "resolved":
             return f"resolved by {s.resolved_by}"
-        parts = []
+        parts = [f"needs a person: {s.attention}"] if s.attention else []
         level = self._current_level()
         if s.state == "paused":
             parts.append(f"paused ({s.pause_reason}); clocks stopped")
@@ -658,6 +709,8 @@ class EscalationWorkflow:
                 break
             next_at = self._next_moment()
             workflow.set_current_details(self._describe(next_at))
+            if workflow.patched(DUE_AT_PATCH):
+                self._upsert_search_attributes()  # the next breach moves as clocks change
             if (
                 workflow.info().is_continue_as_new_suggested()
                 or workflow.info().get_current_history_length() > request.max_history_events
@@ -762,6 +815,7 @@ class EscalationWorkflow:
         answers at once instead of waiting for the database."""
         s = self.status
         s.commands += 1
+        s.attention = None  # a person acted on the case: they have seen what failed
         # A readable step (`pause`); the command's number keeps its ledger entry unique.
         s.unrecorded.append(
             PendingLedgerEntry(

@@ -131,6 +131,11 @@ class CaseStatus(BaseModel):
     alerts: list[PagerAlert] = Field(
         default_factory=list, description="pager alerts opened, followed on ack and resolve"
     )
+    attention: str | None = Field(
+        None,
+        description="why the case needs a person (an action failed); the next command a "
+        "person gives clears it. Shown as OpsState=stuck",
+    )
 
 
 class OpenCase(BaseModel):

@@ -7,6 +7,8 @@ cluster (`temporal operator search-attribute create`) and in tests
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey
 
 OPS_KIND = SearchAttributeKey.for_keyword("OpsKind")
@@ -19,8 +21,15 @@ OPS_STATE = SearchAttributeKey.for_keyword("OpsState")
 OPS_OWNER = SearchAttributeKey.for_keyword("OpsOwner")
 OPS_DEFINITION = SearchAttributeKey.for_keyword("OpsDefinition")
 OPS_QUEUE = SearchAttributeKey.for_keyword("OpsQueue")
+# The run's next deadline (a breach, a gate's timeout, an offer's timeout): `OpsDueAt < "…"`
+# in the UI finds what falls due within the hour. Once nothing is due it keeps the last
+# deadline (see the workflows): combine it with OpsState.
+OPS_DUE_AT = SearchAttributeKey.for_datetime("OpsDueAt")
 
-ALL: tuple[SearchAttributeKey[str] | SearchAttributeKey[int], ...] = (
+STUCK = "stuck"
+"""`OpsState` of a run that needs a person; its current details say why."""
+
+ALL: tuple[SearchAttributeKey[Any], ...] = (
     OPS_KIND,
     OPS_CASE_ID,
     OPS_CUSTOMER_ID,
@@ -31,10 +40,11 @@ ALL: tuple[SearchAttributeKey[str] | SearchAttributeKey[int], ...] = (
     OPS_OWNER,
     OPS_DEFINITION,
     OPS_QUEUE,
+    OPS_DUE_AT,
 )
 
 
-def cli_type_name(key: SearchAttributeKey[str] | SearchAttributeKey[int]) -> str:
+def cli_type_name(key: SearchAttributeKey[Any]) -> str:
     """The type name the `temporal` CLI expects (`Keyword`, `Int`, ...)."""
     return key.indexed_value_type.name.title().replace("_", "")
 
