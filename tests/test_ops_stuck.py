@@ -79,6 +79,15 @@ def short_sla_policy() -> dict[str, Any]:
     )
 
 
+def failing_level_policy() -> dict[str, Any]:
+    """P1's first level, after 1 s, assigns the case's ticket, which is not in the sandbox."""
+    return policy_document(
+        levels=[
+            {"after": "1s", "name": "tier 2", "actions": [{"type": "assign", "queue": "tier-2"}]}
+        ]
+    )
+
+
 def quick_approval_plan() -> dict[str, Any]:
     plan = plan_document()
     plan["metadata"]["name"] = "quick-approval"
@@ -117,6 +126,10 @@ async def test_stuck_finds_what_needs_a_person(
             id=rollout_workflow_id(change_id),
             task_queue=queue,
         )
+        # 5. a case whose level assigns a ticket the ticketing system does not have: it
+        #    flags itself OpsState=stuck until a person acts
+        flagged = f"T-{uuid.uuid4().hex[:8]}"
+        await open_case(client, queue, case(flagged, now), pinned(failing_level_policy()))
         # 4. an inbox event waiting for Temporal for ten minutes
         async with app_db.sessions() as session, session.begin():
             event = InboxEvent(
@@ -140,6 +153,7 @@ async def test_stuck_finds_what_needs_a_person(
             (f"case-{failing}", "workflow failed"),
             (rollout.id, "approval overdue"),
             (f"inbox event {event_id}", "event pending"),
+            (f"case-{flagged}", "needs a person"),
         }
 
         async def report() -> dict[str, Any] | None:
@@ -163,6 +177,9 @@ async def test_stuck_finds_what_needs_a_person(
             inbox["kind"] == "inbox" and "survey.responded from crm for C-0017" in inbox["detail"]
         )
         assert found["partial"] == []
+        person = rows[(f"case-{flagged}", "needs a person")]
+        assert "needs a person: level-1-cycle-" in person["detail"]
+        assert "does not exist" in person["detail"]
 
         # --kind narrows; --older-than hides what is not yet overdue that long.
         only_inbox = (await cli.ok("stuck", "--json", "--kind", "inbox")).json()
@@ -177,6 +194,7 @@ async def test_stuck_finds_what_needs_a_person(
         assert "--kind 'cases' is not one of escalation, rollout" in refusal
         await rollout.terminate(reason="test over")
         await client.get_workflow_handle(f"case-{retrying}").terminate(reason="test over")
+        await client.get_workflow_handle(f"case-{flagged}").terminate(reason="test over")
 
 
 @SQLITE

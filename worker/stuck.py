@@ -30,11 +30,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution as ExecutionRef
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+)
 from temporalio.service import RPCError
 
 from store.models import ActivityFailure, InboxEvent
+from workflows import search_attributes as sa
 from workflows.handoff_model import HandoffStatus
 from workflows.recovery_model import RecoveryView
 from workflows.rollout_model import RolloutStatus
@@ -189,6 +196,7 @@ class StuckFinder:
                 self.closed_runs(),
                 self.failing_workflow_tasks(),
                 self.overdue_gates(),
+                self.self_flagged(),
             ]
         if self._wants("inbox"):
             checks.append(self.inbox())
@@ -196,6 +204,32 @@ class StuckFinder:
         runs = [run for found in results for run in found]
         runs.sort(key=lambda r: (r.since or self.query.now, r.kind, r.subject))
         return StuckReport(runs, self.partial)
+
+    async def self_flagged(self) -> list[StuckRun]:
+        """Runs that flagged themselves (`OpsState = "stuck"`, the reason in their current
+        details): an action failed and waits for a person."""
+        listed = await self._list(
+            "self-flagged runs", f'ExecutionStatus = "Running" AND OpsState = "{sa.STUCK}"'
+        )
+
+        async def one(execution: WorkflowExecution) -> StuckRun | None:
+            kind = WORKFLOW_TYPES.get(execution.workflow_type)
+            if kind is None:
+                return None
+            handle = self.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            try:
+                metadata = await handle.query(
+                    "__temporal_workflow_metadata",
+                    result_type=WorkflowMetadata,
+                    rpc_timeout=CALL_TIMEOUT,
+                )
+                details = str(metadata.current_details)
+            except (RPCError, WorkflowQueryFailedError):
+                details = "no worker answered for its details"
+            return self._run(kind, execution.id, "needs a person", details, execution.start_time)
+
+        found = await self._bounded(one(e) for e in listed)
+        return [run for run in found if run is not None]
 
     async def activities(self) -> list[StuckRun]:
         """Runs whose activity is on attempt >= 3 or was given up, by the worker's index."""
