@@ -14,13 +14,15 @@ hours and over holidays; `closed` or `[]` closes the day), else nothing on a hol
 weekly `hours`; then the weekday's `breaks` are cut out.
 
 The arithmetic follows zendesk/biz, the engine behind Zendesk's and Zammad's business-hour
-clocks, so due times agree with what those tools show:
+clocks, with one deliberate difference (definitions/README.md, *Business calendars*):
 
+- open intervals are half-open: a calendar open 08:00-18:00 is open at 08:00, closed at 18:00;
 - adding zero at a closed instant gives the next opening (biz: `time(0, :hours).after(t)`);
-- a budget that runs out exactly when the calendar closes is due at that closing instant,
-  not at the next opening: the earliest instant by which the budget has elapsed (biz's
-  `after` returns the end of the last period it consumed). Measuring from the start to it
-  gives the budget back, and a breach is recorded on the day it happened;
+- a budget that runs out exactly when the calendar closes is due at that closing instant: the
+  earliest instant by which the budget has elapsed. biz (since 1.8.2, zendesk/biz#139) answers
+  the next opening instead; `next_open(due)` is biz's answer. Kept because the clocks of
+  running escalations already fire at closing instants, and a workflow replaying its history
+  must compute the same timers; and a breach is then stamped when the budget ran out;
 - business days (`add_business_days`): the n-th later day that has any open time, at the same
   local time of day, then the next moment in business hours (biz's day semantics), so the
   result is always in business hours.
@@ -37,6 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -53,6 +56,7 @@ _MAX_SEARCH_DAYS = 40_000
 _DAY_CACHE_SIZE = 4_096
 
 _RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 CLOSED = "closed"
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 
@@ -154,6 +158,23 @@ def _break_value(value: str | list[str]) -> str | list[str]:
     return value
 
 
+def _calendar_date(value: Any) -> Any:
+    """Only YYYY-MM-DD (or a `date`): pydantic alone would also take a datetime or a Unix
+    timestamp, and its messages do not say which form is wanted."""
+    if isinstance(value, datetime):
+        raise ValueError(f"{value.isoformat()!r} has a time of day: give the date, e.g. 2026-12-24")
+    if isinstance(value, date):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    if _ISO_DATE.match(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} does not exist ({exc})") from None
+    raise ValueError(f"{str(value)[:30]!r} is not a date: write YYYY-MM-DD, e.g. 2026-12-24")
+
+
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 OverrideHours = Annotated[str | list[str], AfterValidator(_override_value)]
 BreakRanges = Annotated[str | list[str], AfterValidator(_break_value)]
 
@@ -178,7 +199,7 @@ class Holidays(BaseModel):
     subdivision: str | None = Field(
         None, description="Region within the country whose extra holidays apply (e.g. BY)."
     )
-    dates: list[date] = Field(
+    dates: list[CalendarDate] = Field(
         default_factory=list, description="Extra closed dates (YYYY-MM-DD), local to the calendar."
     )
 
@@ -208,7 +229,7 @@ class BusinessCalendar(BaseModel):
         description="Closed stretches within the hours, per day (mon-fri: 12:00-13:00); "
         "several keys may name the same day. Breaks apply to overrides too.",
     )
-    overrides: dict[date, OverrideHours] = Field(
+    overrides: dict[CalendarDate, OverrideHours] = Field(
         default_factory=dict,
         description="Hours for one date instead of the weekly ones, e.g. "
         '"2026-12-24": "09:00-12:00", a Saturday\'s extra hours, or `closed`. An override '
@@ -412,8 +433,9 @@ class BusinessCalendar(BaseModel):
 
     def add_business_time(self, start: datetime, duration: timedelta) -> datetime:
         """The earliest instant by which `duration` of working time has passed since `start`
-        (UTC). Zero at a closed instant is the next opening; a budget that runs out exactly
-        at a closing time is due at that closing instant (biz's rules, see the module)."""
+        (UTC). Zero at a closed instant is the next opening (as in biz); a budget that runs out
+        exactly at a closing time is due at that closing instant (biz: the next opening; see
+        the module for why)."""
         _require_aware(start)
         start = start.astimezone(UTC)
         if duration <= timedelta(0):
@@ -532,15 +554,23 @@ def calendar_findings(calendar: BusinessCalendar, raw: Any) -> list[tuple[tuple[
                                 f"{_format_range(other_start, other_end)} of breaks.{other_key}",
                             )
                         )
+                # A break also cuts into the overrides on its weekday (a Saturday's extra hours).
                 hours = calendar._week[day]
-                inside = sum(max(0, min(end, b) - max(start, a)) for a, b in hours)
-                if inside < end - start:
+                override_hours = [
+                    minutes
+                    for when, minutes in calendar._overrides.items()
+                    if when.weekday() == day and minutes
+                ]
+                opened = tuple(sorted(r for minutes in (hours, *override_hours) for r in minutes))
+                if _subtract(((start, end),), opened):
                     opening = ", ".join(_format_range(a, b) for a, b in hours) or "closed"
+                    also = f" nor an override's on a {WEEKDAYS[day]}" if override_hours else ""
                     findings.append(
                         (
                             ("breaks", key),
                             f"{_format_range(start, end)} on {WEEKDAYS[day]} is not within the "
-                            f"opening hours ({opening}): the part outside them has no effect",
+                            f"opening hours ({opening}){also}: the part outside them has no "
+                            "effect",
                         )
                     )
             seen.setdefault(day, []).extend((key, r) for r in parsed)

@@ -129,6 +129,31 @@ def test_adding_in_two_steps_is_adding_once(
 
 
 @settings(max_examples=200, deadline=None)
+@given(
+    case(),
+    st.integers(min_value=0, max_value=5 * 86_400),
+    st.lists(st.integers(min_value=0, max_value=60 * 60 * 24 * 12), min_size=2, max_size=2),
+)
+def test_adding_and_measuring_are_monotone(
+    drawn: tuple[BusinessCalendar, datetime], later_by: int, seconds: list[int]
+) -> None:
+    calendar, start = drawn
+    later = start + timedelta(seconds=later_by)
+    small, large = (timedelta(seconds=n) for n in sorted(seconds))
+    # A later start is never due earlier, whatever the budget (zero included).
+    assert calendar.add_business_time(start, small) <= calendar.add_business_time(later, small)
+    # A larger budget is due strictly later: it needs more open time.
+    if small < large:
+        assert calendar.add_business_time(start, small) < calendar.add_business_time(start, large)
+    # Measuring to a later end never gives less, from a later start never more.
+    end = later + small
+    assert calendar.business_time_between(start, later) <= calendar.business_time_between(
+        start, end
+    )
+    assert calendar.business_time_between(later, end) <= calendar.business_time_between(start, end)
+
+
+@settings(max_examples=200, deadline=None)
 @given(case(), st.lists(st.integers(min_value=0, max_value=20 * 86_400), min_size=2, max_size=2))
 def test_measuring_is_additive(
     drawn: tuple[BusinessCalendar, datetime], offsets: list[int]
