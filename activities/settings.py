@@ -11,7 +11,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from worker.settings import EnvironmentSettings, HttpUrlText, NonEmptyText, read_environment
+from worker.settings import (
+    EnvironmentSettings,
+    HttpUrlText,
+    NonEmptyText,
+    StandardWebhooksSecret,
+    read_environment,
+)
 
 DEFAULT_PROMQL = {
     "csat": 'avg_over_time(opsflow_csat{{cohort="{cohort}"}}[{window}])',
@@ -81,9 +87,13 @@ class AdapterSettings(EnvironmentSettings):
     pagerduty_routing_key: SecretStr | None = None
     pagerduty_source: NonEmptyText = "opsflow"
 
-    # --- generic signed webhook (notify and changes) -----------------------------------------
+    # --- generic webhook, signed per Standard Webhooks (notify and changes) -------------------
     webhook_url: HttpUrlText | None = None
-    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 signing secret.")
+    webhook_secret: StandardWebhooksSecret | None = Field(
+        None,
+        description="Standard Webhooks signing secret: `whsec_` + base64 of a key of at least "
+        "24 bytes (receivers verify with the same secret).",
+    )
 
     # --- Prometheus HTTP API -------------------------------------------------------------------
     prometheus_url: HttpUrlText | None = None

@@ -74,11 +74,27 @@ def _host_port(value: str) -> str:
     return value
 
 
+def _standard_webhooks_secret(value: SecretStr) -> SecretStr:
+    # The rule of the intake's own senders (intake/secrets.py): `whsec_` + base64 of a key of
+    # at least MIN_KEY_BYTES bytes. An empty or short key would let anyone sign.
+    from intake.secrets import MIN_KEY_BYTES, standard_key  # standard library only
+
+    key = standard_key(value.get_secret_value())  # BadSecret (a ValueError) says why
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"the key is {len(key)} bytes after base64 decoding; at least {MIN_KEY_BYTES} are "
+            "needed (echo whsec_$(openssl rand -base64 32))"
+        )
+    return value
+
+
 _CODEC_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 
 NonEmptyText = Annotated[str, AfterValidator(_not_empty)]
 HttpUrlText = Annotated[str, AfterValidator(_http_url)]
 HostPortText = Annotated[str, AfterValidator(_host_port)]
+StandardWebhooksSecret = Annotated[SecretStr, AfterValidator(_standard_webhooks_secret)]
+"""A Standard Webhooks signing secret: `whsec_` + base64 of the key (the prefix optional)."""
 
 
 class EnvironmentSettings(BaseSettings):

@@ -1,22 +1,28 @@
-"""A generic webhook signed with HMAC-SHA256, for notifications and for changes.
+"""A generic webhook signed per Standard Webhooks (https://www.standardwebhooks.com/), for
+notifications and for changes.
 
 Each request is a JSON POST with these headers:
 
-- `Webhook-Id` and `Idempotency-Key`: the idempotency key (the same on every retry, so the
+- `webhook-id` and `Idempotency-Key`: the idempotency key (the same on every retry, so the
   receiver can drop duplicates);
-- `Webhook-Timestamp`: Unix seconds when this attempt was signed;
-- `Webhook-Signature`: `sha256=` + hex HMAC-SHA256(secret, "<timestamp>.<id>.<body>").
+- `webhook-timestamp`: Unix seconds when this attempt was signed;
+- `webhook-signature`: `v1,` + base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>").
 
-Receivers verify the signature over the exact bytes received and reject stale timestamps.
+The secret (OPSFLOW_WEBHOOK_SECRET) is `whsec_` + the base64 of the key, as Standard Webhooks
+libraries take it, so a receiver verifies with e.g.
+`standardwebhooks.Webhook(secret).verify(body, headers)`: over the exact bytes received,
+refusing timestamps more than 5 minutes off.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from activities.adapters.http import VendorHttp
@@ -26,32 +32,56 @@ from activities.outbox import Effect
 from activities.ports import OutgoingMessage
 from activities.settings import AdapterSettings
 
-SIGNATURE_HEADER = "Webhook-Signature"
+WHSEC_PREFIX = "whsec_"
+TOLERANCE_SECONDS = 5 * 60
 
 
-def signature(secret: bytes, timestamp: str, webhook_id: str, body: bytes) -> str:
-    mac = hmac.new(secret, f"{timestamp}.{webhook_id}.".encode() + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: the base64 after the optional `whsec_`."""
+    try:
+        key = base64.b64decode(secret.strip().removeprefix(WHSEC_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("the webhook secret is not whsec_ followed by base64") from None
+    if not key:
+        raise invalid("the webhook secret must not be empty")
+    return key
+
+
+def signature(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: `v1,` + base64 HMAC-SHA256 over "<id>.<timestamp>.<body>"."""
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
 
 
 def verify(
-    secret: bytes, headers: dict[str, str], body: bytes, *, now: float, tolerance: float = 300
+    key: bytes,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    tolerance: float = TOLERANCE_SECONDS,
 ) -> bool:
-    """What a receiver does: constant-time compare, and refuse replays of old requests."""
-    timestamp = headers.get("webhook-timestamp", "")
-    webhook_id = headers.get("webhook-id", "")
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
+    """What a receiver does: refuse stale or future timestamps (replays), then accept any `v1`
+    signature of the space-separated list that matches, compared in constant time."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    webhook_id = lowered.get("webhook-id", "")
+    timestamp = lowered.get("webhook-timestamp", "")
+    if not webhook_id or not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
         return False
-    expected = signature(secret, timestamp, webhook_id, body)
-    return hmac.compare_digest(expected, headers.get("webhook-signature", ""))
+    expected = signature(key, webhook_id, int(timestamp), body).encode()
+    return any(
+        hmac.compare_digest(expected, given.encode())
+        for given in lowered.get("webhook-signature", "").split(" ")
+    )
 
 
 class SignedWebhook:
-    def __init__(self, url: str, secret: bytes, *, timeout: float = 10.0) -> None:
-        if not secret:
+    def __init__(self, url: str, key: bytes, *, timeout: float = 10.0) -> None:
+        """`key`: the HMAC key itself (`signing_key` of a `whsec_` secret)."""
+        if not key:
             raise invalid("the webhook secret must not be empty")
         self._url = url
-        self._secret = secret
+        self._key = key
         self._http = VendorHttp("webhook", url, timeout=timeout)
 
     @classmethod
@@ -59,19 +89,19 @@ class SignedWebhook:
         assert settings.webhook_url is not None and settings.webhook_secret is not None
         return cls(
             settings.webhook_url,
-            settings.webhook_secret.get_secret_value().encode(),
+            signing_key(settings.webhook_secret.get_secret_value()),
             timeout=settings.http_timeout_seconds,
         )
 
     async def post(self, operation: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-        timestamp = str(int(time.time()))
+        timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            "Webhook-Id": key,
+            "webhook-id": key,
             "Idempotency-Key": key,
-            "Webhook-Timestamp": timestamp,
-            SIGNATURE_HEADER: signature(self._secret, timestamp, key, body),
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature(self._key, key, timestamp, body),
         }
         response = await self._http.send(
             operation, "POST", self._url, content=body, headers=headers
