@@ -1,5 +1,8 @@
 """The inbox: every accepted event once (unique by source + id), where it went and when.
 
+A vendor's event that maps to no opsflow type is kept as well, already `rejected` with the
+reason (`Refused`), so nothing a sender was told we received is silently dropped.
+
 Writes are few and short: a request's replay check and insert are one transaction
 (`accept`), and the relay marks every settled event of a pass in one UPDATE transaction per
 group (`mark_many`). On SQLite the writers of this process take turns on an asyncio lock
@@ -32,6 +35,14 @@ from store.types import utcnow
 Sessions = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
 WAITING = ("accepted", "pending")
+
+
+class Refused(EventEnvelope):
+    """An event received but not mapped to an opsflow event (a vendor's kind opsflow has no
+    type for): recorded as it came, `rejected` with `reason` as the outcome, so it shows in
+    `opsflow events list --rejected` rather than being acknowledged and dropped."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -312,6 +323,7 @@ def _write_in(session: Session, batch: Sequence[_Request]) -> list[list[Recorded
             elif key in added:
                 recorded.append(Recorded(added[key], False))
             else:
+                refused = event.reason[:4000] if isinstance(event, Refused) else None
                 row = InboxEvent(
                     source=event.source,
                     event_id=event.id,
@@ -319,7 +331,9 @@ def _write_in(session: Session, batch: Sequence[_Request]) -> list[list[Recorded
                     subject=event.subject,
                     time=event.time,
                     data=event.data,
-                    status="accepted",
+                    status="accepted" if refused is None else "rejected",
+                    outcome=refused,
+                    delivered_at=None if refused is None else now,
                     webhook_id=request.webhook_id,
                     webhook_timestamp=request.webhook_timestamp,
                     attempts=0,
@@ -350,13 +364,13 @@ def _insert_params(row: InboxEvent) -> dict[str, Any]:
         "time": row.time,
         "data": row.data,
         "status": row.status,
-        "outcome": None,
+        "outcome": row.outcome,
         "target": None,
         "webhook_id": row.webhook_id,
         "webhook_timestamp": row.webhook_timestamp,
         "attempts": 0,
         "received_at": row.received_at,
-        "delivered_at": None,
+        "delivered_at": row.delivered_at,
     }
 
 

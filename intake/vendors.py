@@ -4,21 +4,29 @@ Zendesk event subscriptions (`zen:event-type:ticket.*`, one event per request, w
 `time`, `detail` = the ticket and `event` = {previous, current}):
   ticket.created → ticket.created; status_changed → ticket.updated (status), ticket.solved
   (to SOLVED/CLOSED) or ticket.reopened (from SOLVED/CLOSED); priority_changed, agent and
-  group assignment → ticket.updated.
-HubSpot webhooks (a JSON array of events with `eventId`, `subscriptionType`, `objectId`,
-`propertyName`, `propertyValue`, `occurredAt` in ms):
-  contact.propertyChange of `lifecyclestage` → journey.stage_changed.
-Anything else is acknowledged and ignored (vendors retry non-2xx answers forever).
+  group assignment → ticket.updated. Any other type is acknowledged and ignored (vendors
+  retry non-2xx answers forever).
+HubSpot webhooks (a JSON array of events with `eventId`, `objectId`, `propertyName`,
+`propertyValue`, `occurredAt` in ms; what happened is in `subscriptionType`, or in
+`eventType`, the name HubSpot's subscription API gives the same values):
+  a contact's `lifecyclestage` change → journey.stage_changed, whether it comes as the legacy
+  `contact.propertyChange` or as the generic `object.propertyChange` with `objectTypeId` 0-1.
+  Every other event (another kind or property, or fields that do not validate) is recorded
+  in the inbox as it came, `rejected` with the reason (`inbox.Refused`): answered 2xx, so
+  HubSpot does not retry it forever, yet listed by `opsflow events list --rejected`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from definitions.events import EventEnvelope
 from intake.envelope import to_envelope
-from intake.problems import invalid
+from intake.inbox import Refused
+from intake.problems import Problem, invalid
 
 ZENDESK_PRIORITY = {"URGENT": "p1", "HIGH": "p2", "NORMAL": "p3", "LOW": "p4"}
 ZENDESK_STATUS = {
@@ -128,7 +136,101 @@ def zendesk_events(document: Any) -> list[EventEnvelope]:
     return [to_envelope(attributes, data, "zendesk")]
 
 
+HUBSPOT_CONTACT_TYPE = "0-1"  # objectTypeId of contacts in generic (object.*) webhooks
+LIFECYCLE_STAGE = "lifecyclestage"
+
+
+def _hubspot_kind(item: dict[str, Any]) -> str | None:
+    # `eventType` carries the same values under the subscription API's name for them
+    for name in ("subscriptionType", "eventType"):
+        value = item.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _is_lifecycle_change(kind: str, item: dict[str, Any]) -> bool:
+    if item.get("propertyName") != LIFECYCLE_STAGE:
+        return False
+    if kind == "contact.propertyChange":
+        return True
+    # generic webhooks use one kind for every object type and name the type apart
+    return kind == "object.propertyChange" and item.get("objectTypeId") == HUBSPOT_CONTACT_TYPE
+
+
+def _occurred(item: dict[str, Any]) -> datetime | None:
+    """`occurredAt` (Unix milliseconds) as a time; None when absent; ValueError when out of
+    range."""
+    occurred = item.get("occurredAt")
+    if not isinstance(occurred, int) or isinstance(occurred, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(occurred / 1000, UTC)
+    except (OverflowError, OSError) as exc:
+        raise ValueError("out of range") from exc
+
+
+def _hubspot_stage_change(item: dict[str, Any]) -> EventEnvelope:
+    customer = _text(_need(item, "objectId"), "objectId")
+    try:
+        moment = _occurred(item)
+    except ValueError:
+        raise invalid(
+            "occurredAt: out of range", [{"field": "occurredAt", "message": "out of range"}]
+        ) from None
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": _text(_need(item, "eventId"), "eventId"),
+        "source": "hubspot",
+        "type": "journey.stage_changed",
+        "subject": customer,
+        "time": moment.isoformat() if moment else None,
+    }
+    data = {
+        "customer_id": customer,
+        "to_stage": _text(_need(item, "propertyValue"), "propertyValue"),
+    }
+    return to_envelope(attributes, data, "hubspot")
+
+
+def _identifier(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text if 0 < len(text) <= 200 else None
+
+
+def _hubspot_refused(item: dict[str, Any], kind: str | None, reason: str) -> Refused:
+    # Without a usable eventId, a digest of the event itself still makes HubSpot's retries of
+    # it one inbox row.
+    canonical = json.dumps(item, sort_keys=True, separators=(",", ":")).encode()
+    digest = f"digest-{hashlib.sha256(canonical).hexdigest()[:40]}"
+    try:
+        moment = _occurred(item)
+    except ValueError:
+        moment = None
+    return Refused(
+        id=_identifier(item.get("eventId")) or digest,
+        source="hubspot",
+        type=f"hubspot:{kind or 'unknown'}"[:64],
+        subject=_identifier(item.get("objectId")) or "",
+        time=moment,
+        data=item,
+        reason=f"not mapped to an opsflow event: {reason}",
+    )
+
+
+def _unmapped(kind: str, item: dict[str, Any]) -> str:
+    what = kind
+    if isinstance(item.get("propertyName"), str):
+        what += f" of {item['propertyName'][:100]!r}"
+    if isinstance(item.get("objectTypeId"), str):
+        what += f" on objectTypeId {item['objectTypeId'][:20]!r}"
+    return f"HubSpot {what} (only a contact's lifecyclestage change maps: journey.stage_changed)"
+
+
 def hubspot_events(document: Any) -> list[EventEnvelope]:
+    """One envelope per event of the batch: the mapped ones, and a `Refused` for the rest."""
     if not isinstance(document, list) or not 1 <= len(document) <= 100:
         raise invalid(
             "HubSpot sends a JSON array of 1 to 100 events",
@@ -136,34 +238,21 @@ def hubspot_events(document: Any) -> list[EventEnvelope]:
         )
     events: list[EventEnvelope] = []
     for index, item in enumerate(document):
-        prefix = f"[{index}]."
         if not isinstance(item, dict):
             raise invalid(
                 f"[{index}]: must be an object", [{"field": f"[{index}]", "message": "object"}]
             )
-        kind = item.get("subscriptionType")
-        if kind != "contact.propertyChange" or item.get("propertyName") != "lifecyclestage":
+        kind = _hubspot_kind(item)
+        if kind is None:
+            events.append(
+                _hubspot_refused(item, None, "it has neither subscriptionType nor eventType")
+            )
             continue
-        customer = _text(_need(item, "objectId"), prefix + "objectId")
-        attributes: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": _text(_need(item, "eventId"), prefix + "eventId"),
-            "source": "hubspot",
-            "type": "journey.stage_changed",
-            "subject": customer,
-        }
-        occurred = item.get("occurredAt")
-        if isinstance(occurred, int) and not isinstance(occurred, bool):
-            try:
-                attributes["time"] = datetime.fromtimestamp(occurred / 1000, UTC).isoformat()
-            except (ValueError, OverflowError, OSError):
-                raise invalid(
-                    f"{prefix}occurredAt: out of range",
-                    [{"field": prefix + "occurredAt", "message": "out of range"}],
-                ) from None
-        data = {
-            "customer_id": customer,
-            "to_stage": _text(_need(item, "propertyValue"), prefix + "propertyValue"),
-        }
-        events.append(to_envelope(attributes, data, "hubspot", prefix))
+        if not _is_lifecycle_change(kind, item):
+            events.append(_hubspot_refused(item, kind, _unmapped(kind, item)))
+            continue
+        try:
+            events.append(_hubspot_stage_change(item))
+        except Problem as problem:  # a lifecycle change whose fields do not validate
+            events.append(_hubspot_refused(item, kind, problem.detail))
     return events
