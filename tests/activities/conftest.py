@@ -4,8 +4,9 @@ servers on 127.0.0.1 (started and stopped by each test), and a template folder."
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,6 +91,11 @@ class Reply:
     body: Any = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    """Seconds to wait before answering (a slow or hanging vendor; cut short at shutdown)."""
+    reset: bool = False
+    """Send the status line, the headers and half the body, then reset the connection (RST)."""
+    drip: float = 0.0
+    """Send the body one byte at a time, this many seconds apart (a vendor that trickles)."""
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -109,6 +115,7 @@ class VendorServer:
         self.handler = handler
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         outer = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -126,8 +133,8 @@ class VendorServer:
                 with outer._lock:
                     outer.seen.append(seen)
                     reply = outer.handler(seen)
-                if reply.delay:
-                    time.sleep(reply.delay)
+                if reply.delay and outer._stopping.wait(reply.delay):
+                    return  # the server is stopping: nobody waits for this answer any more
                 payload = reply.encoded()
                 try:
                     self.send_response(reply.status)
@@ -139,9 +146,27 @@ class VendorServer:
                         self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if reply.reset:
+                        self.wfile.write(payload[: len(payload) // 2])
+                        self._reset()
+                    elif reply.drip:
+                        for index in range(len(payload)):
+                            if outer._stopping.wait(reply.drip):
+                                return
+                            self.wfile.write(payload[index : index + 1])
+                    else:
+                        self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def _reset(self) -> None:
+                # SO_LINGER 0: close() discards what is unsent and answers with RST, not FIN.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.rfile.close()  # the socket closes only once its file objects are closed
+                self.connection.close()
+                self.close_connection = True
 
             do_GET = do_POST = do_PUT = _serve
 
@@ -150,7 +175,10 @@ class VendorServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for the loop to look, 0.5 s by default per server.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -162,6 +190,7 @@ class VendorServer:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
