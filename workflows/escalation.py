@@ -693,6 +693,7 @@ class EscalationWorkflow:
                 self._target(),
                 "opened",
                 {
+                    "customer": s.case.customer_id,  # a backtest opens the case again
                     "priority": s.case.priority,
                     "stage": s.case.stage,
                     "policy": s.definition,
