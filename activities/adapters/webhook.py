@@ -110,7 +110,7 @@ class SignedWebhook:
             return {}
         try:
             decoded = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}  # receivers may answer 2xx with any body; the status is the contract
         return decoded if isinstance(decoded, dict) else {}
 

@@ -530,15 +530,8 @@ def _expected(rig: str, fault: str) -> Expect:
 
 
 # Bugs found and left to their owners' files: the row fails as shown until fixed.
-KNOWN_BUGS: dict[tuple[str, str], pytest.MarkDecorator] = {
-    ("webhook", "200-json-nested-too-deep"): pytest.mark.xfail(
-        strict=True,
-        raises=RecursionError,
-        reason="activities/adapters/webhook.py: SignedWebhook.post decodes the receiver's "
-        "answer itself and catches only ValueError, so a 2xx nested deeper than json allows "
-        "escapes as a raw RecursionError instead of 'the status is the contract' ({})",
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], pytest.MarkDecorator] = {}
+"""(adapter, fault) pairs that still fail, each marked xfail(strict) with the reason."""
 
 
 def _cases() -> Iterator[Any]:
