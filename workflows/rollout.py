@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 from workflows import metrics
@@ -69,6 +69,10 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["ChangeRequest", "RolloutStatus", "RolloutWorkflow", "rollout_workflow_id"]
 
 MAX_HISTORY_EVENTS = 10_000
+# Search attributes carry the next deadline (OpsDueAt: an approval's paging time, a bake's
+# end, a window's opening) and OpsState=stuck while a paged approval waits. Runs recorded
+# before this upserted on state and stage changes only.
+DUE_AT_PATCH = "rollout-due-at-stuck"
 RETRY_WINDOW = timedelta(days=7)
 """After an abort, how long the rollout waits for `retry` before it ends as rolled back."""
 METRIC_RETRY = RetryPolicy(
@@ -117,7 +121,7 @@ class RolloutWorkflow:
         self._status: RolloutStatus | None = None
         self._spec: RolloutSpec | None = None
         self._changed = False
-        self._upserted: tuple[str, ...] | None = None
+        self._upserted: tuple[object, ...] | None = None
         self._blackouts: BusinessCalendar | None = None
 
     # --- plumbing ------------------------------------------------------------------------
@@ -196,19 +200,53 @@ class RolloutWorkflow:
 
     def _upsert(self) -> None:
         s = self.status
-        values = (s.ops_state, s.stage)
+        if not workflow.patched(DUE_AT_PATCH):
+            values: tuple[object, ...] = (s.ops_state, s.stage)
+            if values == self._upserted:
+                return
+            self._upserted = values
+            workflow.upsert_search_attributes(
+                [
+                    sa.OPS_KIND.value_set("rollout"),
+                    sa.OPS_OWNER.value_set(s.change.owner),
+                    sa.OPS_STATE.value_set(s.ops_state),
+                    sa.OPS_STAGE.value_set(s.stage),
+                    sa.OPS_DEFINITION.value_set(s.plan),
+                ]
+            )
+            return
+        # An approval paged for (past its time) waits for a person: OpsState=stuck.
+        overdue = s.state == "awaiting_approval" and s.approval_paged
+        state = sa.STUCK if overdue else s.ops_state
+        due = self._next_deadline()
+        values = (state, s.stage, due)
         if values == self._upserted:
             return
         self._upserted = values
-        workflow.upsert_search_attributes(
-            [
-                sa.OPS_KIND.value_set("rollout"),
-                sa.OPS_OWNER.value_set(s.change.owner),
-                sa.OPS_STATE.value_set(s.ops_state),
-                sa.OPS_STAGE.value_set(s.stage),
-                sa.OPS_DEFINITION.value_set(s.plan),
-            ]
-        )
+        updates: list[SearchAttributeUpdate[Any]] = [
+            sa.OPS_KIND.value_set("rollout"),
+            sa.OPS_OWNER.value_set(s.change.owner),
+            sa.OPS_STATE.value_set(state),
+            sa.OPS_STAGE.value_set(s.stage),
+            sa.OPS_DEFINITION.value_set(s.plan),
+        ]
+        if due is not None:  # kept once nothing is due (see OPS_DUE_AT)
+            updates.append(sa.OPS_DUE_AT.value_set(due))
+        workflow.upsert_search_attributes(updates)
+
+    def _next_deadline(self) -> datetime | None:
+        """An approval's paging time, a bake's end or a change window's opening."""
+        s = self.status
+        if s.paused or s.finished:
+            return None
+        if s.state == "awaiting_approval" and s.approval_since and not s.approval_paged:
+            return s.approval_since + self.spec.approvals.timeout
+        phase = s.current
+        if s.state == "baking" and phase is not None:
+            return phase.bake.moment_reaching(phase.bake_total)
+        if s.state == "waiting_window":
+            return s.next_window
+        return None
 
     def _set_state(self, state: RolloutState, stage: str | None = None) -> None:
         s = self.status
@@ -406,6 +444,7 @@ class RolloutWorkflow:
             page_at = s.approval_since + self.spec.approvals.timeout
             if workflow.now() >= page_at:
                 s.approval_paged = True
+                self._upsert()
                 await self._page(
                     f"approval for {stage} has waited {self.spec.approvals.timeout}",
                     approvers=True,
