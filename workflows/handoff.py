@@ -111,6 +111,8 @@ CASE_CLOSED_PATCH = "handoff-case-closed"
 """The conversation's ending resolves its case, with the outcome when it was not resolved."""
 TRIGGERS_BY_MEANING_PATCH = "handoff-triggers-by-meaning"
 """Asking for a person is read from whole words and the bot's intents, not substrings."""
+DUE_AT_PATCH = "handoff-due-at"
+"""OpsDueAt carries the pending offer's expiry or the queue's maximum wait."""
 SEEN_EVENTS_KEPT = 500
 _WAITING = frozenset({"requested", "queued", "offered"})
 """The states in which the customer waits for a person (the handoff wait metric)."""
@@ -184,7 +186,19 @@ class HandoffWorkflow:
             pairs.append(sa.OPS_OWNER.value_set(s.agent))
         if s.ticket_id:  # the vendor's ticket events find the conversation by its ticket
             pairs.append(sa.OPS_CASE_ID.value_set(s.ticket_id))
+        due = self._next_deadline()
+        if due is not None and workflow.patched(DUE_AT_PATCH):
+            # kept once nothing is due (see OPS_DUE_AT)
+            pairs.append(sa.OPS_DUE_AT.value_set(due))  # type: ignore[arg-type]
         workflow.upsert_search_attributes(pairs)
+
+    def _next_deadline(self) -> datetime | None:
+        """The pending offer's expiry, else the queue's maximum wait."""
+        s = self.status
+        offer = s.current_offer
+        if offer is not None:
+            return offer.expires_at
+        return s.queue_deadline if s.state in _WAITING else None
 
     def _set_state(self, state: HandoffState, why: str) -> None:
         """Change state now (synchronously); `_record` writes it to the ledger."""
