@@ -280,6 +280,138 @@ def resolve(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     _command(ticket, "resolve", _model(Resolve, by=_who(by)), as_json)
 
 
+@app.command()
+def migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", metavar="NAME@VERSION", help="The policy version to move to, e.g. support@4."
+        ),
+    ],
+    by: By,
+    ticket: Annotated[
+        str | None, typer.Option("--case", help="One case, by its ticket id (T-1042).")
+    ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query",
+            help="Every running case a Temporal visibility query finds, e.g. "
+            "'OpsDefinition=\"support@3\"'.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the old and new deadlines; change nothing.")
+    ] = False,
+    rate: Annotated[
+        float,
+        typer.Option("--rate", min=0.1, max=100.0, help="At most this many cases per second."),
+    ] = 5.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Move running cases to another policy version: each SLA clock takes the new targets
+    and calendar and keeps the time spent and any pause; shows each clock's old and new due
+    moment. Cases already on the version are skipped, so a migration can be run again."""
+    from client.cases import (
+        CaseMigration,
+        PolicyVersions,
+        cases_matching,
+        migrate_case,
+        migrate_cases,
+        migration_target,
+    )
+    from store.db import create_engine, session_factory
+    from worker.temporal import connect
+
+    settings = settings_or_exit()
+    who = _who(by)
+    if (ticket is None) == (query is None):
+        raise fail("give exactly one of --case or --query")
+    done: list[CaseMigration] = []
+    links: list[str] = []
+
+    def shown(result: CaseMigration, link: str) -> None:
+        done.append(result)
+        links.append(link)
+        if as_json:
+            return
+        if result.outcome == "skipped":
+            line = f"skipped ({result.reason})"
+        elif result.outcome == "refused":
+            stays = f", stays on {result.source}" if result.source else ""
+            line = f"refused{stays} ({result.reason})"
+        else:
+            line = f"{result.source} → {result.target}: {result.outcome}"
+        console.print(f"case {result.ticket_id}: {line}", highlight=False, markup=False)
+        for clock in result.clocks:
+            budget = f"{_duration(clock.old_budget)} → {_duration(clock.new_budget)}"
+            old_due = _when(clock.old_due, result.old_timezone) or clock.state
+            new_due = _when(clock.new_due, result.new_timezone) or clock.state
+            console.print(
+                f"  {clock.name.replace('_', ' ')}: {clock.state}, {_duration(clock.spent)} "
+                f"spent; budget {budget}; due {old_due} → {new_due}",
+                highlight=False,
+                markup=False,
+            )
+        if result.outcome != "skipped":
+            console.print(f"  {link}", highlight=False, markup=False)
+
+    async def main() -> str:
+        engine = create_engine(settings.database)
+        try:
+            sessions = session_factory(engine)
+            try:
+                target = await migration_target(sessions, to)
+            except OpsflowError as exc:
+                raise OpsflowError(f"--to: {exc}") from None
+            versions = PolicyVersions(sessions)
+            client = await connect(settings)
+            if ticket is not None:
+                result = await migrate_case(
+                    client, versions, ticket, target, by=who, dry_run=dry_run
+                )
+                if result.outcome == "refused":
+                    stays = f" stays on {result.source}" if result.source else " not migrated"
+                    raise OpsflowError(f"case {ticket}{stays}: {result.reason}")
+                shown(result, _link(settings, client, ticket))
+                return target.ref
+            assert query is not None
+            tickets = await cases_matching(client, query)
+            async for result in migrate_cases(
+                client, versions, tickets, target, by=who, dry_run=dry_run, rate=rate
+            ):
+                shown(result, _link(settings, client, result.ticket_id))
+            return target.ref
+        finally:
+            await engine.dispose()
+
+    target_ref = run(main)
+    counts: dict[str, int] = {}
+    for result in done:
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    if as_json:
+        print_json(
+            {
+                "to": target_ref,
+                "dry_run": dry_run,
+                "cases": [
+                    {**result.as_json(), "url": link}
+                    for result, link in zip(done, links, strict=True)
+                ],
+                "counts": counts,
+            }
+        )
+    elif query is not None:
+        order = ("migrated", "would migrate", "skipped", "refused")
+        tally = ", ".join(f"{counts[o]} {o}" for o in order if o in counts) or "no running case"
+        note = "; dry run, nothing changed" if dry_run else ""
+        console.print(f"{tally} (query {query}){note}", highlight=False, markup=False)
+    refused = counts.get("refused", 0)
+    if refused:
+        then = "nothing changed" if dry_run else "the others are done"
+        raise fail(f"{refused} of {len(done)} cases refused (each says why); {then}")
+
+
 def _stamped(entry: LedgerEntry) -> str:
     """When the step happened; a step caught up after an outage also says when it was written."""
     if entry.written_at - entry.at < LATE_WRITE:

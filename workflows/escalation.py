@@ -2,7 +2,7 @@
 until someone acknowledges, breaches recorded and announced once.
 
 Workflow id `case-<ticket id>`. Updates (acknowledge, pause, resume, set_priority, set_stage,
-reassign, resolve) are validated first: a refused update changes nothing. The `state` query
+reassign, resolve, migrate) are validated first: a refused update changes nothing. The `state` query
 returns everything; the Temporal UI shows the search attributes and a one-line status.
 """
 
@@ -39,7 +39,13 @@ with workflow.unsafe.imports_passed_through():
     from definitions.common import Action, AssignAction, NotifyAction
     from definitions.directory import JOURNEY_STAGES
     from definitions.events import CaseEscalated, EventEnvelope, SlaBreached
-    from definitions.models import ANY_STAGE, ActionRetry, EscalationLevel, EscalationSpec
+    from definitions.models import (
+        ANY_STAGE,
+        ActionRetry,
+        EscalationLevel,
+        EscalationSpec,
+        PinnedDefinition,
+    )
     from workflows.escalation_model import (
         FIRST_RESPONSE,
         MAX_ACTION_FAILURES,
@@ -53,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         CaseSummary,
         InFlightAction,
         LevelVisit,
+        Migrate,
         OpenCase,
         PagerAlert,
         Pause,
@@ -66,6 +73,8 @@ with workflow.unsafe.imports_passed_through():
         SlaOutcome,
         TicketStatus,
         case_workflow_id,
+        migration_refusal,
+        sla_budgets,
     )
 
 
@@ -109,6 +118,9 @@ class EscalationWorkflow:
     @workflow.init
     def __init__(self, request: OpenCase) -> None:
         # State exists before any handler runs: an update may arrive with the first task.
+        # The pinned policy this run follows; `migrate` swaps it, and continue-as-new hands
+        # the new run this one, not the one the case opened with.
+        self._policy: PinnedDefinition = request.policy
         self._spec: EscalationSpec = request.policy.escalation
         self._status: CaseStatus = request.carried or self._new_status(request)
         self._changed = False
@@ -219,13 +231,15 @@ class EscalationWorkflow:
     def _on_breach(self) -> list[Action]:
         return self.spec.on_breach_for(self.status.case.priority)
 
-    def _budgets(self, priority: str, stage: str) -> dict[str, timedelta]:
-        target = self.spec.sla_for(priority, stage)
-        if target is None:
-            raise ValueError(
-                f"policy {self.status.definition} has no SLA for {priority} at {stage}"
-            )
-        return {FIRST_RESPONSE: target.first_response, RESOLUTION: target.resolution}
+    def _budgets(
+        self, priority: str, stage: str, policy: PinnedDefinition | None = None
+    ) -> dict[str, timedelta]:
+        """The clocks' budgets at `priority` and `stage` under `policy` (default: the case's)."""
+        budgets = sla_budgets(policy.escalation if policy else self.spec, priority, stage)
+        if budgets is None:
+            ref = policy.ref if policy else self.status.definition
+            raise ValueError(f"policy {ref} has no SLA for {priority} at {stage}")
+        return budgets
 
     def _wake(self) -> None:
         self._changed = True
@@ -634,9 +648,13 @@ class EscalationWorkflow:
         self._keep_failures(step, outcome.failed)
         await ledger(self._target(), f"{step}-failed", {"failed": outcome.failed})
 
-    def _rebudget(self, *, priority: str, stage: str) -> None:
+    def _rebudget(
+        self, *, priority: str, stage: str, policy: PinnedDefinition | None = None
+    ) -> None:
+        """The clocks take the SLA for `priority` and `stage` (under `policy`, default the
+        case's) and keep the time spent, counted on the calendar they ran on until now."""
         s = self.status
-        budgets = self._budgets(priority, stage)
+        budgets = self._budgets(priority, stage, policy)
         now = workflow.now()
         for name, clock in s.clocks.items():
             if not clock.stopped:  # a target already met keeps the SLA it was met under
@@ -717,7 +735,9 @@ class EscalationWorkflow:
                 or workflow.info().get_current_history_length() > request.max_history_events
             ) and not self._tasks:  # what still runs finishes in this run
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(request.model_copy(update={"case": s.case, "carried": s}))
+                # The policy this run follows now: a migrated case carries its new one.
+                carried = {"case": s.case, "carried": s, "policy": self._policy}
+                workflow.continue_as_new(request.model_copy(update=carried))
             timeout = None
             if next_at is not None:
                 timeout = max(next_at - workflow.now(), timedelta(seconds=1))
@@ -943,8 +963,8 @@ class EscalationWorkflow:
             covers = ", ".join(self.spec.priorities)
             raise ValueError(
                 f"policy {self.status.definition} has no SLA for {command.priority} (it covers "
-                f"{covers}); to move the case to a policy that has, resolve it and open it again "
-                "under that policy (`opsflow case migrate` is not there yet)"
+                f"{covers}); first migrate the case to a policy that covers both "
+                "(`opsflow case migrate`)"
             )
 
     @workflow.update
@@ -1027,6 +1047,25 @@ class EscalationWorkflow:
             raise ValueError(f"{where + ': ' if where else ''}{message}") from None
 
     @workflow.update
+    async def migrate(self, command: Migrate) -> CaseStatus:
+        """Follow `command.policy` from now on: the clocks take its targets for the case's
+        priority and stage and keep the time spent (on the old calendar until now) and any
+        pause; its calendar, levels, warnings and actions apply from here."""
+        s = self.status
+        before = s.definition
+        self._rebudget(priority=s.case.priority, stage=s.case.stage, policy=command.policy)
+        self._policy, self._spec = command.policy, command.policy.escalation
+        s.definition = command.policy.ref
+        self._record("migrate", {"from": before, "to": s.definition, "by": command.by})
+        return s
+
+    @migrate.validator
+    def _validate_migrate(self, command: Migrate) -> None:
+        refusal = migration_refusal(self.status, command.policy)
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    @workflow.update
     async def resolve(self, command: Resolve) -> CaseStatus:
         s = self.status
         now = workflow.now()
@@ -1058,6 +1097,7 @@ __all__ = [
     "CaseSummary",
     "EscalationWorkflow",
     "LevelVisit",
+    "Migrate",
     "OpenCase",
     "Pause",
     "PendingLedgerEntry",
