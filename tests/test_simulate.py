@@ -118,3 +118,34 @@ def test_a_backtest_with_no_recorded_cases_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["simulate", str(SUPPORT), "--replay-since", "30d"], env=env)
     assert result.exit_code == 1
     assert "no escalation case was opened since" in result.stderr
+
+
+def test_a_rollout_with_a_failing_reading_rolls_back_in_the_simulation(tmp_path: Path) -> None:
+    script = tmp_path / "rollout.jsonl"
+    script.write_text(
+        '{"at": "+1m", "command": "approve", "approver": "lena.vogel"}\n'
+        '{"at": "+2m", "command": "approve", "approver": "marco.rossi"}\n'
+        '{"at": "+30m", "command": "degrade", "metric": "csat", "value": 2.1}\n'
+    )
+    plan = CATALOG_DIR / "rollout" / "new-billing-flow.yaml"
+    env = {
+        "OPSFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'configured.db'}",
+        "OPSFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "OPSFLOW_DATA_DIR": str(tmp_path),
+        "COLUMNS": "200",
+    }
+    # A Tuesday morning inside the plan's change windows and outside its blackouts (a past
+    # date: simulated whole weeks later, the blackouts moved along).
+    args = ["simulate", str(plan), "--opened", "2026-11-24 10:00 Europe/Berlin", "--for", "3h"]
+    result = CliRunner().invoke(app, [*args, "--events", str(script), "--json"], env=env)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    shown = json.loads(result.stdout)
+    assert shown["state"] == "rolled_back"
+    assert shown["phases"][0] == {"name": "pilot", "verdict": "failed", "reverted": True}
+    steps = {entry["step"]: entry for entry in shown["timeline"]}
+    assert "a1-phase-1-applied" in steps and "a1-rolled-back" in steps
+    asked = steps["a1-approval-start-1"]["messages"]
+    assert [m["to"] for m in asked] == ["group:cx-change-board"]
+    exposed = steps["a1-phase-1-applied"]["detail"]["total_exposed"]
+    assert len(steps["a1-rollback-phase-1"]["messages"]) == exposed > 0  # each told once
+    assert not (tmp_path / "configured.db").exists()

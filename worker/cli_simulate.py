@@ -6,16 +6,18 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from definitions.duration import parse_duration
 from worker.cli_support import JsonOption, console, fail, print_json, run, settings_or_exit
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
+SHOWN_MESSAGES = 3
+"""Messages a timeline row shows (a rollback notifies every exposed customer)."""
 _OPENED = re.compile(r"(?P<moment>\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?)\s+(?P<zone>\S+)")
 
 
@@ -55,13 +57,21 @@ def simulate(
         typer.Option(
             "--events",
             help='JSON Lines of what happens, e.g. {"at": "+20m", "command": "acknowledge", '
-            '"by": "ana"}; commands: acknowledge, pause, resume, priority, stage, '
-            "ticket_status, reassign, resolve.",
+            '"by": "ana"}. A case: acknowledge, pause, resume, priority, stage, '
+            "ticket_status, reassign, resolve. A rollout: approve, reject, pause, resume, "
+            'promote, abort, and degrade ({"metric": "csat", "value": 2.1}).',
         ),
     ] = None,
     span: Annotated[
         str, typer.Option("--for", help="How long after opening to simulate (at most 60d).")
     ] = "3d",
+    outside_windows: Annotated[
+        bool,
+        typer.Option(
+            "--outside-windows",
+            help="A rollout: let phases start outside the plan's change windows.",
+        ),
+    ] = False,
     replay_since: Annotated[
         str | None,
         typer.Option(
@@ -72,11 +82,18 @@ def simulate(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the policy's real workflow in skipped time on an embedded test server with
-    sandbox backends in a scratch database, and print the timeline: each warning, level,
-    action, notification (rendered) and breach, in the calendar's timezone."""
+    """Run an escalation policy's or rollout plan's real workflow in skipped time on an
+    embedded test server with sandbox backends in a scratch database, and print the
+    timeline: each warning, level, phase, action, notification (rendered) and breach or
+    rollback, in local time."""
+    from definitions.duration import parse_duration
     from worker.logging import configure_logging
-    from worker.simulate import load_definition, read_script, simulate_escalation
+    from worker.simulate import (
+        ROLLOUT_COMMANDS,
+        load_definition,
+        read_script,
+        simulate_escalation,
+    )
 
     # The timeline is the output: the simulated worker's own log lines (a cancelled
     # activity at the end, say) are not.
@@ -94,6 +111,10 @@ def simulate(
     moment = parse_opened(opened) if opened else datetime.now(UTC)
     given_zone = _OPENED.fullmatch(opened.strip()) if opened else None
     loaded = run_sync(lambda: load_definition(definition))
+    if loaded.kind == "rollout":
+        script = run_sync(lambda: read_script(events, ROLLOUT_COMMANDS)) if events else []
+        _rollout(loaded, moment, script, horizon, outside_windows, given_zone, as_json)
+        return
     script = run_sync(lambda: read_script(events)) if events else []
     case = {
         "ticket_id": "T-SIM-1",
@@ -117,21 +138,64 @@ def simulate(
         + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
         highlight=False,
     )
-    table = Table(title_justify="left", show_lines=False)
-    for column in ("when", "step", "what"):
-        table.add_column(column, overflow="fold")
-    for entry in result.timeline:
-        what = _describe(entry.detail)
-        for message in entry.messages:
-            text = message["subject"] or message["body"].strip().splitlines()[0][:120]
-            what += f"\n→ {message['channel']} to {message['to']}: {text}"
-        table.add_row(f"{entry.at.astimezone(zone):%a %d %b %H:%M}", entry.step, escape(what))
+    table = _timeline_table(result.timeline, zone)
     state = ", ".join(
         f"{name} {'met' if c['met'] else 'breached' if c['breached'] else 'running'}"
         for name, c in result.as_json()["clocks"].items()
     )
     console.print(table)
     console.print(f"at the end: {state}", highlight=False)
+
+
+def _timeline_table(timeline: list[Any], zone: ZoneInfo) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title_justify="left", show_lines=False)
+    for column in ("when", "step", "what"):
+        table.add_column(column, overflow="fold")
+    for entry in timeline:
+        what = _describe(entry.detail)
+        for message in entry.messages[:SHOWN_MESSAGES]:
+            text = message["subject"] or message["body"].strip().splitlines()[0][:120]
+            what += f"\n→ {message['channel']} to {message['to']}: {text}"
+        if len(entry.messages) > SHOWN_MESSAGES:
+            what += f"\n→ … {len(entry.messages) - SHOWN_MESSAGES} more (--json has them all)"
+        table.add_row(f"{entry.at.astimezone(zone):%a %d %b %H:%M}", entry.step, escape(what))
+    return table
+
+
+def _rollout(
+    loaded: Any,
+    moment: datetime,
+    script: list[Any],
+    horizon: Any,
+    outside_windows: bool,
+    given_zone: re.Match[str] | None,
+    as_json: bool,
+) -> None:
+    from worker.simulate import simulate_rollout
+
+    result = run(
+        lambda: simulate_rollout(loaded, moment, script, horizon, outside_windows=outside_windows)
+    )
+    if as_json:
+        print_json(result.as_json())
+        return
+    shown_zone = given_zone["zone"] if given_zone else result.timezone
+    zone = ZoneInfo(shown_zone)
+    console.print(
+        f"{result.plan}: a change started {moment.astimezone(zone):%a %Y-%m-%d %H:%M} "
+        f"{shown_zone}"
+        + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
+        highlight=False,
+    )
+    console.print(_timeline_table(result.timeline, zone))
+    phases = ", ".join(
+        f"{p['name']} {p['verdict']}" + (" (reverted)" if p["reverted"] else "")
+        for p in result.as_json()["phases"]
+    )
+    console.print(f"at the end: {result.final.state}; {phases}", highlight=False)
 
 
 def _describe(detail: dict[str, Any]) -> str:
@@ -158,6 +222,9 @@ def run_sync(work: Any) -> Any:
 
 
 def _backtest(definition: Path, since_text: str, as_json: bool) -> None:
+    from rich.table import Table
+
+    from definitions.duration import parse_duration
     from store.db import create_engine, session_factory
     from worker.backtest import backtest_escalation, read_past_cases
     from worker.simulate import load_definition

@@ -27,16 +27,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.adapters.sandbox import degrade
 from activities.backends import Backends
 from activities.deps import ActivityDeps
 from client.cases import ensure_ticket
@@ -68,6 +69,15 @@ from workflows.escalation import (
     TicketStatus,
     case_workflow_id,
 )
+from workflows.rollout import RolloutWorkflow
+from workflows.rollout_model import (
+    ChangeRequest,
+    Decision,
+    Reason,
+    RolloutStatus,
+    StartRollout,
+    rollout_workflow_id,
+)
 from workflows.sandbox import WORKFLOW_RUNNER
 
 # A scripted command: what it is called in the events file, its update, its message type.
@@ -82,6 +92,26 @@ COMMANDS: dict[str, tuple[str, type[BaseModel]]] = {
     "resolve": ("resolve", Resolve),
 }
 MAX_HORIZON = timedelta(days=60)
+ROLLOUT_CUSTOMERS = 400
+"""Sandbox customers a rollout simulation seeds: enough that a 10 % pilot has readings."""
+
+
+class Degrade(BaseModel):
+    """A rollout script's `degrade`: from then on `metric` reads `value` for the exposed."""
+
+    metric: str = Field(min_length=1, max_length=64)
+    value: float
+
+
+ROLLOUT_COMMANDS: dict[str, tuple[str, type[BaseModel]]] = {
+    "approve": ("approve", Decision),
+    "reject": ("reject", Decision),
+    "pause": ("pause", Reason),
+    "resume": ("resume", Reason),
+    "promote": ("promote", Reason),
+    "abort": ("abort", Reason),
+    "degrade": ("degrade", Degrade),
+}
 
 
 @dataclass(frozen=True)
@@ -93,10 +123,13 @@ class ScriptedCommand:
     line: int
 
 
-def read_script(path: Path) -> list[ScriptedCommand]:
+def read_script(
+    path: Path, commands: dict[str, tuple[str, type[BaseModel]]] = COMMANDS
+) -> list[ScriptedCommand]:
     """A JSON Lines file, one command per line: `{"at": "+20m", "command": "acknowledge",
     "by": "ana"}`; the other fields are the command's (`reason`, `priority`, `status`, ...).
-    A bad line is refused naming `file:line` and the field."""
+    `commands`: the kind's (COMMANDS for a case, ROLLOUT_COMMANDS for a rollout). A bad line
+    is refused naming `file:line` and the field."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -113,14 +146,14 @@ def read_script(path: Path) -> list[ScriptedCommand]:
         if not isinstance(entry, dict):
             raise OpsflowError(f"{where}: give an object such as {{'at': '+20m', ...}}")
         at, name = str(entry.pop("at", "")), str(entry.pop("command", ""))
-        if name not in COMMANDS:
-            raise OpsflowError(f"{where}: command: {name!r} is not one of {', '.join(COMMANDS)}")
+        if name not in commands:
+            raise OpsflowError(f"{where}: command: {name!r} is not one of {', '.join(commands)}")
         try:
             after = parse_duration(at.removeprefix("+"))
         except ValueError as exc:
             raise OpsflowError(f"{where}: at: {exc} (write +20m, +1h30m, +2d)") from None
         try:
-            message = COMMANDS[name][1].model_validate(entry)
+            message = commands[name][1].model_validate(entry)
         except ValidationError as exc:
             error = exc.errors()[0]
             field_name = ".".join(str(p) for p in error["loc"]) or name
@@ -130,10 +163,13 @@ def read_script(path: Path) -> list[ScriptedCommand]:
 
 
 def load_definition(path: Path) -> LoadedDefinition:
-    """The one escalation policy in `path`, validated and linted like `defs lint`."""
-    loaded = [d for d in check_folder([path]) if d.kind == "escalation"]
+    """The one escalation policy or rollout plan in `path`, validated and linted like
+    `defs lint`."""
+    loaded = [d for d in check_folder([path]) if d.kind in ("escalation", "rollout")]
     if len(loaded) != 1:
-        raise OpsflowError(f"{path}: give a file with exactly one escalation policy")
+        raise OpsflowError(
+            f"{path}: give a file with exactly one escalation policy or rollout plan"
+        )
     return loaded[0]
 
 
@@ -174,6 +210,11 @@ def _shift_calendar_dates(document: Any, days: int) -> Any:
         holidays = shifted.get("holidays") or {}
         if holidays.get("dates"):
             holidays["dates"] = [later(d) for d in holidays["dates"]]
+    for blackout in shifted.get("blackouts") or []:  # a rollout plan's dated freezes
+        for edge in ("start", "end"):
+            if isinstance(blackout.get(edge), str):
+                moment = datetime.fromisoformat(blackout[edge]) + timedelta(days=days)
+                blackout[edge] = moment.isoformat() if "T" in blackout[edge] else str(moment.date())
     return shifted
 
 
@@ -266,7 +307,9 @@ class ScratchStack:
 
 
 @asynccontextmanager
-async def scratch_stack(loaded: LoadedDefinition) -> AsyncIterator[ScratchStack]:
+async def scratch_stack(
+    loaded: LoadedDefinition, *, customers: int = 60
+) -> AsyncIterator[ScratchStack]:
     with tempfile.TemporaryDirectory(prefix="opsflow-simulate-") as folder:
         database = make_url(f"sqlite:///{folder}/simulation.db")
         upgrade(database)
@@ -274,7 +317,7 @@ async def scratch_stack(loaded: LoadedDefinition) -> AsyncIterator[ScratchStack]
         sessions = session_factory(engine)
         env = await _start_server()
         try:
-            await seed_sandbox(sessions)
+            await seed_sandbox(sessions, customer_count=customers)
             catalog = [d for d in check_folder([CATALOG_DIR]) if d.name != loaded.name]
             await deploy(sessions, [*catalog, loaded], deployed_by="simulate")
             queue = f"simulate-{uuid.uuid4().hex[:8]}"
@@ -352,6 +395,89 @@ async def simulate_escalation(
     return Simulation(pinned.ref, case_shown, zone, shift.days // 7, timeline, final)
 
 
+@dataclass
+class RolloutSimulation:
+    plan: str
+    timezone: str
+    shifted_weeks: int
+    timeline: list[Moment]
+    final: RolloutStatus
+
+    def as_json(self) -> dict[str, Any]:
+        zone = ZoneInfo(self.timezone)
+        return {
+            "plan": self.plan,
+            "timezone": self.timezone,
+            "shifted_weeks": self.shifted_weeks,
+            "timeline": [m.as_json(zone) for m in self.timeline],
+            "state": self.final.state,
+            "phases": [
+                {"name": p.name, "verdict": p.verdict, "reverted": p.reverted}
+                for p in self.final.phases
+            ],
+        }
+
+
+async def simulate_rollout(
+    loaded: LoadedDefinition,
+    started: datetime,
+    script: Sequence[ScriptedCommand],
+    horizon: timedelta,
+    *,
+    outside_windows: bool = False,
+) -> RolloutSimulation:
+    """Start a change under the plan `loaded` at `started` on a sandbox of
+    ROLLOUT_CUSTOMERS customers, apply `script` (approvals, pauses, degraded metrics), let
+    `horizon` pass (or the rollout end)."""
+    horizon = min(max(horizon, max((c.after for c in script), default=timedelta(0))), MAX_HORIZON)
+    change = ChangeRequest(
+        change_id="CHG-SIM",
+        owner="simulate",
+        reason="simulation",
+        outside_windows=outside_windows,
+    )
+    async with scratch_stack(loaded, customers=ROLLOUT_CUSTOMERS) as stack:
+        zone = ZoneInfo(stack.pinned.rollout.windows.timezone)
+        now = await stack.env.get_current_time()
+        shift = shift_for(started, now + timedelta(seconds=1), zone, horizon)
+        pinned = shifted_policy(stack.pinned, shift)
+        start = started + shift
+        await stack.skip_to(start)
+        handle = await stack.env.client.start_workflow(
+            RolloutWorkflow.run,
+            StartRollout(change=change, plan=pinned),
+            id=rollout_workflow_id(change.change_id),
+            task_queue=stack.queue,
+        )
+        for command in script:
+            await stack.skip_to(start + command.after)
+            if isinstance(command.message, Degrade):
+                await degrade(
+                    stack.sessions, command.message.metric, change.change_id, command.message.value
+                )
+                continue
+            update, _ = ROLLOUT_COMMANDS[command.name]
+            try:
+                await handle.execute_update(update, command.message)
+            except WorkflowUpdateFailedError as exc:
+                raise OpsflowError(
+                    f"--events line {command.line}: {command.name} at +{command.after} was "
+                    f"refused: {exc.cause or exc}"
+                ) from None
+        end = start + horizon
+        while await stack.env.get_current_time() < end:
+            status: RolloutStatus = await handle.query(RolloutWorkflow.state)
+            if status.finished:
+                break
+            await stack.skip_to(min(end, await stack.env.get_current_time() + timedelta(hours=1)))
+        story_end = await _last_ledger_id(stack.sessions, handle.id)
+        final: RolloutStatus = await handle.query(RolloutWorkflow.state)
+        if not final.finished:
+            await handle.terminate(reason="simulation over")
+        timeline = await _timeline(stack.sessions, handle.id, shift, story_end)
+    return RolloutSimulation(pinned.ref, zone.key, shift.days // 7, timeline, final)
+
+
 async def _last_ledger_id(sessions: async_sessionmaker[AsyncSession], workflow_id: str) -> int:
     async with sessions() as session:
         found = await session.scalar(
@@ -381,9 +507,17 @@ async def _timeline(
     moments = [Moment(e.at - shift, e.step, dict(e.detail)) for e in entries]
     by_step = {m.step: m for m in moments}
     for message in sent:
-        # Keys are `<workflow id>/<step>/<action>/...`: the message belongs to its step.
-        step = (message.idempotency_key or "").removeprefix(f"{workflow_id}/").split("/")[0]
-        moment = by_step.get(step)
+        # Keys are `<workflow id>/<step>/<action>/...` (a rollout's `a1/rollback/phase-1/...`
+        # for the ledger step `a1-rollback-phase-1`): the longest prefix that names a step.
+        parts = (message.idempotency_key or "").removeprefix(f"{workflow_id}/").split("/")
+        moment = next(
+            (
+                by_step["-".join(parts[:n])]
+                for n in range(len(parts), 0, -1)
+                if "-".join(parts[:n]) in by_step
+            ),
+            None,
+        )
         shown = {
             "channel": message.channel,
             "to": message.recipient,
