@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -201,6 +202,110 @@ def selected_fields(expression: str, variable: str) -> list[tuple[str, int | Non
         if len(tokens) == 1 and str(tokens[0]) == variable and idents:
             found.append((str(name), getattr(name, "column", None)))
     return sorted(found, key=lambda f: f[1] or 0)
+
+
+@dataclass(frozen=True)
+class FieldReference:
+    """A chain of field selections on a variable: `history.counts_30d` or
+    `customer["tier"]`, with each field's 1-based column in the expression (None if unknown)
+    and the line it is on (1 for a one-line expression)."""
+
+    variable: str
+    fields: tuple[str, ...]
+    columns: tuple[int | None, ...]
+    line: int = 1
+
+
+def _string_key(index: Any) -> tuple[str, int | None] | None:
+    """The text of an index that is a plain string literal (`["tier"]`), else None."""
+    node = index
+    while hasattr(node, "data") and node.data != "literal" and len(node.children) == 1:
+        node = node.children[0]
+    if not hasattr(node, "data") or node.data != "literal" or len(node.children) != 1:
+        return None
+    token = node.children[0]
+    text = str(token)
+    plain = (
+        getattr(token, "type", "") == "STRING_LIT"
+        and len(text) >= 2
+        and text[0] in "\"'"
+        and text[-1] == text[0]
+        and not text.startswith(text[0] * 3)
+        and "\\" not in text
+    )
+    return (text[1:-1], getattr(token, "column", None)) if plain else None
+
+
+def _chain(node: Any) -> tuple[Any, list[tuple[str, int | None]]] | None:
+    """The root identifier token and the fields selected on it, for a `member_dot` or
+    `member_index` node whose target is a chain down to a plain identifier."""
+    fields: list[tuple[str, int | None]] = []
+    while True:
+        if node.data == "member_dot" and len(node.children) == 2:
+            target, name = node.children
+            fields.append((str(name), getattr(name, "column", None)))
+            node = target
+        elif node.data == "member_index" and len(node.children) == 2:
+            target, index = node.children
+            key = _string_key(index)
+            if key is None:
+                return None
+            fields.append(key)
+            node = target
+        elif node.data in ("member", "primary") and len(node.children) == 1:
+            child = node.children[0]
+            if not hasattr(child, "data"):
+                return None
+            if child.data == "ident" and len(child.children) == 1:
+                fields.reverse()
+                return child.children[0], fields
+            node = child
+        else:
+            return None
+
+
+def _bound_names(tree: Any) -> set[str]:
+    """Names a comprehension binds (`exists(t, t.x)` binds t)."""
+    bound: set[str] = set()
+    for node in tree.iter_subtrees():
+        if _macro_name(node) in _MACROS:
+            exprlist = next(
+                (c for c in node.children if getattr(c, "data", "") == "exprlist"), None
+            )
+            first = exprlist.children[0] if exprlist is not None and exprlist.children else None
+            tokens = list(first.scan_values(lambda _: True)) if first is not None else []
+            if len(tokens) == 1:
+                bound.add(str(tokens[0]))
+    return bound
+
+
+def field_references(expression: str) -> list[FieldReference]:
+    """Every longest chain of fields the expression selects on a variable (`a.b.c` gives
+    one reference, a.(b, c)), in the order written; names a comprehension binds are not
+    variables. An expression that does not compile refers to nothing."""
+    try:
+        tree = _compile(expression)
+    except ConditionError:
+        return []
+    bound = _bound_names(tree)
+    found: dict[tuple[int, int], FieldReference] = {}
+    for node in tree.iter_subtrees():
+        if node.data not in ("member_dot", "member_index"):
+            continue
+        chain = _chain(node)
+        if chain is None or str(chain[0]) in bound:
+            continue
+        root, fields = chain
+        where = (getattr(root, "line", 1) or 1, getattr(root, "column", 0) or 0)
+        known = found.get(where)
+        if known is None or len(known.fields) < len(fields):
+            found[where] = FieldReference(
+                str(root),
+                tuple(name for name, _ in fields),
+                tuple(column for _, column in fields),
+                where[0],
+            )
+    return [found[where] for where in sorted(found)]
 
 
 @functools.lru_cache(maxsize=1_024)

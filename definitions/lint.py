@@ -14,20 +14,23 @@
 - everywhere: every referenced template (in every language, using only the variables its
   kind offers), queue and definition exists; in every business calendar no break overlaps
   another key's break on the same day or lies outside the opening hours, and no override
-  repeats a date of holidays.dates.
+  repeats a date of holidays.dates;
+- fields: every field a condition reads exists on its variable where it runs, and every
+  attribute path a template or inline text reads exists in its context (the shapes below,
+  the runtime's own), each reported with the closest name; a template's problem is reported
+  at its line in the template file, naming the field that uses the template.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
 from definitions.calendar import BusinessCalendar, calendar_findings
@@ -42,7 +45,7 @@ from definitions.common import (
     StartAction,
     UpdateTicketAction,
 )
-from definitions.conditions import selected_fields
+from definitions.conditions import field_references, selected_fields
 from definitions.directory import (
     EVENT_TYPES,
     JOURNEY_STAGES,
@@ -57,13 +60,23 @@ from definitions.events import EVENT_TYPES as CONTRACT
 from definitions.loader import LoadedDefinition, PathKey, Problem
 from definitions.models import (
     ANY_STAGE,
+    Cohort,
     CustomerNotice,
     EscalationSpec,
     FollowUp,
     HandoffSpec,
     RecoveryRule,
     RecoverySpec,
+    RecoveryStep,
     RolloutSpec,
+    Route,
+    Trigger,
+)
+from definitions.templates import (
+    AttributePath,
+    TemplateProblem,
+    attribute_paths,
+    undeclared_variables,
 )
 
 WINDOW_LOOKAHEAD_DAYS = 30
@@ -91,6 +104,141 @@ _EVENT_FIELD = re.compile(r"\bevent\.([A-Za-z_]\w*)")
 TEMPLATE_SUFFIX = ".j2"
 _SUBJECT = "Subject:"
 
+# --- what conditions and templates see ---------------------------------------------------
+# The fields of each variable as the runtime builds it; tests/definitions/test_defs_shapes.py
+# holds each one against the code that builds it (definitions/ cannot import that code). A
+# variable's shape maps each field to the shape of its value: the fields of a nested
+# mapping, or None where lint looks no deeper (text, numbers, lists, free-form maps such as
+# `history.counts_30d`, and whatever another check covers, such as a recovery `event`).
+Shape = Mapping[str, "Shape | None"]
+
+
+def _fields(*names: str) -> dict[str, Shape | None]:
+    return dict.fromkeys(names)
+
+
+CUSTOMER = _fields(  # a CRM profile (activities.models.CustomerProfile)
+    "id",
+    "name",
+    "tier",
+    "segment",
+    "lifetime_value",
+    "language",
+    "timezone",
+    "country",
+    "account_manager",
+    "journey_stage",
+)
+TICKET = _fields(  # the case as an escalation's `match` sees it (client.cases.match_context)
+    "id", "ticket_id", "customer_id", "priority", "stage", "channel", "subject", "opened_at"
+)
+HISTORY = _fields(  # a recovery trigger's history (RecoveryEngine.history_context)
+    "median_score",
+    "scores",
+    "low_scores_30d",
+    "low_scores_other_contacts_30d",
+    "counts_30d",
+    "episodes",
+    "open_episode",
+    "last_outcome",
+    "days_since_last_episode",
+)
+ROUTE_CONVERSATION = _fields(  # what a handoff route reads (handoff_logic.conversation_context)
+    "id", "topic", "intents", "trigger", "turns"
+)
+CONDITION_PLACES: tuple[tuple[type[BaseModel], str, Mapping[str, Shape | None]], ...] = (
+    (EscalationSpec, "match", {"ticket": TICKET, "customer": CUSTOMER}),
+    (Trigger, "when", {"event": None, "customer": CUSTOMER, "history": HISTORY}),
+    (RecoveryRule, "dedup", {"event": None, "customer": CUSTOMER}),
+    (Cohort, "when", {"customer": CUSTOMER}),
+    (RecoveryStep, "when", {"customer": CUSTOMER}),
+    (Route, "when", {"conversation": ROUTE_CONVERSATION, "customer": CUSTOMER}),
+)
+"""Each condition field, and the variables it sees (a recovery `event` is checked against
+its event type by `_event_fields`)."""
+
+CALLBACK = _fields(  # handoff_logic.callback_context
+    "date", "time", "weekday", "day", "month", "year", "timezone", "utc"
+)
+TEMPLATE_CONTEXTS: dict[Kind, Mapping[str, Shape | None]] = {
+    # EscalationWorkflow._template_context
+    "escalation": {
+        "case": _fields(
+            "id",
+            "ticket_id",
+            "subject",
+            "priority",
+            "stage",
+            "channel",
+            "state",
+            "assignee",
+            "queue",
+            "opened_at",
+            "policy",
+        ),
+        "customer": CUSTOMER,
+        "sla": _fields("name", "label", "budget", "spent", "remaining", "due_at", "percent"),
+        "level": _fields("number", "name", "cycle", "of"),
+    },
+    # the rollback's NotifyPhaseCustomers context, plus each customer's profile
+    "rollout": {
+        "change": _fields("id", "owner", "reason", "plan", "rollback_reason"),
+        "phase": _fields("name", "percent"),
+        "customer": CUSTOMER,
+    },
+    # RecoveryEngine.template_context: `event` is the rule's event (see _message_context);
+    # `action` stays empty in a rule's messages (amount and currency reach only the
+    # approval notice, whose template is the workflow's own)
+    "recovery": {
+        "customer": CUSTOMER,
+        "event": None,
+        "episode": _fields("id"),
+        "action": {},
+    },
+    # HandoffWorkflow._target
+    "handoff": {
+        "conversation": {"id": None, "topic": None, "callback": CALLBACK},
+        "customer": CUSTOMER,
+        "agent": _fields("id"),
+        "queue": _fields("id", "name"),
+        "wait": _fields("minutes"),
+    },
+}
+FOLLOW_UP_EVENT = _fields("type")
+"""A recovery follow-up survey's `event` (RecoveryEngine._follow_up)."""
+
+
+def unknown_field(
+    shapes: Mapping[str, Shape | None], variable: str, fields: Sequence[str]
+) -> tuple[int, str] | None:
+    """The first of `fields` (read in turn on `variable`) that its shape lacks: its index
+    and a message with the closest known name; None when every field is known or unchecked."""
+    shape = shapes.get(variable)
+    owner = variable
+    for depth, name in enumerate(fields):
+        if shape is None:
+            return None
+        if name not in shape:
+            if not shape:
+                return depth, f"{owner} has no field {name!r}: it is empty here"
+            close = difflib.get_close_matches(name, list(shape), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"it has {', '.join(shape)}"
+            return depth, f"{owner} has no field {name!r}; {hint}"
+        shape = shape[name]
+        owner = f"{owner}.{name}"
+    return None
+
+
+def _text_column(line: str, reference: AttributePath, depth: int) -> int:
+    """Where `reference` (up to its field at `depth`) starts on its line (1-based), or 1
+    when it cannot be found there."""
+    pattern = re.escape(reference.variable)
+    for field_name in reference.fields[: depth + 1]:
+        name = re.escape(field_name)
+        pattern += rf"\s*(?:\.\s*{name}\b|\[\s*['\"]{name}['\"]\s*\])"
+    match = re.search(rf"(?<![\w.]){pattern}", line)
+    return match.start() + 1 if match else 1
+
 
 def _walk(value: Any, path: PathKey) -> Iterator[tuple[Any, PathKey]]:
     """Every model inside `value` with its path (YAML keys, i.e. field aliases)."""
@@ -106,17 +254,74 @@ def _walk(value: Any, path: PathKey) -> Iterator[tuple[Any, PathKey]]:
             yield from _walk(item, (*path, key))
 
 
+@dataclass(frozen=True)
+class _AttributeFinding:
+    """An attribute path a template or text reads that its context lacks."""
+
+    reference: AttributePath
+    depth: int
+    """Index of the first unknown field in `reference.fields`."""
+    column: int
+    message: str
+
+    @property
+    def path(self) -> str:
+        return ".".join((self.reference.variable, *self.reference.fields[: self.depth + 1]))
+
+
 @dataclass
 class _TemplateCheck:
     folder: Path
     cache: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    _parser: SandboxedEnvironment = field(default_factory=SandboxedEnvironment)
+    attributes: dict[tuple[str, str], list[Problem]] = field(default_factory=dict)
+
+    def attribute_findings(
+        self, source: str, shapes: Mapping[str, Shape | None]
+    ) -> list[_AttributeFinding]:
+        """Each attribute path in `source` that `shapes` lacks (a source that does not parse
+        has none: source_problems reports it)."""
+        try:
+            references = attribute_paths(source)
+        except TemplateProblem:
+            return []
+        lines = source.splitlines()
+        findings: list[_AttributeFinding] = []
+        for reference in references:
+            found = unknown_field(shapes, reference.variable, reference.fields)
+            if found is None:
+                continue
+            line = lines[reference.line - 1] if 0 < reference.line <= len(lines) else ""
+            findings.append(
+                _AttributeFinding(
+                    reference, found[0], _text_column(line, reference, found[0]), found[1]
+                )
+            )
+        return findings
+
+    def attribute_problems(
+        self, name: str, label: str, shapes: Mapping[str, Shape | None]
+    ) -> list[Problem]:
+        """Attribute paths the template `name` reads (in every language) that the context
+        `shapes` (named `label`) lacks, each at its line in the template file."""
+        key = (name, label)
+        if key not in self.attributes:
+            problems: list[Problem] = []
+            for language in LANGUAGES:
+                path = self.folder / f"{name}.{language}{TEMPLATE_SUFFIX}"
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue  # a missing or unreadable file is reported by file_problems
+                if text.startswith(_SUBJECT):  # blanked, so columns stay those of the file
+                    text = " " * len(_SUBJECT) + text[len(_SUBJECT) :]
+                problems.extend(
+                    Problem(str(path), f.reference.line, f.column, f.path, f.message)
+                    for f in self.attribute_findings(text, shapes)
+                )
+            self.attributes[key] = problems
+        return self.attributes[key]
 
     def variables(self, source: str) -> set[str]:
-        try:
-            from definitions.templates import undeclared_variables
-        except ImportError:  # the rendering module is optional for lint
-            return set(meta.find_undeclared_variables(self._parser.parse(source)))
         return undeclared_variables(source)
 
     def source_problems(self, source: str, allowed: frozenset[str], what: str) -> list[str]:
@@ -170,9 +375,20 @@ class _Linter:
     today: date
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    template_users: dict[Problem, list[str]] = field(default_factory=dict)
+    """Problems in template files, each with the fields that use the template."""
 
     def report(self, path: PathKey, message: str) -> None:
         self.problems.append(self.loaded.source.problem(path, message))
+
+    def report_in_text(self, path: PathKey, line: int, column: int | None, message: str) -> None:
+        """A problem inside the text at `path` (a condition, an inline template): at its own
+        column when the text is on one line of the file, else at the text."""
+        problem = self.loaded.source.problem(path, message)
+        start = self.loaded.source.inline_starts.get(path)
+        if start is not None and line == 1 and column is not None:
+            problem = replace(problem, column=start + column - 1)
+        self.problems.append(problem)
 
     def warn(self, path: PathKey, message: str) -> None:
         """Worth a second look, but the definition is accepted (printed, never refused)."""
@@ -183,6 +399,7 @@ class _Linter:
         spec = definition.spec
         kind: Kind = definition.kind
         self._references(spec, kind)
+        self._conditions(spec)
         self._calendars(spec)
         if isinstance(spec, EscalationSpec):
             self._escalation(spec)
@@ -207,12 +424,57 @@ class _Linter:
         elif kind is not None and found != kind:
             self.report(path, f"{name!r} is a {found} definition, not {kind}")
 
+    def _message_context(
+        self, kind: Kind, model: BaseModel, path: PathKey
+    ) -> tuple[str, Mapping[str, Shape | None]]:
+        """What the messages of `model` (at `path`) see, and a name for that context: a
+        kind's context, where a recovery's `event` is the rule's event (its type's fields,
+        or a stall's), and a follow-up's `event` only its type."""
+        context = TEMPLATE_CONTEXTS[kind]
+        spec = self.loaded.definition.spec
+        if not isinstance(spec, RecoverySpec):
+            return kind, context
+        if isinstance(model, FollowUp):
+            return "recovery follow-up", {**context, "event": FOLLOW_UP_EVENT}
+        if len(path) > 2 and path[1] == "rules" and isinstance(path[2], int):
+            offer = _event_offer(spec.rules[path[2]].trigger)
+            if offer is not None:
+                what, offered = offer
+                return f"recovery {what}", {**context, "event": _fields(*offered)}
+        return kind, context
+
+    def _template_attributes(self, model: BaseModel, template: str, path: PathKey) -> None:
+        label, shapes = self._message_context(self.loaded.definition.kind, model, path)
+        user = self.loaded.source.problem((*path, "template"), "")
+        where = f"{user.path} at {user.file}:{user.line}:{user.column}"
+        for problem in self.templates.attribute_problems(template, label, shapes):
+            users = self.template_users.setdefault(problem, [])
+            if where not in users:
+                users.append(where)
+
+    def _conditions(self, spec: BaseModel) -> None:
+        """Every field a condition reads exists on its variable (`ticket.priorty`: did you
+        mean 'priority'?), at its column."""
+        for model, path in _walk(spec, ("spec",)):
+            for owner, name, shapes in CONDITION_PLACES:
+                expression = getattr(model, name, None) if isinstance(model, owner) else None
+                if not isinstance(expression, str):
+                    continue
+                for reference in field_references(expression):
+                    found = unknown_field(shapes, reference.variable, reference.fields)
+                    if found is not None:
+                        depth, message = found
+                        self.report_in_text(
+                            (*path, name), reference.line, reference.columns[depth], message
+                        )
+
     def _references(self, spec: BaseModel, kind: Kind) -> None:
         allowed = TEMPLATE_VARIABLES[kind]
         for model, path in _walk(spec, ("spec",)):
             if isinstance(model, NotifyAction | CustomerNotice | FollowUp):
                 for message in self.templates.file_problems(model.template, kind):
                     self.report((*path, "template"), message)
+                self._template_attributes(model, model.template, path)
             if isinstance(model, AssignAction | CreateTicketAction | ScheduleCallbackAction):
                 self._queue(model.queue, (*path, "queue"))
             if isinstance(model, StartAction):
@@ -225,10 +487,17 @@ class _Linter:
                 inline.append(("comment", model.comment))
             if isinstance(model, CrmNoteAction):
                 inline.append(("text", model.text))
+            shapes = self._message_context(kind, model, path)[1]
+            if isinstance(model, CrmNoteAction):  # its `event.<field>` reads: _event_fields
+                shapes = {**shapes, "event": None}
             for key, source in inline:
                 if source is not None:
                     for message in self.templates.source_problems(source, allowed, "the text"):
                         self.report((*path, key), message)
+                    for finding in self.templates.attribute_findings(source, shapes):
+                        self.report_in_text(
+                            (*path, key), finding.reference.line, finding.column, finding.message
+                        )
 
     def _calendars(self, spec: BaseModel) -> None:
         """Every business calendar: overlapping breaks, breaks outside the hours, overrides
@@ -337,9 +606,7 @@ class _Linter:
             if priority not in spec.priorities:
                 self.report(where, f"{priority} is not among the policy's priorities")
             if plan.levels is not None:
-                own = max(
-                    (t.resolution for t in spec.slas if t.priority == priority), default=None
-                )
+                own = max((t.resolution for t in spec.slas if t.priority == priority), default=None)
                 self._levels(plan.levels, (*where, "levels"), own)
 
     def _levels(self, levels: list[Any], at: PathKey, longest: timedelta | None) -> None:
@@ -460,15 +727,10 @@ class _Linter:
     def _event_fields(self, rule: RecoveryRule, path: PathKey) -> None:
         """Refuse `event.<field>` reads the triggering event cannot satisfy."""
         trigger = rule.trigger
-        if trigger.event is not None:
-            model = CONTRACT.get(trigger.event)
-            if model is None:
-                return  # reported as an unknown event type
-            data = [info.alias or name for name, info in model.model_fields.items()]
-            offered = (*data, *ENVELOPE_FIELDS)
-            what = f"a {trigger.event} event"
-        else:
-            offered, what = STALL_FIELDS, "a stall"
+        offer = _event_offer(trigger)
+        if offer is None:
+            return  # reported as an unknown event type
+        what, offered = offer
         reads: list[tuple[PathKey, str]] = [
             ((*path, "trigger", "when"), f) for f, _ in selected_fields(trigger.when, "event")
         ]
@@ -512,6 +774,18 @@ class _Linter:
             self.report(("spec", "relax_after"), "relax_after is not shorter than max_wait")
 
 
+def _event_offer(trigger: Trigger) -> tuple[str, tuple[str, ...]] | None:
+    """What a rule's event is called and the fields it has (its type's data fields and the
+    envelope's, or a stall's); None for an unknown event type."""
+    if trigger.event is None:
+        return "a stall", STALL_FIELDS
+    model = CONTRACT.get(trigger.event)
+    if model is None:
+        return None
+    data = [info.alias or name for name, info in model.model_fields.items()]
+    return f"a {trigger.event} event", (*data, *ENVELOPE_FIELDS)
+
+
 def _lint_all(
     definitions: list[LoadedDefinition],
     templates: Path,
@@ -524,10 +798,15 @@ def _lint_all(
     day = today or datetime.now(UTC).date()
     problems: list[Problem] = []
     warnings: list[Problem] = []
+    template_users: dict[Problem, list[str]] = {}
     for loaded in definitions:
-        linter = _Linter(loaded, kinds, check, day)
+        linter = _Linter(loaded, kinds, check, day, template_users=template_users)
         problems.extend(linter.run())
         warnings.extend(linter.warnings)
+    # A template's problem once, at its line in the template, naming who uses the template.
+    for problem, users in template_users.items():
+        more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+        problems.append(replace(problem, message=f"{problem.message} (used by {users[0]}{more})"))
     return sorted(set(problems)), sorted(set(warnings))
 
 

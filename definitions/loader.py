@@ -596,6 +596,18 @@ class LoadResult:
     definitions: list[LoadedDefinition] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
+    """Name -> kind of each document the schema refused that still names itself and a known
+    kind: lint resolves references to it, so fixing it is not also reported elsewhere as
+    "no definition named ..." in the same run."""
+
+
+def _named_kind(data: Any) -> tuple[str, str] | None:
+    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+        return None
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return (name, data["kind"]) if isinstance(name, str) and name else None
 
 
 def definition_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -625,6 +637,8 @@ def load_file(path: Path, display: str | None = None) -> LoadResult:
         result.problems.extend(document_problems)
         if loaded is not None:
             result.definitions.append(loaded)
+        elif (named := _named_kind(document.data)) is not None:
+            result.refused.setdefault(*named)
     return result
 
 
@@ -636,6 +650,8 @@ def load_paths(paths: Iterable[Path]) -> LoadResult:
         result = load_file(file)
         total.files += 1
         total.problems.extend(result.problems)
+        for name, kind in result.refused.items():
+            total.refused.setdefault(name, kind)
         for loaded in result.definitions:
             first = seen.get(loaded.name)
             if first is not None:

@@ -383,15 +383,73 @@ def render_string(source: str, context: Mapping[str, object], *, html: bool = Fa
         _budget.reset(token)
 
 
-def undeclared_variables(source: str) -> set[str]:
-    """The names a template reads from its context (globals such as `range` excluded)."""
+def _parse(source: str) -> nodes.Template:
     if len(source) > MAX_SOURCE_CHARS:
         raise TemplateProblem(f"template source is over {MAX_SOURCE_CHARS} characters")
     try:
-        parsed = _TEXT.parse(source)
+        return _TEXT.parse(source)
     except Exception as exc:
         raise TemplateProblem(_describe(exc)) from None
-    return set(meta.find_undeclared_variables(parsed)) - set(_TEXT.globals)
+
+
+def undeclared_variables(source: str) -> set[str]:
+    """The names a template reads from its context (globals such as `range` excluded)."""
+    return set(meta.find_undeclared_variables(_parse(source))) - set(_TEXT.globals)
+
+
+@dataclass(frozen=True)
+class AttributePath:
+    """`{{ case.subject }}` or `{{ customer["name"] }}` in a template: the context variable,
+    the attributes read on it in order, and the 1-based line of the source it is on."""
+
+    variable: str
+    fields: tuple[str, ...]
+    line: int
+
+
+def _attribute_chain(node: nodes.Node) -> tuple[nodes.Name, list[str]] | None:
+    fields: list[str] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            fields.append(node.attr)
+            node = node.node
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+        ):
+            fields.append(node.arg.value)
+            node = node.node
+        elif isinstance(node, nodes.Name):
+            fields.reverse()
+            return node, fields
+        else:
+            return None
+
+
+def attribute_paths(source: str) -> list[AttributePath]:
+    """Every longest chain of attributes a template reads on a context variable
+    (`case.sla.name` gives one path), in source order. A name the template assigns anywhere
+    (`set`, `for`, macro arguments) is not the context's and is left out; a chain through a
+    call or a computed index stops there (`case.subject.upper().x` reads case.subject)."""
+    parsed = _parse(source)
+    chains: dict[int, tuple[nodes.Node, nodes.Name, list[str]]] = {}
+    try:
+        assigned = {name.name for name in parsed.find_all(nodes.Name) if name.ctx != "load"}
+        context = set(meta.find_undeclared_variables(parsed)) - assigned - set(_TEXT.globals)
+        for node in parsed.find_all((nodes.Getattr, nodes.Getitem)):
+            chain = _attribute_chain(node)
+            if chain is not None and chain[0].name in context:
+                chains[id(node)] = (node, *chain)
+    except Exception as exc:  # RecursionError on a deep tree, whatever else: one message
+        raise TemplateProblem(_describe(exc)) from None
+    inner = {id(getattr(node, "node", None)) for node, _, _ in chains.values()}
+    found = [
+        AttributePath(root.name, tuple(fields), node.lineno)
+        for key, (node, root, fields) in chains.items()
+        if key not in inner
+    ]
+    return sorted(set(found), key=lambda p: (p.line, p.variable, p.fields))
 
 
 def _split_subject(text: str) -> tuple[str | None, str]:
@@ -455,8 +513,10 @@ def render_message(
 __all__ = [
     "DEFAULT_FOLDER",
     "MAX_OUTPUT_CHARS",
+    "AttributePath",
     "RenderedMessage",
     "TemplateProblem",
+    "attribute_paths",
     "render_message",
     "render_string",
     "template_path",

@@ -73,10 +73,13 @@ def templates_for(folder: Path) -> Path:
 def check_folder(
     paths: Sequence[Path], *, with_lint: bool = True, known: dict[str, str] | None = None
 ) -> list[LoadedDefinition]:
-    """Load (and lint) every definition under `paths`; DefinitionProblems lists all problems."""
+    """Load (and lint) every definition under `paths`; DefinitionProblems lists all problems:
+    the schema's for the documents it refuses and lint's for the others, in one pass, by
+    file and line. A reference to a refused document is not reported again as missing."""
     result = load_paths(paths)
     problems = list(result.problems)
     if with_lint and result.definitions:
+        known = {**(known or {}), **result.refused}
         problems += lint(result.definitions, templates=templates_for(paths[0]), known=known)
     if problems:
         raise DefinitionProblems(sorted(set(problems)))
