@@ -149,3 +149,53 @@ def test_a_rollout_with_a_failing_reading_rolls_back_in_the_simulation(tmp_path:
     exposed = steps["a1-phase-1-applied"]["detail"]["total_exposed"]
     assert len(steps["a1-rollback-phase-1"]["messages"]) == exposed > 0  # each told once
     assert not (tmp_path / "configured.db").exists()
+
+
+def test_a_recovery_rule_set_reacts_to_an_event_file(tmp_path: Path) -> None:
+    """The catalog's rules: one low survey after good ones opens a review, not an apology;
+    a second low score about another contact acts (issue 15's proportionate recovery)."""
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=ZoneInfo("UTC"))
+    lines = [
+        {"score": 5, "ticket_id": f"T-{n}", "at": start + timedelta(days=n)} for n in range(4)
+    ] + [
+        {"score": 1, "ticket_id": "T-10", "at": start + timedelta(days=5)},
+        {"score": 1, "ticket_id": "T-11", "at": start + timedelta(days=6)},
+    ]
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": f"e-{n}",
+                    "source": "crm",
+                    "type": "survey.responded",
+                    "time": line["at"].isoformat(),  # type: ignore[attr-defined]
+                    "data": {
+                        "customer_id": "C-0003",
+                        "score": line["score"],
+                        "ticket_id": line["ticket_id"],
+                    },
+                }
+            )
+            for n, line in enumerate(lines)
+        )
+        + "\n"
+    )
+    rules = CATALOG_DIR / "recovery" / "service-recovery.yaml"
+    env = {"OPSFLOW_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    args = ["simulate", str(rules), "--events", str(events), "--for", "2d", "--json"]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    shown = json.loads(result.stdout)
+    assert list(shown["customers"]) == ["C-0003"]
+    steps = [entry["step"] for entry in shown["timeline"]]
+    assert all(step.startswith("C-0003: ") for step in steps)
+    assert shown["customers"]["C-0003"]["tally"] == {
+        "service-recovery/low-csat-review": {"fired": 1},
+        "service-recovery/low-csat": {"fired": 1},
+    }
+    review, acted = [e for e in shown["timeline"] if e["step"].endswith("-fired")]
+    # Shown at the events' own times: the first low score opens a review and tells the
+    # customer nothing; the second, about another contact, acts.
+    assert review["at"].startswith("2026-11-07") and review["messages"] == []
+    assert acted["at"].startswith("2026-11-08") and len(acted["messages"]) == 1

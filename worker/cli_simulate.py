@@ -59,7 +59,8 @@ def simulate(
             help='JSON Lines of what happens, e.g. {"at": "+20m", "command": "acknowledge", '
             '"by": "ana"}. A case: acknowledge, pause, resume, priority, stage, '
             "ticket_status, reassign, resolve. A rollout: approve, reject, pause, resume, "
-            'promote, abort, and degrade ({"metric": "csat", "value": 2.1}).',
+            'promote, abort, and degrade ({"metric": "csat", "value": 2.1}). A recovery rule '
+            "set: the CloudEvents it reacts to, each with its time.",
         ),
     ] = None,
     span: Annotated[
@@ -82,10 +83,10 @@ def simulate(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run an escalation policy's or rollout plan's real workflow in skipped time on an
-    embedded test server with sandbox backends in a scratch database, and print the
-    timeline: each warning, level, phase, action, notification (rendered) and breach or
-    rollback, in local time."""
+    """Run an escalation policy's, rollout plan's or recovery rule set's real workflow in
+    skipped time on an embedded test server with sandbox backends in a scratch database, and
+    print the timeline: each warning, level, phase, rule fired, action, notification
+    (rendered) and breach or rollback, in local time."""
     from definitions.duration import parse_duration
     from worker.logging import configure_logging
     from worker.simulate import (
@@ -114,6 +115,9 @@ def simulate(
     if loaded.kind == "rollout":
         script = run_sync(lambda: read_script(events, ROLLOUT_COMMANDS)) if events else []
         _rollout(loaded, moment, script, horizon, outside_windows, given_zone, as_json)
+        return
+    if loaded.kind == "recovery":
+        _recovery(loaded, events, horizon, as_json)
         return
     script = run_sync(lambda: read_script(events)) if events else []
     case = {
@@ -198,11 +202,40 @@ def _rollout(
     console.print(f"at the end: {result.final.state}; {phases}", highlight=False)
 
 
+def _recovery(loaded: Any, events: Path | None, horizon: Any, as_json: bool) -> None:
+    from client.recovery import read_events
+    from worker.simulate import simulate_recovery
+
+    if events is None:
+        raise fail(
+            "--events: a recovery rule set needs the events to react to (JSON Lines of "
+            "CloudEvents with a time each, as `opsflow recovery backtest` reads)"
+        )
+    envelopes = run_sync(lambda: read_events(events))
+    result = run(lambda: simulate_recovery(loaded, envelopes, horizon))
+    if as_json:
+        print_json(result.as_json())
+        return
+    console.print(
+        f"{result.rules}: {len(envelopes)} events for {len(result.customers)} customers"
+        + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
+        highlight=False,
+    )
+    console.print(_timeline_table(result.timeline, ZoneInfo("UTC")))
+    for customer, shown in result.as_json()["customers"].items():
+        decided = "; ".join(
+            f"{rule}: " + ", ".join(f"{outcome} {n}" for outcome, n in counts.items())
+            for rule, counts in shown["tally"].items()
+        )
+        console.print(f"{customer}: {decided or 'no rule applied'}", highlight=False)
+
+
 def _describe(detail: dict[str, Any]) -> str:
     event = detail.get("event")
     if isinstance(event, dict):
         return f"{event.get('sla')} breached (budget {event.get('budget_seconds', 0) // 60} min)"
-    return ", ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, "", [], {}))
+    text = ", ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, "", [], {}))
+    return text[:240]
 
 
 def run_sync(work: Any) -> Any:

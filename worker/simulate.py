@@ -16,13 +16,14 @@ moved by the same weeks; every moment is shown shifted back, as given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -41,8 +43,10 @@ from activities.adapters.sandbox import degrade
 from activities.backends import Backends
 from activities.deps import ActivityDeps
 from client.cases import ensure_ticket
+from client.recovery import recovery_signal_args
 from definitions.duration import parse_duration
 from definitions.errors import OpsflowError
+from definitions.events import EventEnvelope
 from definitions.loader import LoadedDefinition
 from definitions.models import PinnedDefinition
 from store.db import create_engine, session_factory
@@ -68,6 +72,13 @@ from workflows.escalation import (
     SetStage,
     TicketStatus,
     case_workflow_id,
+)
+from workflows.recovery import RecoveryWorkflow
+from workflows.recovery_model import (
+    RecoveryInput,
+    RecoveryRules,
+    RecoveryView,
+    customer_workflow_id,
 )
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import (
@@ -162,13 +173,17 @@ def read_script(
     return sorted(script, key=lambda c: (c.after, c.line))
 
 
+SIMULATED_KINDS = ("escalation", "rollout", "recovery")
+
+
 def load_definition(path: Path) -> LoadedDefinition:
-    """The one escalation policy or rollout plan in `path`, validated and linted like
-    `defs lint`."""
-    loaded = [d for d in check_folder([path]) if d.kind in ("escalation", "rollout")]
+    """The one escalation policy, rollout plan or recovery rule set in `path`, validated and
+    linted like `defs lint`."""
+    loaded = [d for d in check_folder([path]) if d.kind in SIMULATED_KINDS]
     if len(loaded) != 1:
         raise OpsflowError(
-            f"{path}: give a file with exactly one escalation policy or rollout plan"
+            f"{path}: give a file with exactly one escalation policy, rollout plan or "
+            "recovery rule set"
         )
     return loaded[0]
 
@@ -318,7 +333,12 @@ async def scratch_stack(
         env = await _start_server()
         try:
             await seed_sandbox(sessions, customer_count=customers)
-            catalog = [d for d in check_folder([CATALOG_DIR]) if d.name != loaded.name]
+            # A simulated rule set is the only one: recovery applies every deployed set.
+            catalog = [
+                d
+                for d in check_folder([CATALOG_DIR])
+                if d.name != loaded.name and not (loaded.kind == d.kind == "recovery")
+            ]
             await deploy(sessions, [*catalog, loaded], deployed_by="simulate")
             queue = f"simulate-{uuid.uuid4().hex[:8]}"
             async with Worker(
@@ -476,6 +496,81 @@ async def simulate_rollout(
             await handle.terminate(reason="simulation over")
         timeline = await _timeline(stack.sessions, handle.id, shift, story_end)
     return RolloutSimulation(pinned.ref, zone.key, shift.days // 7, timeline, final)
+
+
+@dataclass
+class RecoverySimulation:
+    rules: str
+    shifted_weeks: int
+    timeline: list[Moment]
+    customers: dict[str, RecoveryView]
+
+    def as_json(self) -> dict[str, Any]:
+        zone = ZoneInfo("UTC")
+        return {
+            "rules": self.rules,
+            "shifted_weeks": self.shifted_weeks,
+            "timeline": [m.as_json(zone) for m in self.timeline],
+            "customers": {
+                customer: {
+                    "tally": view.state.tally,
+                    "episodes": len(view.state.episodes),
+                    "waiting_approvals": len(view.state.approvals),
+                }
+                for customer, view in self.customers.items()
+            },
+        }
+
+
+async def simulate_recovery(
+    loaded: LoadedDefinition, events: Sequence[EventEnvelope], horizon: timedelta
+) -> RecoverySimulation:
+    """Deliver `events` (each at its own `time`) to the customers' recovery workflows under
+    the rule set `loaded` alone, then let `horizon` pass (follow-up surveys, cooldowns)."""
+    if not events:
+        raise OpsflowError("--events: give the events to simulate (JSON Lines, with a time each)")
+    ordered = sorted(events, key=lambda e: e.time or datetime.min.replace(tzinfo=UTC))
+    first, last = ordered[0].time, ordered[-1].time
+    assert first is not None and last is not None  # read_events refuses events without one
+    horizon = min(last - first + horizon, MAX_HORIZON)
+    async with scratch_stack(loaded) as stack:
+        now = await stack.env.get_current_time()
+        shift = shift_for(first, now + timedelta(seconds=1), ZoneInfo("UTC"), horizon)
+        pinned = shifted_policy(stack.pinned, shift)
+        rules = RecoveryRules(rules=[pinned])
+        workflow_ids: dict[str, str] = {}
+        for event in ordered:
+            assert event.time is not None
+            await stack.skip_to(event.time + shift)
+            moved = event.model_copy(update={"time": event.time + shift})
+            customer = str(moved.data.get("customer_id") or moved.subject)
+            workflow_id = customer_workflow_id(customer)
+            workflow_ids[customer] = workflow_id
+            await stack.env.client.start_workflow(
+                RecoveryWorkflow.run,
+                RecoveryInput(rules=[pinned]),
+                id=workflow_id,
+                task_queue=stack.queue,
+                start_signal="event",
+                start_signal_args=recovery_signal_args(moved, rules),
+            )
+        await stack.skip_to(first + shift + horizon)
+        timeline: list[Moment] = []
+        views: dict[str, RecoveryView] = {}
+        for customer, workflow_id in sorted(workflow_ids.items()):
+            handle = stack.env.client.get_workflow_handle(workflow_id)
+            with contextlib.suppress(RPCError):  # a run that ended when idle has no view
+                views[customer] = await handle.query(RecoveryWorkflow.view)
+            last_id = await _last_ledger_id(stack.sessions, workflow_id)
+            for moment in await _timeline(stack.sessions, workflow_id, shift, last_id):
+                if moment.step.startswith("run-ended-"):
+                    continue  # the run's own bookkeeping (it ends when idle), not a decision
+                moment.step = f"{customer}: {moment.step}"
+                timeline.append(moment)
+            with contextlib.suppress(RPCError):
+                await handle.terminate(reason="simulation over")
+    timeline.sort(key=lambda m: m.at)
+    return RecoverySimulation(pinned.ref, shift.days // 7, timeline, views)
 
 
 async def _last_ledger_id(sessions: async_sessionmaker[AsyncSession], workflow_id: str) -> int:
