@@ -199,3 +199,27 @@ def test_a_recovery_rule_set_reacts_to_an_event_file(tmp_path: Path) -> None:
     # customer nothing; the second, about another contact, acts.
     assert review["at"].startswith("2026-11-07") and review["messages"] == []
     assert acted["at"].startswith("2026-11-08") and len(acted["messages"]) == 1
+
+
+def test_a_handoff_accepted_in_time_ends_with_its_case_closed(tmp_path: Path) -> None:
+    script = tmp_path / "chat.jsonl"
+    script.write_text(
+        '{"at": "+0s", "command": "turn", "text": "My invoice is wrong", "intent": "billing"}\n'
+        '{"at": "+1m", "command": "turn", "text": "I want to talk to a human",'
+        ' "intent": "human_agent", "confidence": 0.8}\n'
+        '{"at": "+1m20s", "command": "accept", "agent": "offered"}\n'
+        '{"at": "+10m", "command": "resolve"}\n'
+    )
+    tuesday = datetime.now(BERLIN).date() + timedelta(days=1)
+    tuesday += timedelta(days=(1 - tuesday.weekday()) % 7)
+    handoff = CATALOG_DIR / "handoff" / "chat-handoff.yaml"
+    env = {"OPSFLOW_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    args = ["simulate", str(handoff), "--customer", "C-0003", "--for", "1h", "--json"]
+    opened = ["--opened", f"{tuesday} 10:00 Europe/Berlin", "--events", str(script)]
+    result = CliRunner().invoke(app, [*args, *opened], env=env)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    shown = json.loads(result.stdout)
+    assert (shown["state"], shown["queue"]) == ("resolved", "billing")
+    steps = [entry["step"] for entry in shown["timeline"]]
+    assert "case-opened" in steps and "case-closed" in steps
+    assert any(step.endswith("-active") for step in steps)

@@ -60,7 +60,9 @@ def simulate(
             '"by": "ana"}. A case: acknowledge, pause, resume, priority, stage, '
             "ticket_status, reassign, resolve. A rollout: approve, reject, pause, resume, "
             'promote, abort, and degrade ({"metric": "csat", "value": 2.1}). A recovery rule '
-            "set: the CloudEvents it reacts to, each with its time.",
+            "set: the CloudEvents it reacts to, each with its time. A handoff: turn "
+            '({"text": ..., "intent": ...}), accept, decline, resolve, return_to_bot, '
+            "customer_left.",
         ),
     ] = None,
     span: Annotated[
@@ -118,6 +120,9 @@ def simulate(
         return
     if loaded.kind == "recovery":
         _recovery(loaded, events, horizon, as_json)
+        return
+    if loaded.kind == "handoff":
+        _handoff(loaded, moment, events, horizon, customer, as_json)
         return
     script = run_sync(lambda: read_script(events)) if events else []
     case = {
@@ -228,6 +233,32 @@ def _recovery(loaded: Any, events: Path | None, horizon: Any, as_json: bool) -> 
             for rule, counts in shown["tally"].items()
         )
         console.print(f"{customer}: {decided or 'no rule applied'}", highlight=False)
+
+
+def _handoff(
+    loaded: Any, moment: datetime, events: Path | None, horizon: Any, customer: str, as_json: bool
+) -> None:
+    from worker.simulate import HANDOFF_COMMANDS, read_script, simulate_handoff
+
+    if events is None:
+        raise fail(
+            '--events: a handoff needs the conversation: {"at": "+0s", "command": "turn", '
+            '"text": "I want a human"} lines, then the agents\' accept, resolve, ...'
+        )
+    script = run_sync(lambda: read_script(events, HANDOFF_COMMANDS))
+    result = run(lambda: simulate_handoff(loaded, moment, script, horizon, customer=customer))
+    if as_json:
+        print_json(result.as_json())
+        return
+    console.print(
+        f"{result.definition}: a conversation of {customer}"
+        + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
+        highlight=False,
+    )
+    console.print(_timeline_table(result.timeline, ZoneInfo("UTC")))
+    where = f", queue {result.final.queue}" if result.final.queue else ""
+    who = f", agent {result.final.agent}" if result.final.agent else ""
+    console.print(f"at the end: {result.final.state}{where}{who}", highlight=False)
 
 
 def _describe(detail: dict[str, Any]) -> str:

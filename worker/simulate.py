@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, ValidationError
@@ -43,6 +43,7 @@ from activities.adapters.sandbox import degrade
 from activities.backends import Backends
 from activities.deps import ActivityDeps
 from client.cases import ensure_ticket
+from client.handoffs import signal_with_start
 from client.recovery import recovery_signal_args
 from definitions.duration import parse_duration
 from definitions.errors import OpsflowError
@@ -73,6 +74,16 @@ from workflows.escalation import (
     TicketStatus,
     case_workflow_id,
 )
+from workflows.handoff_model import (
+    Accept,
+    CustomerLeft,
+    Decline,
+    HandoffInput,
+    HandoffStatus,
+    ReturnToBot,
+    handoff_workflow_id,
+)
+from workflows.handoff_model import Resolve as HandoffResolve
 from workflows.recovery import RecoveryWorkflow
 from workflows.recovery_model import (
     RecoveryInput,
@@ -113,6 +124,28 @@ class Degrade(BaseModel):
     metric: str = Field(min_length=1, max_length=64)
     value: float
 
+
+class Turn(BaseModel):
+    """A handoff script's `turn`: what the customer (or the bot) says in the chat."""
+
+    text: str = Field(min_length=1, max_length=4000)
+    speaker: Literal["customer", "bot"] = "customer"
+    intent: str | None = None
+    confidence: float | None = Field(None, ge=0, le=1)
+    sentiment: float | None = Field(None, ge=-1, le=1)
+
+
+OFFERED = "offered"
+"""`"agent": "offered"` in a handoff script: the agent the conversation is offered to then."""
+
+HANDOFF_COMMANDS: dict[str, tuple[str, type[BaseModel]]] = {
+    "turn": ("turn", Turn),
+    "accept": ("accept", Accept),
+    "decline": ("decline", Decline),
+    "resolve": ("resolve", HandoffResolve),
+    "return_to_bot": ("return_to_bot", ReturnToBot),
+    "customer_left": ("customer_left", CustomerLeft),
+}
 
 ROLLOUT_COMMANDS: dict[str, tuple[str, type[BaseModel]]] = {
     "approve": ("approve", Decision),
@@ -160,7 +193,9 @@ def read_script(
         if name not in commands:
             raise OpsflowError(f"{where}: command: {name!r} is not one of {', '.join(commands)}")
         try:
-            after = parse_duration(at.removeprefix("+"))
+            offset = at.removeprefix("+")
+            # `+0s` (or `+0m`): at the very start; parse_duration wants a positive length.
+            after = timedelta(0) if offset.rstrip("smhd") == "0" else parse_duration(offset)
         except ValueError as exc:
             raise OpsflowError(f"{where}: at: {exc} (write +20m, +1h30m, +2d)") from None
         try:
@@ -173,17 +208,19 @@ def read_script(
     return sorted(script, key=lambda c: (c.after, c.line))
 
 
-SIMULATED_KINDS = ("escalation", "rollout", "recovery")
+SIMULATED_KINDS = ("escalation", "rollout", "recovery", "handoff")
 
 
 def load_definition(path: Path) -> LoadedDefinition:
     """The one escalation policy, rollout plan or recovery rule set in `path`, validated and
     linted like `defs lint`."""
-    loaded = [d for d in check_folder([path]) if d.kind in SIMULATED_KINDS]
+    # References may name the catalog's definitions: the scratch stack deploys them too.
+    catalog = {d.name: d.kind for d in check_folder([CATALOG_DIR], with_lint=False)}
+    loaded = [d for d in check_folder([path], known=catalog) if d.kind in SIMULATED_KINDS]
     if len(loaded) != 1:
         raise OpsflowError(
-            f"{path}: give a file with exactly one escalation policy, rollout plan or "
-            "recovery rule set"
+            f"{path}: give a file with exactly one escalation policy, rollout plan, recovery "
+            "rule set or handoff definition"
         )
     return loaded[0]
 
@@ -571,6 +608,98 @@ async def simulate_recovery(
                 await handle.terminate(reason="simulation over")
     timeline.sort(key=lambda m: m.at)
     return RecoverySimulation(pinned.ref, shift.days // 7, timeline, views)
+
+
+@dataclass
+class HandoffSimulation:
+    definition: str
+    shifted_weeks: int
+    timeline: list[Moment]
+    final: HandoffStatus
+
+    def as_json(self) -> dict[str, Any]:
+        zone = ZoneInfo("UTC")
+        return {
+            "definition": self.definition,
+            "shifted_weeks": self.shifted_weeks,
+            "timeline": [m.as_json(zone) for m in self.timeline],
+            "state": self.final.state,
+            "queue": self.final.queue,
+            "agent": self.final.agent,
+        }
+
+
+async def simulate_handoff(
+    loaded: LoadedDefinition,
+    started: datetime,
+    script: Sequence[ScriptedCommand],
+    horizon: timedelta,
+    *,
+    customer: str,
+) -> HandoffSimulation:
+    """A conversation under the handoff definition `loaded`: the script's turns reach it as
+    the bot's events, its agent answers (accept, decline, resolve...) as the agents would
+    give them; the sandbox presence backend's agents take the offers."""
+    horizon = min(max(horizon, max((c.after for c in script), default=timedelta(0))), MAX_HORIZON)
+    conversation = "SIM-1"
+    async with scratch_stack(loaded) as stack:
+        now = await stack.env.get_current_time()
+        shift = shift_for(started, now + timedelta(seconds=1), ZoneInfo("UTC"), horizon)
+        pinned = shifted_policy(stack.pinned, shift)
+        policy = await latest(stack.sessions, pinned.handoff.escalation_policy)
+        start_input = HandoffInput(
+            definition=pinned, escalation_policy=policy, conversation_id=conversation
+        )
+        start = started + shift
+        await stack.skip_to(start)
+        workflow_id = handoff_workflow_id(conversation)
+        for n, command in enumerate(script):
+            await stack.skip_to(start + command.after)
+            if isinstance(command.message, Turn):
+                data = {
+                    "conversation_id": conversation,
+                    "customer_id": customer,
+                    **command.message.model_dump(exclude_none=True),
+                }
+                event = EventEnvelope(
+                    id=f"sim-turn-{n}",
+                    source="simulate",
+                    type="bot.turn",
+                    subject=conversation,
+                    time=start + command.after,
+                    data=data,
+                )
+                await signal_with_start(stack.env.client, stack.queue, start_input, event)
+                continue
+            update, _ = HANDOFF_COMMANDS[command.name]
+            message = command.message
+            handle = stack.env.client.get_workflow_handle(workflow_id)
+            if isinstance(message, Accept | Decline) and message.agent == OFFERED:
+                # Whoever the conversation is offered to at that moment answers.
+                now_status = await handle.query("state", result_type=HandoffStatus)
+                offer = now_status.current_offer
+                if offer is None:
+                    raise OpsflowError(
+                        f"--events line {command.line}: {command.name} at +{command.after}: "
+                        f"no offer is open then (the conversation is {now_status.state})"
+                    )
+                message = message.model_copy(update={"agent": offer.agent_id})
+            try:
+                await handle.execute_update(update, message)
+            except (WorkflowUpdateFailedError, RPCError) as exc:
+                cause = getattr(exc, "cause", None) or exc
+                raise OpsflowError(
+                    f"--events line {command.line}: {command.name} at +{command.after} was "
+                    f"refused: {cause}"
+                ) from None
+        await stack.skip_to(start + horizon)
+        handle = stack.env.client.get_workflow_handle(workflow_id)
+        final: HandoffStatus = await handle.query("state", result_type=HandoffStatus)
+        last_id = await _last_ledger_id(stack.sessions, workflow_id)
+        timeline = await _timeline(stack.sessions, workflow_id, shift, last_id)
+        with contextlib.suppress(RPCError):
+            await handle.terminate(reason="simulation over")
+    return HandoffSimulation(pinned.ref, shift.days // 7, timeline, final)
 
 
 async def _last_ledger_id(sessions: async_sessionmaker[AsyncSession], workflow_id: str) -> int:
