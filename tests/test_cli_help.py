@@ -11,6 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from activities.adapters import sandbox
+from intake import serve
+from worker import cli_events, cli_sandbox, cli_stuck, stuck
 from worker.cli import app
 
 PYTHON_TYPES = re.compile(r"<(str|bool|int|float|path|datetime|list\[\w+\])>|\{[a-z_]+\}")
@@ -42,3 +45,10 @@ def test_help_reads_as_a_persons(path: tuple[str, ...]) -> None:
     assert all(len(line) <= 80 for line in text.splitlines()), text
     if path and path[-1] == "show" and path[0] == "case":
         assert "Usage: opsflow case show [OPTIONS] TICKET" in " ".join(text.split())
+
+
+def test_the_spelled_out_constants_agree() -> None:
+    """Help shows these values without importing the modules that define them."""
+    assert cli_stuck.KINDS == stuck.KINDS
+    assert cli_sandbox.METRICS == sandbox.METRICS
+    assert cli_events.DEV_SOURCE == serve.DEV_SOURCE

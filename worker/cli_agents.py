@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from temporalio.exceptions import ApplicationError
 
-from activities.presence import list_agents, set_agent_status, wake
 from definitions.errors import OpsflowError
 from worker.cli_support import (
     JsonOption,
-    Sessions,
     console,
     print_json,
     settings_or_exit,
     show_rows,
     with_database,
 )
-from worker.settings import Settings
-from worker.temporal import connect, workflow_ui_url
-from workflows.handoff_model import AgentView
+
+if TYPE_CHECKING:
+    from worker.cli_support import Sessions
+    from worker.settings import Settings
+    from workflows.handoff_model import AgentView
 
 app = typer.Typer(
     name="agents",
@@ -34,6 +33,8 @@ app = typer.Typer(
 
 def _handoffs_url(settings: Settings) -> str:
     """The Temporal UI's list of running handoffs (agents are sandbox rows, not workflows)."""
+    from worker.temporal import workflow_ui_url
+
     namespace = settings.temporal_namespace or os.environ.get("TEMPORAL_NAMESPACE") or "default"
     base = workflow_ui_url(settings, namespace, "").removesuffix("/")
     return f"{base}?query=OpsKind%3D%22handoff%22"
@@ -55,6 +56,8 @@ def _row(view: AgentView) -> dict[str, object]:
 @app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
     """Every agent with skills, languages, status and conversations in progress."""
+    from activities.presence import list_agents
+
     settings = settings_or_exit()
     views = with_database(settings, list_agents)
     if as_json:
@@ -77,6 +80,11 @@ def status(
 ) -> None:
     """Set an agent available, busy or offline (offline agents are never offered); an agent
     who becomes available goes to the conversation waiting longest that they can take."""
+    from temporalio.exceptions import ApplicationError
+
+    from activities.presence import set_agent_status, wake
+    from worker.temporal import connect
+
     settings = settings_or_exit()
 
     async def work(sessions: Sessions) -> AgentView:

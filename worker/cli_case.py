@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.panel import Panel
-from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client, WorkflowExecutionStatus
 
-from activities.backends import Backends
-from activities.settings import load_adapter_settings
-from client.cases import (
-    BROKEN_STATES,
-    CLOSED_STATES,
-    CaseView,
-    check_customer,
-    choose_policy,
-    close_reason,
-    command_case,
-    open_case,
-    parse_policy_ref,
-    read_case,
-)
-from definitions.calendar import BusinessCalendar
 from definitions.errors import OpsflowError
-from store.db import create_engine, session_factory
-from store.models import LedgerEntry
-from store.registry import get, latest
 from worker.cli_support import (
     By,
     JsonOption,
@@ -44,21 +19,17 @@ from worker.cli_support import (
     settings_or_exit,
     show_rows,
 )
-from worker.settings import Settings
-from worker.temporal import connect, workflow_ui_url
-from workflows import search_attributes as sa
-from workflows.escalation import (
-    Acknowledge,
-    CaseInfo,
-    CaseStatus,
-    Pause,
-    Reassign,
-    Resolve,
-    Resume,
-    SetPriority,
-    SetStage,
-    case_workflow_id,
-)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from temporalio.client import Client
+
+    from client.cases import CaseView
+    from definitions.calendar import BusinessCalendar
+    from store.models import LedgerEntry
+    from worker.settings import Settings
+    from workflows.escalation import CaseStatus
 
 app = typer.Typer(
     name="case",
@@ -75,6 +46,9 @@ LATE_WRITE = timedelta(minutes=1)
 
 
 def _link(settings: Settings, client: Client, ticket: str) -> str:
+    from worker.temporal import workflow_ui_url
+    from workflows.escalation import case_workflow_id
+
     return workflow_ui_url(settings, client.namespace, case_workflow_id(ticket))
 
 
@@ -102,6 +76,9 @@ def _view_line(view: CaseView) -> str:
 
 
 def _command(ticket: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
+    from client.cases import command_case
+    from worker.temporal import connect
+
     settings = settings_or_exit()
 
     async def main() -> tuple[CaseStatus, str]:
@@ -119,6 +96,8 @@ def _command(ticket: str, update: str, argument: BaseModel | None, as_json: bool
 
 def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
     """Build a command; a bad value is one line naming the field."""
+    from pydantic import ValidationError
+
     try:
         return model(**fields)
     except ValidationError as exc:
@@ -160,6 +139,13 @@ def open_command(
 ) -> None:
     """Open a case: start its escalation workflow (an open or resolved ticket starts nothing;
     one whose workflow failed or was terminated starts afresh)."""
+    from activities.backends import Backends
+    from activities.settings import load_adapter_settings
+    from client.cases import check_customer, choose_policy, open_case, parse_policy_ref
+    from store.db import create_engine, session_factory
+    from worker.temporal import connect
+    from workflows.escalation import CaseInfo
+
     settings = settings_or_exit()
     who = _who(by)
     case = _model(
@@ -217,6 +203,8 @@ def open_command(
 @app.command("ack")
 def acknowledge(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Acknowledge a case: escalation stops and the first response counts as given."""
+    from workflows.escalation import Acknowledge
+
     _command(ticket, "acknowledge", _model(Acknowledge, by=_who(by)), as_json)
 
 
@@ -228,12 +216,16 @@ def pause(
     as_json: JsonOption = False,
 ) -> None:
     """Stop the SLA clocks while the case waits on the customer."""
+    from workflows.escalation import Pause
+
     _command(ticket, "pause", _model(Pause, reason=reason, by=_who(by)), as_json)
 
 
 @app.command()
 def resume(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Restart the SLA clocks with the budget that was left."""
+    from workflows.escalation import Resume
+
     _command(ticket, "resume", _model(Resume, by=_who(by)), as_json)
 
 
@@ -245,6 +237,8 @@ def priority(
     as_json: JsonOption = False,
 ) -> None:
     """Change the priority; the clocks use the new SLA and keep the time already spent."""
+    from workflows.escalation import SetPriority
+
     _command(ticket, "set_priority", _model(SetPriority, priority=to, by=_who(by)), as_json)
 
 
@@ -256,6 +250,8 @@ def stage(
     as_json: JsonOption = False,
 ) -> None:
     """Change the journey stage; the clocks use that stage's SLA."""
+    from workflows.escalation import SetStage
+
     _command(ticket, "set_stage", _model(SetStage, stage=to, by=_who(by)), as_json)
 
 
@@ -268,6 +264,8 @@ def reassign(
     as_json: JsonOption = False,
 ) -> None:
     """Move the case to a queue or an agent."""
+    from workflows.escalation import Reassign
+
     if (queue is None) == (agent is None):
         raise fail("give exactly one of --queue or --agent")
     command = _model(Reassign, queue=queue, agent=agent, by=_who(by))
@@ -277,6 +275,8 @@ def reassign(
 @app.command()
 def resolve(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Resolve the case; the workflow completes with its SLA summary."""
+    from workflows.escalation import Resolve
+
     _command(ticket, "resolve", _model(Resolve, by=_who(by)), as_json)
 
 
@@ -423,6 +423,16 @@ def _stamped(entry: LedgerEntry) -> str:
 def show(ticket: Ticket, as_json: JsonOption = False) -> None:
     """The case's state and its timeline from the ledger: live when a worker answers within
     a second, else the state it last recorded; a failed or terminated case says why."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from client.cases import read_case
+    from store.db import create_engine, session_factory
+    from store.models import LedgerEntry
+    from worker.temporal import connect
+    from workflows.escalation import case_workflow_id
+
     settings = settings_or_exit()
 
     async def main() -> tuple[CaseView, list[LedgerEntry], BusinessCalendar | None, str]:
@@ -500,6 +510,9 @@ async def _calendar_of(
 ) -> BusinessCalendar | None:
     """The calendar the case's pinned policy gives its priority: remaining time is business
     time, shown in the calendar's timezone. None when the version is not in this registry."""
+    from client.cases import parse_policy_ref
+    from store.registry import get, latest
+
     if status is None:
         return None
     name, version = parse_policy_ref(status.definition)
@@ -577,6 +590,12 @@ def list_cases(
 ) -> None:
     """Cases, newest first, from the Temporal visibility store. Cases whose workflow failed,
     was terminated or keeps failing are listed as such, with the reason."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    from client.cases import BROKEN_STATES, CLOSED_STATES
+    from worker.temporal import connect
+    from workflows import search_attributes as sa
+
     settings = settings_or_exit()
     known = (*CASE_STATES, *sorted(BROKEN_STATES))
     if state is not None and state not in known:
@@ -632,6 +651,10 @@ def list_cases(
 async def _explain(client: Client, rows: list[dict[str, Any]]) -> None:
     """Fill in why a case's workflow ended (failed, terminated) and mark running cases whose
     workflow task keeps failing; a few requests at a time."""
+    import asyncio
+
+    from client.cases import BROKEN_STATES, close_reason, read_case
+
     gate = asyncio.Semaphore(16)
 
     async def one(row: dict[str, Any]) -> None:

@@ -11,35 +11,12 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from pydantic import ValidationError
-from rich.markup import escape
-from rich.syntax import Syntax
-from rich.table import Table
 
-from activities.backends import Backends
-from activities.settings import load_adapter_settings
-from client.cases import PolicyCandidate, check_customer, explain_policies
-from definitions.loader import LoadedDefinition, Problem
-from definitions.models import json_schema
-from definitions.selection import NamedPolicy, shadowed
-from store.migrate import upgrade
-from store.registry import (
-    CATALOG_DIR,
-    DefinitionProblems,
-    VersionInfo,
-    body,
-    check_folder,
-    deploy_folder,
-    latest_of_kind,
-    list_versions,
-)
 from worker.cli_support import (
     JsonOption,
-    Sessions,
     console,
     fail,
     print_json,
@@ -47,7 +24,12 @@ from worker.cli_support import (
     show_rows,
     with_database,
 )
-from workflows.escalation import CaseInfo
+
+if TYPE_CHECKING:
+    from client.cases import PolicyCandidate
+    from definitions.loader import LoadedDefinition, Problem
+    from store.registry import VersionInfo
+    from worker.cli_support import Sessions
 
 app = typer.Typer(
     name="defs",
@@ -83,6 +65,8 @@ def _report(problems: list[Problem]) -> typer.Exit:
 def shadow_warnings(definitions: list[LoadedDefinition]) -> list[str]:
     """`file:line:col: spec.order: warning: …` for each escalation policy that another
     policy, tried before it, always takes the cases of."""
+    from definitions.selection import NamedPolicy, shadowed
+
     escalations = {d.name: d for d in definitions if d.kind == "escalation"}
     never = shadowed(
         [NamedPolicy(name, d.definition.spec) for name, d in escalations.items()]  # type: ignore[arg-type]
@@ -96,6 +80,8 @@ def shadow_warnings(definitions: list[LoadedDefinition]) -> list[str]:
 
 
 def _check(paths: list[Path] | None, *, with_lint: bool) -> None:
+    from store.registry import CATALOG_DIR, DefinitionProblems, check_folder
+
     chosen = paths or [CATALOG_DIR]
     for path in chosen:
         if not path.exists():
@@ -134,6 +120,10 @@ def deploy(
     as_json: JsonOption = False,
 ) -> None:
     """Store a new version of every definition whose content changed (idempotent)."""
+    from definitions.selection import NamedPolicy, shadowed
+    from store.migrate import upgrade
+    from store.registry import CATALOG_DIR, DefinitionProblems, deploy_folder, latest_of_kind
+
     target = path or CATALOG_DIR
     if not target.exists():
         raise fail(f"no such file or folder: {printable(str(target))}")
@@ -195,6 +185,15 @@ def explain(
     """Which escalation policy would take a case, and why: every deployed policy in
     selection order, whether it covers the priority, each clause of its match with its
     value for this ticket and customer (from the CRM), and the one chosen."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+    from rich.table import Table
+
+    from activities.backends import Backends
+    from activities.settings import load_adapter_settings
+    from client.cases import check_customer, explain_policies
+    from workflows.escalation import CaseInfo
+
     fields: dict[str, Any] = {
         "ticket_id": ticket,
         "customer_id": customer,
@@ -286,6 +285,8 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """Deployed definitions (the newest version of each), or every version of NAME."""
+    from store.registry import list_versions
+
     settings = settings_or_exit()
     versions = with_database(settings, lambda sessions: list_versions(sessions, name))
     if name is None:
@@ -311,6 +312,8 @@ def _parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 def _as_yaml(document: Any) -> str:
+    import yaml
+
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
 
 
@@ -320,6 +323,10 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Print a deployed definition as YAML (or JSON)."""
+    from rich.syntax import Syntax
+
+    from store.registry import body, list_versions
+
     name, version = _parse_ref(ref)
     settings = settings_or_exit()
 
@@ -362,6 +369,10 @@ def diff(
     new: Annotated[int, typer.Argument(help="Newer version.", min=1)],
 ) -> None:
     """A unified diff of two deployed versions' YAML."""
+    from rich.syntax import Syntax
+
+    from store.registry import body
+
     settings = settings_or_exit()
 
     async def work(sessions: Sessions) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -385,4 +396,6 @@ def diff(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of a definition (point your editor's YAML plugin at it)."""
+    from definitions.models import json_schema
+
     typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))

@@ -7,21 +7,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from definitions.duration import parse_duration
-from definitions.events import EVENT_TYPES, event_schemas_with_examples
-from intake import inbox
-from intake.serve import DEV_SOURCE, address, dev_secret
-from intake.signatures import standard_signature
 from worker.cli_support import (
     By,
     JsonOption,
-    Sessions,
     console,
     fail,
     print_json,
@@ -29,7 +21,16 @@ from worker.cli_support import (
     show_rows,
     with_database,
 )
-from worker.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from worker.cli_support import Sessions
+    from worker.settings import Settings
+
+# intake.serve.DEV_SOURCE, the default of --source, spelled out: importing the intake server
+# loads FastAPI, which help does without (tests/test_cli_help.py checks the two agree).
+DEV_SOURCE = "dev"
 
 app = typer.Typer(help="Send events to the intake and inspect its inbox.", no_args_is_help=True)
 
@@ -43,6 +44,8 @@ UrlOption = Annotated[
 
 
 def _secret(settings: Settings, source: str) -> str:
+    from intake.serve import dev_secret
+
     if source in settings.intake_sources:
         return settings.intake_sources[source]
     if source == DEV_SOURCE and (settings.data_dir / "intake-dev-secret").exists():
@@ -54,6 +57,10 @@ def _secret(settings: Settings, source: str) -> str:
 
 
 def _post(url: str, source: str, secret: str, document: Any, batch: bool = False) -> httpx.Response:
+    import httpx
+
+    from intake.signatures import standard_signature
+
     body = json.dumps(document, ensure_ascii=False).encode()
     message_id = f"msg_{uuid.uuid4().hex}"
     stamp = int(time.time())
@@ -90,6 +97,9 @@ def send(
     as_json: JsonOption = False,
 ) -> None:
     """Send one event, signed like any sender (Standard Webhooks)."""
+    from definitions.events import EVENT_TYPES
+    from intake.serve import address
+
     settings = settings_or_exit()
     if event_type not in EVENT_TYPES:
         raise fail(f"unknown event type {event_type!r}: one of {', '.join(EVENT_TYPES)}")
@@ -131,6 +141,10 @@ def replay(
     url: UrlOption = None,
 ) -> None:
     """Send every event of a JSON Lines file, in order; re-sent events change nothing."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from intake.serve import address
+
     settings = settings_or_exit()
     secret = _secret(settings, source)
     base = url or address(settings)
@@ -180,6 +194,8 @@ def list_events(
     as_json: JsonOption = False,
 ) -> None:
     """The newest events in the inbox."""
+    from intake import inbox
+
     settings = settings_or_exit()
     statuses: list[str] = []
     if pending:
@@ -202,6 +218,8 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """One event: where it went, when, and the outcome (the reason when rejected)."""
+    from intake import inbox
+
     settings = settings_or_exit()
 
     async def work(sessions: Sessions) -> list[dict[str, Any]]:
@@ -227,6 +245,8 @@ def show(
 
 def _moment(since: str) -> datetime:
     """`--since`: a duration back from now (`2h`, `30m`, `1d`) or an RFC 3339 time."""
+    from definitions.duration import parse_duration
+
     try:
         return datetime.now(UTC) - parse_duration(since)
     except ValueError:
@@ -264,6 +284,8 @@ def requeue(
     as_json: JsonOption = False,
 ) -> None:
     """Send rejected events again once the cause is fixed; the ledger records who did."""
+    from intake import inbox
+
     settings = settings_or_exit()
     if not by.strip():
         raise fail("--by must name who requeues")
@@ -310,4 +332,6 @@ def requeue(
 @app.command()
 def schema() -> None:
     """The JSON Schema of every event type's data, with an example each."""
+    from definitions.events import event_schemas_with_examples
+
     print_json(event_schemas_with_examples())

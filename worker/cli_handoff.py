@@ -5,25 +5,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.panel import Panel
-from rich.table import Table
-from temporalio.client import Client
 
-from client.handoffs import (
-    command_handoff,
-    handoff_request_event,
-    handoff_start_input,
-    handoff_state,
-    signal_with_start,
-)
-from definitions.events import TranscriptLine
 from worker.cli_support import (
     JsonOption,
-    Sessions,
     console,
     fail,
     print_json,
@@ -32,18 +19,15 @@ from worker.cli_support import (
     show_rows,
     with_database,
 )
-from worker.settings import Settings
-from worker.temporal import connect, workflow_ui_url
-from workflows import search_attributes as sa
-from workflows.handoff_model import (
-    Accept,
-    Decline,
-    HandoffInput,
-    HandoffStatus,
-    Resolve,
-    ReturnToBot,
-    handoff_workflow_id,
-)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from temporalio.client import Client
+
+    from definitions.events import TranscriptLine
+    from worker.cli_support import Sessions
+    from worker.settings import Settings
+    from workflows.handoff_model import HandoffInput, HandoffStatus
 
 app = typer.Typer(
     name="handoff",
@@ -69,6 +53,9 @@ STATES = (
 
 
 def _link(settings: Settings, client: Client, conversation: str) -> str:
+    from worker.temporal import workflow_ui_url
+    from workflows.handoff_model import handoff_workflow_id
+
     return workflow_ui_url(settings, client.namespace, handoff_workflow_id(conversation))
 
 
@@ -103,6 +90,8 @@ def _print_status(status: HandoffStatus, link: str, as_json: bool) -> None:
 
 def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
     """Build a command; a bad value is one line naming the field."""
+    from pydantic import ValidationError
+
     try:
         return model(**fields)
     except ValidationError as exc:
@@ -112,6 +101,9 @@ def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
 
 
 def _command(conversation: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
+    from client.handoffs import command_handoff
+    from worker.temporal import connect
+
     settings = settings_or_exit()
 
     async def main() -> tuple[HandoffStatus, str]:
@@ -125,6 +117,10 @@ def _command(conversation: str, update: str, argument: BaseModel | None, as_json
 
 def read_transcript(path: Path) -> list[TranscriptLine]:
     """A JSON list of {"from": "customer"|"bot", "text": ..., "at": ...}; errors are one line."""
+    from pydantic import ValidationError
+
+    from definitions.events import TranscriptLine
+
     try:
         if path.stat().st_size > MAX_TRANSCRIPT_BYTES:
             raise fail(f"--transcript {path}: larger than {MAX_TRANSCRIPT_BYTES} bytes")
@@ -175,6 +171,12 @@ def start(
 ) -> None:
     """Hand a bot conversation to a person: a `bot.handoff_requested` event, by
     signal-with-start (a running conversation receives it as its next event)."""
+    from pydantic import ValidationError
+
+    from client.handoffs import handoff_request_event, handoff_start_input, signal_with_start
+    from worker.temporal import connect
+    from workflows.handoff_model import HandoffStatus
+
     settings = settings_or_exit()
     lines = read_transcript(transcript)
     try:
@@ -221,6 +223,12 @@ def start(
 @app.command()
 def show(conversation: Conversation, as_json: JsonOption = False) -> None:
     """The conversation's live state, offers and the context packet the agent starts from."""
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from client.handoffs import handoff_state
+    from worker.temporal import connect
+
     settings = settings_or_exit()
 
     async def main() -> tuple[HandoffStatus, str]:
@@ -268,6 +276,9 @@ def list_handoffs(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
 ) -> None:
     """Handoffs, newest first, from the Temporal visibility store."""
+    from worker.temporal import connect
+    from workflows import search_attributes as sa
+
     settings = settings_or_exit()
     if state is not None and state not in STATES:
         raise fail(f"--state: unknown state {state!r}: use {', '.join(STATES)}")
@@ -314,6 +325,8 @@ def accept(
 ) -> None:
     """Accept the open offer: the agent takes the conversation; its escalation case opens,
     acknowledged by the agent (the accept is the case's first response)."""
+    from workflows.handoff_model import Accept
+
     _command(conversation, "accept", _model(Accept, agent=agent), as_json)
 
 
@@ -325,6 +338,8 @@ def decline(
     as_json: JsonOption = False,
 ) -> None:
     """Decline the open offer: the conversation is offered to someone else."""
+    from workflows.handoff_model import Decline
+
     _command(conversation, "decline", _model(Decline, agent=agent, reason=reason), as_json)
 
 
@@ -338,6 +353,8 @@ def return_to_bot(
     as_json: JsonOption = False,
 ) -> None:
     """Give the conversation back to the bot; its escalation case closes with that outcome."""
+    from workflows.handoff_model import ReturnToBot
+
     _command(conversation, "return_to_bot", _model(ReturnToBot, by=by, reason=reason), as_json)
 
 
@@ -350,4 +367,6 @@ def resolve(
     as_json: JsonOption = False,
 ) -> None:
     """Resolve an active conversation and its escalation case; the agent is free again."""
+    from workflows.handoff_model import Resolve
+
     _command(conversation, "resolve", _model(Resolve, by=by), as_json)

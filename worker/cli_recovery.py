@@ -5,14 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.table import Table
 
-from client.recovery import command_customer, run_backtest, show_customer
-from definitions.duration import parse_duration
 from definitions.errors import OpsflowError
 from worker.cli_support import (
     JsonOption,
@@ -23,17 +19,11 @@ from worker.cli_support import (
     settings_or_exit,
     show_rows,
 )
-from worker.temporal import connect, workflow_ui_url
-from workflows import search_attributes as sa
-from workflows.recovery_model import (
-    Approve,
-    CloseEpisode,
-    RecoveryView,
-    Reject,
-    SilenceCommand,
-    Unsilence,
-    customer_workflow_id,
-)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from workflows.recovery_model import RecoveryView
 
 app = typer.Typer(
     name="recovery",
@@ -53,6 +43,8 @@ ApprovalId = Annotated[
 
 
 def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
+    from pydantic import ValidationError
+
     try:
         return model(**fields)
     except ValidationError as exc:
@@ -66,6 +58,10 @@ def status_line(customer: str, view: RecoveryView) -> str:
 
 
 def _command(customer: str, update: str, argument: BaseModel, as_json: bool) -> None:
+    from client.recovery import command_customer
+    from worker.temporal import connect, workflow_ui_url
+    from workflows.recovery_model import customer_workflow_id
+
     settings = settings_or_exit()
 
     async def main() -> tuple[RecoveryView, str]:
@@ -93,6 +89,8 @@ def approve(
     as_json: JsonOption = False,
 ) -> None:
     """Approve a waiting credit (never by the one who requested it)."""
+    from workflows.recovery_model import Approve
+
     value: Decimal | None = None
     if amount is not None:
         try:
@@ -112,6 +110,8 @@ def reject(
     as_json: JsonOption = False,
 ) -> None:
     """Reject a waiting credit."""
+    from workflows.recovery_model import Reject
+
     _command(
         customer,
         "reject",
@@ -131,6 +131,9 @@ def silence(
     as_json: JsonOption = False,
 ) -> None:
     """Silence a rule, or the whole customer, until a time."""
+    from definitions.duration import parse_duration
+    from workflows.recovery_model import SilenceCommand
+
     if (for_ is None) == (until is None):
         raise fail("give exactly one of --for or --until")
     duration: timedelta | None = None
@@ -153,6 +156,8 @@ def silence(
 @app.command()
 def unsilence(customer: Customer, by: By, rule: Rule = None, as_json: JsonOption = False) -> None:
     """Lift a silence."""
+    from workflows.recovery_model import Unsilence
+
     _command(customer, "unsilence", _model(Unsilence, by=by, rule=rule), as_json)
 
 
@@ -166,12 +171,19 @@ def close(
     as_json: JsonOption = False,
 ) -> None:
     """Close the customer's open episode (one handed to a person waits for this)."""
+    from workflows.recovery_model import CloseEpisode
+
     _command(customer, "close_episode", _model(CloseEpisode, by=by, outcome=outcome), as_json)
 
 
 @app.command()
 def show(customer: Customer, as_json: JsonOption = False) -> None:
     """Everything a customer's recovery workflow knows."""
+    from rich.table import Table
+
+    from client.recovery import show_customer
+    from worker.temporal import connect
+
     settings = settings_or_exit()
 
     async def main() -> RecoveryView:
@@ -235,6 +247,9 @@ def list_customers(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
 ) -> None:
     """Running recovery workflows, newest first."""
+    from worker.temporal import connect
+    from workflows import search_attributes as sa
+
     settings = settings_or_exit()
     states = ("watching", "acting", "awaiting_approval", "with_person", "silenced")
     if state is not None and state not in states:
@@ -275,6 +290,10 @@ def backtest_command(
 ) -> None:
     """Run rules over past events in skipped time: per rule, how often it would fire, be
     suppressed and by what. Nothing is sent and no workflow is started."""
+    from rich.table import Table
+
+    from client.recovery import run_backtest
+
     try:
         report = run_backtest(rule_file, events, profiles)
     except OpsflowError as exc:

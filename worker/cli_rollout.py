@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from temporalio.client import Client
 
-from client.rollouts import (
-    PendingActivity,
-    command_rollout,
-    list_rollouts,
-    pending_activities,
-    retry_rollout,
-    rollout_state,
-    start_rollout,
-)
 from definitions.errors import OpsflowError
-from definitions.models import RolloutSpec
-from store.db import create_engine, session_factory
-from store.registry import get, latest
 from worker.cli_support import (
     By,
     JsonOption,
@@ -37,15 +19,16 @@ from worker.cli_support import (
     settings_or_exit,
     show_rows,
 )
-from worker.settings import Settings
-from worker.temporal import connect, workflow_ui_url
-from workflows.rollout_model import (
-    ChangeRequest,
-    Decision,
-    Reason,
-    RolloutStatus,
-    rollout_workflow_id,
-)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from rich.console import Group
+    from temporalio.client import Client
+
+    from client.rollouts import PendingActivity
+    from definitions.models import RolloutSpec
+    from worker.settings import Settings
+    from workflows.rollout_model import RolloutStatus
 
 app = typer.Typer(
     name="rollout",
@@ -60,10 +43,15 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="Why, for the ledger
 
 
 def _link(settings: Settings, client: Client, change_id: str) -> str:
+    from worker.temporal import workflow_ui_url
+    from workflows.rollout_model import rollout_workflow_id
+
     return workflow_ui_url(settings, client.namespace, rollout_workflow_id(change_id))
 
 
 def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
+    from pydantic import ValidationError
+
     try:
         return model(**fields)
     except ValidationError as exc:
@@ -121,6 +109,9 @@ def _span(span: timedelta) -> str:
 
 async def _plan(settings: Settings, ref: str) -> RolloutSpec | None:
     """The pinned plan `ref` (NAME@VERSION) from the app database; None when unavailable."""
+    from store.db import create_engine, session_factory
+    from store.registry import get
+
     name, _, version = ref.partition("@")
     if not version.isdigit():
         return None
@@ -145,6 +136,9 @@ def status_view(
     pending: list[PendingActivity] | None = None,
 ) -> Group:
     """The status; `pending`: the activities it waits on, shown when one fails or retries."""
+    from rich.console import Group
+    from rich.table import Table
+
     phases = Table(title=f"change {status.change.change_id} ({status.plan})", title_justify="left")
     for column in ("#", "phase", "percent", "customers", "applied", "verdict", "checks"):
         phases.add_column(column, overflow="fold")
@@ -194,6 +188,12 @@ def start(
     as_json: JsonOption = False,
 ) -> None:
     """Start the rollout of a change under a deployed plan (`--owner` is who starts it)."""
+    from client.rollouts import start_rollout
+    from store.db import create_engine, session_factory
+    from store.registry import get, latest
+    from worker.temporal import connect
+    from workflows.rollout_model import ChangeRequest
+
     settings = settings_or_exit()
     request = _model(
         ChangeRequest,
@@ -268,6 +268,13 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 seconds.")] = False,
 ) -> None:
     """Phases, cohorts, checks and verdicts of a rollout."""
+    import asyncio
+
+    from rich.live import Live
+
+    from client.rollouts import pending_activities, rollout_state
+    from worker.temporal import connect
+
     settings = settings_or_exit()
 
     async def main() -> None:
@@ -297,6 +304,9 @@ def status(
 
 
 def _command(change_id: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
+    from client.rollouts import command_rollout, retry_rollout
+    from worker.temporal import connect
+
     settings = settings_or_exit()
 
     async def main() -> None:
@@ -344,6 +354,10 @@ async def approval_outcome(
 
     `result` is the state the update returned (before the workflow acted on it); when the
     approval completed its stage, wait up to `wait` seconds for the rollout to move on."""
+    import asyncio
+
+    from client.rollouts import rollout_state
+
     stage = result.approvals[-1].stage if result.approvals else "start"
     given = sum(1 for a in result.approvals if a.stage == stage)
     if stage == "start":
@@ -371,6 +385,10 @@ def approve(
     change_id: ChangeId, approver: Approver, reason: ReasonOption = "", as_json: JsonOption = False
 ) -> None:
     """Approve the start of a rollout or a phase gate."""
+    from client.rollouts import command_rollout, rollout_state
+    from worker.temporal import connect
+    from workflows.rollout_model import Decision
+
     settings = settings_or_exit()
     decision = _model(Decision, approver=_who("--approver", approver), reason=reason)
 
@@ -403,6 +421,8 @@ def reject(
     change_id: ChangeId, approver: Approver, reason: ReasonOption = "", as_json: JsonOption = False
 ) -> None:
     """Reject: before the start it ends the rollout; at a gate it rolls back."""
+    from workflows.rollout_model import Decision
+
     decision = _model(Decision, approver=_who("--approver", approver), reason=reason)
     _command(change_id, "reject", decision, as_json)
 
@@ -412,6 +432,8 @@ def pause(
     change_id: ChangeId, by: By, reason: ReasonOption = "", as_json: JsonOption = False
 ) -> None:
     """Pause: no bake, window or deadline clock runs until resume."""
+    from workflows.rollout_model import Reason
+
     _command(change_id, "pause", _model(Reason, reason=reason, by=_who("--by", by)), as_json)
 
 
@@ -420,6 +442,8 @@ def resume(
     change_id: ChangeId, by: By, reason: ReasonOption = "", as_json: JsonOption = False
 ) -> None:
     """Resume a paused rollout, or keep baking a held one."""
+    from workflows.rollout_model import Reason
+
     _command(change_id, "resume", _model(Reason, reason=reason, by=_who("--by", by)), as_json)
 
 
@@ -433,6 +457,8 @@ def promote(
     as_json: JsonOption = False,
 ) -> None:
     """End the current bake now (or roll a frozen rollout forward); --full skips to 100%."""
+    from workflows.rollout_model import Decision, Reason
+
     who = _who("--by", by)
     if not full:
         _command(change_id, "promote", _model(Reason, reason=reason, by=who), as_json)
@@ -448,6 +474,8 @@ def abort(
     change_id: ChangeId, by: By, reason: ReasonOption = "", as_json: JsonOption = False
 ) -> None:
     """Abort and roll back (a frozen rollout: accept it as it stands)."""
+    from workflows.rollout_model import Reason
+
     _command(change_id, "abort", _model(Reason, reason=reason, by=_who("--by", by)), as_json)
 
 
@@ -456,12 +484,17 @@ def retry(
     change_id: ChangeId, by: By, reason: ReasonOption = "", as_json: JsonOption = False
 ) -> None:
     """Run a rolled-back or aborted change again: attempt N+1, same cohorts, fresh approvals."""
+    from workflows.rollout_model import Reason
+
     _command(change_id, "retry", _model(Reason, reason=reason, by=_who("--by", by)), as_json)
 
 
 @app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
     """Rollouts, newest first."""
+    from client.rollouts import list_rollouts
+    from worker.temporal import connect
+
     settings = settings_or_exit()
 
     async def main() -> list[dict[str, Any]]:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from definitions.duration import format_duration, parse_duration
-from store.db import create_engine, session_factory
 from worker.cli_support import JsonOption, console, fail, print_json, run, settings_or_exit
-from worker.stuck import KINDS, StuckQuery, StuckReport, find_stuck, kinds_from
-from worker.temporal import connect, workflow_ui_url
+
+if TYPE_CHECKING:
+    from worker.stuck import StuckReport
+
+# worker.stuck.KINDS for the help of --kind, spelled out: importing worker.stuck loads Temporal
+# and SQLAlchemy, which help does without (tests/test_cli_help.py checks the two agree).
+KINDS = ("escalation", "rollout", "recovery", "handoff", "inbox")
 
 
 def _duration(option: str, text: str) -> timedelta:
+    from definitions.duration import parse_duration
+
     if text.strip() in ("0", "0s", "0m"):
         return timedelta(0)
     try:
@@ -55,6 +58,14 @@ def stuck(
     """Every run that needs a person: failing activities, failed runs, failing workflow
     tasks, overdue approvals and handoffs, inbox events stuck; each with its reason and its
     Temporal UI link."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from definitions.duration import format_duration
+    from store.db import create_engine, session_factory
+    from worker.stuck import StuckQuery, find_stuck, kinds_from
+    from worker.temporal import connect, workflow_ui_url
+
     settings = settings_or_exit()
     try:
         kinds = kinds_from(kind or [])

@@ -1,30 +1,35 @@
-"""What every `opsflow` command shares: one-line errors, settings, the database, output."""
+"""What every `opsflow` command shares: one-line errors, settings, the database, output.
+
+Importing it is cheap (typer and rich's console): `opsflow --help` and every command's help
+import this module, so the settings, the database, Temporal and the logging setup are
+imported by the functions that use them, when a command runs.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.errors import OpsflowError
-from store.db import create_engine, session_factory
 from worker.cli_help import use_plain_metavars
-from worker.logging import configure_logging
-from worker.settings import Settings, SettingsError, load_all_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from temporalio.service import RPCError
+
+    from worker.settings import Settings
+
+    Sessions = async_sessionmaker[AsyncSession]
 
 use_plain_metavars()
 
 T = TypeVar("T")
-Sessions = async_sessionmaker[AsyncSession]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -78,6 +83,8 @@ def fail(message: str) -> typer.Exit:
 
 def describe_rpc_error(exc: RPCError) -> str:
     """A Temporal RPC failure in one line a person can act on."""
+    from temporalio.service import RPCStatusCode
+
     text = exc.message or str(exc)
     first = text.splitlines()[0][:200] if text else ""
     if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
@@ -92,6 +99,9 @@ SETTINGS_EXIT_CODE = 2
 
 def settings_or_exit() -> Settings:
     """Every setting, validated before the command does anything; a bad one is one line, exit 2."""
+    from worker.logging import configure_logging
+    from worker.settings import SettingsError, load_all_settings
+
     try:
         settings = load_all_settings()
     except SettingsError as exc:
@@ -107,6 +117,8 @@ def run(main: Callable[[], Awaitable[T]], *, uvloop: bool = False) -> T:
     `uvloop`: on uvloop's event loop (installed with uvicorn[standard]), for the HTTP intake,
     whose every request is event-loop work."""
 
+    import asyncio
+
     async def wrapped() -> T:
         return await main()
 
@@ -118,19 +130,38 @@ def run(main: Callable[[], Awaitable[T]], *, uvloop: bool = False) -> T:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(wrapped())
-    except OpsflowError as exc:
-        raise fail(str(exc)) from None
-    except RPCError as exc:
-        raise fail(describe_rpc_error(exc)) from None
-    except SQLAlchemyError as exc:
-        first = str(exc).splitlines()[0][:200]
-        raise fail(f"cannot use the app database ({first}); run `opsflow migrate` first") from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except Exception as exc:
+        message = _error_line(exc)
+        if message is None:
+            raise
+        raise fail(message) from None
+
+
+def _error_line(exc: Exception) -> str | None:
+    """The one line `run` prints for an OpsflowError, a Temporal RPC failure or a database
+    error; None for anything else, which goes on as it is. An RPCError or SQLAlchemyError can
+    only have been raised once its module was imported, so neither is imported here."""
+    if isinstance(exc, OpsflowError):
+        return str(exc)
+    if "temporalio.service" in sys.modules:
+        from temporalio.service import RPCError
+
+        if isinstance(exc, RPCError):
+            return describe_rpc_error(exc)
+    if "sqlalchemy.exc" in sys.modules:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError):
+            first = str(exc).splitlines()[0][:200]
+            return f"cannot use the app database ({first}); run `opsflow migrate` first"
+    return None
 
 
 def with_database(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
     """Run `work` with a session factory on the configured app database."""
+    from store.db import create_engine, session_factory
 
     async def main() -> T:
         engine = create_engine(settings.database)
@@ -153,6 +184,8 @@ def show_rows(
     if as_json:
         print_json(list(rows))
         return
+    from rich.table import Table
+
     table = Table(title=f"{title} ({len(rows)})", title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
