@@ -91,7 +91,13 @@ def _check(paths: list[Path] | None, *, with_lint: bool) -> None:
     except DefinitionProblems as exc:
         raise _report(exc.problems) from None
     if with_lint:
-        for warning in shadow_warnings(definitions):
+        from definitions.lint import lint_warnings
+        from store.registry import templates_for
+
+        # What lint accepts but a person should know (a timeout that pays with no human,
+        # a policy that can never be chosen): printed, not refused.
+        accepted = lint_warnings(definitions, templates=templates_for(chosen[0]))
+        for warning in [*(printable(str(p)) for p in accepted), *shadow_warnings(definitions)]:
             typer.echo(warning, err=True)
     files = len({loaded.source.file for loaded in definitions})
     console.print(

@@ -90,3 +90,21 @@ async def test_defs_show_writes_yaml_that_loads_again(cli: CommandLine, tmp_path
         assert "ok: 1 definition in 1 file" in (await cli.ok("defs", "validate", str(copy))).stdout
         stored = (await cli.ok("defs", "show", name, "--json")).json()["body"]
         assert yaml.safe_load(shown) == stored
+
+
+async def test_lint_prints_what_it_accepts_but_a_person_should_know(
+    cli: CommandLine, tmp_path: Path
+) -> None:
+    """A credit gate whose timeout pays by itself is accepted with a warning at its line."""
+    folder = tmp_path / "defs"
+    shutil.copytree(CATALOG_DIR, folder)
+    rules = folder / "recovery" / "service-recovery.yaml"
+    rules.write_text(
+        rules.read_text().replace(
+            "on_timeout: escalate", "on_timeout: approve_reduced\n        reduced_amount: 25"
+        )
+    )
+    linted = await cli.ok("defs", "lint", str(folder))
+    [warning] = [line for line in linted.stderr.splitlines() if "approve_reduced" in line]
+    assert warning.startswith(f"{rules}:") and "with no human involved" in warning
+    assert "ok: " in linted.stdout
