@@ -223,3 +223,27 @@ def test_a_handoff_accepted_in_time_ends_with_its_case_closed(tmp_path: Path) ->
     steps = [entry["step"] for entry in shown["timeline"]]
     assert "case-opened" in steps and "case-closed" in steps
     assert any(step.endswith("-active") for step in steps)
+
+
+def test_a_refused_command_says_why_and_a_resolved_case_ends_cleanly(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(
+        '{"at": "+30m", "command": "pause", "by": "ana"}\n'
+        '{"at": "+40m", "command": "pause", "by": "ana"}\n'
+    )
+    env = {"OPSFLOW_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    refused = CliRunner().invoke(app, ["simulate", str(SUPPORT), "--events", str(twice)], env=env)
+    assert refused.exit_code == 1
+    assert "--events line 2: pause at +40m was refused" in refused.stderr
+    assert "already paused" in refused.stderr
+
+    resolved = tmp_path / "resolved.jsonl"
+    resolved.write_text(
+        '{"at": "+10m", "command": "acknowledge", "by": "ana"}\n'
+        '{"at": "+1h", "command": "resolve", "by": "ana"}\n'
+    )
+    result = CliRunner().invoke(
+        app, ["simulate", str(SUPPORT), "--events", str(resolved), "--json"], env=env
+    )
+    assert result.exit_code == 0, result.stderr
+    assert [e["step"] for e in json.loads(result.stdout)["timeline"]][-1] == "resolve"

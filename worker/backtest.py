@@ -12,6 +12,7 @@ worker/simulate.py), so cases that overlapped overlap again.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,8 +102,16 @@ async def _notifications(sessions: Sessions, workflow_ids: Sequence[str]) -> dic
     return counts
 
 
-async def read_past_cases(sessions: Sessions, since: datetime) -> list[PastCase]:
-    """Every case opened since `since`, with its commands and what came of it."""
+_LEGACY_COMMAND_STEP = re.compile(r"command-\d+-(\w+)")
+"""Ledger steps before readable names: `command-3-pause` is a `pause`."""
+
+
+async def read_past_cases(
+    sessions: Sessions, since: datetime, policy: str | None = None
+) -> tuple[list[PastCase], list[str]]:
+    """Every case opened since `since` (under the policy named `policy`, any version, when
+    given), with its commands and what came of it; and the recorded commands that could not
+    be repeated, each with why."""
     async with sessions() as session:
         opened = list(
             await session.scalars(
@@ -132,9 +141,13 @@ async def read_past_cases(sessions: Sessions, since: datetime) -> list[PastCase]
         by_case[entry.workflow_id].append(entry)
     sent = await _notifications(sessions, ids)
     cases: dict[str, PastCase] = {}
+    dropped: list[str] = []
     for row in opened:
         if row.workflow_id in cases:
             continue  # a later run of the same case
+        ran_under = str(row.detail.get("policy") or "").partition("@")[0]
+        if policy is not None and ran_under != policy:
+            continue  # another policy's case: not what this file would have taken
         steps = by_case[row.workflow_id]
         customer = row.detail.get("customer") or next(
             (
@@ -155,17 +168,20 @@ async def read_past_cases(sessions: Sessions, since: datetime) -> list[PastCase]
         )
         case.happened.notifications = sent.get(row.workflow_id, 0)
         for entry in steps:
-            replayed = _REPLAYED.get(entry.step)
+            legacy = _LEGACY_COMMAND_STEP.fullmatch(entry.step)
+            replayed = _REPLAYED.get(legacy[1] if legacy else entry.step)
             if replayed is None:
                 continue
             name, build = replayed
             try:
                 message = COMMANDS[name][1].model_validate(build(entry.detail))
-            except ValidationError:
-                continue  # a record this version cannot repeat: left out
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"]
+                dropped.append(f"{case.ticket_id}: recorded {entry.step} not repeated: {reason}")
+                continue
             case.commands.append((entry.at - row.at, name, message))
         cases[row.workflow_id] = case
-    return list(cases.values())
+    return list(cases.values()), dropped
 
 
 @dataclass

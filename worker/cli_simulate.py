@@ -291,24 +291,30 @@ def _backtest(definition: Path, since_text: str, as_json: bool) -> None:
     from definitions.duration import parse_duration
     from store.db import create_engine, session_factory
     from worker.backtest import backtest_escalation, read_past_cases
-    from worker.simulate import load_definition
+    from worker.simulate import MAX_HORIZON, load_definition
 
     try:
         back = parse_duration(since_text)
     except ValueError as exc:
         raise fail(f"--replay-since: {exc}") from None
+    if back > MAX_HORIZON:
+        raise fail(f"--replay-since: at most {MAX_HORIZON.days}d (one skipped-time run)")
     settings = settings_or_exit()
     loaded = run_sync(lambda: load_definition(definition))
+    if loaded.kind != "escalation":
+        raise fail(f"--replay-since backtests escalation policies; {definition} is a {loaded.kind}")
     until = datetime.now(UTC)
     since = until - back
 
     async def main() -> Any:
         engine = create_engine(settings.database)  # read only: the recorded cases
         try:
-            past = await read_past_cases(session_factory(engine), since)
+            past, dropped = await read_past_cases(session_factory(engine), since, loaded.name)
         finally:
             await engine.dispose()
-        return await backtest_escalation(loaded, past, since, until)
+        result = await backtest_escalation(loaded, past, since, until)
+        result.skipped[:0] = dropped
+        return result
 
     result = run(main)
     if as_json:

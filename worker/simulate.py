@@ -45,7 +45,7 @@ from activities.deps import ActivityDeps
 from client.cases import ensure_ticket
 from client.handoffs import signal_with_start
 from client.recovery import recovery_signal_args
-from definitions.duration import parse_duration
+from definitions.duration import format_duration, parse_duration
 from definitions.errors import OpsflowError
 from definitions.events import EventEnvelope
 from definitions.loader import LoadedDefinition
@@ -209,6 +209,12 @@ def read_script(
 
 
 SIMULATED_KINDS = ("escalation", "rollout", "recovery", "handoff")
+
+
+def _where(command: ScriptedCommand) -> str:
+    """`--events line 3: pause at +30m`, the offset as a script writes it."""
+    offset = "+" + (format_duration(command.after) if command.after else "0s")
+    return f"--events line {command.line}: {command.name} at {offset}"
 
 
 def load_definition(path: Path) -> LoadedDefinition:
@@ -410,7 +416,8 @@ async def end_simulated_case(
     resolved: what an ending would do (cancel, page) is not part of the story, and waiting
     for it in skipped time gains nothing."""
     final: CaseStatus = await handle.query(EscalationWorkflow.state)
-    await handle.terminate(reason="simulation over")
+    with contextlib.suppress(RPCError):  # a case resolved in the story has already finished
+        await handle.terminate(reason="simulation over")
     return final
 
 
@@ -438,11 +445,8 @@ async def simulate_escalation(
             update, _ = COMMANDS[command.name]
             try:
                 await handle.execute_update(update, command.message)
-            except Exception as exc:  # a refused command is part of the story
-                raise OpsflowError(
-                    f"--events line {command.line}: {command.name} at +{command.after} was "
-                    f"refused: {exc}"
-                ) from None
+            except WorkflowUpdateFailedError as exc:
+                raise OpsflowError(f"{_where(command)} was refused: {exc.cause or exc}") from None
         await stack.skip_to(start + horizon)
         story_end = await _last_ledger_id(stack.sessions, handle.id)
         final = await end_simulated_case(handle)
@@ -517,10 +521,7 @@ async def simulate_rollout(
             try:
                 await handle.execute_update(update, command.message)
             except WorkflowUpdateFailedError as exc:
-                raise OpsflowError(
-                    f"--events line {command.line}: {command.name} at +{command.after} was "
-                    f"refused: {exc.cause or exc}"
-                ) from None
+                raise OpsflowError(f"{_where(command)} was refused: {exc.cause or exc}") from None
         end = start + horizon
         while await stack.env.get_current_time() < end:
             status: RolloutStatus = await handle.query(RolloutWorkflow.state)
@@ -680,7 +681,7 @@ async def simulate_handoff(
                 offer = now_status.current_offer
                 if offer is None:
                     raise OpsflowError(
-                        f"--events line {command.line}: {command.name} at +{command.after}: "
+                        f"{_where(command)}: "
                         f"no offer is open then (the conversation is {now_status.state})"
                     )
                 message = message.model_copy(update={"agent": offer.agent_id})
@@ -688,10 +689,7 @@ async def simulate_handoff(
                 await handle.execute_update(update, message)
             except (WorkflowUpdateFailedError, RPCError) as exc:
                 cause = getattr(exc, "cause", None) or exc
-                raise OpsflowError(
-                    f"--events line {command.line}: {command.name} at +{command.after} was "
-                    f"refused: {cause}"
-                ) from None
+                raise OpsflowError(f"{_where(command)} was refused: {cause}") from None
         await stack.skip_to(start + horizon)
         handle = stack.env.client.get_workflow_handle(workflow_id)
         final: HandoffStatus = await handle.query("state", result_type=HandoffStatus)
