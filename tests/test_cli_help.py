@@ -4,7 +4,11 @@ line fits 80 columns."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -13,7 +17,7 @@ from typer.testing import CliRunner
 
 from activities.adapters import sandbox
 from intake import serve
-from worker import cli_events, cli_sandbox, cli_stuck, stuck
+from worker import cli, cli_events, cli_sandbox, cli_stuck, stuck
 from worker.cli import app
 
 PYTHON_TYPES = re.compile(r"<(str|bool|int|float|path|datetime|list\[\w+\])>|\{[a-z_]+\}")
@@ -47,8 +51,70 @@ def test_help_reads_as_a_persons(path: tuple[str, ...]) -> None:
         assert "Usage: opsflow case show [OPTIONS] TICKET" in " ".join(text.split())
 
 
+def test_the_listing_shows_each_commands_own_help() -> None:
+    """`opsflow --help` lists the other modules' commands from worker/cli.py's table, without
+    importing them: each entry is the first paragraph of the command's own help."""
+    root: Any = typer.main.get_command(app)
+    for name, (_, short_help) in {**cli.LISTED_FIRST, **cli.LISTED_LAST}.items():
+        listed = root.commands[name]
+        own = listed.load().help.split("\n\n")[0]
+        assert short_help == own, f"update {name!r} in worker/cli.py to the command's help"
+
+
 def test_the_spelled_out_constants_agree() -> None:
     """Help shows these values without importing the modules that define them."""
     assert cli_stuck.KINDS == stuck.KINDS
     assert cli_sandbox.METRICS == sandbox.METRICS
     assert cli_events.DEV_SOURCE == serve.DEV_SOURCE
+
+
+# What a command's help must not import: Temporal, the database, the web stack, settings,
+# logging, and opsflow's parts beyond the command line (pydantic itself typer imports).
+HEAVY = (
+    "temporalio",
+    "sqlalchemy",
+    "alembic",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+    "yaml",
+    "structlog",
+    "pydantic_settings",
+    "jinja2",
+    "celpy",
+    "client",
+    "store",
+    "workflows",
+    "activities",
+    "intake",
+    "migrations",
+    "worker.settings",
+    "worker.temporal",
+    "worker.logging",
+)
+HELP_IMPORTS = """
+import json, sys
+from typer.testing import CliRunner
+from worker.cli import app
+
+for path in json.loads(sys.argv[1]):
+    result = CliRunner().invoke(app, path)
+    assert result.exit_code == 0, (path, result.output)
+print(json.dumps(sorted(
+    name for name in sys.modules if name.split(".")[0] in HEAVY or name in HEAVY
+)))
+"""
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """`opsflow --version` and every command's help answer at once (issue 21 item 6): they
+    import none of the modules a command needs to run."""
+    paths = [["--version"], *([*path, "--help"] for path in COMMANDS)]
+    out = subprocess.run(
+        [sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{HELP_IMPORTS}", json.dumps(paths)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert json.loads(out.stdout) == []

@@ -2,10 +2,10 @@
 naming the variable and what is wrong, exit 2, never a traceback (issue 16, item 2).
 
 Running the console script once per setting and command would cost ~1.3 s of interpreter
-start-up each (140 runs); the sweep instead imports the command line once in a helper process
-and forks a child per run, which then runs the real `entry()` with the bad environment, its
-stdout and stderr captured from the file descriptors. The cases the issue names also run
-through the installed `opsflow` script itself.
+start-up and imports each (140 runs); the sweep instead imports the command line and what the
+commands need once in a helper process and forks a child per run, which then runs the real
+`entry()` with the bad environment, its stdout and stderr captured from the file descriptors.
+The cases the issue names also run through the installed `opsflow` script itself.
 """
 
 from __future__ import annotations
@@ -98,6 +98,10 @@ COMMANDS: dict[str, list[str]] = {
 HARNESS = r"""
 import json, os, sys, time, signal
 import worker.cli
+# worker.cli imports a command's module, and the command what it needs, only when it runs:
+# import what these commands need once here rather than in every child.
+import store.registry, worker.cli_defs, worker.cli_sandbox, worker.metrics, worker.runner
+import worker.settings
 
 cases = json.load(sys.stdin)
 results = []

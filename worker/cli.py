@@ -1,27 +1,25 @@
-"""The `opsflow` command line."""
+"""The `opsflow` command line.
+
+`opsflow --help`, `opsflow --version` and every command's help answer at once, without
+importing Temporal, SQLAlchemy, the settings or the workflows: the commands of the other
+worker/cli_*.py modules are listed by name and short help from the tables below, and a
+module is imported only when one of its commands runs or shows its help (`LazyCommand`).
+Every command imports what it needs inside its function (tests/test_cli_help.py checks that
+help imports none of it).
+"""
 
 from __future__ import annotations
 
-import importlib.metadata
+import importlib
 import os
 import sys
-from typing import Annotated
+from collections.abc import MutableMapping
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from pydantic_settings import SettingsError as PydanticSettingsError
+from typer._click import Command, Context  # typer 0.29 ships its own click
+from typer.core import TyperCommand, TyperGroup
 
-from store.migrate import upgrade
-from worker.cli_agents import app as agents_app
-from worker.cli_case import app as case_app
-from worker.cli_defs import app as defs_app
-from worker.cli_events import app as events_app
-from worker.cli_handoff import app as handoff_app
-from worker.cli_recovery import app as recovery_app
-from worker.cli_rollout import app as rollout_app
-from worker.cli_sandbox import app as sandbox_app
-from worker.cli_simulate import simulate
-from worker.cli_stuck import stuck
 from worker.cli_support import (
     SETTINGS_EXIT_CODE,
     console,
@@ -30,30 +28,132 @@ from worker.cli_support import (
     run,
     settings_or_exit,
 )
-from worker.settings import SettingsError
+
+# The commands of the other modules, in the order `opsflow --help` lists them (the first two
+# before the commands defined here, the groups after them): "module:attribute" of a Typer
+# app or a command function, and the short help the listing shows, which is the first
+# paragraph of that app's help or that function's docstring, kept here so that the listing
+# imports nothing (tests/test_cli_help.py checks that the two agree).
+LISTED_FIRST: dict[str, tuple[str, str]] = {
+    "stuck": (
+        "worker.cli_stuck:stuck",
+        "Every run that needs a person: failing activities, failed runs, failing workflow\n"
+        "tasks, overdue approvals and handoffs, inbox events stuck; each with its reason and its\n"
+        "Temporal UI link.",
+    ),
+    "simulate": (
+        "worker.cli_simulate:simulate",
+        "Run an escalation policy's, rollout plan's or recovery rule set's real workflow in\n"
+        "skipped time on an embedded test server with sandbox backends in a scratch database, "
+        "and\nprint the timeline: each warning, level, phase, rule fired, action, notification"
+        "\n(rendered) and breach or rollback, in local time.",
+    ),
+}
+LISTED_LAST: dict[str, tuple[str, str]] = {
+    "case": (
+        "worker.cli_case:app",
+        "Open, steer and inspect escalation cases (workflow id case-<ticket>).",
+    ),
+    "sandbox": (
+        "worker.cli_sandbox:app",
+        "Look at the sandbox backends: tickets, notifications, customers and flags.",
+    ),
+    "defs": (
+        "worker.cli_defs:app",
+        "Validate, lint, deploy and read definitions (escalation, rollout, recovery, handoff).",
+    ),
+    "events": ("worker.cli_events:app", "Send events to the intake and inspect its inbox."),
+    "rollout": (
+        "worker.cli_rollout:app",
+        "Phased change rollouts: start, watch, approve, pause, promote, abort, retry.",
+    ),
+    "recovery": (
+        "worker.cli_recovery:app",
+        "Service recovery: one workflow per customer (workflow id customer-<id>).",
+    ),
+    "handoff": (
+        "worker.cli_handoff:app",
+        "Start, steer and inspect bot-to-human handoffs (workflow id handoff-<conversation>).",
+    ),
+    "agents": (
+        "worker.cli_agents:app",
+        "The sandbox presence backend's agents: skills, languages, status and load.",
+    ),
+}
+
+
+class LazyCommand(TyperCommand):
+    """A command of another module, listed by its name and short help; the module is imported
+    and its click command built (as `app.add_typer` / `app.command` would) the first time the
+    command is run, shows its help or is looked into (`commands`)."""
+
+    def __init__(self, name: str, target: str, short_help: str) -> None:
+        super().__init__(name=name, help=short_help)
+        self.target = target
+        self._loaded: Command | None = None
+
+    def load(self) -> Command:
+        if self._loaded is None:
+            module, attribute = self.target.split(":")
+            found = getattr(importlib.import_module(module), attribute)
+            holder = typer.Typer(add_completion=False, rich_markup_mode="rich")
+            if isinstance(found, typer.Typer):
+                holder.add_typer(found, name=self.name)
+                group = typer.main.get_command(holder)
+                assert isinstance(group, TyperGroup) and self.name is not None
+                self._loaded = group.commands[self.name]
+            else:  # a command function: a Typer of one command builds that command alone
+                holder.command(self.name)(found)
+                self._loaded = typer.main.get_command(holder)
+        return self._loaded
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Context | None = None,
+        **extra: Any,
+    ) -> Context:
+        # The group invokes whatever command the context holds: the loaded one.
+        return self.load().make_context(info_name, args, parent=parent, **extra)
+
+    @property
+    def commands(self) -> MutableMapping[str, Command]:
+        """A group's subcommands (for tests and tools that walk the tree); a single command
+        has none (AttributeError, as for any command)."""
+        loaded = self.load()
+        if not isinstance(loaded, TyperGroup):
+            raise AttributeError("commands")
+        return loaded.commands
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: its own commands plus a LazyCommand for each of the others."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+
+        def lazy(table: dict[str, tuple[str, str]]) -> dict[str, Command]:
+            return {name: LazyCommand(name, *entry) for name, entry in table.items()}
+
+        self.commands = {**lazy(LISTED_FIRST), **self.commands, **lazy(LISTED_LAST)}
+
 
 app = typer.Typer(
     name="opsflow",
+    cls=LazyGroup,
     help="Durable customer-operations workflows on Temporal: escalations, rollouts, "
     "service recovery and bot-to-human handoffs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.add_typer(case_app, name="case")
-app.add_typer(sandbox_app, name="sandbox")
-app.add_typer(defs_app, name="defs")
-app.add_typer(events_app, name="events")
-app.add_typer(rollout_app, name="rollout")
-app.add_typer(recovery_app, name="recovery")
-app.add_typer(handoff_app, name="handoff")
-app.add_typer(agents_app, name="agents")
-app.command("stuck")(stuck)
-app.command("simulate")(simulate)
 
 
 def _version(value: bool) -> None:
     if value:
+        import importlib.metadata
+
         console.print(f"opsflow {importlib.metadata.version('opsflow')}")
         raise typer.Exit()
 
@@ -164,6 +264,8 @@ def codec_server() -> None:
 @app.command()
 def migrate() -> None:
     """Upgrade the app database to the newest schema."""
+    from store.migrate import upgrade
+
     settings = settings_or_exit()
     try:
         upgrade(settings.database)
@@ -190,15 +292,31 @@ def entry() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except (SettingsError, PydanticSettingsError, ValidationError) as exc:
+    except Exception as exc:
         # A settings class read later than start (AdapterSettings in an activity's process,
         # say) still ends in one line naming the variable, never a traceback.
-        reason = " ".join(str(exc).split())
-        if isinstance(exc, SettingsError):
-            fail(f"bad setting: {reason}")
-        else:
-            fail(f"bad setting: {reason[:300]}")
+        message = _bad_setting(exc)
+        if message is None:
+            raise
+        fail(message)
         code = SETTINGS_EXIT_CODE
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _bad_setting(exc: Exception) -> str | None:
+    """The line for a settings error (opsflow's, pydantic-settings' or a validation error);
+    None for any other exception. The classes are imported here, not at the top: an error of
+    theirs comes from a command that has imported them already."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError as PydanticSettingsError
+
+    from worker.settings import SettingsError
+
+    if not isinstance(exc, SettingsError | PydanticSettingsError | ValidationError):
+        return None
+    reason = " ".join(str(exc).split())
+    if isinstance(exc, SettingsError):
+        return f"bad setting: {reason}"
+    return f"bad setting: {reason[:300]}"
