@@ -98,10 +98,10 @@ def shadowed(policies: Sequence[NamedPolicy]) -> dict[str, str]:
                     takers.setdefault(priority, earlier.name)
         if all(priority in takers for priority in policy.spec.priorities):
             names = sorted({takers[p] for p in policy.spec.priorities})
+            first = min(p.spec.order for p in ordered if p.name in names)
             found[policy.name] = (
-                f"can never be chosen: {', '.join(names)} (tried first, order "
-                f"{min(p.spec.order for p in ordered if p.name in names)}) takes every case of "
-                f"its priorities; give this policy a lower spec.order than "
-                f"{policy.spec.order} or narrow their match"
+                f"can never be chosen: {', '.join(names)} (tried first, order {first}) takes "
+                f"every case of its priorities; give this policy a spec.order below {first} "
+                "or narrow their match"
             )
     return found

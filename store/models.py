@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -84,7 +85,9 @@ class LedgerEntry(Base):
     definition: Mapped[str | None] = mapped_column(String(250))
     at: Mapped[datetime] = mapped_column(default=utcnow, doc="when it happened or fell due")
     # A step caught up after a worker outage is written later than it fell due; both count.
-    written_at: Mapped[datetime] = mapped_column(default=utcnow, doc="when the row was written")
+    written_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=func.now(), doc="when the row was written"
+    )
 
 
 class OutboxEntry(Base):

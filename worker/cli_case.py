@@ -39,10 +39,11 @@ app = typer.Typer(
 )
 
 Ticket = Annotated[str, typer.Argument(help="The ticket id, e.g. T-1042.")]
-CASE_STATES = ("open", "paused", "acknowledged", "resolved")
+CASE_STATES = ("open", "paused", "acknowledged", "stuck", "resolved")
+"""The states a case's own workflow reports (search attribute OpsState); `stuck`: an action
+failed and waits for a person."""
 # Written this much after it fell due, a step says so (a worker was down, a timer caught up).
 LATE_WRITE = timedelta(minutes=1)
-"""The states a case's own workflow reports (search attribute OpsState)."""
 
 
 def _link(settings: Settings, client: Client, ticket: str) -> str:

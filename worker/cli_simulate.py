@@ -4,7 +4,7 @@ before it goes live (see worker/simulate.py for how time and the scratch stack w
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -111,7 +111,8 @@ def simulate(
         horizon = parse_duration(span)
     except ValueError as exc:
         raise fail(f"--for: {exc}") from None
-    moment = parse_opened(opened) if opened else datetime.now(UTC)
+    # Default: a moment just ahead, so the test server (starting now) need not shift it.
+    moment = parse_opened(opened) if opened else datetime.now(UTC) + timedelta(minutes=1)
     given_zone = _OPENED.fullmatch(opened.strip()) if opened else None
     loaded = run_sync(lambda: load_definition(definition))
     if loaded.kind == "rollout":
@@ -133,6 +134,7 @@ def simulate(
         "subject": "Simulated case",
         "channel": "email",
     }
+    _check_case(case, moment)
     result = run(lambda: simulate_escalation(loaded, case, moment, script, horizon))
     # Moments in the zone the opening was given in, else the calendar's.
     shown_zone = given_zone["zone"] if given_zone else result.timezone
@@ -144,7 +146,7 @@ def simulate(
     console.print(
         f"{result.policy}: a {priority} case at stage {stage} for {customer}, opened "
         f"{local_open:%a %Y-%m-%d %H:%M} {shown_zone} (calendar: {result.timezone})"
-        + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
+        + _shifted(result.shifted_weeks),
         highlight=False,
     )
     table = _timeline_table(result.timeline, zone)
@@ -154,6 +156,27 @@ def simulate(
     )
     console.print(table)
     console.print(f"at the end: {state}", highlight=False)
+
+
+def _shifted(weeks: int) -> str:
+    if not weeks:
+        return ""
+    return f" (simulated {weeks} week{'s' if weeks > 1 else ''} later)"
+
+
+def _check_case(case: dict[str, Any], moment: datetime) -> None:
+    """The case the options describe, refused naming the option (`--priority: ...`)."""
+    from pydantic import ValidationError
+
+    from workflows.escalation import CaseInfo
+
+    try:
+        CaseInfo.model_validate({**case, "opened_at": moment})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "case"
+        option = {"customer_id": "--customer"}.get(field, f"--{field}")
+        raise fail(f"{option}: {error['msg']}") from None
 
 
 def _timeline_table(timeline: list[Any], zone: ZoneInfo) -> Table:
@@ -195,8 +218,7 @@ def _rollout(
     zone = ZoneInfo(shown_zone)
     console.print(
         f"{result.plan}: a change started {moment.astimezone(zone):%a %Y-%m-%d %H:%M} "
-        f"{shown_zone}"
-        + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
+        f"{shown_zone}" + _shifted(result.shifted_weeks),
         highlight=False,
     )
     console.print(_timeline_table(result.timeline, zone))
@@ -223,7 +245,7 @@ def _recovery(loaded: Any, events: Path | None, horizon: Any, as_json: bool) -> 
         return
     console.print(
         f"{result.rules}: {len(envelopes)} events for {len(result.customers)} customers"
-        + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
+        + _shifted(result.shifted_weeks),
         highlight=False,
     )
     console.print(_timeline_table(result.timeline, ZoneInfo("UTC")))
@@ -251,8 +273,7 @@ def _handoff(
         print_json(result.as_json())
         return
     console.print(
-        f"{result.definition}: a conversation of {customer}"
-        + (f" (simulated {result.shifted_weeks} weeks later)" if result.shifted_weeks else ""),
+        f"{result.definition}: a conversation of {customer}" + _shifted(result.shifted_weeks),
         highlight=False,
     )
     console.print(_timeline_table(result.timeline, ZoneInfo("UTC")))

@@ -831,12 +831,13 @@ class EscalationWorkflow:
         if self.status.state == "resolved":
             raise ValueError(f"case {self.status.case.ticket_id} is already resolved")
 
-    def _record(self, command: str, detail: dict[str, Any]) -> None:
+    def _record(self, command: str, detail: dict[str, Any], *, by_person: bool = True) -> None:
         """Note a command for the ledger and wake the main loop, which writes it: the update
         answers at once instead of waiting for the database."""
         s = self.status
         s.commands += 1
-        s.attention = None  # a person acted on the case: they have seen what failed
+        if by_person:  # a person acted on the case: they have seen what failed
+            s.attention = None
         # A readable step (`pause`); the command's number keeps its ledger entry unique.
         s.unrecorded.append(
             PendingLedgerEntry(
@@ -935,10 +936,12 @@ class EscalationWorkflow:
         detail = {"status": command.status, **_who(command.by)}
         if pauses and s.state != "paused":
             self._pause(f"ticket {command.status}")
-            self._record("pause", {**detail, "reason": f"ticket {command.status}"})
+            self._record(
+                "pause", {**detail, "reason": f"ticket {command.status}"}, by_person=False
+            )
         elif not pauses and s.state == "paused":
             self._resume()
-            self._record("resume", detail)
+            self._record("resume", detail, by_person=False)
         return s
 
     @ticket_status.validator

@@ -27,9 +27,14 @@ def upgrade() -> None:
         )
     # Rows written before this revision were written when they happened, as far as we know.
     op.execute("UPDATE ledger_entries SET written_at = at")
+    # A server default too: workers still on the previous code (a rolling deploy) insert
+    # rows without the column, and those must not fail.
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
         batch_op.alter_column(
-            "written_at", existing_type=store.types.UtcDateTime(timezone=True), nullable=False
+            "written_at",
+            existing_type=store.types.UtcDateTime(timezone=True),
+            nullable=False,
+            server_default=sa.func.now(),
         )
 
 
