@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -129,12 +130,12 @@ def data_commands(
     timed: list[Timed] = []
     notes: list[str] = []
     try:
-        ticket = ticket or first_of(opsflow, env, cwd, ["case", "list"], "ticket_id")
+        ticket = ticket or first_of(opsflow, env, cwd, ["case", "list"], "ticket")
         timed.append(Timed(f"case show {ticket}", [*opsflow, "case", "show", ticket], DATA_GOAL))
     except (LookupError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
         notes.append(f"case show skipped: no dev stack answered ({exc})")
     try:
-        change = change or first_of(opsflow, env, cwd, ["rollout", "list"], "change_id")
+        change = change or first_of(opsflow, env, cwd, ["rollout", "list"], "change")
         timed.append(
             Timed(f"rollout status {change}", [*opsflow, "rollout", "status", change], DATA_GOAL)
         )
@@ -214,6 +215,11 @@ def main() -> None:
     print(
         f"{len(helps) - len(over)} of {len(helps)} help/version commands within {HELP_GOAL} s; "
         f"slowest {worst.label} ({statistics.median(worst.wall):.3f} s)"
+    )
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"note: a child's peak counts from its fork of this process ({own:.1f} MiB): a figure "
+        "near that is a floor, not the command's own"
     )
     for note in notes:
         print(f"note: {note}")
