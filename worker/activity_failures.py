@@ -79,6 +79,10 @@ class _NoteFailures(ActivityInboundInterceptor):
         try:
             result = await self.next.execute_activity(input)
         except asyncio.CancelledError:
+            # Cancelled (its case resolved, its run ended): no longer retrying; a worker
+            # stopping mid-attempt notes it again if the next attempt fails.
+            if info.attempt > 1:
+                await asyncio.shield(self._clear(info))
             raise
         except Exception as exc:
             await self._note(info, exc)

@@ -214,7 +214,7 @@ class StuckFinder:
 
         async def one(execution: WorkflowExecution) -> StuckRun | None:
             kind = WORKFLOW_TYPES.get(execution.workflow_type)
-            if kind is None:
+            if kind is None or kind == "rollout":  # a stuck rollout: an overdue gate, below
                 return None
             handle = self.client.get_workflow_handle(execution.id, run_id=execution.run_id)
             try:
@@ -242,10 +242,13 @@ class StuckFinder:
                         (ActivityFailure.status == "retrying")
                         | (ActivityFailure.failed_at >= since)
                     )
-                    .order_by(ActivityFailure.failed_at)
-                    .limit(MAX_LISTED)
+                    .order_by(ActivityFailure.failed_at.desc())
+                    .limit(MAX_LISTED + 1)
                 )
             )
+        if len(rows) > MAX_LISTED:
+            self.partial.append(f"activities: more than {MAX_LISTED} noted, the newest shown")
+            rows = rows[:MAX_LISTED]
         by_run: dict[tuple[str, str], list[ActivityFailure]] = {}
         for row in rows:
             kind = self._kind_of(row.workflow_id)
@@ -401,6 +404,8 @@ class StuckFinder:
             "waiting runs",
             'ExecutionStatus = "Running" AND ('
             '(WorkflowType IN ("Rollout", "Recovery") AND OpsState = "awaiting_approval") OR '
+            # A rollout whose paged approval nobody answered reads stuck; the gate says why.
+            '(WorkflowType = "Rollout" AND OpsState = "stuck") OR '
             '(WorkflowType = "Handoff" AND OpsState IN ("requested", "queued", "offered")))',
         )
         found = await self._bounded(self._gate_trouble(e) for e in waiting)
@@ -493,13 +498,16 @@ class StuckFinder:
                     .where(
                         InboxEvent.status.in_(("accepted", "pending", "rejected")),
                         InboxEvent.received_at <= before,
+                        # A rejected event stays rejected: it counts within --within only.
+                        (InboxEvent.status != "rejected")
+                        | (InboxEvent.received_at >= self.query.now - self.query.within),
                     )
-                    .order_by(InboxEvent.id)
+                    .order_by(InboxEvent.id.desc())
                     .limit(MAX_LISTED + 1)
                 )
             )
         if len(rows) > MAX_LISTED:
-            self.partial.append(f"inbox: more than {MAX_LISTED} events, the oldest shown")
+            self.partial.append(f"inbox: more than {MAX_LISTED} events, the newest shown")
             rows = rows[:MAX_LISTED]
         runs = []
         for row in rows:
