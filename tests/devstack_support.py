@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -20,6 +21,17 @@ OPSFLOW = str(Path(sys.executable).parent / "opsflow")
 
 
 def free_port() -> int:
+    """A free port below Linux's ephemeral range (32768-60999): a port the OS hands out to
+    any process (the dev server's own listeners, outgoing sockets) could be taken between
+    choosing it here and the stack binding it."""
+    for _ in range(50):
+        candidate = random.randint(20_000, 32_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
