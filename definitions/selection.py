@@ -29,9 +29,11 @@ def in_selection_order(policies: Sequence[NamedPolicy]) -> list[NamedPolicy]:
 
 
 def split_clauses(expression: str) -> list[str]:
-    """The top-level `&&` / `||` operands of a CEL expression (outside brackets and
-    strings), each as written; the whole expression when it has none."""
+    """The top-level operands of a CEL expression joined by one operator, all `&&` or all
+    `||` (outside brackets and strings), each as written; the whole expression when it has
+    none or mixes both (`a && b || c`: its clauses alone would misstate how they combine)."""
     clauses: list[str] = []
+    operators: set[str] = set()
     depth, start, quote, index = 0, 0, "", 0
     while index < len(expression):
         char = expression[index]
@@ -47,12 +49,15 @@ def split_clauses(expression: str) -> list[str]:
         elif char in ")]}":
             depth -= 1
         elif depth == 0 and expression.startswith(("&&", "||"), index):
+            operators.add(expression[index : index + 2])
             clauses.append(expression[start:index].strip())
             start = index + 2
             index += 1
         index += 1
     clauses.append(expression[start:].strip())
-    return [clause for clause in clauses if clause] if len(clauses) > 1 else [expression.strip()]
+    if len(clauses) == 1 or len(operators) > 1:
+        return [expression.strip()]
+    return [clause for clause in clauses if clause]
 
 
 @dataclass(frozen=True)
