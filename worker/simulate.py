@@ -211,6 +211,24 @@ def read_script(
 SIMULATED_KINDS = ("escalation", "rollout", "recovery", "handoff")
 
 
+def _span(horizon: timedelta, script: Sequence[ScriptedCommand]) -> timedelta:
+    """How long a simulation runs: `horizon`, at least to the script's last command, at most
+    MAX_HORIZON."""
+    last = max((c.after for c in script), default=timedelta(0))
+    return min(max(horizon, last), MAX_HORIZON)
+
+
+async def _give(
+    handle: WorkflowHandle[Any, Any], command: ScriptedCommand, update: str, message: BaseModel
+) -> None:
+    """Send a scripted command; a refusal ends the simulation naming the line and why."""
+    try:
+        await handle.execute_update(update, message)
+    except (WorkflowUpdateFailedError, RPCError) as exc:
+        cause = getattr(exc, "cause", None) or exc
+        raise OpsflowError(f"{_where(command)} was refused: {cause}") from None
+
+
 def _where(command: ScriptedCommand) -> str:
     """`--events line 3: pause at +30m`, the offset as a script writes it."""
     offset = "+" + (format_duration(command.after) if command.after else "0s")
@@ -429,7 +447,7 @@ async def simulate_escalation(
     horizon: timedelta,
 ) -> Simulation:
     """Open the case at `opened` under `loaded`, apply `script`, let `horizon` pass."""
-    horizon = min(max(horizon, max((c.after for c in script), default=timedelta(0))), MAX_HORIZON)
+    horizon = _span(horizon, script)
     async with scratch_stack(loaded) as stack:
         pinned = stack.pinned
         calendar_zone = ZoneInfo(pinned.escalation.calendar_for(case_fields["priority"]).timezone)
@@ -442,11 +460,7 @@ async def simulate_escalation(
         handle = await open_simulated_case(stack, case, pinned)
         for command in script:
             await stack.skip_to(start + command.after)
-            update, _ = COMMANDS[command.name]
-            try:
-                await handle.execute_update(update, command.message)
-            except WorkflowUpdateFailedError as exc:
-                raise OpsflowError(f"{_where(command)} was refused: {exc.cause or exc}") from None
+            await _give(handle, command, COMMANDS[command.name][0], command.message)
         await stack.skip_to(start + horizon)
         story_end = await _last_ledger_id(stack.sessions, handle.id)
         final = await end_simulated_case(handle)
@@ -490,7 +504,7 @@ async def simulate_rollout(
     """Start a change under the plan `loaded` at `started` on a sandbox of
     ROLLOUT_CUSTOMERS customers, apply `script` (approvals, pauses, degraded metrics), let
     `horizon` pass (or the rollout end)."""
-    horizon = min(max(horizon, max((c.after for c in script), default=timedelta(0))), MAX_HORIZON)
+    horizon = _span(horizon, script)
     change = ChangeRequest(
         change_id="CHG-SIM",
         owner="simulate",
@@ -517,11 +531,7 @@ async def simulate_rollout(
                     stack.sessions, command.message.metric, change.change_id, command.message.value
                 )
                 continue
-            update, _ = ROLLOUT_COMMANDS[command.name]
-            try:
-                await handle.execute_update(update, command.message)
-            except WorkflowUpdateFailedError as exc:
-                raise OpsflowError(f"{_where(command)} was refused: {exc.cause or exc}") from None
+            await _give(handle, command, ROLLOUT_COMMANDS[command.name][0], command.message)
         end = start + horizon
         while await stack.env.get_current_time() < end:
             status: RolloutStatus = await handle.query(RolloutWorkflow.state)
@@ -641,7 +651,7 @@ async def simulate_handoff(
     """A conversation under the handoff definition `loaded`: the script's turns reach it as
     the bot's events, its agent answers (accept, decline, resolve...) as the agents would
     give them; the sandbox presence backend's agents take the offers."""
-    horizon = min(max(horizon, max((c.after for c in script), default=timedelta(0))), MAX_HORIZON)
+    horizon = _span(horizon, script)
     conversation = "SIM-1"
     async with scratch_stack(loaded) as stack:
         now = await stack.env.get_current_time()
@@ -685,11 +695,7 @@ async def simulate_handoff(
                         f"no offer is open then (the conversation is {now_status.state})"
                     )
                 message = message.model_copy(update={"agent": offer.agent_id})
-            try:
-                await handle.execute_update(update, message)
-            except (WorkflowUpdateFailedError, RPCError) as exc:
-                cause = getattr(exc, "cause", None) or exc
-                raise OpsflowError(f"{_where(command)} was refused: {cause}") from None
+            await _give(handle, command, update, message)
         await stack.skip_to(start + horizon)
         handle = stack.env.client.get_workflow_handle(workflow_id)
         final: HandoffStatus = await handle.query("state", result_type=HandoffStatus)
