@@ -17,6 +17,7 @@ import typer
 
 from worker.cli_support import (
     JsonOption,
+    case_from_options,
     console,
     fail,
     print_json,
@@ -191,14 +192,12 @@ def explain(
     """Which escalation policy would take a case, and why: every deployed policy in
     selection order, whether it covers the priority, each clause of its match with its
     value for this ticket and customer (from the CRM), and the one chosen."""
-    from pydantic import ValidationError
     from rich.markup import escape
     from rich.table import Table
 
     from activities.backends import Backends
     from activities.settings import load_adapter_settings
     from client.cases import check_customer, explain_policies
-    from workflows.escalation import CaseInfo
 
     fields: dict[str, Any] = {
         "ticket_id": ticket,
@@ -216,13 +215,7 @@ def explain(
         if not isinstance(given, dict):
             raise fail("--file: give a JSON object with ticket_id, customer_id, priority, …")
         fields.update(given)
-    try:
-        case = CaseInfo.model_validate({**fields, "opened_at": datetime.now(UTC)})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "case"
-        option = {"customer_id": "--customer", "ticket_id": "--ticket"}.get(where, f"--{where}")
-        raise fail(f"{option}: {error['msg']}") from None
+    case = case_from_options(fields, datetime.now(UTC))
     settings = settings_or_exit()
 
     async def work(sessions: Sessions) -> tuple[bool, list[PolicyCandidate]]:

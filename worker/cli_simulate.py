@@ -11,7 +11,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from worker.cli_support import JsonOption, console, fail, print_json, run, settings_or_exit
+from worker.cli_support import (
+    JsonOption,
+    case_from_options,
+    console,
+    fail,
+    print_json,
+    run,
+    settings_or_exit,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -134,7 +142,7 @@ def simulate(
         "subject": "Simulated case",
         "channel": "email",
     }
-    _check_case(case, moment)
+    case_from_options(case, moment)
     result = run(lambda: simulate_escalation(loaded, case, moment, script, horizon))
     # Moments in the zone the opening was given in, else the calendar's.
     shown_zone = given_zone["zone"] if given_zone else result.timezone
@@ -162,21 +170,6 @@ def _shifted(weeks: int) -> str:
     if not weeks:
         return ""
     return f" (simulated {weeks} week{'s' if weeks > 1 else ''} later)"
-
-
-def _check_case(case: dict[str, Any], moment: datetime) -> None:
-    """The case the options describe, refused naming the option (`--priority: ...`)."""
-    from pydantic import ValidationError
-
-    from workflows.escalation import CaseInfo
-
-    try:
-        CaseInfo.model_validate({**case, "opened_at": moment})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "case"
-        option = {"customer_id": "--customer"}.get(field, f"--{field}")
-        raise fail(f"{option}: {error['msg']}") from None
 
 
 def _timeline_table(timeline: list[Any], zone: ZoneInfo) -> Table:

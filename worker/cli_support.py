@@ -20,10 +20,13 @@ from definitions.errors import OpsflowError
 from worker.cli_help import use_plain_metavars
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
     from temporalio.service import RPCError
 
     from worker.settings import Settings
+    from workflows.escalation_model import CaseInfo
 
     Sessions = async_sessionmaker[AsyncSession]
 
@@ -67,6 +70,25 @@ By = Annotated[
 def json_requested() -> bool:
     """True while the running command was given `--json`."""
     return _json_errors
+
+
+# The options that give a case's fields under another name.
+_CASE_OPTIONS = {"customer_id": "--customer", "ticket_id": "--ticket"}
+
+
+def case_from_options(fields: dict[str, Any], opened_at: datetime) -> CaseInfo:
+    """The case that command options describe; a bad value is the command's one-line
+    failure naming the option (`--priority: Input should be 'p1', ...`)."""
+    from pydantic import ValidationError
+
+    from workflows.escalation_model import CaseInfo
+
+    try:
+        return CaseInfo.model_validate({**fields, "opened_at": opened_at})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "case"
+        raise fail(f"{_CASE_OPTIONS.get(where, f'--{where}')}: {error['msg']}") from None
 
 
 def fail(message: str) -> typer.Exit:
