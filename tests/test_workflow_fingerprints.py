@@ -5,10 +5,12 @@ patches, search-attribute upserts, continue-as-new); a run in flight replays tod
 against that list. So any change to which commands a function issues, or their order, must
 be deliberate: this test reads the workflow modules (not running them), lists each function's
 commands, opsflow's own wrappers included (`call`, `ledger`, `run_actions`), and compares
-them with tests/fingerprints/workflow_commands.json.
+them with the baseline in tests/fingerprints/, one file per kind (the module name before its
+first underscore: rollout.py and rollout_core.py both go to rollout.json).
 
-When it fails, the message says what changed and what to do. Updating the baseline:
-    OPSFLOW_UPDATE_FINGERPRINTS=1 .venv/bin/pytest tests/test_workflow_fingerprints.py
+When it fails, the message says what changed and what to do. Updating the baseline of one
+kind (or of every kind with `1`):
+    OPSFLOW_UPDATE_FINGERPRINTS=rollout .venv/bin/pytest tests/test_workflow_fingerprints.py
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = sorted((ROOT / "workflows").glob("*.py"))
-BASELINE = Path(__file__).resolve().parent / "fingerprints" / "workflow_commands.json"
+BASELINES = Path(__file__).resolve().parent / "fingerprints"
 
 # workflow.<name>(...) calls that put a command into the history.
 WORKFLOW_COMMANDS = {
@@ -57,7 +59,7 @@ code against the commands they recorded, so a different command or order breaks 
   - Record a history of the new path (OPSFLOW_RECORD_HISTORIES=1) so tests/test_replay.py
     covers it.
   - Then accept the new fingerprint in the same commit:
-        OPSFLOW_UPDATE_FINGERPRINTS=1 .venv/bin/pytest tests/test_workflow_fingerprints.py
+        OPSFLOW_UPDATE_FINGERPRINTS=<kind> .venv/bin/pytest tests/test_workflow_fingerprints.py
 """
 
 
@@ -171,12 +173,37 @@ def fingerprints() -> dict[str, list[str]]:
     return result
 
 
+def _kind(qualified: str) -> str:
+    """The baseline file a function belongs to: its module's name before the first `_`."""
+    return qualified.split(".", 1)[0].split("_", 1)[0]
+
+
+def _baseline() -> dict[str, list[str]]:
+    baseline: dict[str, list[str]] = {}
+    for path in sorted(BASELINES.glob("*.json")):
+        baseline.update(json.loads(path.read_text(encoding="utf-8")))
+    return baseline
+
+
+def _write_baseline(current: dict[str, list[str]], kinds: set[str] | None) -> None:
+    """Rewrite the baseline of `kinds` (every kind when None) from `current`."""
+    BASELINES.mkdir(exist_ok=True)
+    every_kind = {_kind(q) for q in current} | {p.stem for p in BASELINES.glob("*.json")}
+    for kind in sorted(every_kind if kinds is None else kinds):
+        own = {q: tokens for q, tokens in current.items() if _kind(q) == kind}
+        path = BASELINES / f"{kind}.json"
+        if own:
+            path.write_text(json.dumps(own, indent=1) + "\n", encoding="utf-8")
+        else:
+            path.unlink(missing_ok=True)
+
+
 def test_workflow_commands_match_the_baseline() -> None:
     current = fingerprints()
-    if os.environ.get("OPSFLOW_UPDATE_FINGERPRINTS") == "1":
-        BASELINE.parent.mkdir(exist_ok=True)
-        BASELINE.write_text(json.dumps(current, indent=1) + "\n", encoding="utf-8")
-    baseline: dict[str, list[str]] = json.loads(BASELINE.read_text(encoding="utf-8"))
+    update = os.environ.get("OPSFLOW_UPDATE_FINGERPRINTS", "")
+    if update:
+        _write_baseline(current, None if update == "1" else set(update.split(",")))
+    baseline = _baseline()
     if current == baseline:
         return
     changes: list[str] = []

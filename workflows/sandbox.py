@@ -32,6 +32,11 @@ PASSED_THROUGH = (
     "workflows.handoff_logic",
     "workflows.recovery_rules",
     "workflows.recovery_model",
+    # each kind's pure decision core (escalation, rollout, handoff, recovery)
+    "workflows.escalation_core",
+    "workflows.rollout_core",
+    "workflows.handoff_core",
+    "workflows.recovery_core",
 )
 
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
