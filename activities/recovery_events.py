@@ -25,11 +25,11 @@ from temporalio import activity
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
+from activities import search_attributes as sa
 from activities.deps import ActivityDeps
 from definitions.events import EventEnvelope, parse_event_data
 from store.models import LedgerEntry
 from store.registry import DefinitionNotFound, get, latest_of_kind
-from workflows import search_attributes as sa
 from workflows.recovery_model import (
     MEMORY_STEP,
     PreviousState,

@@ -12,6 +12,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities import search_attributes as sa
     from activities.models import (
         AddComment,
         CommentAdded,
@@ -26,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from bench.harness import serve_baseline
     from definitions.events import EventEnvelope
-    from workflows import search_attributes as sa
     from workflows.handoff_model import (
         AgentReleased,
         BotAction,

@@ -38,6 +38,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import search_attributes as sa
 from bench.harness import (
     Stopwatch,
     WorkerProcess,
@@ -56,7 +57,6 @@ from store.migrate import upgrade
 from store.models import SandboxAgent, SandboxCustomer, SandboxQueue
 from store.seed import seed_sandbox
 from store.types import utcnow
-from workflows import search_attributes as sa
 from workflows.handoff import AGENT_POLL, HandoffWorkflow
 from workflows.handoff_model import Accept, HandoffInput, HandoffStatus, Resolve
 

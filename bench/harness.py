@@ -26,8 +26,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import WorkflowRunner
 
+from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from worker.binaries import temporal_cli
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 

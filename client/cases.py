@@ -33,6 +33,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import search_attributes as sa
 from activities.adapters.sandbox import SandboxTicketing
 from activities.errors import NOT_FOUND
 from activities.models import CustomerProfile
@@ -42,7 +43,6 @@ from definitions.errors import OpsflowError
 from definitions.models import PinnedDefinition
 from definitions.selection import ClauseResult, explain_match
 from store.registry import get, latest, latest_of_kind
-from workflows import search_attributes as sa
 from workflows.escalation import (
     CaseInfo,
     CaseStatus,

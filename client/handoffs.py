@@ -14,11 +14,11 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import search_attributes as sa
 from definitions.errors import OpsflowError
 from definitions.events import BotHandoffRequested, EventEnvelope, TranscriptLine
 from definitions.models import PinnedDefinition
 from store.registry import get, latest, latest_of_kind
-from workflows import search_attributes as sa
 from workflows.handoff import HandoffWorkflow
 from workflows.handoff_model import HandoffInput, HandoffStatus, handoff_workflow_id
 

@@ -21,9 +21,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import search_attributes as sa
 from definitions.errors import OpsflowError
 from definitions.models import PinnedDefinition
-from workflows import search_attributes as sa
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import ChangeRequest, RolloutStatus, StartRollout, rollout_workflow_id
 

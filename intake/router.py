@@ -40,6 +40,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import search_attributes as sa
 from activities.ports import CrmPort, TicketingPort
 from client.cases import choose_policy, open_case
 from client.handoffs import deliver_ticket_event, handoff_start_input
@@ -54,7 +55,6 @@ from definitions.events import (
     TicketUpdated,
     parse_event_data,
 )
-from workflows import search_attributes as sa
 from workflows.escalation import (
     Acknowledge,
     CaseInfo,

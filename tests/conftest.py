@@ -26,11 +26,11 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.seed import seed_sandbox
 from worker.binaries import temporal_cli, temporal_test_server
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 pytest_plugins = ["tests.devstack_support"]
 
@@ -44,7 +44,7 @@ async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
     )
     async with env:
-        # The same registry the dev server and clusters use (workflows/search_attributes.py).
+        # The same registry the dev server and clusters use (activities/search_attributes.py).
         await env.client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(
                 namespace=env.client.namespace,

@@ -276,8 +276,8 @@ async def fresh_env() -> AsyncIterator[WorkflowEnvironment]:
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
     from temporalio.contrib.pydantic import pydantic_data_converter
 
+    from activities.search_attributes import ALL
     from worker.binaries import temporal_test_server
-    from workflows.search_attributes import ALL
 
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_test_server()),

@@ -11,8 +11,8 @@ import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from tests.devstack_support import DevStack, start_dev
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.devserver
 OPSFLOW = str(Path(sys.executable).parent / "opsflow")

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from activities import search_attributes as sa
 from tests.conftest import AppDb
 from tests.definition_support import pinned
 from tests.escalation_support import (
@@ -24,7 +25,6 @@ from tests.escalation_support import (
     policy_document,
     settled,
 )
-from workflows import search_attributes as sa
 from workflows.escalation import (
     Acknowledge,
     EscalationWorkflow,

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from temporalio.common import TypedSearchAttributes
 
+from activities import search_attributes as sa
 from tests.conftest import AppDb
 from tests.escalation_support import keep_history, next_weekday_at, skip_to
 from tests.handoff_support import (
@@ -20,7 +21,6 @@ from tests.handoff_support import (
     wait_for,
 )
 from tests.helpers import assert_eventually
-from workflows import search_attributes as sa
 from workflows.handoff_model import CustomerLeft
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

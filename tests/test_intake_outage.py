@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from intake import inbox
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
@@ -31,7 +32,6 @@ from store.seed import seed_sandbox
 from tests.devstack_support import OPSFLOW, free_port, opsflow_env
 from tests.intake_support import SECRET, cloud_event, encode, signed_headers
 from worker.binaries import temporal_cli
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.devserver
 

@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from intake import inbox
 from intake.app import Intake
 from store.db import create_engine, session_factory
@@ -27,7 +28,6 @@ from tests.escalation_support import add_ticket, escalation_worker, ledger_steps
 from tests.intake_support import cloud_event, http, make_intake, post_event
 from worker.binaries import temporal_cli
 from workflows.escalation import CaseStatus
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.devserver
 

@@ -31,6 +31,7 @@ from temporalio.runtime import Runtime
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from client.metrics import SDK_METRICS, metrics_runtime
 from definitions.errors import OpsflowError
 from intake.metrics import IntakeMetrics
@@ -59,7 +60,6 @@ from workflows.escalation import (
 )
 from workflows.rollout import rollback_cause
 from workflows.sandbox import WORKFLOW_RUNNER
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -35,6 +35,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from activities.models import CustomerProfile
+from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from client.cases import open_case
 from tests.conftest import AppDb
 from tests.definition_support import pinned
@@ -62,7 +63,6 @@ from worker.settings import Settings, SettingsError, read_environment
 from worker.temporal import connect
 from workflows.escalation import EscalationWorkflow, Resolve
 from workflows.sandbox import WORKFLOW_RUNNER
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 OPSFLOW = str(Path(sys.executable).parent / "opsflow")
 HISTORIES = Path(__file__).resolve().parent / "histories"

@@ -12,6 +12,7 @@ import pytest
 from temporalio.common import TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
+from activities import search_attributes as sa
 from tests.conftest import AppDb
 from tests.escalation_support import keep_history
 from tests.helpers import assert_eventually
@@ -24,7 +25,6 @@ from tests.rollout_support import (
     settled,
     start,
 )
-from workflows import search_attributes as sa
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import Decision
 

@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.sandbox import degrade
+from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from client.rollouts import command_rollout, rollout_state, start_rollout
 from definitions.models import PinnedDefinition
 from store.registry import CATALOG_DIR, deploy_folder, latest
@@ -24,7 +25,6 @@ from tests.rollout_support import exposed, rollback_notices, rollout_worker, set
 from worker.binaries import temporal_test_server
 from worker.cli_rollout import approval_outcome, status_line
 from workflows.rollout_model import ChangeRequest, Decision
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

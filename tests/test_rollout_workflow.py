@@ -10,6 +10,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from activities import search_attributes as sa
 from activities.adapters.sandbox import degrade
 from tests.conftest import AppDb
 from tests.escalation_support import ledger_entries, ledger_steps, skip_to
@@ -31,7 +32,6 @@ from tests.rollout_support import (
     start,
     state,
 )
-from workflows import search_attributes as sa
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import Decision, Reason
 

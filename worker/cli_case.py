@@ -593,9 +593,9 @@ def list_cases(
     was terminated or keeps failing are listed as such, with the reason."""
     from temporalio.client import WorkflowExecutionStatus
 
+    from activities import search_attributes as sa
     from client.cases import BROKEN_STATES, CLOSED_STATES
     from worker.temporal import connect
-    from workflows import search_attributes as sa
 
     settings = settings_or_exit()
     known = (*CASE_STATES, *sorted(BROKEN_STATES))

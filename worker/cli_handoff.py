@@ -276,8 +276,8 @@ def list_handoffs(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
 ) -> None:
     """Handoffs, newest first, from the Temporal visibility store."""
+    from activities import search_attributes as sa
     from worker.temporal import connect
-    from workflows import search_attributes as sa
 
     settings = settings_or_exit()
     if state is not None and state not in STATES:

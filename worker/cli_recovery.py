@@ -247,8 +247,8 @@ def list_customers(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
 ) -> None:
     """Running recovery workflows, newest first."""
+    from activities import search_attributes as sa
     from worker.temporal import connect
-    from workflows import search_attributes as sa
 
     settings = settings_or_exit()
     states = ("watching", "acting", "awaiting_approval", "with_person", "silenced")

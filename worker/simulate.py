@@ -39,6 +39,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities import search_attributes as sa
 from activities.adapters.sandbox import degrade
 from activities.backends import Backends
 from activities.deps import ActivityDeps
@@ -57,7 +58,6 @@ from store.registry import CATALOG_DIR, check_folder, deploy, latest
 from store.seed import seed_sandbox
 from worker.assembly import WORKFLOWS, activity_functions
 from worker.binaries import temporal_test_server
-from workflows import search_attributes as sa
 from workflows.escalation import (
     Acknowledge,
     CaseInfo,

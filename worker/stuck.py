@@ -40,8 +40,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
+from activities import search_attributes as sa
 from store.models import ActivityFailure, InboxEvent
-from workflows import search_attributes as sa
 from workflows.handoff_model import HandoffStatus
 from workflows.recovery_model import RecoveryView
 from workflows.rollout_model import RolloutStatus

@@ -20,8 +20,8 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from activities import search_attributes as sa
 from workflows import metrics
-from workflows import search_attributes as sa
 from workflows.actions import (
     ActionOutcome,
     ActionTarget,
@@ -936,9 +936,7 @@ class EscalationWorkflow:
         detail = {"status": command.status, **_who(command.by)}
         if pauses and s.state != "paused":
             self._pause(f"ticket {command.status}")
-            self._record(
-                "pause", {**detail, "reason": f"ticket {command.status}"}, by_person=False
-            )
+            self._record("pause", {**detail, "reason": f"ticket {command.status}"}, by_person=False)
         elif not pauses and s.state == "paused":
             self._resume()
             self._record("resume", detail, by_person=False)

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
+from activities import search_attributes as sa
 from workflows import metrics
-from workflows import search_attributes as sa
 from workflows.actions import ActionTarget, call, ledger, run_actions
 from workflows.escalation import CaseInfo, EscalationWorkflow, OpenCase, case_workflow_id
 from workflows.handoff_logic import (

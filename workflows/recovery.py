@@ -19,8 +19,8 @@ from typing import Any, Literal
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
+from activities import search_attributes as sa
 from workflows import metrics
-from workflows import search_attributes as sa
 from workflows.actions import ActionTarget, call, ledger, run_actions
 
 with workflow.unsafe.imports_passed_through():

@@ -19,8 +19,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
+from activities import search_attributes as sa
 from workflows import metrics
-from workflows import search_attributes as sa
 from workflows.actions import ACTIVITY_RETRY, ActionTarget, call, ledger
 from workflows.rollout_model import (
     TERMINAL,

@@ -22,7 +22,7 @@ PASSED_THROUGH = (
     # opsflow's own deterministic helpers and models: imported once per worker, not per run
     "definitions",
     "activities.models",
-    "workflows.search_attributes",
+    "activities.search_attributes",
     "workflows.metrics",
     "workflows.sla",
     "workflows.actions",
