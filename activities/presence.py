@@ -40,15 +40,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.deps import ActivityDeps
 from activities.errors import invalid, not_found
-from activities.models import Ticket
-from activities.outbox import Effect, Outbox
-from activities.ports import OutgoingMessage
-from store.db import transaction
-from store.models import SandboxAgent, SandboxQueue, SandboxTicket, SandboxWaiting
-from store.types import utcnow
-from workflows.escalation_model import Acknowledge
-from workflows.escalation_model import Resolve as ResolveCase
-from workflows.handoff_model import (
+from activities.escalation_contracts import Acknowledge
+from activities.escalation_contracts import Resolve as ResolveCase
+from activities.handoff_contracts import (
     AgentReleased,
     AgentView,
     AssignGroup,
@@ -67,6 +61,12 @@ from workflows.handoff_model import (
     SetAgentStatus,
     TicketBrief,
 )
+from activities.models import Ticket
+from activities.outbox import Effect, Outbox
+from activities.ports import OutgoingMessage
+from store.db import transaction
+from store.models import SandboxAgent, SandboxQueue, SandboxTicket, SandboxWaiting
+from store.types import utcnow
 
 Sessions = async_sessionmaker[AsyncSession]
 _log = logging.getLogger(__name__)

@@ -13,6 +13,18 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities import search_attributes as sa
+    from activities.handoff_contracts import (
+        AgentReleased,
+        BotAction,
+        BotActionSent,
+        OpenTickets,
+        PickAgent,
+        QueueInfo,
+        QueueRequest,
+        ReleaseAgent,
+        Reservation,
+        TicketBrief,
+    )
     from activities.models import (
         AddComment,
         CommentAdded,
@@ -27,18 +39,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from bench.harness import serve_baseline
     from definitions.events import EventEnvelope
-    from workflows.handoff_model import (
-        AgentReleased,
-        BotAction,
-        BotActionSent,
-        OpenTickets,
-        PickAgent,
-        QueueInfo,
-        QueueRequest,
-        ReleaseAgent,
-        Reservation,
-        TicketBrief,
-    )
     from workflows.sandbox import WORKFLOW_RUNNER
 
 TIMEOUT = timedelta(seconds=30)

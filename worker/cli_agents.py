@@ -19,9 +19,9 @@ from worker.cli_support import (
 )
 
 if TYPE_CHECKING:
+    from activities.handoff_contracts import AgentView
     from worker.cli_support import Sessions
     from worker.settings import Settings
-    from workflows.handoff_model import AgentView
 
 app = typer.Typer(
     name="agents",

@@ -34,6 +34,7 @@ from workflows.actions import (
 from workflows.sla import SlaClock
 
 with workflow.unsafe.imports_passed_through():
+    from activities.escalation_contracts import Acknowledge, Resolve
     from activities.models import CustomerProfile, GetCustomer, PagerEvent, PagerEventSent
     from definitions.calendar import BusinessCalendar
     from definitions.common import Action, AssignAction, NotifyAction
@@ -51,7 +52,6 @@ with workflow.unsafe.imports_passed_through():
         MAX_ACTION_FAILURES,
         MAX_HISTORY_EVENTS,
         RESOLUTION,
-        Acknowledge,
         ActionFailure,
         CaseInfo,
         CaseState,
@@ -66,7 +66,6 @@ with workflow.unsafe.imports_passed_through():
         PendingLedgerEntry,
         Priority,
         Reassign,
-        Resolve,
         Resume,
         SetPriority,
         SetStage,

@@ -148,15 +148,6 @@ class OpenCase(BaseModel):
     by: str | None = Field(None, max_length=200, description="who opened the case")
 
 
-class Acknowledge(BaseModel):
-    by: str = Field(min_length=1, max_length=200)
-    first_response_only: bool = Field(
-        False,
-        description="an agent's public reply: it acknowledges a case not yet acknowledged "
-        "and changes nothing on one that is",
-    )
-
-
 class Pause(BaseModel):
     reason: str = Field("waiting on the customer", max_length=500)
     by: str | None = Field(None, max_length=200, description="who paused it")
@@ -188,13 +179,6 @@ class Reassign(BaseModel):
     queue: str | None = Field(None, max_length=64)
     agent: str | None = Field(None, max_length=64)
     by: str = Field("opsflow", max_length=200)
-
-
-class Resolve(BaseModel):
-    by: str = Field(min_length=1, max_length=200)
-    outcome: str | None = Field(
-        None, max_length=200, description="how it ended when not solved (a chat given back)"
-    )
 
 
 class Migrate(BaseModel):

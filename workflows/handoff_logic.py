@@ -13,11 +13,12 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.handoff_contracts import TicketBrief
     from activities.models import CustomerProfile
     from definitions.calendar import BusinessCalendar
     from definitions.conditions import ConditionError, evaluate
     from definitions.models import HandoffTriggers, Route
-    from workflows.handoff_model import ContextPacket, HandoffStatus, TicketBrief, Trigger, Turn
+    from workflows.handoff_model import ContextPacket, HandoffStatus, Trigger, Turn
 
 ASK_INTENTS = frozenset(
     {"human_agent", "agent", "human", "talk_to_human", "talk_to_agent", "speak_to_agent", "person"}

@@ -22,6 +22,9 @@ PASSED_THROUGH = (
     # opsflow's own deterministic helpers and models: imported once per worker, not per run
     "definitions",
     "activities.models",
+    "activities.handoff_contracts",
+    "activities.escalation_contracts",
+    "activities.rollout_contracts",
     "activities.search_attributes",
     "workflows.metrics",
     "workflows.sla",

@@ -352,9 +352,9 @@ async def test_zendesk_callback_ticket_is_a_task_with_its_due_time(
 async def test_zendesk_group_routing_finds_the_group_by_name_across_pages(
     sessions: Sessions, template_folder: Path, vendor: Start
 ) -> None:
+    from activities.handoff_contracts import AssignGroup, QueueRequest
     from activities.presence import PresenceActivities
     from tests.handoff_support import FakeZendesk
-    from workflows.handoff_model import AssignGroup, QueueRequest
 
     fake = FakeZendesk({11: "Support", 12: "Billing", 13: "Tier 2", 14: "VIP desk"}, page_size=2)
     server = vendor(fake)
