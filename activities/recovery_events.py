@@ -27,10 +27,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import search_attributes as sa
 from activities.deps import ActivityDeps
-from definitions.events import EventEnvelope, parse_event_data
-from store.models import LedgerEntry
-from store.registry import DefinitionNotFound, get, latest_of_kind
-from workflows.recovery_model import (
+from activities.recovery_contracts import (
     MEMORY_STEP,
     PreviousState,
     RecoveryInput,
@@ -40,6 +37,9 @@ from workflows.recovery_model import (
     customer_workflow_id,
     rules_digest,
 )
+from definitions.events import EventEnvelope, parse_event_data
+from store.models import LedgerEntry
+from store.registry import DefinitionNotFound, get, latest_of_kind
 
 
 class RecoveryEventActivities:

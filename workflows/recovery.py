@@ -38,25 +38,22 @@ with workflow.unsafe.imports_passed_through():
         Approve,
         CloseEpisode,
         OpsState,
+        PendingApproval,
         PreviousState,
         RecoveryInput,
         RecoveryMemory,
         RecoveryRules,
+        RecoveryState,
         RecoverySummary,
         RecoveryView,
         Reject,
         RulesDigest,
+        Silence,
         SilenceCommand,
         Unsilence,
         rules_digest,
     )
-    from workflows.recovery_rules import (
-        PendingApproval,
-        Plan,
-        RecoveryEngine,
-        RecoveryState,
-        Silence,
-    )
+    from workflows.recovery_rules import Plan, RecoveryEngine
 
 # Runs started before this patch keep reading the pre-contract event names of their pinned
 # rule sets (recovery_rules.LEGACY_EVENT_NAMES); new runs read the event contract only.

@@ -33,6 +33,18 @@ from definitions.common import (
 from definitions.conditions import ConditionError, evaluate, evaluate_value
 from definitions.events import EventEnvelope
 from definitions.models import PinnedDefinition, RecoveryRule, RecoverySpec
+from workflows.recovery_model import (
+    ApprovalStatus,
+    Decision,
+    Episode,
+    EpisodeStatus,
+    PendingApproval,
+    RecoveryState,
+    ScoreEntry,
+    Silence,
+    StallWatch,
+    SuppressedBy,
+)
 
 SURVEY = "survey.responded"
 STAGE_CHANGED = "journey.stage_changed"
@@ -53,13 +65,6 @@ BASELINE_SCORES = 10  # history.median_score: the median of the last this many s
 BASELINE_MIN = 3  # fewer scores than this: no baseline (median_score -1.0)
 LOW_SCORE = 2.0  # on the 1..5 scale: what history.low_scores_* count
 
-Outcome = Literal["fired", "laddered", "shadow", "suppressed"]
-SuppressedBy = Literal[
-    "silence", "dedup", "inhibition", "cooldown", "cap", "ladder_exhausted", "condition_error"
-]
-EpisodeStatus = Literal["open", "recovered", "not_recovered", "closed", "expired"]
-ApprovalStatus = Literal["waiting", "approved", "approved_reduced", "rejected", "skipped"]
-
 
 # Rule sets written before the catalog followed the event contract (definitions/events.py)
 # named the survey event `survey.completed` and read `event.survey_id` and, on sla.breached,
@@ -67,153 +72,6 @@ ApprovalStatus = Literal["waiting", "approved", "approved_reduced", "rejected", 
 # (recorded histories included) read them, through `legacy_names` (the workflow's patch
 # "recovery-contract-names"). Remove with the patch once no such run is open.
 LEGACY_EVENT_NAMES = {"survey.completed": SURVEY}
-
-
-class Decision(BaseModel):
-    """One trigger of one rule and what became of it."""
-
-    seq: int
-    at: datetime
-    rule: str = Field(description="<definition>/<rule>")
-    ref: str = Field(description="the definition version that decided: name@version")
-    event: str | None = Field(None, description="source/id of the event, None for a timer")
-    event_type: str
-    outcome: Outcome
-    suppressed_by: SuppressedBy | None = None
-    reason: str | None = None
-    episode: int | None = None
-    rung: int = Field(0, description="0: the rule's actions; n: ladder step n")
-    actions: list[str] = Field(default_factory=list)
-    capped: list[str] = Field(default_factory=list)
-    gated: list[str] = Field(default_factory=list, description="actions waiting for approval")
-
-
-class Episode(BaseModel):
-    id: int
-    opened_at: datetime
-    opened_by: str
-    ref: str
-    severity: int
-    rungs: dict[str, int] = Field(default_factory=dict, description="rule -> steps taken")
-    events: list[str] = Field(default_factory=list)
-    follow_up_at: datetime | None = None
-    follow_up_sent_at: datetime | None = None
-    expires_at: datetime
-    status: EpisodeStatus = "open"
-    closed_at: datetime | None = None
-    closed_by: str | None = None
-    score: int | None = None
-    contact: str | None = Field(
-        None, description="the ticket the opening event was about: what the follow-up asks about"
-    )
-    tied: bool = Field(
-        False,
-        description="opened since runs tie the follow-up to the contact and hand a failed "
-        "one to a person (older episodes close on any survey)",
-    )
-    handed_over_at: datetime | None = Field(
-        None, description="the follow-up said not recovered: a person has it until they close it"
-    )
-    handed_over_to: str | None = Field(None, description="the queue of the hand-over ticket")
-    handover_ticket: str | None = None
-
-
-class PendingApproval(BaseModel):
-    id: int
-    rule: str
-    ref: str
-    episode: int | None
-    step: str = Field(description="names the credit's idempotency key")
-    amount: Decimal
-    currency: str
-    reason: str
-    group: str
-    members: list[str] = Field(default_factory=list)
-    requested_by: str
-    requested_at: datetime
-    deadline: datetime
-    on_timeout: Literal["skip", "escalate", "approve_reduced"]
-    escalate_to: str | None = None
-    reduced_amount: Decimal | None = None
-    timeout: timedelta
-    escalated: bool = False
-    required: int = Field(1, description="distinct approvers needed")
-    approved_by: list[str] = Field(default_factory=list, description="approvals so far")
-    channel: str = "slack"
-    remind_at: datetime | None = Field(None, description="when the approvers are reminded")
-    reminded: bool = False
-    status: ApprovalStatus = "waiting"
-    decided_by: str | None = None
-    decided_at: datetime | None = None
-    note: str | None = None
-    applied_amount: Decimal | None = None
-
-
-class Silence(BaseModel):
-    rule: str | None = Field(None, description="None: the whole customer")
-    until: datetime
-    by: str
-    reason: str = ""
-
-
-class StallWatch(BaseModel):
-    rule: str
-    stage: str
-    since: datetime
-    due: datetime
-    fired: bool = False
-
-
-class ScoreEntry(BaseModel):
-    """One survey score, on the 1..5 scale, and the contact (ticket) it was about."""
-
-    at: datetime
-    score: float
-    ticket: str | None = None
-
-
-class RecoveryState(BaseModel):
-    """Everything one customer's recovery workflow knows; carried whole by continue-as-new."""
-
-    customer_id: str
-    rule_sets: list[str] = Field(default_factory=list, description="refs of the rule sets")
-    seq: int = 0
-    events_seen: int = 0
-    seen: dict[str, datetime] = Field(default_factory=dict)
-    windows: dict[str, list[datetime]] = Field(default_factory=dict)
-    recent: dict[str, list[datetime]] = Field(default_factory=dict)
-    dedup: dict[str, dict[str, datetime]] = Field(default_factory=dict)
-    cooldowns: dict[str, datetime] = Field(default_factory=dict)
-    caps: dict[str, list[datetime]] = Field(default_factory=dict)
-    episodes: list[Episode] = Field(default_factory=list)
-    episode_count: int = 0
-    approvals: list[PendingApproval] = Field(default_factory=list)
-    approval_count: int = 0
-    silences: list[Silence] = Field(default_factory=list)
-    stage: str | None = None
-    stage_since: datetime | None = None
-    stalls: dict[str, StallWatch] = Field(default_factory=dict)
-    decisions: list[Decision] = Field(default_factory=list)
-    suppressed: list[Decision] = Field(default_factory=list)
-    tally: dict[str, dict[str, int]] = Field(default_factory=dict)
-    customer: dict[str, Any] | None = None
-    customer_at: datetime | None = None
-    scores: list[ScoreEntry] = Field(default_factory=list, description="latest survey scores")
-
-    def open_episode(self) -> Episode | None:
-        for episode in reversed(self.episodes):
-            if episode.status == "open":
-                return episode
-        return None
-
-    def waiting_approvals(self) -> list[PendingApproval]:
-        return [a for a in self.approvals if a.status == "waiting"]
-
-    def approval(self, approval_id: int | None) -> PendingApproval | None:
-        waiting = self.waiting_approvals()
-        if approval_id is None:
-            return waiting[0] if waiting else None
-        return next((a for a in waiting if a.id == approval_id), None)
 
 
 @dataclass
