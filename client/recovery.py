@@ -19,6 +19,7 @@ from definitions.loader import load_file
 from definitions.models import PinnedDefinition
 from store.registry import latest_of_kind
 from workflows.recovery import RecoveryWorkflow
+from workflows.recovery_core import BacktestReport, backtest
 from workflows.recovery_model import (
     RecoveryInput,
     RecoveryRules,
@@ -27,7 +28,6 @@ from workflows.recovery_model import (
     customer_workflow_id,
     rules_digest,
 )
-from workflows.recovery_rules import BacktestReport, backtest
 
 MAX_BACKTEST_EVENTS = 1_000_000
 

@@ -14,8 +14,8 @@ from definitions.events import EXAMPLES, EventEnvelope
 from intake.router import ENTITY_ROUTES, RECOVERY
 from tests.definition_support import pinned
 from tests.recovery_support import catalog_document
+from workflows.recovery_core import RecoveryEngine
 from workflows.recovery_model import RecoveryState
-from workflows.recovery_rules import RecoveryEngine
 
 AT = datetime(2026, 11, 23, 10, tzinfo=UTC)
 

@@ -43,8 +43,8 @@ from tests.recovery_support import (
 from worker.cli import app
 from workflows.escalation import EscalationWorkflow, OpenCase, case_workflow_id
 from workflows.recovery import RecoveryWorkflow
+from workflows.recovery_core import MAX_SEEN, RecoveryEngine, backtest
 from workflows.recovery_model import Approve, RecoveryRules, RecoveryState, customer_workflow_id
-from workflows.recovery_rules import MAX_SEEN, RecoveryEngine, backtest
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 SLA = "service-recovery/sla-breached"

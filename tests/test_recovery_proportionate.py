@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from definitions.common import CreateTicketAction, NotifyAction
 from tests.definition_support import pinned
 from tests.recovery_support import catalog_document, survey
+from workflows.recovery_core import Plan, RecoveryEngine
 from workflows.recovery_model import RecoveryState
-from workflows.recovery_rules import Plan, RecoveryEngine
 
 AT = datetime(2026, 3, 2, 10, tzinfo=UTC)
 CUSTOMER = "C-0040"

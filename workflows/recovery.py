@@ -2,7 +2,7 @@
 signal-with-start on the customer's first event, alive while anything is pending (windows,
 cooldowns, caps, dedup keys, stall timers, an open episode or an approval).
 
-Decisions are made by the pure `RecoveryEngine` (workflows/recovery_rules.py); this module
+Decisions are made by the pure `RecoveryEngine` (workflows/recovery_core.py); this module
 turns its plans into ledger entries and actions (activities), handles the messages and keeps
 the Temporal UI telling. The `event` signal takes the EventEnvelope and, optionally, which
 rule sets are deployed now (`RulesDigest`; runs recorded before it carry the `RecoveryRules`
@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Ticket,
     )
     from definitions.events import EventEnvelope
+    from workflows.recovery_core import Plan, RecoveryEngine
     from workflows.recovery_model import (
         MEMORY_STEP,
         Approve,
@@ -53,10 +54,9 @@ with workflow.unsafe.imports_passed_through():
         Unsilence,
         rules_digest,
     )
-    from workflows.recovery_rules import Plan, RecoveryEngine
 
 # Runs started before this patch keep reading the pre-contract event names of their pinned
-# rule sets (recovery_rules.LEGACY_EVENT_NAMES); new runs read the event contract only.
+# rule sets (recovery_core.LEGACY_EVENT_NAMES); new runs read the event contract only.
 CONTRACT_NAMES_PATCH = "recovery-contract-names"
 WAKE_FLAG_PATCH = "recovery-wake-flag-at-pass-start"
 UPSERT_ON_CHANGE_PATCH = "recovery-upsert-on-change"
