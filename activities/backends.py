@@ -17,6 +17,7 @@ from activities.adapters.sandbox import (
     SandboxNotifier,
     SandboxTicketing,
 )
+from activities.adapters.sandbox_presence import SandboxPresence
 from activities.adapters.slack import SlackNotifier
 from activities.adapters.smtp_email import SmtpNotifier
 from activities.adapters.webhook import SignedWebhook, WebhookChanges, WebhookNotifier
@@ -28,6 +29,7 @@ from activities.ports import (
     CrmPort,
     MetricsPort,
     NotifierPort,
+    PresencePort,
     TicketingPort,
 )
 from activities.settings import AdapterSettings
@@ -40,6 +42,7 @@ class Backends:
     ticketing: TicketingPort
     changes: ChangesPort
     metrics: MetricsPort
+    presence: PresencePort
     notifiers: dict[Channel, NotifierPort] = field(default_factory=dict)
 
     @classmethod
@@ -51,6 +54,7 @@ class Backends:
             ticketing=SandboxTicketing(sessions),
             changes=SandboxChanges(sessions),
             metrics=SandboxMetrics(sessions),
+            presence=SandboxPresence(sessions),
             notifiers={"email": notifier, "chat": notifier, "pager": notifier, "webhook": notifier},
         )
 
@@ -87,5 +91,6 @@ class Backends:
             metrics=PrometheusMetrics.from_settings(settings)
             if settings.metrics_backend == "prometheus"
             else sandbox.metrics,
+            presence=sandbox.presence,
             notifiers=notifiers,
         )

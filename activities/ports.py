@@ -12,6 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from activities.handoff_contracts import (
+    AgentReleased,
+    AgentView,
+    OpenTickets,
+    PickAgent,
+    QueueInfo,
+    QueueRequest,
+    ReleaseAgent,
+    Reservation,
+    TicketBrief,
+)
 from activities.models import (
     AddComment,
     AddNote,
@@ -123,3 +134,28 @@ class MetricsPort(Backend, Protocol):
     async def read(
         self, metric: str, cohort: MetricCohort, start: datetime, end: datetime
     ) -> MetricReading: ...
+
+
+class PresencePort(Backend, Protocol):
+    """Who can take a conversation: agents, their status and load, queues and the line.
+
+    Answers that free an agent name the workflows waiting in line it can take, first first;
+    the activity wakes them."""
+
+    async def list_agents(self) -> list[AgentView]: ...
+
+    async def set_agent_status(self, agent_id: str, status: str) -> tuple[AgentView, list[str]]:
+        """Set the status; also the workflows first in line the agent can now take."""
+        ...
+
+    async def queue_info(self, request: QueueRequest) -> QueueInfo: ...
+
+    async def reserve_agent(self, effect: Effect, request: PickAgent) -> Reservation:
+        """Take one slot of the best free agent (or the conversation's place in line)."""
+        ...
+
+    async def release_agent(self, effect: Effect, request: ReleaseAgent) -> AgentReleased: ...
+
+    async def leave_line(self, conversation_id: str) -> None: ...
+
+    async def open_tickets(self, request: OpenTickets) -> list[TicketBrief]: ...

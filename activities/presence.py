@@ -1,21 +1,12 @@
-"""The sandbox presence backend: agents, their status and capacity, queues and their depth.
-
-opsflow picks the agent itself here: matching skills (all required ones) and a language the
-customer speaks, free capacity, the longest idle first. Reserving an agent (an offer) takes
-one of their conversation slots inside the outbox's transaction, so a retried activity never
-reserves twice; releasing gives it back and restarts their idle clock.
-
-First come, first served: a conversation that finds no agent waits in line
-(`sandbox_waiting`, by priority, then since when it waits). A free agent goes to the first
-in line who can take them: a newcomer that finds a free agent someone ahead of it could
-take leaves it to them and wakes them; a released agent, or one who becomes available,
-wakes the first in line they can take (signal `agent_free` to its workflow). A place in
-line not renewed for STALE_WAITING (its workflow gone) no longer counts.
+"""The presence activities: queues, offers and agents through the presence port (the sandbox
+backend in activities/adapters/sandbox_presence.py), and waking the conversations a freed
+agent can take (signal `agent_free`).
 
 With a vendor ticketing backend (Zendesk) the vendor picks the agent instead: `queue_info`
-answers `routing="vendor"` (the queue's hours from the queue table, no depth or estimate:
-the vendor's staffing is not ours to see), and `assign_group` puts the conversation's ticket
-in the queue's vendor group; the vendor's `ticket.updated` with an assignee ends the wait.
+answers `routing="vendor"` (the queue's hours from the presence backend, no depth or
+estimate: the vendor's staffing is not ours to see), and `assign_group` puts the
+conversation's ticket in the queue's vendor group; the vendor's `ticket.updated` with an
+assignee ends the wait.
 
 Also the bot's webhook instruction (`stop_replying`, `resume`), sent once per key through
 the outbox to the `webhook` notifier, and the handoff's commands to its escalation case
@@ -26,20 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import and_, delete, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.deps import ActivityDeps
-from activities.errors import invalid, not_found
+from activities.errors import invalid
 from activities.escalation_contracts import Acknowledge
 from activities.escalation_contracts import Resolve as ResolveCase
 from activities.handoff_contracts import (
@@ -63,26 +50,11 @@ from activities.handoff_contracts import (
 )
 from activities.models import Ticket
 from activities.outbox import Effect, Outbox
-from activities.ports import OutgoingMessage
-from store.db import transaction
-from store.models import SandboxAgent, SandboxQueue, SandboxTicket, SandboxWaiting
-from store.types import utcnow
+from activities.ports import OutgoingMessage, PresencePort
 
-Sessions = async_sessionmaker[AsyncSession]
 _log = logging.getLogger(__name__)
 
-AVERAGE_HANDLE_SECONDS = 6 * 60
-"""Sandbox estimate of how long one conversation keeps an agent slot."""
-FIRST_OFFER_SECONDS = 60
-"""The estimate when a matching agent is free now."""
-STALE_WAITING = timedelta(minutes=5)
-"""A place in line its conversation has not renewed for this long (it looks again at least
-every minute) belongs to a workflow that is gone."""
-LINE_BATCH = 64
-"""Places in line read at a time, in order, until every free agent is spoken for."""
 AGENT_FREE_SIGNAL = "agent_free"
-HANDOFF_TAG = "handoff"
-CLOSED_TICKET = ("solved", "closed")
 
 
 @runtime_checkable
@@ -93,274 +65,6 @@ class GroupRouting(Protocol):
     in_app_database: bool
 
     async def assign_group(self, effect: Effect, ticket_id: str, queue: str) -> Ticket: ...
-
-
-class _PresenceBackend:
-    name = "sandbox"
-    in_app_database = True
-
-
-_BACKEND = _PresenceBackend()
-
-
-def queue_hours(text: str) -> str | dict[str, str]:
-    """The seeded queue hours as BusinessCalendar hours: `weekdays-08-18` -> mon-fri 08-18."""
-    if text == "24x7":
-        return "24x7"
-    days, _, span = text.partition("-")
-    start, _, end = span.partition("-")
-    keys = {"weekdays": "mon-fri", "everyday": "mon-sun", "saturdays": "sat"}
-    if days not in keys or not (start.isdigit() and end.isdigit()):
-        raise invalid(f"queue hours {text!r} are not like weekdays-08-18 or 24x7")
-    return {keys[days]: f"{int(start):02d}:00-{int(end):02d}:00"}
-
-
-def matches(agent: SandboxAgent, skills: Sequence[str], languages: Sequence[str]) -> bool:
-    has = set(agent.skills)
-    speaks = set(agent.languages)
-    return set(skills) <= has and (not languages or bool(speaks & set(languages)))
-
-
-def _view(row: SandboxAgent) -> AgentView:
-    return AgentView(
-        id=row.id,
-        name=row.name,
-        team=row.team,
-        skills=list(row.skills),
-        languages=list(row.languages),
-        status=row.status,
-        capacity=row.capacity,
-        active_conversations=row.active_conversations,
-        status_since=row.status_since,
-    )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-async def list_agents(sessions: Sessions) -> list[AgentView]:
-    async with sessions() as session:
-        rows = await session.scalars(select(SandboxAgent).order_by(SandboxAgent.id))
-        return [_view(row) for row in rows]
-
-
-async def set_agent_status(
-    sessions: Sessions, agent_id: str, status: str
-) -> tuple[AgentView, list[str]]:
-    """Set an agent's status; going offline keeps their conversations (they end normally).
-    Also returns the workflows first in line the agent, now available, can take: wake them."""
-    if status not in ("available", "busy", "offline"):
-        raise invalid(f"unknown status {status!r}: use available, busy or offline")
-    async with transaction(sessions) as session:
-        row = await session.get(SandboxAgent, agent_id)
-        if row is None:
-            raise not_found(f"agent {agent_id!r}")
-        if row.status != status:
-            row.status, row.status_since = status, utcnow()
-        await session.flush()
-        return _view(row), await first_in_line_for(session, row)
-
-
-async def queue_info(sessions: Sessions, request: QueueRequest) -> QueueInfo:
-    async with sessions() as session:
-        queue = await session.get(SandboxQueue, request.queue)
-        if queue is None:
-            raise not_found(f"queue {request.queue!r}")
-        waiting = await session.scalars(
-            select(SandboxTicket).where(
-                SandboxTicket.queue == request.queue,
-                SandboxTicket.assignee.is_(None),
-                SandboxTicket.status.not_in(CLOSED_TICKET),
-            )
-        )
-        depth = sum(
-            1
-            for ticket in waiting
-            if HANDOFF_TAG in ticket.tags
-            and "callback" not in ticket.tags
-            and (
-                request.exclude_conversation is None
-                or f"conversation:{request.exclude_conversation}" not in ticket.tags
-            )
-        )
-        agents = list(await session.scalars(select(SandboxAgent)))
-    skills = list(queue.skills) if request.skills is None else request.skills
-    eligible = [a for a in agents if matches(a, skills, request.languages)]
-    staffed = [a for a in eligible if a.status != "offline"]
-    free = sum(
-        max(a.capacity - a.active_conversations, 0) for a in eligible if a.status == "available"
-    )
-    if not staffed:
-        estimate: int | None = None
-    elif free > depth:
-        estimate = FIRST_OFFER_SECONDS
-    else:
-        slots = max(sum(a.capacity for a in staffed), 1)
-        estimate = AVERAGE_HANDLE_SECONDS * math.ceil((depth + 1 - free) / slots)
-    return QueueInfo(
-        id=queue.id,
-        name=queue.name,
-        timezone=queue.timezone,
-        hours=queue_hours(queue.hours),
-        skills=skills,
-        depth=depth,
-        staffed=len(staffed),
-        free_slots=free,
-        estimated_wait_seconds=estimate,
-    )
-
-
-def _can_take(agent: SandboxAgent, waiting: SandboxWaiting) -> bool:
-    return agent.id not in waiting.exclude and matches(agent, waiting.skills, waiting.languages)
-
-
-def _ahead_of(place: SandboxWaiting) -> Any:
-    """Places in line before `place`: a higher priority, or the same and waiting longer."""
-    return or_(
-        SandboxWaiting.priority < place.priority,
-        and_(SandboxWaiting.priority == place.priority, SandboxWaiting.since < place.since),
-        and_(
-            SandboxWaiting.priority == place.priority,
-            SandboxWaiting.since == place.since,
-            SandboxWaiting.conversation_id < place.conversation_id,
-        ),
-    )
-
-
-async def _line(session: AsyncSession, *where: Any) -> AsyncIterator[SandboxWaiting]:
-    """The places in line (optionally only those matching `where`), first first, in batches;
-    stale ones are dropped on the way."""
-    stale_before = utcnow() - STALE_WAITING
-    offset = 0
-    while True:
-        batch = list(
-            await session.scalars(
-                select(SandboxWaiting)
-                .where(*where)
-                .order_by(
-                    SandboxWaiting.priority, SandboxWaiting.since, SandboxWaiting.conversation_id
-                )
-                .offset(offset)
-                .limit(LINE_BATCH)
-            )
-        )
-        for place in batch:
-            if _aware(place.seen_at) < stale_before:
-                await session.delete(place)
-                continue
-            yield place
-        if len(batch) < LINE_BATCH:
-            return
-        offset += LINE_BATCH
-
-
-async def first_in_line_for(session: AsyncSession, agent: SandboxAgent) -> list[str]:
-    """The workflows of the first in line that `agent`'s free slots can take."""
-    free = agent.capacity - agent.active_conversations
-    if agent.status != "available" or free <= 0:
-        return []
-    woken: list[str] = []
-    async for place in _line(session):
-        if _can_take(agent, place):
-            woken.append(place.workflow_id)
-            if len(woken) >= free:
-                break
-    return woken
-
-
-async def _take_place(session: AsyncSession, request: PickAgent) -> SandboxWaiting:
-    """The conversation's place in line, kept (its `since`) when it had one: a conversation
-    whose offer was declined or overflowed waits on from where it was."""
-    assert request.workflow_id is not None and request.waiting_since is not None
-    place = await session.get(SandboxWaiting, request.conversation_id)
-    if place is None:
-        place = SandboxWaiting(conversation_id=request.conversation_id, since=request.waiting_since)
-        session.add(place)
-    place.workflow_id = request.workflow_id
-    place.queue, place.priority = request.queue, request.priority
-    place.skills, place.languages = list(request.skills), list(request.languages)
-    place.exclude, place.seen_at = list(request.exclude), utcnow()
-    await session.flush()
-    return place
-
-
-async def _reserve(session: AsyncSession, request: PickAgent) -> Reservation:
-    now = utcnow()
-    rows = await session.scalars(
-        select(SandboxAgent)
-        .where(SandboxAgent.status == "available")
-        .where(SandboxAgent.active_conversations < SandboxAgent.capacity)
-        .order_by(SandboxAgent.status_since, SandboxAgent.id)
-        .with_for_update()
-    )
-    mine = [
-        row
-        for row in rows
-        if row.id not in request.exclude and matches(row, request.skills, request.languages)
-    ]
-    woken: list[str] = []
-    if request.workflow_id is not None and request.waiting_since is not None:
-        place = await _take_place(session, request)
-        # One entry per free slot, the longest idle first; those ahead claim theirs first.
-        slots = [row for row in mine for _ in range(row.capacity - row.active_conversations)]
-        if slots:
-            async for ahead in _line(session, _ahead_of(place)):
-                claimed = next((row for row in slots if _can_take(row, ahead)), None)
-                if claimed is not None:
-                    slots.remove(claimed)
-                    woken.append(ahead.workflow_id)
-                    if not slots:
-                        break
-        mine, spare = slots[:1], slots[1:]
-        if mine:
-            await session.delete(place)
-        if spare:  # two agents freed for one wake-up: pass the others on down the line
-            behind = and_(
-                ~_ahead_of(place), SandboxWaiting.conversation_id != place.conversation_id
-            )
-            async for after in _line(session, behind):
-                claimed = next((row for row in spare if _can_take(row, after)), None)
-                if claimed is not None:
-                    spare.remove(claimed)
-                    woken.append(after.workflow_id)
-                    if not spare:
-                        break
-    for row in mine:
-        idle = int((now - _aware(row.status_since)).total_seconds())
-        row.active_conversations += 1
-        await session.flush()
-        return Reservation(
-            agent_id=row.id,
-            name=row.name,
-            skills=list(row.skills),
-            languages=list(row.languages),
-            idle_seconds=max(idle, 0),
-            woken=woken,
-        )
-    await session.flush()
-    return Reservation(agent_id=None, woken=woken)
-
-
-async def _release(session: AsyncSession, request: ReleaseAgent) -> AgentReleased:
-    row = await session.get(SandboxAgent, request.agent_id, with_for_update=True)
-    if row is None:
-        raise not_found(f"agent {request.agent_id!r}")
-    row.active_conversations = max(row.active_conversations - 1, 0)
-    row.status_since = utcnow()  # idle again from now: the longest idle goes first
-    await session.flush()
-    return AgentReleased(
-        agent_id=row.id,
-        active_conversations=row.active_conversations,
-        woken=await first_in_line_for(session, row),
-    )
-
-
-async def leave_line(sessions: Sessions, conversation_id: str) -> None:
-    async with transaction(sessions) as session:
-        await session.execute(
-            delete(SandboxWaiting).where(SandboxWaiting.conversation_id == conversation_id)
-        )
 
 
 async def wake(client: Client, workflow_ids: Sequence[str]) -> None:
@@ -378,7 +82,6 @@ async def wake(client: Client, workflow_ids: Sequence[str]) -> None:
 class PresenceActivities:
     def __init__(self, deps: ActivityDeps) -> None:
         self._deps = deps
-        self._sessions = deps.sessions
         self._outbox = Outbox(deps.sessions)
 
     def all(self) -> list[Callable[..., Any]]:
@@ -395,6 +98,10 @@ class PresenceActivities:
             self.leave_queue,
         ]
 
+    @property
+    def _presence(self) -> PresencePort:
+        return self._deps.resolved_backends.presence
+
     def _vendor(self) -> GroupRouting | None:
         ticketing = self._deps.resolved_backends.ticketing
         return ticketing if isinstance(ticketing, GroupRouting) else None
@@ -403,7 +110,7 @@ class PresenceActivities:
     async def queue_info(self, request: QueueRequest) -> QueueInfo:
         """A queue's hours, waiting conversations, matching staff and estimated wait; with a
         vendor that routes (Zendesk), the hours only and `routing="vendor"`."""
-        info = await queue_info(self._sessions, request)
+        info = await self._presence.queue_info(request)
         vendor = self._vendor()
         if vendor is None:
             return info
@@ -444,15 +151,16 @@ class PresenceActivities:
     async def reserve_agent(self, request: PickAgent) -> Reservation:
         """Reserve the longest-idle available agent with the skills, a language and capacity."""
 
+        presence = self._presence
+
         async def act(effect: Effect) -> Reservation:
-            assert effect.session is not None
-            return await _reserve(effect.session, request)
+            return await presence.reserve_agent(effect, request)
 
         reservation = await self._outbox.run(
             idempotency_key=request.idempotency_key,
             system="presence",
             operation="reserve_agent",
-            backend=_BACKEND,
+            backend=presence,
             result_type=Reservation,
             act=act,
         )
@@ -463,15 +171,16 @@ class PresenceActivities:
     async def release_agent(self, request: ReleaseAgent) -> AgentReleased:
         """Give a reserved conversation slot back (decline, timeout, end of conversation)."""
 
+        presence = self._presence
+
         async def act(effect: Effect) -> AgentReleased:
-            assert effect.session is not None
-            return await _release(effect.session, request)
+            return await presence.release_agent(effect, request)
 
         released = await self._outbox.run(
             idempotency_key=request.idempotency_key,
             system="presence",
             operation="release_agent",
-            backend=_BACKEND,
+            backend=presence,
             result_type=AgentReleased,
             act=act,
         )
@@ -480,33 +189,19 @@ class PresenceActivities:
 
     @activity.defn(name="presence.set_status")
     async def set_status(self, request: SetAgentStatus) -> AgentView:
-        view, woken = await set_agent_status(self._sessions, request.agent_id, request.status)
+        view, woken = await self._presence.set_agent_status(request.agent_id, request.status)
         await wake(activity.client(), woken)
         return view
 
     @activity.defn(name="presence.leave_queue")
     async def leave_queue(self, request: LeaveQueue) -> None:
         """Out of the line: the conversation stopped waiting without an agent."""
-        await leave_line(self._sessions, request.conversation_id)
+        await self._presence.leave_line(request.conversation_id)
 
     @activity.defn(name="presence.open_tickets")
     async def open_tickets(self, request: OpenTickets) -> list[TicketBrief]:
         """The customer's open tickets (for the context packet), newest first."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(SandboxTicket)
-                .where(
-                    SandboxTicket.customer_id == request.customer_id,
-                    SandboxTicket.status.not_in(CLOSED_TICKET),
-                )
-                .order_by(SandboxTicket.created_at.desc())
-                .limit(20)
-            )
-            return [
-                TicketBrief(id=r.id, subject=r.subject, status=r.status, priority=r.priority)
-                for r in rows
-                if request.exclude_tag is None or request.exclude_tag not in r.tags
-            ]
+        return await self._presence.open_tickets(request)
 
     @activity.defn(name="handoff.bot_action")
     async def bot_action(self, request: BotAction) -> BotActionSent:

@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,7 @@ async def escalation_worker(
     if pagerduty is not None:
         sandbox = Backends.sandbox(db.sessions)
         pager = PagerDutyNotifier(pagerduty.routing_key, url=pagerduty.url, timeout=5)
-        backends = Backends(
-            crm=sandbox.crm,
-            credits=sandbox.credits,
-            ticketing=sandbox.ticketing,
-            changes=sandbox.changes,
-            metrics=sandbox.metrics,
-            notifiers={**sandbox.notifiers, "pager": pager},
-        )
+        backends = replace(sandbox, notifiers={**sandbox.notifiers, "pager": pager})
     async with Worker(
         env.client,
         task_queue=queue,

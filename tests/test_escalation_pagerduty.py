@@ -4,6 +4,7 @@ server speaking PagerDuty's Events API v2."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -106,14 +107,7 @@ async def test_pager_event_activity_sends_once_and_sandbox_has_nothing_to_follow
     sandbox = Backends.sandbox(app_db.sessions)
     with FakePagerDuty() as pagerduty:
         pager = PagerDutyNotifier(pagerduty.routing_key, url=pagerduty.url, timeout=5)
-        backends = Backends(
-            crm=sandbox.crm,
-            credits=sandbox.credits,
-            ticketing=sandbox.ticketing,
-            changes=sandbox.changes,
-            metrics=sandbox.metrics,
-            notifiers={**sandbox.notifiers, "pager": pager},
-        )
+        backends = replace(sandbox, notifiers={**sandbox.notifiers, "pager": pager})
         notify = NotifyActivities(ActivityDeps(sessions=app_db.sessions, backends=backends))
         event = PagerEvent(
             idempotency_key="case-1/pager-resolve/0", dedup_key="k", action="resolve"

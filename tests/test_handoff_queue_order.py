@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from activities.presence import first_in_line_for, set_agent_status, wake
+from activities.adapters.sandbox_presence import SandboxPresence, first_in_line_for
+from activities.presence import wake
 from client.handoffs import command_handoff
 from store.models import SandboxAgent, SandboxWaiting
 from tests.conftest import AppDb
@@ -126,7 +127,9 @@ async def test_an_agent_becoming_available_wakes_the_first_in_line(app_db: AppDb
     async with fresh_env() as env, handoff_worker(env, app_db) as queue:
         await skip_to(env, next_weekday_at(await env.get_current_time(), 1, 10, 0))
         await _only_agents(app_db, "dev")
-        await set_agent_status(app_db.sessions, "dev", "busy")  # staffed, not free: they wait
+        await SandboxPresence(app_db.sessions).set_agent_status(
+            "dev", "busy"
+        )  # staffed, not free: they wait
         desk = _desk()
         conversations = []
         for _ in range(3):
@@ -136,7 +139,7 @@ async def test_an_agent_becoming_available_wakes_the_first_in_line(app_db: AppDb
             await wait_until(handle, lambda s: s.in_line, "in line")
             conversations.append((conversation, handle))
             await env.sleep(timedelta(seconds=1))
-        view, woken = await set_agent_status(app_db.sessions, "dev", "available")
+        view, woken = await SandboxPresence(app_db.sessions).set_agent_status("dev", "available")
         assert view.status == "available"
         assert woken == [conversations[0][1].id]  # the first in line, and only one: capacity 1
         async with app_db.sessions() as session:
@@ -158,7 +161,7 @@ async def test_one_wake_up_for_two_free_agents_is_passed_down_the_line(app_db: A
         await skip_to(env, next_weekday_at(await env.get_current_time(), 1, 10, 0))
         await _only_agents(app_db, *AGENTS)
         for agent_id in AGENTS:
-            await set_agent_status(app_db.sessions, agent_id, "busy")
+            await SandboxPresence(app_db.sessions).set_agent_status(agent_id, "busy")
         desk = _desk()
         waiting = []
         for _ in range(2):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -162,13 +163,9 @@ async def test_prometheus_baseline_query_and_webhook_revert_payload(app_db: AppD
         ]
 
         sandbox = Backends.sandbox(app_db.sessions)
-        backends = Backends(
-            crm=sandbox.crm,
-            credits=sandbox.credits,
-            ticketing=sandbox.ticketing,
+        backends = replace(
+            sandbox,
             changes=WebhookChanges(SignedWebhook(receiver.url + "/hooks", secret, timeout=2)),
-            metrics=sandbox.metrics,
-            notifiers=dict(sandbox.notifiers),
         )
         changes = ChangeActivities(ActivityDeps(sessions=app_db.sessions, backends=backends))
         reverted = await env.run(changes.revert, _revert("ch3", 50, [10]))

@@ -56,10 +56,14 @@ def _row(view: AgentView) -> dict[str, object]:
 @app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
     """Every agent with skills, languages, status and conversations in progress."""
-    from activities.presence import list_agents
+    from activities.adapters.sandbox_presence import SandboxPresence
 
     settings = settings_or_exit()
-    views = with_database(settings, list_agents)
+
+    async def every_agent(sessions: Sessions) -> list[AgentView]:
+        return await SandboxPresence(sessions).list_agents()
+
+    views = with_database(settings, every_agent)
     if as_json:
         print_json([view.model_dump(mode="json") for view in views])
         return
@@ -82,14 +86,15 @@ def status(
     who becomes available goes to the conversation waiting longest that they can take."""
     from temporalio.exceptions import ApplicationError
 
-    from activities.presence import set_agent_status, wake
+    from activities.adapters.sandbox_presence import SandboxPresence
+    from activities.presence import wake
     from worker.temporal import connect
 
     settings = settings_or_exit()
 
     async def work(sessions: Sessions) -> AgentView:
         try:
-            view, woken = await set_agent_status(sessions, agent, to)
+            view, woken = await SandboxPresence(sessions).set_agent_status(agent, to)
         except ApplicationError as exc:
             raise OpsflowError(exc.message) from None
         # Temporal away: the waiting look again by themselves within a minute.

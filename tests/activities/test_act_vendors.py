@@ -63,6 +63,7 @@ def deps_with(sessions: Sessions, folder: Path, **overrides: object) -> Activity
         "ticketing": sandbox.ticketing,
         "changes": sandbox.changes,
         "metrics": sandbox.metrics,
+        "presence": sandbox.presence,
         "notifiers": notifiers,
     } | overrides
     return ActivityDeps(

@@ -4,6 +4,7 @@ retries honour Retry-After and error classes, and the effect happens once."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,14 +44,7 @@ class PageOnce:
 def _deps(sessions: Sessions, folder: Path, pagerduty_url: str) -> ActivityDeps:
     sandbox = Backends.sandbox(sessions)
     pager = PagerDutyNotifier("R0UTING", url=pagerduty_url, timeout=2)
-    backends = Backends(
-        crm=sandbox.crm,
-        credits=sandbox.credits,
-        ticketing=sandbox.ticketing,
-        changes=sandbox.changes,
-        metrics=sandbox.metrics,
-        notifiers={**sandbox.notifiers, "pager": pager},
-    )
+    backends = replace(sandbox, notifiers={**sandbox.notifiers, "pager": pager})
     return ActivityDeps(sessions=sessions, backends=backends, template_folder=folder)
 
 

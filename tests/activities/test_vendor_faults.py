@@ -240,6 +240,7 @@ def deps(sessions: Sessions, folder: Path, **backends: Any) -> ActivityDeps:
         "ticketing": sandbox.ticketing,
         "changes": sandbox.changes,
         "metrics": sandbox.metrics,
+        "presence": sandbox.presence,
         "notifiers": notifiers,
     }
     return ActivityDeps(
