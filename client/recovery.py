@@ -19,7 +19,7 @@ from definitions.loader import load_file
 from definitions.models import PinnedDefinition
 from store.registry import latest_of_kind
 from workflows.recovery import RecoveryWorkflow
-from workflows.recovery_core import BacktestReport, backtest
+from workflows.recovery_backtest import BacktestReport, backtest
 from workflows.recovery_model import (
     RecoveryInput,
     RecoveryRules,

@@ -43,7 +43,9 @@ from tests.recovery_support import (
 from worker.cli import app
 from workflows.escalation import EscalationWorkflow, OpenCase, case_workflow_id
 from workflows.recovery import RecoveryWorkflow
-from workflows.recovery_core import MAX_SEEN, RecoveryEngine, backtest
+from workflows.recovery_backtest import backtest
+from workflows.recovery_context import MAX_SEEN
+from workflows.recovery_core import RecoveryEngine
 from workflows.recovery_model import Approve, RecoveryRules, RecoveryState, customer_workflow_id
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from definitions.common import CreateTicketAction, NotifyAction
 from tests.definition_support import pinned
 from tests.recovery_support import catalog_document, survey
-from workflows.recovery_core import Plan, RecoveryEngine
+from workflows.recovery_context import Plan
+from workflows.recovery_core import RecoveryEngine
 from workflows.recovery_model import RecoveryState
 
 AT = datetime(2026, 3, 2, 10, tzinfo=UTC)

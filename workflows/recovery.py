@@ -33,7 +33,8 @@ with workflow.unsafe.imports_passed_through():
         Ticket,
     )
     from definitions.events import EventEnvelope
-    from workflows.recovery_core import Plan, RecoveryEngine
+    from workflows.recovery_context import Plan
+    from workflows.recovery_core import RecoveryEngine
     from workflows.recovery_model import (
         MEMORY_STEP,
         Approve,

@@ -49,7 +49,8 @@ from workflows.escalation_model import CaseInfo, LevelVisit, OpenCase
 from workflows.handoff import HandoffWorkflow
 from workflows.handoff_logic import callback_context, conversation_context, customer_context
 from workflows.handoff_model import HandoffInput, HandoffStatus
-from workflows.recovery_core import RecoveryEngine, event_context
+from workflows.recovery_context import event_context
+from workflows.recovery_core import RecoveryEngine
 from workflows.recovery_model import Episode, RecoveryState
 
 NOW = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
