@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from worker.settings import (
+from activities.environment import (
     EnvironmentSettings,
     HttpUrlText,
     NonEmptyText,

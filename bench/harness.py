@@ -126,12 +126,12 @@ async def serve_baseline(
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     from activities.deps import ActivityDeps
+    from client.logging import configure_logging
+    from client.settings import load_settings
+    from client.temporal import connect
     from store.db import create_engine, session_factory
     from worker.assembly import activity_functions
-    from worker.logging import configure_logging
     from worker.runner import stop_on_signals
-    from worker.settings import load_settings
-    from worker.temporal import connect
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--task-queue", required=True)

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException
 
+from activities.webhook_secrets import check_sources
 from definitions.events import EventEnvelope
 from intake import inbox
 from intake.body import parse_json, read_body
@@ -33,7 +34,6 @@ from intake.metrics import IntakeMetrics
 from intake.problems import Problem, problem_response, unauthorized
 from intake.relay import Relay
 from intake.router import TemporalLink
-from intake.secrets import check_sources
 from intake.signatures import (
     Signed,
     replayed,

@@ -114,7 +114,7 @@ class TemporalLink:
                 try:
                     self._client = await asyncio.wait_for(self._connect(), timeout=5)
                 except Exception as exc:
-                    # Whatever connecting raised (the SDK's RuntimeError, worker.temporal's
+                    # Whatever connecting raised (the SDK's RuntimeError, client.temporal's
                     # TemporalUnreachable, a timeout, DNS or TLS trouble), nothing reached a
                     # workflow: the event waits for the next attempt.
                     text = str(exc) or type(exc).__name__

@@ -18,13 +18,13 @@ from temporalio.runtime import Runtime
 
 from activities.backends import Backends
 from activities.settings import load_adapter_settings
+from client.settings import Settings
+from client.temporal import connect
 from intake.app import Intake, create_app
 from intake.metrics import IntakeMetrics
 from intake.relay import Relay
 from intake.router import Router, TemporalLink
 from store.db import create_engine, session_factory
-from worker.settings import Settings
-from worker.temporal import connect
 
 DEV_SOURCE = "dev"
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote
 
+from activities.webhook_secrets import BadSecret, standard_key
 from intake.problems import Problem, unauthorized
-from intake.secrets import BadSecret, standard_key
 
 TOLERANCE_SECONDS = 5 * 60
 

@@ -88,9 +88,9 @@ HEAVY = (
     "activities",
     "intake",
     "migrations",
-    "worker.settings",
-    "worker.temporal",
-    "worker.logging",
+    "client.settings",
+    "client.temporal",
+    "client.logging",
 )
 HELP_IMPORTS = """
 import json, sys

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from client.settings import Settings
 from definitions.events import EVENT_TYPES, EventEnvelope
 from intake import inbox
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from worker.cli import app
-from worker.settings import Settings
 
 
 @pytest.fixture

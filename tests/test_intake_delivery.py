@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
+from client.settings import Settings
+from client.temporal import connect
 from definitions.events import EventEnvelope
 from intake import inbox
 from intake.relay import Relay
@@ -24,8 +26,6 @@ from store.models import InboxEvent, LedgerEntry
 from tests.conftest import AppDb
 from tests.devstack_support import free_port, opsflow, opsflow_env, refused, succeeds
 from tests.intake_support import cloud_event, http, make_intake, post_event
-from worker.settings import Settings
-from worker.temporal import connect
 
 
 async def rows(db: AppDb) -> list[InboxEvent]:
@@ -35,7 +35,7 @@ async def rows(db: AppDb) -> list[InboxEvent]:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_temporal_refusing_connections_keeps_events_pending(app_db: AppDb) -> None:
-    """worker.temporal.connect turns the SDK's connect error into an OpsflowError; the intake
+    """client.temporal.connect turns the SDK's connect error into an OpsflowError; the intake
     must take that as "unreachable", not reject the events (they were lost for good)."""
     settings = Settings(temporal_address=f"127.0.0.1:{free_port()}")  # nothing listens there
     intake = make_intake(app_db)

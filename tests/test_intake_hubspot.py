@@ -15,6 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from client.settings import Settings
 from intake import inbox
 from intake.signatures import hubspot_signature
 from store.db import create_engine, session_factory
@@ -22,7 +23,6 @@ from store.migrate import upgrade
 from tests.conftest import AppDb
 from tests.intake_support import HUBSPOT_SECRET, encode, http, make_intake
 from worker.cli import app
-from worker.settings import Settings
 
 URL = "http://testserver/v1/webhooks/hubspot"
 OCCURRED_MS = 1_795_425_240_000  # 2026-11-23T09:14:00Z

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from activities.webhook_secrets import BadSecret, secret_problem
 from intake.app import Intake
 from intake.problems import Problem
-from intake.secrets import BadSecret, secret_problem
 from intake.signatures import verify_hubspot, verify_standard, verify_zendesk
 from tests.conftest import AppDb
 from tests.devstack_support import opsflow, opsflow_env

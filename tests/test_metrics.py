@@ -33,6 +33,7 @@ from temporalio.worker import Replayer
 
 from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from client.metrics import SDK_METRICS, metrics_runtime
+from client.settings import Settings
 from definitions.errors import OpsflowError
 from intake.metrics import IntakeMetrics
 from tests.conftest import AppDb
@@ -48,7 +49,6 @@ from tests.helpers import assert_eventually
 from tests.intake_support import cloud_event, encode, http, make_intake, post_event
 from worker.binaries import temporal_test_server
 from worker.metrics import dev_metrics_address
-from worker.settings import Settings
 from workflows import metrics as catalog
 from workflows.escalation import (
     Acknowledge,

@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.deps import ActivityDeps
 from activities.settings import AdapterSettings
 from client.cases import open_case
+from client.settings import Settings
 from store.models import InboxEvent, SandboxNotification
 from tests.cli_support import CommandLine
 from tests.conftest import AppDb
@@ -33,7 +34,6 @@ from tests.definition_support import pinned
 from tests.escalation_support import case, policy_document
 from tests.rollout_support import add_customers, change, plan_document
 from worker.assembly import build_worker
-from worker.settings import Settings
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import StartRollout, rollout_workflow_id
 

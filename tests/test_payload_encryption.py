@@ -34,9 +34,20 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.environment import SettingsError, read_environment
 from activities.models import CustomerProfile
 from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from client.cases import open_case
+from client.codec import (
+    ENCODING,
+    KEY_ID_METADATA,
+    EncryptionCodec,
+    PayloadDecryptError,
+    PayloadKeys,
+    data_converter,
+)
+from client.settings import Settings
+from client.temporal import connect
 from tests.conftest import AppDb
 from tests.definition_support import pinned
 from tests.devstack_support import DevStack, free_port, start_dev
@@ -50,17 +61,7 @@ from tests.escalation_support import (
 )
 from worker.assembly import WORKFLOWS
 from worker.binaries import temporal_cli, temporal_test_server
-from worker.codec import (
-    ENCODING,
-    KEY_ID_METADATA,
-    EncryptionCodec,
-    PayloadDecryptError,
-    PayloadKeys,
-    data_converter,
-)
 from worker.codec_server import allowed_origins, codec_server, create_codec_app, serve_codec
-from worker.settings import Settings, SettingsError, read_environment
-from worker.temporal import connect
 from workflows.escalation import EscalationWorkflow, Resolve
 from workflows.sandbox import WORKFLOW_RUNNER
 
@@ -335,7 +336,7 @@ async def test_a_case_history_on_the_server_holds_no_plaintext_customer_name(
 async def test_the_client_every_opsflow_process_connects_encrypts_with_keys_set(
     encrypted_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The CLI, the worker and the intake all connect through worker.temporal.connect."""
+    """The CLI, the worker and the intake all connect through client.temporal.connect."""
     monkeypatch.setenv(
         "OPSFLOW_TEMPORAL_ADDRESS", encrypted_env.client.service_client.config.target_host
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from activities.environment import ENV_PREFIX
 from activities.settings import AdapterSettings
-from worker.settings import ENV_PREFIX, Settings
+from client.settings import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import SettingsError, load_settings
+from activities.environment import SettingsError
+from client.settings import load_settings
 
 OPSFLOW = str(Path(sys.executable).parent / "opsflow")
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from activities.settings import AdapterSettings
-from worker.settings import Settings
+from client.settings import Settings
 
 OPSFLOW = str(Path(sys.executable).parent / "opsflow")
 
@@ -101,7 +101,7 @@ import worker.cli
 # worker.cli imports a command's module, and the command what it needs, only when it runs:
 # import what these commands need once here rather than in every child.
 import store.registry, worker.cli_defs, worker.cli_sandbox, worker.metrics, worker.runner
-import worker.settings
+import client.settings
 
 cases = json.load(sys.stdin)
 results = []

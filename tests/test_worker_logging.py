@@ -21,10 +21,10 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.deps import ActivityDeps
     from activities.models import LedgerAppend
+    from client.logging import LogContextInterceptor, configure_logging
     from store.models import LedgerEntry
     from tests.conftest import AppDb
     from worker.assembly import activity_functions
-    from worker.logging import LogContextInterceptor, configure_logging
 
 
 @activity.defn(name="probe.log_customer")
@@ -114,7 +114,7 @@ class BrokenTaskProbe:
 
 _BROKEN_TASK_RUN = """
 import asyncio, logging, os, sys, time
-from worker.logging import configure_logging
+from client.logging import configure_logging
 configure_logging("json", "info")
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker

@@ -20,9 +20,9 @@ from activities.recovery_events import RecoveryEventActivities
 from activities.rollback_notify import RollbackNotifyActivities
 from activities.starts import StartActivities
 from activities.ticketing import TicketingActivities
+from client.settings import Settings
 from definitions import conditions
 from worker.activity_failures import ActivityFailureInterceptor
-from worker.settings import Settings
 from workflows.escalation import EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
 from workflows.recovery import RecoveryWorkflow

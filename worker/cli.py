@@ -181,9 +181,9 @@ def dev() -> None:
 @app.command()
 def worker() -> None:
     """Run a worker against the configured Temporal cluster or Temporal Cloud."""
+    from client.temporal import connect
     from worker.metrics import metrics_url, runtime_for
     from worker.runner import run_worker, stop_on_signals
-    from worker.temporal import connect
 
     settings = settings_or_exit()
 
@@ -312,7 +312,7 @@ def _bad_setting(exc: Exception) -> str | None:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError as PydanticSettingsError
 
-    from worker.settings import SettingsError
+    from activities.environment import SettingsError
 
     if not isinstance(exc, SettingsError | PydanticSettingsError | ValidationError):
         return None

@@ -20,8 +20,8 @@ from worker.cli_support import (
 
 if TYPE_CHECKING:
     from activities.handoff_contracts import AgentView
+    from client.settings import Settings
     from worker.cli_support import Sessions
-    from worker.settings import Settings
 
 app = typer.Typer(
     name="agents",
@@ -33,7 +33,7 @@ app = typer.Typer(
 
 def _handoffs_url(settings: Settings) -> str:
     """The Temporal UI's list of running handoffs (agents are sandbox rows, not workflows)."""
-    from worker.temporal import workflow_ui_url
+    from client.temporal import workflow_ui_url
 
     namespace = settings.temporal_namespace or os.environ.get("TEMPORAL_NAMESPACE") or "default"
     base = workflow_ui_url(settings, namespace, "").removesuffix("/")
@@ -88,7 +88,7 @@ def status(
 
     from activities.adapters.sandbox_presence import SandboxPresence
     from activities.presence import wake
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
 

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
     from client.cases import CaseView
+    from client.settings import Settings
     from definitions.calendar import BusinessCalendar
     from store.models import LedgerEntry
-    from worker.settings import Settings
     from workflows.escalation import CaseStatus
 
 app = typer.Typer(
@@ -47,7 +47,7 @@ LATE_WRITE = timedelta(minutes=1)
 
 
 def _link(settings: Settings, client: Client, ticket: str) -> str:
-    from worker.temporal import workflow_ui_url
+    from client.temporal import workflow_ui_url
     from workflows.escalation import case_workflow_id
 
     return workflow_ui_url(settings, client.namespace, case_workflow_id(ticket))
@@ -78,7 +78,7 @@ def _view_line(view: CaseView) -> str:
 
 def _command(ticket: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
     from client.cases import command_case
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
 
@@ -143,8 +143,8 @@ def open_command(
     from activities.backends import Backends
     from activities.settings import load_adapter_settings
     from client.cases import check_customer, choose_policy, open_case, parse_policy_ref
+    from client.temporal import connect
     from store.db import create_engine, session_factory
-    from worker.temporal import connect
     from workflows.escalation import CaseInfo
 
     settings = settings_or_exit()
@@ -321,8 +321,8 @@ def migrate(
         migrate_cases,
         migration_target,
     )
+    from client.temporal import connect
     from store.db import create_engine, session_factory
-    from worker.temporal import connect
 
     settings = settings_or_exit()
     who = _who(by)
@@ -429,9 +429,9 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
     from sqlalchemy import select
 
     from client.cases import read_case
+    from client.temporal import connect
     from store.db import create_engine, session_factory
     from store.models import LedgerEntry
-    from worker.temporal import connect
     from workflows.escalation import case_workflow_id
 
     settings = settings_or_exit()
@@ -595,7 +595,7 @@ def list_cases(
 
     from activities import search_attributes as sa
     from client.cases import BROKEN_STATES, CLOSED_STATES
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
     known = (*CASE_STATES, *sorted(BROKEN_STATES))

@@ -25,8 +25,8 @@ from worker.cli_support import (
 if TYPE_CHECKING:
     import httpx
 
+    from client.settings import Settings
     from worker.cli_support import Sessions
-    from worker.settings import Settings
 
 # intake.serve.DEV_SOURCE, the default of --source, spelled out: importing the intake server
 # loads FastAPI, which help does without (tests/test_cli_help.py checks the two agree).

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from temporalio.client import Client
 
+    from client.settings import Settings
     from definitions.events import TranscriptLine
     from worker.cli_support import Sessions
-    from worker.settings import Settings
     from workflows.handoff_model import HandoffInput, HandoffStatus
 
 app = typer.Typer(
@@ -53,7 +53,7 @@ STATES = (
 
 
 def _link(settings: Settings, client: Client, conversation: str) -> str:
-    from worker.temporal import workflow_ui_url
+    from client.temporal import workflow_ui_url
     from workflows.handoff_model import handoff_workflow_id
 
     return workflow_ui_url(settings, client.namespace, handoff_workflow_id(conversation))
@@ -102,7 +102,7 @@ def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
 
 def _command(conversation: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
     from client.handoffs import command_handoff
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
 
@@ -174,7 +174,7 @@ def start(
     from pydantic import ValidationError
 
     from client.handoffs import handoff_request_event, handoff_start_input, signal_with_start
-    from worker.temporal import connect
+    from client.temporal import connect
     from workflows.handoff_model import HandoffStatus
 
     settings = settings_or_exit()
@@ -227,7 +227,7 @@ def show(conversation: Conversation, as_json: JsonOption = False) -> None:
     from rich.table import Table
 
     from client.handoffs import handoff_state
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
 
@@ -277,7 +277,7 @@ def list_handoffs(
 ) -> None:
     """Handoffs, newest first, from the Temporal visibility store."""
     from activities import search_attributes as sa
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
     if state is not None and state not in STATES:

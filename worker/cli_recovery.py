@@ -59,7 +59,7 @@ def status_line(customer: str, view: RecoveryView) -> str:
 
 def _command(customer: str, update: str, argument: BaseModel, as_json: bool) -> None:
     from client.recovery import command_customer
-    from worker.temporal import connect, workflow_ui_url
+    from client.temporal import connect, workflow_ui_url
     from workflows.recovery_model import customer_workflow_id
 
     settings = settings_or_exit()
@@ -182,7 +182,7 @@ def show(customer: Customer, as_json: JsonOption = False) -> None:
     from rich.table import Table
 
     from client.recovery import show_customer
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
 
@@ -248,7 +248,7 @@ def list_customers(
 ) -> None:
     """Running recovery workflows, newest first."""
     from activities import search_attributes as sa
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
     states = ("watching", "acting", "awaiting_approval", "with_person", "silenced")

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
     from client.rollouts import PendingActivity
+    from client.settings import Settings
     from definitions.models import RolloutSpec
-    from worker.settings import Settings
     from workflows.rollout_model import RolloutStatus
 
 app = typer.Typer(
@@ -43,7 +43,7 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="Why, for the ledger
 
 
 def _link(settings: Settings, client: Client, change_id: str) -> str:
-    from worker.temporal import workflow_ui_url
+    from client.temporal import workflow_ui_url
     from workflows.rollout_model import rollout_workflow_id
 
     return workflow_ui_url(settings, client.namespace, rollout_workflow_id(change_id))
@@ -189,9 +189,9 @@ def start(
 ) -> None:
     """Start the rollout of a change under a deployed plan (`--owner` is who starts it)."""
     from client.rollouts import start_rollout
+    from client.temporal import connect
     from store.db import create_engine, session_factory
     from store.registry import get, latest
-    from worker.temporal import connect
     from workflows.rollout_model import ChangeRequest
 
     settings = settings_or_exit()
@@ -273,7 +273,7 @@ def status(
     from rich.live import Live
 
     from client.rollouts import pending_activities, rollout_state
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
 
@@ -305,7 +305,7 @@ def status(
 
 def _command(change_id: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
     from client.rollouts import command_rollout, retry_rollout
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
 
@@ -386,7 +386,7 @@ def approve(
 ) -> None:
     """Approve the start of a rollout or a phase gate."""
     from client.rollouts import command_rollout, rollout_state
-    from worker.temporal import connect
+    from client.temporal import connect
     from workflows.rollout_model import Decision
 
     settings = settings_or_exit()
@@ -493,7 +493,7 @@ def retry(
 def list_command(as_json: JsonOption = False) -> None:
     """Rollouts, newest first."""
     from client.rollouts import list_rollouts
-    from worker.temporal import connect
+    from client.temporal import connect
 
     settings = settings_or_exit()
 

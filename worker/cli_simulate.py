@@ -97,8 +97,8 @@ def simulate(
     skipped time on an embedded test server with sandbox backends in a scratch database, and
     print the timeline: each warning, level, phase, rule fired, action, notification
     (rendered) and breach or rollback, in local time."""
+    from client.logging import configure_logging
     from definitions.duration import parse_duration
-    from worker.logging import configure_logging
     from worker.simulate import (
         ROLLOUT_COMMANDS,
         load_definition,

@@ -61,10 +61,10 @@ def stuck(
     from rich.markup import escape
     from rich.table import Table
 
+    from client.temporal import connect, workflow_ui_url
     from definitions.duration import format_duration
     from store.db import create_engine, session_factory
     from worker.stuck import StuckQuery, find_stuck, kinds_from
-    from worker.temporal import connect, workflow_ui_url
 
     settings = settings_or_exit()
     try:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
     from temporalio.service import RPCError
 
-    from worker.settings import Settings
+    from client.settings import Settings
     from workflows.escalation_model import CaseInfo
 
     Sessions = async_sessionmaker[AsyncSession]
@@ -121,8 +121,9 @@ SETTINGS_EXIT_CODE = 2
 
 def settings_or_exit() -> Settings:
     """Every setting, validated before the command does anything; a bad one is one line, exit 2."""
-    from worker.logging import configure_logging
-    from worker.settings import SettingsError, load_all_settings
+    from activities.environment import SettingsError
+    from client.logging import configure_logging
+    from client.settings import load_all_settings
 
     try:
         settings = load_all_settings()

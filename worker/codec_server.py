@@ -28,9 +28,9 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
+from client.codec import EncryptionCodec, PayloadDecryptError, PayloadKeys
+from client.settings import Settings
 from definitions.errors import OpsflowError
-from worker.codec import EncryptionCodec, PayloadDecryptError, PayloadKeys
-from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 

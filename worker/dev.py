@@ -21,6 +21,8 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from activities.search_attributes import dev_server_args
+from client.settings import Settings
+from client.temporal import connect
 from definitions.errors import OpsflowError
 from intake.serve import DEV_SOURCE, address, dev_secret, run_intake
 from store.db import create_engine, session_factory
@@ -37,8 +39,6 @@ from worker.codec_server import (
 )
 from worker.metrics import dev_metrics_address, metrics_url, runtime_for
 from worker.runner import run_worker, stop_on_signals
-from worker.settings import Settings
-from worker.temporal import connect
 
 log = structlog.get_logger(__name__)
 _PR_SET_PDEATHSIG = 1

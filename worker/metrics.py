@@ -10,9 +10,9 @@ import socket
 
 from temporalio.runtime import Runtime
 
+from client.logging import core_logging
 from client.metrics import metrics_runtime
-from worker.logging import core_logging
-from worker.settings import Settings
+from client.settings import Settings
 
 DEV_METRICS_PORT = 9464
 """The port `opsflow dev` serves metrics on when free (OpenTelemetry's Prometheus default)."""

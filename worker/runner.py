@@ -10,9 +10,9 @@ from temporalio.client import Client
 
 from activities.deps import ActivityDeps
 from activities.settings import load_adapter_settings
+from client.settings import Settings
 from store.db import create_engine, session_factory
 from worker.assembly import build_worker
-from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -21,9 +21,9 @@ from activities.adapters.pagerduty import PagerDutyNotifier
 from activities.backends import Backends
 from activities.deps import ActivityDeps
 from activities.models import MessageSent, SendMessage
+from client.logging import configure_logging
 from tests.activities.conftest import Reply, Seen, Sessions, VendorServer
 from worker.assembly import activity_functions
-from worker.logging import configure_logging
 
 
 @workflow.defn(sandboxed=False)

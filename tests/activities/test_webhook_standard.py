@@ -14,9 +14,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from activities.adapters.webhook import SignedWebhook, signature, signing_key, verify
+from activities.environment import SettingsError
 from activities.settings import AdapterSettings, load_adapter_settings
 from tests.activities.conftest import Handler, Reply, Seen, VendorServer
-from worker.settings import SettingsError
 
 KEY = os.urandom(32)
 SECRET = "whsec_" + base64.b64encode(KEY).decode()

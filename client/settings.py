@@ -7,110 +7,32 @@ profiles); the `OPSFLOW_TEMPORAL_*` settings here only override it.
 
 from __future__ import annotations
 
-import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from pydantic_settings import SettingsError as SourceError
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from activities.environment import (
+    ENV_PREFIX,
+    EnvironmentSettings,
+    HostPortText,
+    HttpUrlText,
+    NonEmptyText,
+    SettingsError,
+    not_empty,
+    read_environment,
+)
+
 if TYPE_CHECKING:
-    from worker.codec import PayloadKeys
-
-ENV_PREFIX = "OPSFLOW_"
-
-# C0 controls, DEL and C1 controls: in an environment value always a paste or quoting accident
-# (a terminal colour code, a stray newline from `$(cat file)`), and in a header or secret an
-# injection. JSON settings may be pretty-printed, so they may hold layout whitespace.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_LAYOUT = frozenset("\t\n\r")
-
-
-class SettingsError(Exception):
-    """A setting has a bad value; the message names the environment variable."""
-
-
-def _check_text(value: str, *, layout_allowed: bool = False) -> None:
-    for match in _CONTROL.finditer(value):
-        if layout_allowed and match.group() in _LAYOUT:
-            continue
-        raise ValueError(
-            f"contains the control character U+{ord(match.group()):04X} "
-            f"at position {match.start() + 1}"
-        )
-
-
-def _not_empty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _http_url(value: str) -> str:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise ValueError(f"not an http(s) URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("not an http(s) URL: expected http://host[:port][/path] or https://...")
-    return value
-
-
-def _host_port(value: str) -> str:
-    try:
-        parts = urlsplit(f"//{value}")
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"not host:port ({exc})") from None
-    if not parts.hostname or port is None or parts.path or parts.query or parts.fragment:
-        raise ValueError("not host:port, e.g. temporal.internal:7233")
-    return value
-
-
-def _standard_webhooks_secret(value: SecretStr) -> SecretStr:
-    # The rule of the intake's own senders (intake/secrets.py): `whsec_` + base64 of a key of
-    # at least MIN_KEY_BYTES bytes. An empty or short key would let anyone sign.
-    from intake.secrets import MIN_KEY_BYTES, standard_key  # standard library only
-
-    key = standard_key(value.get_secret_value())  # BadSecret (a ValueError) says why
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(
-            f"the key is {len(key)} bytes after base64 decoding; at least {MIN_KEY_BYTES} are "
-            "needed (echo whsec_$(openssl rand -base64 32))"
-        )
-    return value
-
+    from client.codec import PayloadKeys
 
 _CODEC_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
-
-NonEmptyText = Annotated[str, AfterValidator(_not_empty)]
-HttpUrlText = Annotated[str, AfterValidator(_http_url)]
-HostPortText = Annotated[str, AfterValidator(_host_port)]
-StandardWebhooksSecret = Annotated[SecretStr, AfterValidator(_standard_webhooks_secret)]
-"""A Standard Webhooks signing secret: `whsec_` + base64 of the key (the prefix optional)."""
-
-
-class EnvironmentSettings(BaseSettings):
-    """Settings read from the environment: no value may hold a control character."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_control_characters(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            _check_text(value)
-        elif isinstance(value, dict):  # a JSON object, already decoded by the settings source
-            for key, item in value.items():
-                for text in (key, item):
-                    if isinstance(text, str):
-                        _check_text(text)
-        return value
 
 
 class Settings(EnvironmentSettings):
@@ -200,7 +122,7 @@ class Settings(EnvironmentSettings):
     @classmethod
     def _check_payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            from worker.codec import PayloadKeys  # imported only when encryption is on
+            from client.codec import PayloadKeys  # imported only when encryption is on
 
             PayloadKeys.parse(value.get_secret_value())  # PayloadKeyError, never showing a key
         return value
@@ -228,7 +150,7 @@ class Settings(EnvironmentSettings):
     @field_validator("intake_sources")
     @classmethod
     def _check_intake_secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        from intake.secrets import check_sources  # standard library only
+        from activities.webhook_secrets import check_sources  # standard library only
 
         check_sources(value)  # BadSecret (a ValueError) naming each sender at fault
         return value
@@ -236,7 +158,7 @@ class Settings(EnvironmentSettings):
     @field_validator("data_dir", mode="before")
     @classmethod
     def _data_dir_given(cls, value: Any) -> Any:
-        return _not_empty(value) if isinstance(value, str) else value
+        return not_empty(value) if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
@@ -279,7 +201,7 @@ class Settings(EnvironmentSettings):
         """The parsed OPSFLOW_PAYLOAD_KEYS (validated at start); None: no encryption."""
         if self.payload_keys is None:
             return None
-        from worker.codec import PayloadKeys
+        from client.codec import PayloadKeys
 
         return PayloadKeys.parse(self.payload_keys.get_secret_value())
 
@@ -288,48 +210,6 @@ class Settings(EnvironmentSettings):
         """The browser origin allowed to call the codec server: the UI's."""
         parts = urlsplit(self.codec_cors_origin or self.temporal_ui)
         return f"{parts.scheme}://{parts.netloc}"
-
-
-def _problems(exc: ValidationError, prefix: str) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        loc = [str(part) for part in error["loc"]]
-        message = " ".join(str(error["msg"]).removeprefix("Value error, ").split())
-        if not loc:  # a rule across settings: its message names the variables
-            problems.append(message)
-            continue
-        # A key inside a JSON setting (OPSFLOW_INTAKE_SOURCES: crm: ...) is named after it.
-        inner = "".join(f"{part}: " for part in loc[1:])
-        problems.append(f"{prefix}{loc[0].upper()}: {inner}{message}")
-    return problems
-
-
-def _source_problem(exc: SourceError, prefix: str) -> str:
-    """pydantic-settings' own error (a JSON setting that does not parse) as one line."""
-    field = re.search(r'field "([^"]+)"', str(exc))
-    variable = f"{prefix}{field.group(1).upper()}" if field else f"an {prefix}* setting"
-    cause = exc.__cause__
-    if isinstance(cause, json.JSONDecodeError):
-        return (
-            f"{variable}: not valid JSON ({cause.msg} at line {cause.lineno} column {cause.colno})"
-        )
-    reason = " ".join(str(cause or exc).split())
-    return f"{variable}: {reason}"
-
-
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
-
-
-def read_environment(settings_class: type[SettingsT]) -> SettingsT:
-    """Build a settings class from the environment, or raise SettingsError: one line naming
-    every variable at fault and what is wrong with it."""
-    prefix = str(settings_class.model_config.get("env_prefix") or "")
-    try:
-        return settings_class()
-    except ValidationError as exc:
-        raise SettingsError("; ".join(_problems(exc, prefix))) from None
-    except SourceError as exc:
-        raise SettingsError(_source_problem(exc, prefix)) from None
 
 
 def load_settings() -> Settings:

@@ -8,10 +8,10 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
-from worker.codec import data_converter
-from worker.errors import TemporalUnreachable
-from worker.logging import LogContextInterceptor
-from worker.settings import Settings
+from client.codec import data_converter
+from client.errors import TemporalUnreachable
+from client.logging import LogContextInterceptor
+from client.settings import Settings
 
 
 def connect_config(settings: Settings, *, address: str | None = None) -> dict[str, Any]:
