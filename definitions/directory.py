@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-Kind = Literal["escalation", "rollout", "recovery", "handoff"]
-KINDS: tuple[Kind, ...] = ("escalation", "rollout", "recovery", "handoff")
+Kind = Literal["escalation", "rollout", "recovery", "handoff", "schedule"]
+KINDS: tuple[Kind, ...] = ("escalation", "rollout", "recovery", "handoff", "schedule")
 
 PRIORITIES = ("p1", "p2", "p3", "p4")
 Priority = Literal["p1", "p2", "p3", "p4"]
@@ -59,6 +59,7 @@ TEMPLATE_VARIABLES: dict[Kind, frozenset[str]] = {
     "rollout": frozenset({"change", "phase", "customer"}),
     "recovery": frozenset({"customer", "event", "episode", "action"}),
     "handoff": frozenset({"conversation", "customer", "agent", "queue", "wait"}),
+    "schedule": frozenset(),  # a schedule sends no messages
 }
 
 RECIPIENT_ROLES = (

@@ -11,6 +11,8 @@
   that needs approval has a gate;
 - handoff: no route after one that catches everything; route languages spoken by the queue;
   the escalation policy exists and is an escalation;
+- schedule: someone on call at every instant of the next 30 days (the first gap is reported
+  with its start and end); every `oncall:<name>` recipient names a schedule;
 - everywhere: every referenced template (in every language, using only the variables its
   kind offers), queue and definition exists; in every business calendar no break overlaps
   another key's break on the same day or lies outside the opening hours, and no override
@@ -27,7 +29,7 @@ import difflib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ from definitions.models import (
     Route,
     Trigger,
 )
+from definitions.schedule import Rota, ScheduleSpec, schedule_name
 from definitions.templates import (
     AttributePath,
     TemplateProblem,
@@ -80,6 +83,7 @@ from definitions.templates import (
 )
 
 WINDOW_LOOKAHEAD_DAYS = 30
+COVERAGE_LOOKAHEAD_DAYS = 30
 # Action types a kind's workflow cannot run, and why: lint refuses them where they are
 # written, so no action is skipped silently at run time (tests/test_escalation_actions.py runs
 # every other one).
@@ -92,6 +96,7 @@ NOT_RUN: dict[Kind, dict[str, str]] = {
         "workflow to act on here"
         for kind in ("assign", "set_priority", "update_ticket", "start")
     },
+    "schedule": {},  # a schedule has no actions
 }
 # Kinds whose runs have no approval gate: a credit above its approval limit would never pay.
 NO_APPROVAL_GATE = ("escalation", "handoff", "rollout")
@@ -203,6 +208,7 @@ TEMPLATE_CONTEXTS: dict[Kind, Mapping[str, Shape | None]] = {
         "queue": _fields("id", "name"),
         "wait": _fields("minutes"),
     },
+    "schedule": {},  # a schedule sends no messages
 }
 FOLLOW_UP_EVENT = _fields("type")
 """A recovery follow-up survey's `event` (RecoveryEngine._follow_up)."""
@@ -373,6 +379,7 @@ class _Linter:
     kinds: Mapping[str, str]
     templates: _TemplateCheck
     today: date
+    now: datetime
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     template_users: dict[Problem, list[str]] = field(default_factory=dict)
@@ -409,6 +416,8 @@ class _Linter:
             self._recovery(spec)
         elif isinstance(spec, HandoffSpec):
             self._handoff(spec)
+        elif isinstance(spec, ScheduleSpec):
+            self._schedule(spec)
         return self.problems
 
     # --- references shared by every kind --------------------------------------------------
@@ -423,6 +432,21 @@ class _Linter:
             self.report(path, f"no definition named {name!r}")
         elif kind is not None and found != kind:
             self.report(path, f"{name!r} is a {found} definition, not {kind}")
+
+    def _on_call_recipients(self, model: NotifyAction, path: PathKey) -> None:
+        for number, recipient in enumerate(model.to):
+            name = schedule_name(recipient)
+            if name is None:
+                continue
+            found = self.kinds.get(name)
+            if found is None:
+                self.report((*path, "to", number), f"no schedule named {name!r} ({recipient})")
+            elif found != "schedule":
+                article = "an" if found[:1] in "aeiou" else "a"
+                self.report(
+                    (*path, "to", number),
+                    f"{name!r} is {article} {found} definition, not a schedule ({recipient})",
+                )
 
     def _message_context(
         self, kind: Kind, model: BaseModel, path: PathKey
@@ -475,6 +499,8 @@ class _Linter:
                 for message in self.templates.file_problems(model.template, kind):
                     self.report((*path, "template"), message)
                 self._template_attributes(model, model.template, path)
+            if isinstance(model, NotifyAction):
+                self._on_call_recipients(model, path)
             if isinstance(model, AssignAction | CreateTicketAction | ScheduleCallbackAction):
                 self._queue(model.queue, (*path, "queue"))
             if isinstance(model, StartAction):
@@ -773,6 +799,24 @@ class _Linter:
         if spec.relax_after is not None and spec.relax_after >= spec.max_wait:
             self.report(("spec", "relax_after"), "relax_after is not shorter than max_wait")
 
+    def _schedule(self, spec: ScheduleSpec) -> None:
+        end = self.now + timedelta(days=COVERAGE_LOOKAHEAD_DAYS)
+        gaps = Rota(spec).gaps(self.now, end)
+        if not gaps:
+            return
+        first = gaps[0]
+
+        def local(moment: datetime) -> str:
+            return moment.astimezone(spec.zone).strftime("%a %Y-%m-%d %H:%M")
+
+        more = f" ({len(gaps) - 1} more after it)" if len(gaps) > 1 else ""
+        self.report(
+            ("spec", "layers"),
+            f"no one is on call from {local(first.start)} to {local(first.end)} "
+            f"({spec.timezone}){more} in the next {COVERAGE_LOOKAHEAD_DAYS} days: add a layer "
+            "or users that cover it",
+        )
+
 
 def _event_offer(trigger: Trigger) -> tuple[str, tuple[str, ...]] | None:
     """What a rule's event is called and the fields it has (its type's data fields and the
@@ -791,16 +835,19 @@ def _lint_all(
     templates: Path,
     known: Mapping[str, str] | None,
     today: date | None,
+    now: datetime | None = None,
 ) -> tuple[list[Problem], list[Problem]]:
     kinds: dict[str, str] = dict(known or {})
     kinds.update({loaded.name: loaded.kind for loaded in definitions})
     check = _TemplateCheck(templates)
-    day = today or datetime.now(UTC).date()
+    if now is None:
+        now = datetime.combine(today, time(0), UTC) if today else datetime.now(UTC)
+    day = today or now.astimezone(UTC).date()
     problems: list[Problem] = []
     warnings: list[Problem] = []
     template_users: dict[Problem, list[str]] = {}
     for loaded in definitions:
-        linter = _Linter(loaded, kinds, check, day, template_users=template_users)
+        linter = _Linter(loaded, kinds, check, day, now, template_users=template_users)
         problems.extend(linter.run())
         warnings.extend(linter.warnings)
     # A template's problem once, at its line in the template, naming who uses the template.
@@ -816,9 +863,11 @@ def lint(
     templates: Path,
     known: Mapping[str, str] | None = None,
     today: date | None = None,
+    now: datetime | None = None,
 ) -> list[Problem]:
-    """Problems beyond the schema; references resolve among `definitions` and `known`."""
-    return _lint_all(definitions, templates, known, today)[0]
+    """Problems beyond the schema; references resolve among `definitions` and `known`.
+    `now` (default: the start of `today`, else the clock) starts a schedule's 30 days."""
+    return _lint_all(definitions, templates, known, today, now)[0]
 
 
 def lint_warnings(
@@ -827,7 +876,8 @@ def lint_warnings(
     templates: Path,
     known: Mapping[str, str] | None = None,
     today: date | None = None,
+    now: datetime | None = None,
 ) -> list[Problem]:
     """What lint warns about and accepts (a timeout that approves a credit by itself), each
     at its field: `opsflow defs lint` and `deploy` print them and go on."""
-    return _lint_all(definitions, templates, known, today)[1]
+    return _lint_all(definitions, templates, known, today, now)[1]

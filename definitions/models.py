@@ -40,6 +40,7 @@ from definitions.common import (
     Text,
 )
 from definitions.directory import Kind, Priority
+from definitions.schedule import ScheduleSpec
 
 API_VERSION = "opsflow/v1"
 ANY_STAGE = "*"
@@ -88,6 +89,11 @@ class EscalationLevel(OpsModel):
     after: Duration = Field(description="Business time since the case opened.")
     name: Label | None = None
     actions: Actions
+    round_robin: bool = Field(
+        False,
+        description="Each case's notification of this level goes to the next of its targets "
+        "in turn (across cases), not to all of them.",
+    )
 
 
 class ActionRetry(OpsModel):
@@ -592,8 +598,17 @@ class HandoffDefinition(_Document):
     spec: HandoffSpec
 
 
+class ScheduleDefinition(_Document):
+    kind: Literal["schedule"]
+    spec: ScheduleSpec
+
+
 AnyDefinition = Annotated[
-    EscalationDefinition | RolloutDefinition | RecoveryDefinition | HandoffDefinition,
+    EscalationDefinition
+    | RolloutDefinition
+    | RecoveryDefinition
+    | HandoffDefinition
+    | ScheduleDefinition,
     Field(discriminator="kind"),
 ]
 DEFINITION_MODELS: dict[Kind, type[_Document]] = {
@@ -601,6 +616,7 @@ DEFINITION_MODELS: dict[Kind, type[_Document]] = {
     "rollout": RolloutDefinition,
     "recovery": RecoveryDefinition,
     "handoff": HandoffDefinition,
+    "schedule": ScheduleDefinition,
 }
 definition_adapter: TypeAdapter[AnyDefinition] = TypeAdapter(AnyDefinition)
 
@@ -659,4 +675,9 @@ class PinnedDefinition(BaseModel):
     @property
     def handoff(self) -> HandoffSpec:
         spec: HandoffSpec = self._expect("handoff")
+        return spec
+
+    @property
+    def schedule(self) -> ScheduleSpec:
+        spec: ScheduleSpec = self._expect("schedule")
         return spec

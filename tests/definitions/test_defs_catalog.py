@@ -24,7 +24,8 @@ def catalog() -> list[LoadedDefinition]:
 
 def test_catalog_has_every_kind_and_the_promised_policies(catalog: list[LoadedDefinition]) -> None:
     names = {d.name: d.kind for d in catalog}
-    assert {k for k in names.values()} == {"escalation", "rollout", "recovery", "handoff"}
+    kinds = {"escalation", "rollout", "recovery", "handoff", "schedule"}
+    assert {k for k in names.values()} == kinds
     for name in ("support", "onboarding", "renewal"):
         assert names[name] == "escalation"
     support = next(d for d in catalog if d.name == "support").definition.spec

@@ -42,11 +42,11 @@ async def test_deploy_twice_creates_no_new_version(
 ) -> None:
     first = await registry.deploy_folder(sessions, CATALOG_DIR, deployed_by="test")
     assert {r.status for r in first} == {"created"}
-    assert len(first) == 6
+    assert len(first) == 7
     second = await registry.deploy_folder(sessions, CATALOG_DIR)
     assert {r.status for r in second} == {"unchanged"}
-    assert [r.version for r in second] == [1] * 6
-    assert len(await registry.list_versions(sessions)) == 6
+    assert [r.version for r in second] == [1] * 7
+    assert len(await registry.list_versions(sessions)) == 7
 
 
 async def test_changed_content_becomes_a_new_version_and_old_runs_keep_theirs(
@@ -120,7 +120,7 @@ def test_cli_validate_and_lint_the_catalog() -> None:
     for command in ("validate", "lint"):
         result = runner.invoke(app, ["defs", command])
         assert result.exit_code == 0, result.output
-        assert "ok: 6 definitions in 6 files" in result.output
+        assert "ok: 7 definitions in 7 files" in result.output
 
 
 def test_cli_reports_every_problem_one_per_line() -> None:
