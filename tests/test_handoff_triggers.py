@@ -19,8 +19,8 @@ from tests.handoff_support import (
     turn_event,
     wait_until,
 )
-from workflows.handoff_logic import asks_for_person, customer_asks, detect_trigger, words
 from workflows.handoff_model import CustomerLeft, HandoffStatus, Turn
+from workflows.handoff_triggers import asks_for_person, customer_asks, detect_trigger, words
 
 # (utterance, bot intent, bot confidence, asks for a person)
 UTTERANCES: list[tuple[str, str | None, float | None, bool]] = [

@@ -47,8 +47,9 @@ from workflows import rollout as rollout_workflow
 from workflows.escalation import EscalationWorkflow
 from workflows.escalation_model import CaseInfo, LevelVisit, OpenCase
 from workflows.handoff import HandoffWorkflow
-from workflows.handoff_logic import callback_context, conversation_context, customer_context
+from workflows.handoff_hours import callback_context
 from workflows.handoff_model import HandoffInput, HandoffStatus
+from workflows.handoff_packet import conversation_context, customer_context
 from workflows.recovery_context import event_context
 from workflows.recovery_core import RecoveryEngine
 from workflows.recovery_model import Episode, RecoveryState
