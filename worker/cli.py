@@ -60,7 +60,8 @@ LISTED_LAST: dict[str, tuple[str, str]] = {
     ),
     "defs": (
         "worker.cli_defs:app",
-        "Validate, lint, deploy and read definitions (escalation, rollout, recovery, handoff).",
+        "Validate, lint, deploy, import and read definitions (escalation, rollout, recovery, "
+        "handoff).",
     ),
     "events": ("worker.cli_events:app", "Send events to the intake and inspect its inbox."),
     "rollout": (

@@ -1,7 +1,7 @@
-"""`opsflow defs ...`: check, deploy and read definitions.
+"""`opsflow defs ...`: check, deploy, import and read definitions.
 
 validate and lint print every problem as `file:line:col: path: message` on stderr and exit 1;
-deploy, list, show and diff use the app database from the settings.
+deploy, list, show and diff use the app database from the settings; import reads files only.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="defs",
-    help="Validate, lint, deploy and read definitions (escalation, rollout, recovery, handoff).",
+    help="Validate, lint, deploy, import and read definitions (escalation, rollout, recovery, "
+    "handoff).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -398,3 +399,104 @@ def schema() -> None:
     from definitions.models import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+
+
+VENDORS = ("pagerduty", "opsgenie")
+
+
+@app.command("import")
+def import_command(
+    vendor: Annotated[str, typer.Argument(metavar="VENDOR", help="pagerduty or opsgenie.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="The vendor's API answers as JSON: escalation policies and schedules (and "
+            "users, for their emails); one answer per file or a JSON list of them.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", metavar="DIR", help="Where to write (escalation/ and schedule/ below it)."
+        ),
+    ] = Path("."),
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace definition files that exist already.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write definitions from PagerDuty or Opsgenie escalation policies and schedules.
+
+    Every file is checked by the definitions loader before any is written.
+    Prints a warning line per thing that could not be carried over (and why),
+    then the files written."""
+    from definitions.importers.common import MAX_JSON_BYTES, ImportRefused, read_json, to_yaml
+    from definitions.importers.opsgenie import import_opsgenie
+    from definitions.importers.pagerduty import import_pagerduty
+    from definitions.loader import read_documents, validate_document
+
+    if vendor not in VENDORS:
+        raise fail(f"VENDOR: {printable(vendor)!r} is not {' or '.join(VENDORS)}")
+    payloads: list[tuple[str, Any]] = []
+    try:
+        for file in files:
+            try:
+                with file.open("rb") as handle:
+                    raw = handle.read(MAX_JSON_BYTES + 1)
+            except OSError as exc:
+                raise fail(
+                    f"FILE: cannot read {printable(str(file))}: {exc.strerror or exc}"
+                ) from None
+            payloads.append((printable(str(file)), read_json(raw, printable(str(file)))))
+        convert = import_pagerduty if vendor == "pagerduty" else import_opsgenie
+        result = convert(payloads, now=datetime.now(UTC))
+    except ImportRefused as exc:
+        raise fail(printable(str(exc))) from None
+    if not result.definitions:
+        why = [printable(line) for line in result.lines()]
+        if as_json:  # one {"error": ...} line, the reasons in it
+            raise fail(f"nothing to write: no escalation or schedule could be imported: {why}")
+        for line in why:
+            typer.echo(f"warning: {line}", err=True)
+        raise fail("nothing to write: no escalation or schedule could be imported")
+
+    # Every file is checked by the loader before any is written: all or nothing.
+    planned: list[tuple[Path, str]] = []
+    problems: list[Problem] = []
+    for definition in result.definitions:
+        path = out / definition.kind / f"{definition.name}.yaml"
+        text = to_yaml(definition)
+        documents, found = read_documents(text.encode("utf-8"), str(path))
+        problems += found
+        for document in documents:
+            problems += validate_document(document)[1]
+        planned.append((path, text))
+    if problems:
+        for problem in problems:
+            typer.echo(printable(str(problem)), err=True)
+        raise fail(f"the imported definitions do not validate ({plural(len(problems), 'problem')})")
+    existing = [path for path, _ in planned if path.exists()]
+    if existing and not force:
+        raise fail(
+            f"{printable(str(existing[0]))} exists already: pass --force to replace it "
+            "(nothing was written)"
+        )
+    for path, text in planned:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    written = [
+        {"file": str(path), "kind": d.kind, "name": d.name, "source": d.source}
+        for (path, _), d in zip(planned, result.definitions, strict=True)
+    ]
+    if as_json:
+        print_json({"written": written, "not_carried_over": result.lines()})
+        return
+    for line in result.lines():
+        typer.echo(f"warning: {printable(line)}", err=True)
+    for row in written:
+        # One line per file, never wrapped: scripts and people read the paths whole.
+        typer.echo(
+            f"wrote {printable(row['file'])} ({row['kind']} {row['name']}, from "
+            f"{printable(row['source'])})"
+        )
