@@ -51,8 +51,8 @@ from workflows.escalation import (
     OpenCase,
     case_workflow_id,
 )
-from workflows.escalation_model import migrated_clocks, migration_refusal, sla_budgets
-from workflows.sla import SlaClock
+from workflows.escalation_clocks import SlaClock, migrated_clocks, sla_budgets
+from workflows.escalation_commands import migration_refusal
 
 log = structlog.get_logger(__name__)
 

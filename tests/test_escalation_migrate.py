@@ -52,7 +52,7 @@ from workflows.escalation import (
     SetPriority,
     case_workflow_id,
 )
-from workflows.escalation_model import migration_refusal
+from workflows.escalation_commands import migration_refusal
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

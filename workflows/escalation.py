@@ -31,7 +31,6 @@ from workflows.actions import (
     run_actions,
     run_actions_independently,
 )
-from workflows.sla import SlaClock
 
 with workflow.unsafe.imports_passed_through():
     from activities.escalation_contracts import Acknowledge, Resolve
@@ -47,11 +46,11 @@ with workflow.unsafe.imports_passed_through():
         EscalationSpec,
         PinnedDefinition,
     )
+    from workflows.escalation_clocks import FIRST_RESPONSE, RESOLUTION, SlaClock, sla_budgets
+    from workflows.escalation_commands import migration_refusal
     from workflows.escalation_model import (
-        FIRST_RESPONSE,
         MAX_ACTION_FAILURES,
         MAX_HISTORY_EVENTS,
-        RESOLUTION,
         ActionFailure,
         CaseInfo,
         CaseState,
@@ -72,8 +71,6 @@ with workflow.unsafe.imports_passed_through():
         SlaOutcome,
         TicketStatus,
         case_workflow_id,
-        migration_refusal,
-        sla_budgets,
     )
 
 

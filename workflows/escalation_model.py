@@ -1,7 +1,8 @@
 """The escalation workflow's data: its input, state, commands and summary.
 
 Kept apart from the workflow so the sandbox passes it through (workflows/sandbox.py) instead
-of building these pydantic classes again for every run.
+of building these pydantic classes again for every run. What the case decides with them is
+in the core (workflows/escalation_core.py and its topic modules).
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from activities.models import CustomerProfile
-from definitions.models import EscalationSpec, PinnedDefinition
-from workflows.sla import Calendar, SlaClock
+from definitions.models import PinnedDefinition
+from workflows.escalation_clocks import SlaClock
 
 Priority = Literal["p1", "p2", "p3", "p4"]
 CaseState = Literal["open", "paused", "acknowledged", "resolved"]
-FIRST_RESPONSE = "first_response"
-RESOLUTION = "resolution"
 # Keep histories small: a case that has seen this many events starts afresh, state carried.
 MAX_HISTORY_EVENTS = 10_000
 # The most recent failed actions a case keeps in its state (the ledger keeps them all).
@@ -187,51 +186,3 @@ class Migrate(BaseModel):
 
     policy: PinnedDefinition
     by: str = Field(min_length=1, max_length=200, description="who migrates it")
-
-
-def migration_refusal(status: CaseStatus, policy: PinnedDefinition) -> str | None:
-    """Why the case cannot move to `policy`, or None. The workflow's `migrate` validator
-    and the command line's dry run ask the same question."""
-    case = status.case
-    if status.state == "resolved":
-        return f"case {case.ticket_id} is already resolved"
-    if policy.definition.kind != "escalation":
-        return f"{policy.ref} is a {policy.definition.kind} definition, not an escalation policy"
-    if policy.ref == status.definition:
-        return f"case {case.ticket_id} is already on {policy.ref}"
-    spec = policy.escalation
-    if case.priority not in spec.priorities:
-        return (
-            f"{policy.ref} does not cover priority {case.priority} "
-            f"(it covers {', '.join(spec.priorities)})"
-        )
-    if spec.sla_for(case.priority, case.stage) is None:
-        return f"{policy.ref} has no SLA for {case.priority} at stage {case.stage}"
-    return None
-
-
-def sla_budgets(spec: EscalationSpec, priority: str, stage: str) -> dict[str, timedelta] | None:
-    """Each clock's budget under `spec` for a case at `priority` and `stage`; None: no SLA."""
-    target = spec.sla_for(priority, stage)
-    if target is None:
-        return None
-    return {FIRST_RESPONSE: target.first_response, RESOLUTION: target.resolution}
-
-
-def migrated_clocks(
-    clocks: dict[str, SlaClock],
-    budgets: dict[str, timedelta],
-    now: datetime,
-    calendar: Calendar,
-) -> dict[str, SlaClock]:
-    """The clocks as a migration at `now` leaves them (copies; `clocks` is not touched): the
-    time spent so far counted on the old `calendar`, the new budgets from `now` on, a paused
-    clock still paused, a target already met keeping the SLA it was met under. The same
-    `SlaClock.rebudget` a priority change uses (EscalationWorkflow._rebudget)."""
-    moved: dict[str, SlaClock] = {}
-    for name, clock in clocks.items():
-        copy = clock.model_copy(deep=True)
-        if not copy.stopped and name in budgets:
-            copy.rebudget(budgets[name], now, calendar)
-        moved[name] = copy
-    return moved
