@@ -325,15 +325,20 @@ class Rota:
 
     def on_call(self, at: datetime) -> str | None:
         """The person on call at `at` (aware), or None when no one is."""
+        return self.covered_by(at)[0]
+
+    def covered_by(self, at: datetime) -> tuple[str | None, str | None]:
+        """(who is on call at `at`, why: `override` or the layer's name); (None, None) in a
+        gap."""
         at = _utc(at)
         for override in reversed(self.overrides):
             if override.start <= at < override.end:
-                return override.user
+                return override.user, "override"
         for index in reversed(range(len(self.spec.layers))):
             user = self.spec.layer_user(index, at)
             if user is not None:
-                return user
-        return None
+                return user, self.spec.layers[index].name
+        return None, None
 
     def _boundary(self, at: datetime) -> datetime:
         candidates = [self.spec.layer_boundary(i, at) for i in range(len(self.spec.layers))]

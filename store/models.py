@@ -182,6 +182,45 @@ class RolloutExposure(Base):
     reverted_at: Mapped[datetime | None]
 
 
+class OnCallOverride(Base):
+    """A person put on call over a schedule's layers for a while (`opsflow oncall override`):
+    `oncall show` and the notify activity apply every override of the schedule, a later one
+    winning over an earlier one where they overlap."""
+
+    __tablename__ = "oncall_overrides"
+    __table_args__ = (Index("ix_oncall_overrides_schedule_ends_at", "schedule", "ends_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(String(200))
+    person: Mapped[str] = mapped_column(String(320))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoundRobinCounter(Base):
+    """How many cases an escalation level with `round_robin: true` has notified: the next
+    case's notification goes to target number `turns` modulo the level's targets."""
+
+    __tablename__ = "round_robin_counters"
+
+    definition: Mapped[str] = mapped_column(String(200), primary_key=True)
+    level: Mapped[str] = mapped_column(String(100), primary_key=True)
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RoundRobinPick(Base):
+    """The target a round-robin notification picked, by its idempotency key: a retried
+    activity sends to the same person, and the counter moves once per notification."""
+
+    __tablename__ = "round_robin_picks"
+
+    idempotency_key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    target: Mapped[str] = mapped_column(String(320))
+    picked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # --- sandbox backends ---------------------------------------------------------------------
 
 

@@ -80,6 +80,10 @@ LISTED_LAST: dict[str, tuple[str, str]] = {
         "worker.cli_agents:app",
         "The sandbox presence backend's agents: skills, languages, status and load.",
     ),
+    "oncall": (
+        "worker.cli_oncall:app",
+        "On-call schedules: who is on call now and next, and overrides.",
+    ),
 }
 
 
