@@ -19,7 +19,7 @@ from tests.escalation_support import policy_document
 from tests.handoff_support import start_input, turn_event
 from workflows import handoff_core as core
 from workflows import handoff_routing as routing
-from workflows.handoff_model import HandoffStatus, Offer, Trigger, Turn
+from workflows.handoff_model import HandoffState, Offer, Trigger, Turn
 
 MONDAY_10 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 SUNDAY_10 = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
@@ -43,8 +43,8 @@ def _profile(
     )
 
 
-def _state(phase: str = "bot", **fields: Any) -> HandoffStatus:
-    state = HandoffStatus(conversation_id="conv-1", customer_id="C-1", definition="d@1")
+def _state(phase: str = "bot", **fields: Any) -> HandoffState:
+    state = HandoffState(conversation_id="conv-1", customer_id="C-1", definition="d@1")
     state.state = phase  # type: ignore[assignment]
     for name, value in fields.items():
         setattr(state, name, value)
@@ -67,14 +67,14 @@ def _queue(**fields: Any) -> QueueInfo:
     return QueueInfo(**info)
 
 
-def _queued(spec: HandoffSpec, now: datetime = MONDAY_10, **fields: Any) -> HandoffStatus:
+def _queued(spec: HandoffSpec, now: datetime = MONDAY_10, **fields: Any) -> HandoffState:
     state = _state("requested", queue="support", requested_at=now, **fields)
     move = routing.queued(state, spec, now)
     core.change_phase(state, move.phase, move.why, now)
     return state
 
 
-def _offered_to(state: HandoffStatus, agent: str, now: datetime = MONDAY_10) -> Offer:
+def _offered_to(state: HandoffState, agent: str, now: datetime = MONDAY_10) -> Offer:
     reservation = Reservation(agent_id=agent, name=agent.title(), skills=["billing"])
     offer, move = routing.offer(state, reservation, len(state.offers) + 1, _spec(), now)
     core.change_phase(state, move.phase, move.why, now)

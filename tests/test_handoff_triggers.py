@@ -19,7 +19,7 @@ from tests.handoff_support import (
     turn_event,
     wait_until,
 )
-from workflows.handoff_model import CustomerLeft, HandoffStatus, Turn
+from workflows.handoff_model import CustomerLeft, HandoffState, Turn
 from workflows.handoff_triggers import asks_for_person, customer_asks, detect_trigger, words
 
 # (utterance, bot intent, bot confidence, asks for a person)
@@ -129,7 +129,7 @@ def test_words_are_unicode_normalised() -> None:
 
 
 def _trigger(text: str, **turn: object) -> str | None:
-    status = HandoffStatus(conversation_id="c", definition="d@1")
+    status = HandoffState(conversation_id="c", definition="d@1")
     spoken = Turn(speaker="customer", text=text, **turn)  # type: ignore[arg-type]
     found = detect_trigger(status, spoken, HandoffTriggers(), datetime.now(UTC))
     return found.detail if found else None
@@ -150,7 +150,7 @@ def test_the_trigger_says_what_asked() -> None:
 
 
 def test_a_definition_names_its_bot_s_own_intents() -> None:
-    status = HandoffStatus(conversation_id="c", definition="d@1")
+    status = HandoffState(conversation_id="c", definition="d@1")
     spoken = Turn(speaker="customer", text="1", intent="escalate_to_live_chat", confidence=0.9)
     now = datetime.now(UTC)
     assert detect_trigger(status, spoken, HandoffTriggers(), now) is None

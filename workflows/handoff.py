@@ -58,11 +58,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows import handoff_routing as routing
     from workflows.escalation_model import OpenCase, case_workflow_id
     from workflows.handoff_model import (
-        FINAL_STATES,
+        FINAL_PHASES,
         Accept,
         CustomerLeft,
         Decline,
         HandoffInput,
+        HandoffPhase,
         HandoffState,
         HandoffStatus,
         Resolve,
@@ -99,7 +100,7 @@ MAX_HISTORY_EVENTS = 10_000
 @workflow.defn(name="Handoff")
 class HandoffWorkflow:
     def __init__(self) -> None:
-        self._status: HandoffStatus | None = None
+        self._status: HandoffState | None = None
         self._input: HandoffInput | None = None
         self._inbox: list[EventEnvelope] = []
         self._calendar: BusinessCalendar | None = None
@@ -109,7 +110,7 @@ class HandoffWorkflow:
     # --- plumbing ------------------------------------------------------------------------
 
     @property
-    def status(self) -> HandoffStatus:
+    def status(self) -> HandoffState:
         assert self._status is not None
         return self._status
 
@@ -154,14 +155,14 @@ class HandoffWorkflow:
             pairs.append(sa.OPS_DUE_AT.value_set(due))  # type: ignore[arg-type]
         workflow.upsert_search_attributes(pairs)
 
-    def _set_state(self, state: HandoffState, why: str) -> None:
-        """Change state now (synchronously); `_record` writes it to the ledger."""
+    def _set_state(self, phase: HandoffPhase, why: str) -> None:
+        """Change phase now (synchronously); `_record` writes it to the ledger."""
         s = self.status
-        if s.state in FINAL_STATES:
+        if s.state in FINAL_PHASES:
             return  # an ending is final: a late step of the main loop changes nothing
-        waited = core.change_phase(s, state, why, workflow.now())
+        waited = core.change_phase(s, phase, why, workflow.now())
         if waited is not None:
-            metrics.handoff_wait_ended(queue=s.queue or "none", outcome=state, seconds=waited)
+            metrics.handoff_wait_ended(queue=s.queue or "none", outcome=phase, seconds=waited)
         self._upsert()
         self._show()
 
@@ -175,9 +176,9 @@ class HandoffWorkflow:
         await ledger(self._target(), step, {"state": last.state, "why": last.why, **(detail or {})})
 
     async def _transition(
-        self, state: HandoffState, why: str, detail: dict[str, Any] | None = None
+        self, phase: HandoffPhase, why: str, detail: dict[str, Any] | None = None
     ) -> None:
-        self._set_state(state, why)
+        self._set_state(phase, why)
         await self._record(detail)
 
     async def _move(self, move: core.Move) -> None:
@@ -201,7 +202,7 @@ class HandoffWorkflow:
                 or core.conversation_named(self._inbox)
                 or workflow.info().workflow_id.removeprefix("handoff-")
             )
-            self._status = HandoffStatus(
+            self._status = HandoffState(
                 conversation_id=conversation, definition=request.definition.ref
             )
             self._set_state("bot", "conversation started")
@@ -407,7 +408,7 @@ class HandoffWorkflow:
     async def _enter_queue(self) -> None:
         s = self.status
         assert s.context is not None
-        if s.state in FINAL_STATES:
+        if s.state in FINAL_PHASES:
             return
         if s.ticket_id is None:
             ticket: Ticket = await call(
@@ -450,7 +451,7 @@ class HandoffWorkflow:
                 GroupAssigned,
             )
             s.vendor_group = assigned.group
-        if s.state in FINAL_STATES:
+        if s.state in FINAL_PHASES:
             return
         if not s.bot_muted:
             await self._bot("stop_replying", "a person takes over")
@@ -650,7 +651,7 @@ class HandoffWorkflow:
         """After hours, too long a wait, no one: a callback inside the queue's hours in the
         customer's timezone, and the definition's other fallback actions."""
         s = self.status
-        if s.state in FINAL_STATES:
+        if s.state in FINAL_PHASES:
             return
         callbacks, others = core.fallback_actions(self.spec)
         for n, action in enumerate(callbacks):

@@ -37,9 +37,9 @@ from workflows.handoff_hours import (
     queue_calendar,
 )
 from workflows.handoff_model import (
-    FINAL_STATES,
+    FINAL_PHASES,
+    HandoffPhase,
     HandoffState,
-    HandoffStatus,
     Offer,
     Transition,
     Trigger,
@@ -59,7 +59,7 @@ TICKET_PRIORITY = "p2"
 class Move:
     """A change of phase: the workflow makes it, then writes it to the ledger with `detail`."""
 
-    phase: HandoffState
+    phase: HandoffPhase
     why: str
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -82,9 +82,7 @@ class Decision:
 # --- phases ---------------------------------------------------------------------------------
 
 
-def change_phase(
-    state: HandoffStatus, phase: HandoffState, why: str, now: datetime
-) -> float | None:
+def change_phase(state: HandoffState, phase: HandoffPhase, why: str, now: datetime) -> float | None:
     """Enter `phase` (from a phase that has not ended). Returns the seconds the customer
     waited when this change ends the wait, else None."""
     waited = None
@@ -93,12 +91,12 @@ def change_phase(
     state.state = phase
     state.transitions += 1
     state.history.append(Transition(state=phase, at=now, why=why))
-    if phase in FINAL_STATES:
+    if phase in FINAL_PHASES:
         state.ended_at, state.end_reason = now, why
     return waited
 
 
-def next_deadline(state: HandoffStatus) -> datetime | None:
+def next_deadline(state: HandoffState) -> datetime | None:
     """The pending offer's expiry, else the queue's maximum wait (OpsDueAt)."""
     offer = state.current_offer
     if offer is not None:
@@ -106,13 +104,13 @@ def next_deadline(state: HandoffStatus) -> datetime | None:
     return state.queue_deadline if state.state in WAITING else None
 
 
-def waited_seconds(state: HandoffStatus, now: datetime) -> float:
+def waited_seconds(state: HandoffState, now: datetime) -> float:
     if state.requested_at is None:
         return 0.0
     return (now - state.requested_at).total_seconds()
 
 
-def describe(state: HandoffStatus, now: datetime, calendar: BusinessCalendar | None) -> str:
+def describe(state: HandoffState, now: datetime, calendar: BusinessCalendar | None) -> str:
     """One line: what the conversation waits for, and until when (the run's current details).
     Times are the queue's local times (`calendar`), UTC when no queue was chosen yet."""
 
@@ -149,7 +147,7 @@ def describe(state: HandoffStatus, now: datetime, calendar: BusinessCalendar | N
 
 
 def template_context(
-    state: HandoffStatus, spec: HandoffSpec, extra: dict[str, Any] | None = None
+    state: HandoffState, spec: HandoffSpec, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """What the definition's templates see (notices, fallback actions)."""
     s = state
@@ -174,15 +172,15 @@ def template_context(
 # --- commands -------------------------------------------------------------------------------
 
 
-def refusal_if_over(state: HandoffStatus | None) -> str | None:
+def refusal_if_over(state: HandoffState | None) -> str | None:
     if state is None:
         return "the conversation has not started yet"
-    if state.state in FINAL_STATES:
+    if state.state in FINAL_PHASES:
         return f"conversation {state.conversation_id} has already ended ({state.state})"
     return None
 
 
-def offer_refusal(state: HandoffStatus | None, agent: str) -> str | None:
+def offer_refusal(state: HandoffState | None, agent: str) -> str | None:
     """Why `agent` may not answer (accept, decline) now; None: the offer is theirs."""
     if (over := refusal_if_over(state)) is not None or state is None:
         return over
@@ -198,13 +196,13 @@ def offer_refusal(state: HandoffStatus | None, agent: str) -> str | None:
     return None
 
 
-def return_to_bot_refusal(state: HandoffStatus | None) -> str | None:
+def return_to_bot_refusal(state: HandoffState | None) -> str | None:
     if (over := refusal_if_over(state)) is not None or state is None:
         return over
     return "the bot has the conversation already" if state.state == "bot" else None
 
 
-def resolve_refusal(state: HandoffStatus | None) -> str | None:
+def resolve_refusal(state: HandoffState | None) -> str | None:
     if (over := refusal_if_over(state)) is not None or state is None:
         return over
     if state.state != "active":
@@ -212,7 +210,7 @@ def resolve_refusal(state: HandoffStatus | None) -> str | None:
     return None
 
 
-def accept(state: HandoffStatus, agent: str, now: datetime) -> Move:
+def accept(state: HandoffState, agent: str, now: datetime) -> Move:
     """The offered agent takes it (after `offer_refusal` said None)."""
     offer = state.current_offer
     assert offer is not None
@@ -222,31 +220,31 @@ def accept(state: HandoffStatus, agent: str, now: datetime) -> Move:
     return Move("active", f"accepted by {agent}", detail)
 
 
-def decline(state: HandoffStatus, agent: str, reason: str) -> Move:
+def decline(state: HandoffState, agent: str, reason: str) -> Move:
     offer = state.current_offer
     assert offer is not None
     offer.outcome, offer.reason = "declined", reason
     return Move("queued", f"declined by {agent}: {reason}", {"agent": agent, "reason": reason})
 
 
-def return_to_bot(state: HandoffStatus, by: str | None, reason: str) -> Move:
+def return_to_bot(state: HandoffState, by: str | None, reason: str) -> Move:
     if state.current_offer is not None:
         state.current_offer.outcome = "withdrawn"
     state.ended_by = by or state.agent or "agent"
     return Move("returned_to_bot", reason, {"by": state.ended_by})
 
 
-def resolve(state: HandoffStatus, by: str | None) -> Move:
+def resolve(state: HandoffState, by: str | None) -> Move:
     state.ended_by = by or state.agent or "agent"
     return Move("resolved", f"resolved by {state.ended_by}", {"by": state.ended_by})
 
 
-def customer_left(state: HandoffStatus, reason: str) -> Move:
+def customer_left(state: HandoffState, reason: str) -> Move:
     """With an agent: resolved; with the bot: back to the bot; waiting: abandoned."""
     if state.current_offer is not None:
         state.current_offer.outcome = "withdrawn"
     state.ended_by = "customer"
-    phase: HandoffState = "abandoned"
+    phase: HandoffPhase = "abandoned"
     if state.state == "active":
         phase = "resolved"
     elif state.state == "bot":
@@ -254,7 +252,7 @@ def customer_left(state: HandoffStatus, reason: str) -> Move:
     return Move(phase, reason, {"by": "customer"})
 
 
-def active_expired(state: HandoffStatus, limit: timedelta) -> Move:
+def active_expired(state: HandoffState, limit: timedelta) -> Move:
     """Nobody resolved the accepted conversation within `limit`."""
     state.ended_by = "opsflow"
     return Move("resolved", f"no resolve within {limit}")
@@ -281,7 +279,7 @@ class Received:
     new_customer: bool = False
 
 
-def receive(state: HandoffStatus, envelope: EventEnvelope) -> Received:
+def receive(state: HandoffState, envelope: EventEnvelope) -> Received:
     """Let an event in once: not seen before, valid, for this conversation. The bot's events
     name the customer (the workflow then loads their profile, before reading the event)."""
     if envelope.key in state.seen_events:
@@ -303,7 +301,7 @@ def receive(state: HandoffStatus, envelope: EventEnvelope) -> Received:
 
 
 def read_bot_event(
-    state: HandoffStatus,
+    state: HandoffState,
     event: BotTurn | BotHandoffRequested,
     spec: HandoffSpec,
     now: datetime,
@@ -347,7 +345,7 @@ def read_bot_event(
     return Decision(move=Move("requested", trigger.detail, detail))
 
 
-def vendor_assignment(state: HandoffStatus, event: TicketUpdated, now: datetime) -> Decision:
+def vendor_assignment(state: HandoffState, event: TicketUpdated, now: datetime) -> Decision:
     """The vendor's `ticket.updated` for our ticket: an assignee ends the wait (vendor
     routing); anything else, or another ticket's event, changes nothing."""
     s = state
@@ -380,7 +378,7 @@ def vendor_assignment(state: HandoffStatus, event: TicketUpdated, now: datetime)
 # --- the case, callbacks, the end -----------------------------------------------------------
 
 
-def case_to_open(state: HandoffStatus, policy: PinnedDefinition, now: datetime) -> CaseInfo:
+def case_to_open(state: HandoffState, policy: PinnedDefinition, now: datetime) -> CaseInfo:
     """The escalation case an accepted conversation opens, under `policy`."""
     assert state.ticket_id is not None
     priorities = policy.escalation.priorities
@@ -396,7 +394,7 @@ def case_to_open(state: HandoffStatus, policy: PinnedDefinition, now: datetime) 
     )
 
 
-def case_resolution(state: HandoffStatus) -> tuple[str, str | None]:
+def case_resolution(state: HandoffState) -> tuple[str, str | None]:
     """Who resolves the case, and the outcome when the conversation was not resolved (returned
     to the bot, abandoned, the customer left the agent's chat)."""
     s = state
@@ -420,7 +418,7 @@ def fallback_actions(spec: HandoffSpec) -> tuple[list[ScheduleCallbackAction], l
     return callbacks, others
 
 
-def callback_moved(state: HandoffStatus, why: str) -> Move:
+def callback_moved(state: HandoffState, why: str) -> Move:
     detail = {
         "callback_at": state.callback_at.isoformat() if state.callback_at else None,
         "callback_local": state.callback_local,
@@ -444,7 +442,7 @@ class Ending:
     """Back to the bot after the bot was muted: it resumes, with this reason."""
 
 
-def ending(state: HandoffStatus) -> Ending:
+def ending(state: HandoffState) -> Ending:
     s = state
     last = s.offers[-1] if s.offers else None
     if last is not None and last.outcome in ("pending", "withdrawn"):
@@ -473,7 +471,7 @@ class CallbackTicket:
 
 
 def schedule_callback(
-    state: HandoffStatus, info: QueueInfo, within: timedelta, why: str, now: datetime
+    state: HandoffState, info: QueueInfo, within: timedelta, why: str, now: datetime
 ) -> CallbackTicket:
     """The first moment the callback queue (`info`) is open and it is daytime for the
     customer; the callback is due within `within` of the queue's business time after it."""

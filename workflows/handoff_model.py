@@ -1,9 +1,10 @@
 """The handoff workflow's state and messages (the presence activities' wire models are the
 activity contracts in activities/handoff_contracts.py).
 
-Pure pydantic (no I/O): the workflow, the presence activities and the command line share
-these. Everything the workflow knows lives in `HandoffStatus`, carried whole through
-continue-as-new.
+Pure pydantic (no I/O): the workflow, its decision core and the command line share these.
+Everything the workflow knows lives in `HandoffState`, carried whole through continue-as-new;
+the `state` query returns it whole (`HandoffStatus`). A conversation's phase (bot, queued,
+offered, ...) is its `HandoffPhase`, in the field `state`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from activities.handoff_contracts import Routing, TicketBrief
 from activities.models import CustomerProfile
 from definitions.models import PinnedDefinition
 
-HandoffState = Literal[
+HandoffPhase = Literal[
     "bot",
     "requested",
     "queued",
@@ -28,7 +29,7 @@ HandoffState = Literal[
     "callback_scheduled",
     "abandoned",
 ]
-FINAL_STATES: frozenset[str] = frozenset(
+FINAL_PHASES: frozenset[str] = frozenset(
     {"resolved", "returned_to_bot", "callback_scheduled", "abandoned"}
 )
 TriggerKind = Literal[
@@ -88,18 +89,19 @@ class Offer(BaseModel):
 
 
 class Transition(BaseModel):
-    state: HandoffState
+    state: HandoffPhase
     at: datetime
     why: str
 
 
-class HandoffStatus(BaseModel):
-    """Everything the workflow knows; carried whole through continue-as-new."""
+class HandoffState(BaseModel):
+    """Everything the workflow knows, what its core decides from; carried whole through
+    continue-as-new."""
 
     conversation_id: str
     customer_id: str | None = None
     definition: str
-    state: HandoffState = "bot"
+    state: HandoffPhase = "bot"
     history: list[Transition] = Field(default_factory=list)
     turns: list[Turn] = Field(default_factory=list)
     attempts: list[str] = Field(default_factory=list)
@@ -150,6 +152,11 @@ class HandoffStatus(BaseModel):
         return None
 
 
+HandoffStatus = HandoffState
+"""What the `state` query, the updates and the run return: the whole state, the context packet
+included (one model: a name for each role, as in every kind)."""
+
+
 class HandoffInput(BaseModel):
     """The workflow's input: the pinned handoff definition and the escalation policy it names."""
 
@@ -158,7 +165,7 @@ class HandoffInput(BaseModel):
         None, description="the pinned `escalation_policy`; None: no case is opened on accept"
     )
     conversation_id: str | None = Field(None, description="default: from the workflow id")
-    carried: HandoffStatus | None = None
+    carried: HandoffState | None = None
 
 
 class Accept(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 
 from activities.handoff_contracts import TicketBrief
 from activities.models import CustomerProfile
-from workflows.handoff_model import ContextPacket, HandoffStatus, Trigger, Turn
+from workflows.handoff_model import ContextPacket, HandoffState, Trigger, Turn
 
 
 def customer_context(profile: CustomerProfile | None, customer_id: str) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def customer_context(profile: CustomerProfile | None, customer_id: str) -> dict[
     return data
 
 
-def conversation_context(status: HandoffStatus) -> dict[str, Any]:
+def conversation_context(status: HandoffState) -> dict[str, Any]:
     intents = [t.intent for t in status.turns if t.intent and t.speaker == "customer"]
     return {
         "id": status.conversation_id,
@@ -46,7 +46,7 @@ def sentiment_trend(turns: list[Turn]) -> list[float]:
     return [t.sentiment for t in turns if t.sentiment is not None and t.speaker == "customer"]
 
 
-def summary(status: HandoffStatus, trigger: Trigger, tickets: list[TicketBrief]) -> str:
+def summary(status: HandoffState, trigger: Trigger, tickets: list[TicketBrief]) -> str:
     profile = status.profile
     who = (
         f"{profile.name} ({profile.tier} {profile.segment} customer, speaks {profile.language}, "
@@ -78,7 +78,7 @@ def summary(status: HandoffStatus, trigger: Trigger, tickets: list[TicketBrief])
 
 
 def build_packet(
-    status: HandoffStatus, trigger: Trigger, tickets: list[TicketBrief], items: list[str]
+    status: HandoffState, trigger: Trigger, tickets: list[TicketBrief], items: list[str]
 ) -> ContextPacket:
     packet = ContextPacket(
         conversation_id=status.conversation_id,

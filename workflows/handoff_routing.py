@@ -15,13 +15,13 @@ from definitions.conditions import ConditionError, evaluate
 from definitions.models import HandoffSpec, Route
 from workflows.handoff_core import TICKET_PRIORITY, LedgerEntry, Move
 from workflows.handoff_hours import format_local, minutes, queue_calendar
-from workflows.handoff_model import HandoffStatus, Offer
+from workflows.handoff_model import HandoffState, Offer
 from workflows.handoff_packet import conversation_context, customer_context
 
 # --- the route and its queue ------------------------------------------------------------
 
 
-def choose_route(routes: list[Route], state: HandoffStatus) -> tuple[Route | None, list[str]]:
+def choose_route(routes: list[Route], state: HandoffState) -> tuple[Route | None, list[str]]:
     """The first route whose tiers, languages and condition all hold, and the routes skipped
     on the way because their condition could not be evaluated."""
     customer = customer_context(state.profile, state.customer_id or "")
@@ -40,16 +40,16 @@ def choose_route(routes: list[Route], state: HandoffStatus) -> tuple[Route | Non
     return None, unreadable
 
 
-def current_route(state: HandoffStatus, spec: HandoffSpec) -> Route | None:
+def current_route(state: HandoffState, spec: HandoffSpec) -> Route | None:
     return next((r for r in spec.routes if r.name == state.route), None)
 
 
-def languages(state: HandoffStatus) -> list[str]:
+def languages(state: HandoffState) -> list[str]:
     """The languages an agent must speak: the customer's."""
     return [state.profile.language] if state.profile else []
 
 
-def route_skills(state: HandoffStatus, route: Route | None) -> list[str] | None:
+def route_skills(state: HandoffState, route: Route | None) -> list[str] | None:
     """The skills to ask of an agent; None: the (overflow) queue's own."""
     if route is None or state.overflowed:
         return None
@@ -65,7 +65,7 @@ def queue_full(info: QueueInfo, spec: HandoffSpec) -> str | None:
     return None
 
 
-def use_queue(state: HandoffStatus, info: QueueInfo) -> BusinessCalendar:
+def use_queue(state: HandoffState, info: QueueInfo) -> BusinessCalendar:
     """Wait in `info`'s queue from now on; returns its calendar."""
     state.queue, state.queue_name, state.queue_depth = info.id, info.name, info.depth
     state.queue_skills = list(info.skills)
@@ -90,7 +90,7 @@ def queue_refusal(
     return None
 
 
-def overflow(state: HandoffStatus, spec: HandoffSpec, why: str) -> LedgerEntry | None:
+def overflow(state: HandoffState, spec: HandoffSpec, why: str) -> LedgerEntry | None:
     """Move on to the overflow queue, once; None when there is none or it was used."""
     if state.overflowed or not spec.overflow_queue:
         return None
@@ -99,11 +99,11 @@ def overflow(state: HandoffStatus, spec: HandoffSpec, why: str) -> LedgerEntry |
     return LedgerEntry("overflow", detail)
 
 
-def ticket_subject(state: HandoffStatus) -> str:
+def ticket_subject(state: HandoffState) -> str:
     return f"Chat handoff: {state.topic or state.trigger.kind if state.trigger else 'chat'}"[:500]
 
 
-def queued(state: HandoffStatus, spec: HandoffSpec, now: datetime) -> Move:
+def queued(state: HandoffState, spec: HandoffSpec, now: datetime) -> Move:
     """Wait in the chosen queue from `now`, for at most the definition's `max_wait`."""
     state.queued_at, state.queue_deadline = now, now + spec.max_wait
     detail = {
@@ -131,7 +131,7 @@ class QueueCheck:
 
 
 def check_queue(
-    state: HandoffStatus, spec: HandoffSpec, route: Route | None, now: datetime
+    state: HandoffState, spec: HandoffSpec, route: Route | None, now: datetime
 ) -> QueueCheck:
     s = state
     assert s.queued_at is not None and s.queue_deadline is not None
@@ -159,12 +159,12 @@ def check_queue(
     return QueueCheck(relaxed=relaxed, over=over, relax_at=relax_at)
 
 
-def requeue(state: HandoffStatus, spec: HandoffSpec, now: datetime) -> None:
+def requeue(state: HandoffState, spec: HandoffSpec, now: datetime) -> None:
     """A new queue (the overflow) starts the wait again."""
     state.queued_at, state.queue_deadline = now, now + spec.max_wait
 
 
-def next_look(state: HandoffStatus, check: QueueCheck, now: datetime, poll: timedelta) -> timedelta:
+def next_look(state: HandoffState, check: QueueCheck, now: datetime, poll: timedelta) -> timedelta:
     """How long to wait before looking for an agent again (a free agent may wake it sooner)."""
     assert state.queue_deadline is not None
     wake = min(now + poll, state.queue_deadline)
@@ -186,7 +186,7 @@ class AgentSearch:
 
 
 def agent_search(
-    state: HandoffStatus, route: Route | None, first_come: bool, workflow_id: str
+    state: HandoffState, route: Route | None, first_come: bool, workflow_id: str
 ) -> AgentSearch:
     s = state
     number = len(s.offers) + 1
@@ -208,7 +208,7 @@ def agent_search(
 
 
 def offer(
-    state: HandoffStatus,
+    state: HandoffState,
     reservation: Reservation,
     number: int,
     spec: HandoffSpec,

@@ -11,7 +11,7 @@ import unicodedata
 from datetime import datetime
 
 from definitions.models import HandoffTriggers
-from workflows.handoff_model import HandoffStatus, Trigger, Turn
+from workflows.handoff_model import HandoffState, Trigger, Turn
 
 ASK_INTENTS = frozenset(
     {"human_agent", "agent", "human", "talk_to_human", "talk_to_agent", "speak_to_agent", "person"}
@@ -253,7 +253,7 @@ def asks_for_person(
     return None
 
 
-def observe_turn(status: HandoffStatus, turn: Turn, triggers: HandoffTriggers) -> None:
+def observe_turn(status: HandoffState, turn: Turn, triggers: HandoffTriggers) -> None:
     """Fold a turn into the state: transcript, topic, what the bot tried, confidence streak."""
     status.turns.append(turn)
     del status.turns[:-MAX_TURNS_KEPT]
@@ -272,7 +272,7 @@ def observe_turn(status: HandoffStatus, turn: Turn, triggers: HandoffTriggers) -
 
 
 def detect_trigger(
-    status: HandoffStatus,
+    status: HandoffState,
     turn: Turn,
     triggers: HandoffTriggers,
     now: datetime,
