@@ -296,6 +296,26 @@ class Names:
         return name
 
 
+def once(
+    items: list[tuple[str, dict[str, Any]]], notes: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each policy or schedule once, by its vendor id: one exported twice (two files, or a
+    list answer and a single one) is used as first found, with a line for the other."""
+    seen: dict[str, str] = {}
+    kept: list[tuple[str, dict[str, Any]]] = []
+    for where, item in items:
+        item_id = item.get("id")
+        if isinstance(item_id, str) and item_id in seen:
+            notes.append(
+                f"{where}: {clean_label(item_id, 60)} is also in {seen[item_id]}; that one is used"
+            )
+            continue
+        if isinstance(item_id, str):
+            seen[item_id] = where
+        kept.append((where, item))
+    return kept
+
+
 # --- weekly windows ------------------------------------------------------------------------
 
 Windows = list[tuple[int, int]]

@@ -52,6 +52,7 @@ from definitions.importers.common import (
     local_text,
     metadata,
     moment_field,
+    once,
     schedule_body,
     selection_note,
     sla_note,
@@ -146,7 +147,7 @@ class _Importer:
 
     def run(self) -> ImportResult:
         written: list[tuple[str, dict[str, Any], str]] = []
-        for index, (where, schedule) in enumerate(self.found.schedules):
+        for index, (where, schedule) in enumerate(once(self.found.schedules, self.result.notes)):
             name = self.names.claim(
                 slug(str(schedule.get("name") or "")), f"opsgenie-schedule-{index + 1}", "schedule"
             )
@@ -156,7 +157,8 @@ class _Importer:
             written.append((where, schedule, name))
         for where, schedule, name in written:
             self._guarded(where, self._schedule, schedule, name)
-        for index, (where, escalation) in enumerate(self.found.escalations):
+        escalations = once(self.found.escalations, self.result.notes)
+        for index, (where, escalation) in enumerate(escalations):
             name = self.names.claim(
                 slug(str(escalation.get("name") or "")),
                 f"opsgenie-escalation-{index + 1}",

@@ -52,6 +52,7 @@ from definitions.importers.common import (
     local_text,
     metadata,
     moment_field,
+    once,
     rotated,
     schedule_body,
     selection_note,
@@ -66,13 +67,9 @@ from definitions.importers.common import (
 
 VENDOR = "PagerDuty"
 MAX_REPEAT = 10
+# Response keys (and an object's own `type`) -> what they hold.
 _SINGLE = {"escalation_policy": "policy", "schedule": "schedule", "user": "user"}
 _LISTS = {"escalation_policies": "policy", "schedules": "schedule", "users": "user"}
-_TYPES = {
-    "escalation_policy": "policy",
-    "schedule": "schedule",
-    "user": "user",
-}
 
 
 @dataclass
@@ -109,8 +106,8 @@ def _collect(data: Any, where: str, found: _Input) -> None:
             for index, item in enumerate(as_list(data[key], f"{where}: {key}")):
                 found.add(what, item, f"{where}: {key}[{index}]")
             recognised = True
-    if not recognised and data.get("type") in _TYPES:  # the inner object saved on its own
-        found.add(_TYPES[data["type"]], data, where)
+    if not recognised and data.get("type") in _SINGLE:  # the inner object saved on its own
+        found.add(_SINGLE[data["type"]], data, where)
         recognised = True
     if not recognised:
         raise ImportRefused(
@@ -152,7 +149,7 @@ class _Importer:
                 for target in (rule.get("targets") or []) if isinstance(rule, dict) else []:
                     self._remember(target)
         self.schedule_names: dict[str, str] = {}
-        self.schedule_ids: dict[int, str] = {}
+        """PagerDuty schedule id -> the name its definition is written under."""
 
     def _remember(self, user: Any) -> None:
         if isinstance(user, dict) and isinstance(user.get("id"), str):
@@ -161,32 +158,33 @@ class _Importer:
                 self.emails[user["id"]] = address
 
     def run(self) -> ImportResult:
-        # Schedules first: a policy's oncall:<name> must name what the schedule is written as.
-        for index, (_, schedule) in enumerate(self.found.schedules):
-            schedule_id = schedule.get("id")
-            name = self.names.claim(
-                slug(str(schedule.get("name") or schedule.get("summary") or "")),
-                f"pagerduty-schedule-{index + 1}",
-                "schedule",
+        # Schedules are named first: a policy's oncall:<name> names what a schedule of these
+        # files is written as.
+        schedules = [
+            (where, schedule, self._name(schedule, f"pagerduty-schedule-{index}", "schedule"))
+            for index, (where, schedule) in enumerate(
+                once(self.found.schedules, self.result.notes), 1
             )
-            self.schedule_ids[index] = name
-            if isinstance(schedule_id, str):
-                self.schedule_names[schedule_id] = name
-        for index, (where, schedule) in enumerate(self.found.schedules):
-            self._guarded(where, self._schedule, schedule, self.schedule_ids[index])
-        for index, (where, policy) in enumerate(self.found.policies):
-            name = self.names.claim(
-                slug(str(policy.get("name") or policy.get("summary") or "")),
-                f"pagerduty-policy-{index + 1}",
-                "escalation",
-            )
+        ]
+        for _, schedule, name in schedules:
+            if isinstance(schedule.get("id"), str):
+                self.schedule_names[schedule["id"]] = name
+        for where, schedule, name in schedules:
+            self._guarded(where, self._schedule, schedule, name)
+        for index, (where, policy) in enumerate(once(self.found.policies, self.result.notes), 1):
+            name = self._name(policy, f"pagerduty-policy-{index}", "escalation")
             self._guarded(where, self._policy, policy, name)
         return self.result
+
+    def _name(self, item: dict[str, Any], fallback: str, kind: str) -> str:
+        return self.names.claim(
+            slug(str(item.get("name") or item.get("summary") or "")), fallback, kind
+        )
 
     def _guarded(
         self,
         where: str,
-        convert: Callable[[dict[str, Any], str], ImportedDefinition | None],
+        convert: Callable[[dict[str, Any], str], ImportedDefinition],
         item: dict[str, Any],
         name: str,
     ) -> None:
@@ -197,8 +195,7 @@ class _Importer:
         except ImportRefused as exc:
             self.result.notes.append(f"{where}: not imported: {exc}")
             return
-        if definition is not None:
-            self.result.definitions.append(definition)
+        self.result.definitions.append(definition)
 
     def _person(self, reference: dict[str, Any]) -> _Person:
         user_id = reference.get("id")
@@ -211,7 +208,7 @@ class _Importer:
 
     # --- escalation policies ---------------------------------------------------------------
 
-    def _policy(self, policy: dict[str, Any], name: str) -> ImportedDefinition | None:
+    def _policy(self, policy: dict[str, Any], name: str) -> ImportedDefinition:
         where = "escalation_policy"
         policy_id = clean_label(str(policy.get("id") or "?"), 40)
         title = clean_label(text_field(policy, "name", where, required=False) or name, 120)

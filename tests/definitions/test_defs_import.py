@@ -497,3 +497,15 @@ def test_vendor_text_never_breaks_the_yaml(tmp_path: Path) -> None:
     result = import_pagerduty([("policy.json", json.loads(json.dumps(policy))), *data[1:]], now=NOW)
     loaded = written(result, tmp_path)
     assert loaded["support-escalation-31m"].definition.metadata.description == ("line one line two")
+
+
+def test_a_policy_exported_twice_is_imported_once(tmp_path: Path) -> None:
+    """The same policy from GET /escalation_policies/{id} and from the list answer."""
+    data = payloads(*PAGERDUTY_FILES)
+    listed = {"escalation_policies": [data[0][1]["escalation_policy"]], "limit": 25}
+    result = import_pagerduty([*data, ("all_policies.json", listed)], now=NOW)
+    assert sorted(written(result, tmp_path)) == ["support-escalation", "support-primary"]
+    assert result.lines()[0] == (
+        "all_policies.json: escalation_policies[0]: PT20YPA is also in "
+        "pagerduty_escalation_policy.json: escalation_policy; that one is used"
+    )
