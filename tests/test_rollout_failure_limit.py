@@ -20,7 +20,8 @@ from tests.rollout_support import (
     rollout_worker,
     start,
 )
-from workflows.rollout_model import CheckStatus, Reading, record
+from workflows.rollout_checks import record
+from workflows.rollout_model import CheckStatus, Reading
 
 AT = datetime(2025, 6, 2, tzinfo=UTC)
 

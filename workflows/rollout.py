@@ -35,12 +35,7 @@ from workflows.rollout_model import (
     RolloutStatus,
     StartRollout,
     Stopwatch,
-    judge,
-    needs_baseline,
-    percent_text,
-    record,
     rollout_workflow_id,
-    threshold_text,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -65,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from definitions.calendar import BusinessCalendar
     from definitions.models import Phase, RolloutSpec
+    from workflows.rollout_checks import judge, needs_baseline, record, threshold_text
+    from workflows.rollout_text import percent_text
 
 __all__ = ["ChangeRequest", "RolloutStatus", "RolloutWorkflow", "rollout_workflow_id"]
 

@@ -1,4 +1,5 @@
-"""The rollout workflow's state, commands and pure decisions (no I/O, no clock: `now` is passed).
+"""The rollout workflow's input, state and messages (pydantic models; no decisions: those are
+in workflows/rollout_core.py and its topic modules).
 
 Everything a rollout knows lives in one `RolloutStatus`, carried whole through
 continue-as-new and returned by the `state` query.
@@ -10,10 +11,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from definitions.models import Analysis, Check, PinnedDefinition
+from definitions.models import PinnedDefinition
 
 RolloutState = Literal[
     "assessing",
@@ -31,8 +30,6 @@ RolloutState = Literal[
 TERMINAL: frozenset[str] = frozenset({"completed", "rejected"})
 Verdict = Literal["pass", "fail", "inconclusive", "error"]
 CheckVerdict = Literal["pending", "passing", "failed", "inconclusive"]
-MAX_READINGS_KEPT = 48
-"""Readings kept per check in state (the counts cover all of them)."""
 
 
 def rollout_workflow_id(change_id: str) -> str:
@@ -180,83 +177,7 @@ class RolloutStatus(BaseModel):
         return "held" if self.paused else self.state
 
 
-def threshold_text(check: Check) -> str:
-    parts = []
-    if check.max is not None:
-        parts.append(f"max {check.max:g}")
-    if check.min is not None:
-        parts.append(f"min {check.min:g}")
-    if check.max_increase_pct is not None:
-        parts.append(f"at most +{check.max_increase_pct:g}% vs baseline")
-    if check.max_decrease_pct is not None:
-        parts.append(f"at most -{check.max_decrease_pct:g}% vs baseline")
-    return ", ".join(parts)
-
-
-def needs_baseline(check: Check) -> bool:
-    return check.max_increase_pct is not None or check.max_decrease_pct is not None
-
-
-def judge(
-    check: Check,
-    analysis: Analysis,
-    value: float | None,
-    sample_size: int,
-    baseline: float | None,
-    baseline_samples: int,
-) -> tuple[Verdict, str]:
-    """One reading's verdict: pass, fail or inconclusive (too few samples, no data)."""
-    if value is None or sample_size == 0:
-        return "inconclusive", "no data for the exposed cohort"
-    if sample_size < analysis.min_samples:
-        return "inconclusive", f"{sample_size} samples, fewer than {analysis.min_samples}"
-    if check.max is not None and value > check.max:
-        return "fail", f"{value:g} above max {check.max:g}"
-    if check.min is not None and value < check.min:
-        return "fail", f"{value:g} below min {check.min:g}"
-    if needs_baseline(check):
-        if baseline is None or baseline_samples < analysis.min_samples or baseline <= 0:
-            return "inconclusive", "no usable baseline"
-        change = (value - baseline) / baseline * 100
-        if check.max_increase_pct is not None and change > check.max_increase_pct:
-            return "fail", f"{change:+.1f}% vs baseline, more than +{check.max_increase_pct:g}%"
-        if check.max_decrease_pct is not None and -change > check.max_decrease_pct:
-            return "fail", f"{change:+.1f}% vs baseline, more than -{check.max_decrease_pct:g}%"
-    return "pass", ""
-
-
-def record(
-    status: CheckStatus, reading: Reading, analysis: Analysis, *, consecutive: bool = False
-) -> None:
-    """Add a reading and update the check's counts and verdict. `failures` counts failing
-    readings (`error_limit` errors in a row count as one); with `consecutive` a passing
-    reading sets it back to 0, so only failures in a row reach `failure_limit`."""
-    status.readings.append(reading)
-    del status.readings[:-MAX_READINGS_KEPT]
-    if reading.verdict == "error":
-        status.consecutive_errors += 1
-        if status.consecutive_errors >= analysis.error_limit:
-            status.failures += 1
-            status.consecutive_errors = 0
-    else:
-        status.consecutive_errors = 0
-        if reading.verdict == "fail":
-            status.failures += 1
-        elif reading.verdict == "pass" and consecutive and status.verdict != "failed":
-            status.failures = 0  # a failed check stays failed until `resume` resets it
-    if status.failures > analysis.failure_limit:
-        status.verdict = "failed"
-    elif reading.verdict == "pass":
-        status.verdict = "passing"
-    elif reading.verdict == "inconclusive":
-        status.verdict = "inconclusive"
-
-
-def percent_text(percent: float) -> str:
-    return f"{percent:g}%"
-
-
-# --- messages: kept here, not in workflows/rollout.py, which the sandbox loads per run ---
+# --- messages ---
 
 
 class StartRollout(BaseModel):
