@@ -483,8 +483,13 @@ def import_command(
             "(nothing was written)"
         )
     for path, text in planned:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise fail(
+                f"--out: cannot write {printable(str(path))}: {exc.strerror or exc}"
+            ) from None
     written = [
         {"file": str(path), "kind": d.kind, "name": d.name, "source": d.source}
         for (path, _), d in zip(planned, result.definitions, strict=True)

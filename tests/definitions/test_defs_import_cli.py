@@ -102,6 +102,19 @@ def test_import_errors_name_the_argument(tmp_path: Path) -> None:
         "escalation_policies, schedule, schedules, user or users"
     )
     assert list(tmp_path.iterdir()) == [broken]  # nothing written
+    # --out naming a file, not a folder.
+    into_a_file = runner.invoke(
+        app, ["defs", "import", "opsgenie", *OPSGENIE, "--out", str(broken)]
+    )
+    assert into_a_file.exit_code == 1
+    assert into_a_file.stderr.strip() == (
+        f"error: --out: cannot write {broken}/schedule/payments-schedule.yaml: Not a directory"
+    )
+    given_json = runner.invoke(app, ["defs", "import", "splunk", *OPSGENIE, "--json"])
+    assert given_json.exit_code == 1
+    assert json.loads(given_json.stderr) == {
+        "error": "VENDOR: 'splunk' is not pagerduty or opsgenie"
+    }
 
 
 def test_import_with_nothing_importable_writes_nothing(tmp_path: Path) -> None:
