@@ -333,12 +333,13 @@ class _Importer:
         if count > MAX_REPEAT:
             notes.append(f"repeat.count {count}: opsflow repeats at most {MAX_REPEAT} times")
         wait = self._wait(escalation, where)
-        if count and wait != levels[0].after:
+        # Opsgenie's next pass starts waitInterval after the last rule, its rules at their
+        # delays from there; opsflow's next cycle starts when the last level fires.
+        if count and wait:
             notes.append(
-                f"repeat.waitInterval: {VENDOR} starts again "
-                f"{format_duration(wait) if wait else '0m'} after the last rule; opsflow starts "
-                f"the next cycle {format_duration(levels[0].after)} after the last level (the "
-                "first level's after)"
+                f"repeat.waitInterval {format_duration(wait)} not carried over: opsflow starts "
+                "the next cycle when the last level fires, so each pass comes "
+                f"{format_duration(wait)} sooner"
             )
         if count and repeat.get("closeAlertAfterAll") is True:
             notes.append(

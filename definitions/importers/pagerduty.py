@@ -253,12 +253,14 @@ class _Importer:
         repeat = min(loops, MAX_REPEAT)
         if loops > MAX_REPEAT:
             notes.append(f"num_loops {loops}: opsflow repeats at most {MAX_REPEAT} times")
-        if repeat and levels[0].after != last_delay:
+        # PagerDuty loops back to rule 1 when the last rule's delay has run out; opsflow's
+        # next cycle starts when the last level fires (its cycle is the last level's after).
+        if repeat and last_delay:
             notes.append(
-                f"num_loops {loops}: {VENDOR} loops back to rule 1 "
-                f"{format_duration(last_delay)} after the last rule (its delay); opsflow starts "
-                f"the next cycle {format_duration(levels[0].after)} after the last level "
-                "(the first level's after)"
+                f"num_loops {loops}: {VENDOR} starts the next loop {format_duration(last_delay)} "
+                f"(rule {len(rules)}'s delay) after the last rule; opsflow starts the next cycle "
+                f"when the last level fires, so each loop comes {format_duration(last_delay)} "
+                "sooner"
             )
         handoffs = policy.get("on_call_handoff_notifications")
         if isinstance(handoffs, str) and handoffs:

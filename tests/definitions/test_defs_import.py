@@ -224,9 +224,9 @@ def test_pagerduty_lines_say_what_was_not_carried_over(
         "not another policy",
         "escalation support-escalation: rule 1: PagerDuty notifies it when the incident "
         "triggers; an opsflow level needs a delay, so level 1 fires 1s after the case opens",
-        "escalation support-escalation: num_loops 2: PagerDuty loops back to rule 1 30m after "
-        "the last rule (its delay); opsflow starts the next cycle 1s after the last level (the "
-        "first level's after)",
+        "escalation support-escalation: num_loops 2: PagerDuty starts the next loop 30m (rule "
+        "3's delay) after the last rule; opsflow starts the next cycle when the last level "
+        "fires, so each loop comes 30m sooner",
         "escalation support-escalation: on_call_handoff_notifications 'if_has_services': "
         "opsflow does not notify people of their on-call handoffs",
         "escalation support-escalation: services (Checkout API, Payments API) use this policy "
@@ -416,8 +416,8 @@ def test_opsgenie_lines_say_what_was_not_carried_over(
         "when the case is acknowledged (if-not-acked)",
         f"{escalation}rule 1: Opsgenie notifies at once (delay 0); an opsflow level needs a "
         "delay, so level 1 fires 1s after the case opens",
-        f"{escalation}repeat.waitInterval: Opsgenie starts again 10m after the last rule; "
-        "opsflow starts the next cycle 1s after the last level (the first level's after)",
+        f"{escalation}repeat.waitInterval 10m not carried over: opsflow starts the next cycle "
+        "when the last level fires, so each pass comes 10m sooner",
         f"{escalation}repeat.closeAlertAfterAll not carried over: opsflow does not close a case "
         "when its escalation has run out",
         f'{escalation}selection: it is written with match "true" at order 10000, after every '
