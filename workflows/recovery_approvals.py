@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
+from activities.models import SendMessage
 from definitions.common import (
     Action,
     CreditAction,
@@ -25,6 +26,16 @@ from workflows.recovery_model import (
     Episode,
     PendingApproval,
 )
+
+APPROVAL_TEMPLATE = "credit-approval"
+# The definitions language names chat channels by product; the notify activity by kind.
+NOTICE_CHANNELS = {
+    "email": "email",
+    "slack": "chat",
+    "chat": "chat",
+    "pager": "pager",
+    "webhook": "webhook",
+}
 
 
 class ApprovalDecisions(RecoveryBasis):
@@ -183,3 +194,44 @@ class ApprovalDecisions(RecoveryBasis):
             {"type": "approval"}, episode, {"amount": str(amount), "currency": approval.currency}
         )
         return [Plan("credit", approval.step, detail, approval.ref, [credit], context)]
+
+    def approver_messages(
+        self,
+        approval: PendingApproval,
+        notice: Literal["request", "reminder"],
+        step: str,
+        context: dict[str, Any],
+        workflow_id: str,
+    ) -> list[SendMessage]:
+        """What the approvers are told (one message each, or one to the group): what is
+        asked, how much, for whom, until when, and the exact command to answer."""
+        customer = self.state.customer_id
+        command = f"opsflow recovery approve {customer} --approval {approval.id} --by <you>"
+        told = dict(context)
+        told["action"] = {
+            "notice": notice,
+            "approval": approval.id,
+            "amount": str(approval.amount),
+            "currency": approval.currency,
+            "reason": approval.reason,
+            "customer": customer,
+            "group": approval.group,
+            "required": approval.required,
+            "approvals": len(approval.approved_by),
+            "deadline": self.local_time(approval.deadline),
+            "on_timeout": approval.on_timeout,
+            "command": command,
+            "reject": f"opsflow recovery reject {customer} --approval {approval.id} --by <you>",
+        }
+        recipients = [f"agent:{m}" for m in approval.members] or [f"team:{approval.group}"]
+        return [
+            SendMessage(
+                idempotency_key=f"{workflow_id}/{step}/notice/{n}",
+                channel=NOTICE_CHANNELS.get(approval.channel, "chat"),
+                recipient=recipient,
+                template=APPROVAL_TEMPLATE,
+                context=told,
+                severity="info",
+            )
+            for n, recipient in enumerate(recipients)
+        ]

@@ -93,6 +93,15 @@ class HandOver:
 
 
 @dataclass(frozen=True)
+class Record:
+    """A ledger entry the workflow writes as it is: a person's command (silence, unsilence), a
+    switch of rule sets, or the state a run leaves for the customer's next run."""
+
+    step: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class LoadedRule:
     id: str
     ref: str
@@ -238,6 +247,14 @@ class RecoveryBasis:
 
     def rule_ids(self) -> list[str]:
         return [r.id for r in self.rules]
+
+    def local_time(self, moment: datetime) -> str:
+        """`moment` as people read it: in the first rule set's calendar (UTC without rules)."""
+        if self.rules:
+            calendar = self.rules[0].spec.calendar
+            local = calendar.local_time(moment)
+            return local.strftime("%a %d %b %H:%M") + f" {calendar.timezone}"
+        return moment.strftime("%a %d %b %H:%M UTC")
 
     # --- contexts ------------------------------------------------------------------------
 

@@ -7,18 +7,26 @@ and which actions to run. It never performs I/O and never reads a clock: `now` i
 given, by `workflow.now()` in the workflow and by the event times in a backtest, so the same
 events give the same decisions in both.
 
+People's commands (approve, reject, silence, unsilence, close) are decided here too: each has
+a refusal (None: accepted; else the reason, which the workflow's update validator raises) and
+a decision (plans, or the ledger `Record` to write). So are the run's own moments: a switch of
+rule sets, the CRM profile's age, the state a run leaves for the next and the input it
+continues as new with.
+
 The engine's topics live beside it: recovery_context.py (loaded rules, contexts, plans),
 recovery_triggers.py (suppression and actions), recovery_approvals.py (the approval gate),
-recovery_episodes.py (follow-ups, hand-overs, closing).
+recovery_episodes.py (follow-ups, hand-overs, closing), recovery_status.py (what people see).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+from activities.models import CustomerProfile
 from definitions.conditions import ConditionError, evaluate
 from definitions.events import EventEnvelope
+from definitions.models import PinnedDefinition
 from workflows.recovery_context import (
     HISTORY_RETENTION,
     MAX_APPROVALS,
@@ -31,17 +39,33 @@ from workflows.recovery_context import (
     STALLED,
     SURVEY,
     Plan,
+    Record,
     event_context,
     keep_last,
 )
 from workflows.recovery_episodes import EpisodeDecisions
 from workflows.recovery_model import (
+    MEMORY_STEP,
+    Approve,
+    RecoveryInput,
+    RecoveryState,
+    Reject,
     ScoreEntry,
+    Silence,
+    SilenceCommand,
+    Unsilence,
+    rules_digest,
 )
+from workflows.recovery_status import StatusViews
 from workflows.recovery_triggers import TriggerDecisions
 
+# A customer's CRM profile is read again when older than this (at the next event).
+PROFILE_TTL = timedelta(days=1)
+# A person silences a rule or the customer for at most this long.
+MAX_SILENCE = timedelta(days=365)
 
-class RecoveryEngine(TriggerDecisions, EpisodeDecisions):
+
+class RecoveryEngine(TriggerDecisions, EpisodeDecisions, StatusViews):
     """One customer's recovery decisions: events and due moments in, plans out."""
 
     def on_event(self, event: EventEnvelope, now: datetime) -> list[Plan]:
@@ -211,14 +235,156 @@ class RecoveryEngine(TriggerDecisions, EpisodeDecisions):
             or s.waiting_approvals()
         )
 
-    def next_wake(self) -> datetime | None:
+    # --- people's commands ---------------------------------------------------------------
+
+    def approve_refusal(self, command: Approve) -> str | None:
+        refusal = self.approval_refusal(command.approval_id, command.by)
+        if refusal:
+            return refusal
+        approval = self.state.approval(command.approval_id)
+        if approval is not None and command.amount is not None and command.amount > approval.amount:
+            return f"cannot approve more than the {approval.amount} {approval.currency} requested"
+        return None
+
+    def approve(self, command: Approve, now: datetime) -> list[Plan]:
+        """Count the approval; the credit is applied (at the amount approved) once enough
+        approvers agreed."""
+        approval = self.state.approval(command.approval_id)
+        assert approval is not None  # approve_refusal checked
+        amount = command.amount or approval.amount
+        status: Literal["approved", "approved_reduced"] = (
+            "approved" if amount == approval.amount else "approved_reduced"
+        )
+        pending = None
+        if approval.required > 1:
+            pending = self.add_approval(approval, command.by, now, amount, command.note)
+        return pending or self.decide_approval(
+            approval, status, command.by, now, amount, command.note
+        )
+
+    def reject_refusal(self, command: Reject) -> str | None:
+        return self.approval_refusal(command.approval_id, command.by)
+
+    def reject(self, command: Reject, now: datetime) -> list[Plan]:
+        approval = self.state.approval(command.approval_id)
+        assert approval is not None  # reject_refusal checked
+        return self.decide_approval(
+            approval, "rejected", command.by, now, None, command.reason or None
+        )
+
+    def rule_id(self, rule: str | None) -> str | None:
+        """A rule as people name it (`<definition>/<rule>`, or `<rule>` when unambiguous)."""
+        if rule is None:
+            return None
+        ids = self.rule_ids()
+        if rule in ids:
+            return rule
+        matches = [r for r in ids if r.split("/", 1)[1] == rule]
+        return matches[0] if len(matches) == 1 else rule
+
+    def silence_refusal(self, command: SilenceCommand, now: datetime) -> str | None:
+        if (command.until is None) == (command.duration is None):
+            return "give exactly one of until or duration"
+        until = command.until or now + (command.duration or timedelta(0))
+        if until.tzinfo is None:
+            return "until needs a timezone"
+        if until <= now:
+            return f"until {until.isoformat()} is not in the future"
+        if until - now > MAX_SILENCE:
+            return "a silence lasts at most 365 days"
+        rule = self.rule_id(command.rule)
+        if rule is not None and rule not in self.rule_ids():
+            known = ", ".join(self.rule_ids())
+            return f"unknown rule {command.rule!r}; the rules are {known}"
+        return None
+
+    def silence_of(self, command: SilenceCommand, now: datetime) -> Silence:
+        until = command.until or now + (command.duration or timedelta(0))
+        return Silence(
+            rule=self.rule_id(command.rule), until=until, by=command.by, reason=command.reason
+        )
+
+    def add_silence(self, silence: Silence) -> Record:
+        """Silence (replacing the same scope's silence); the ledger entry that records it."""
+        self.silence(silence)
+        step = f"silence-{self.state.seq}-{len(self.state.silences)}"
+        return Record(step, silence.model_dump(mode="json"))
+
+    def unsilence_refusal(self, command: Unsilence, now: datetime) -> str | None:
+        rule = self.rule_id(command.rule)
+        if not any(x.rule == rule and x.until > now for x in self.state.silences):
+            what = f"rule {command.rule}" if command.rule else "the customer"
+            return f"{what} is not silenced"
+        return None
+
+    def lift_silence(self, command: Unsilence) -> Record:
+        self.unsilence(self.rule_id(command.rule))
+        step = f"unsilence-{self.state.seq}-{command.rule or 'customer'}"
+        return Record(step, {"by": command.by, "rule": command.rule})
+
+    def close_refusal(self) -> str | None:
+        if self.state.open_episode() is None:
+            return f"customer {self.state.customer_id} has no open episode"
+        return None
+
+    # --- the run's own moments -----------------------------------------------------------
+
+    def digest(self) -> list[str]:
+        """The rule sets in use, as `RulesDigest` names them."""
+        return rules_digest(self.rule_sets)
+
+    def switch_rules(
+        self, rule_sets: list[PinnedDefinition], in_use: list[str] | None = None
+    ) -> Record | None:
+        """Use `rule_sets` from the next event on, and the ledger entry that says so; None when
+        they are the ones in use (`in_use`: the digest when the caller asked for them, so
+        that a switch meanwhile does not hide this one; default: now)."""
+        if rules_digest(rule_sets) == (self.digest() if in_use is None else in_use):
+            return None
+        before = list(self.state.rule_sets)
+        self.set_rules(rule_sets)
+        step = f"rules-{self.state.events_seen + 1}"
+        return Record(step, {"from": before, "to": self.state.rule_sets})
+
+    def profile_fresh(self, now: datetime) -> bool:
+        """Whether the CRM profile read last is recent enough to decide with."""
         s = self.state
-        moments: list[datetime] = [w.due for w in s.stalls.values() if not w.fired]
-        moments += [a.deadline for a in s.waiting_approvals()]
-        moments += [a.remind_at for a in s.waiting_approvals() if a.remind_at and not a.reminded]
-        episode = s.open_episode()
-        if episode is not None and episode.handed_over_at is None:
-            moments.append(episode.expires_at)
-            if episode.follow_up_at and episode.follow_up_sent_at is None:
-                moments.append(episode.follow_up_at)
-        return min(moments) if moments else None
+        return (
+            s.customer is not None
+            and s.customer_at is not None
+            and now - s.customer_at < PROFILE_TTL
+        )
+
+    def set_profile(self, profile: CustomerProfile | None, now: datetime) -> None:
+        """What conditions and templates see as `customer` (None: the CRM did not answer, so
+        only the id)."""
+        s = self.state
+        if profile is None:
+            s.customer, s.customer_at = {"id": s.customer_id}, now
+            return
+        data = profile.model_dump(mode="json")
+        data["lifetime_value"] = float(profile.lifetime_value)
+        s.customer, s.customer_at = data, now
+
+    def recall(self, carried: RecoveryState) -> None:
+        """Continue from what the customer's last run left (its state, under this run's rule
+        sets)."""
+        carried.customer_id = self.state.customer_id
+        self.state = carried
+        self.set_rules(self.rule_sets)
+
+    def memory(self, run_id: str, n: int) -> Record:
+        """The state this run leaves for the customer's next run (the CRM profile excluded:
+        the next run reads it afresh)."""
+        state = self.state.model_dump(mode="json", exclude={"customer", "customer_at"})
+        step = f"{MEMORY_STEP}{run_id}-{n}"
+        return Record(step, {"events_seen": self.state.events_seen, "state": state})
+
+    def continued(self, max_history_events: int) -> RecoveryInput:
+        """The input of the run this one continues as new with: everything it knows."""
+        return RecoveryInput(
+            rules=self.rule_sets,
+            carried=self.state,
+            max_history_events=max_history_events,
+            legacy_event_names=self.legacy_names,
+        )

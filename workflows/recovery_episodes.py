@@ -7,9 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from definitions.common import (
-    NotifyAction,
-)
+from activities.models import CreateTicket
+from definitions.common import NotifyAction
 from workflows.recovery_context import (
     HandOver,
     Plan,
@@ -127,3 +126,20 @@ class EpisodeDecisions(RecoveryBasis):
             [survey],
             self.template_context({"type": "follow_up"}, episode),
         )
+
+    def handover_ticket(self, handover: HandOver, step: str, workflow_id: str) -> CreateTicket:
+        """The ticket that puts a not-recovered episode in a person's queue."""
+        return CreateTicket(
+            idempotency_key=f"{workflow_id}/{step}",
+            customer_id=self.state.customer_id,
+            subject=handover.subject,
+            description=handover.description,
+            priority=handover.priority,
+            queue=handover.queue,
+            tags=["opsflow", "recovery", "not-recovered"],
+        )
+
+    def note_handover_ticket(self, episode_id: int, ticket_id: str) -> None:
+        episode = next((e for e in self.state.episodes if e.id == episode_id), None)
+        if episode is not None:
+            episode.handover_ticket = ticket_id

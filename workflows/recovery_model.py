@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -67,6 +67,7 @@ __all__ = [
     "SuppressedBy",
     "Unsilence",
     "customer_workflow_id",
+    "offered_rules",
     "rules_digest",
 ]
 
@@ -118,3 +119,15 @@ class RecoverySummary(BaseModel):
     events_seen: int
     episodes: int
     tally: dict[str, dict[str, int]]
+
+
+def offered_rules(rules: Any) -> RecoveryRules | RulesDigest | None:
+    """The rule sets an `event` signal offers: a `RulesDigest`, or (in runs recorded before
+    it) the `RecoveryRules` themselves, or none. The SDK converts a signal's arguments by type
+    only when as many are sent as the handler declares, so a dict is validated here."""
+    if isinstance(rules, RecoveryRules | RulesDigest):
+        return rules
+    if isinstance(rules, dict):
+        model = RulesDigest if "digest" in rules else RecoveryRules
+        return model.model_validate(rules)
+    return None
