@@ -328,3 +328,7 @@ class LedgerAppend(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
     definition: str | None = None
     at: datetime | None = Field(None, description="when it happened: the workflow's time")
+
+
+class LedgerBatch(BaseModel):
+    entries: list[LedgerAppend] = Field(min_length=1, max_length=1000)

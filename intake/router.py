@@ -45,6 +45,7 @@ from activities.ports import CrmPort, TicketingPort
 from client.cases import choose_policy, open_case
 from client.handoffs import deliver_ticket_event, handoff_start_input
 from client.recovery import recovery_rules, recovery_signal_args
+from client.updates import execute_update
 from definitions.common import AssignAction
 from definitions.errors import OpsflowError
 from definitions.events import (
@@ -413,7 +414,8 @@ class Router:
         refused: list[str] = []
         for number, (name, argument) in enumerate(commands, start=1):
             try:
-                await handle.execute_update(
+                await execute_update(
+                    handle,
                     name,
                     args=[] if argument is None else [argument],
                     id=f"{event.source}/{event.id}/{number}",

@@ -43,7 +43,7 @@ WORKFLOW_COMMANDS = {
     "deprecate_patch": "patch",
 }
 # opsflow's wrappers in workflows/actions.py, each one or more activities.
-WRAPPERS = {"call", "ledger", "run_actions", "run_actions_independently"}
+WRAPPERS = {"call", "ledger", "ledger_batch", "run_actions", "run_actions_independently"}
 
 HOW_TO_CHANGE = """
 The commands these workflow functions issue changed. Runs already in flight replay today's

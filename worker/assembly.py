@@ -44,6 +44,7 @@ def activity_functions(deps: ActivityDeps) -> list[Callable[..., Any]]:
     metrics = MetricsActivities(deps)
     return [
         ledger.append,
+        ledger.append_many,
         crm.get_customer,
         crm.select_cohort,
         crm.add_note,
