@@ -43,9 +43,11 @@ from activities.models import (
     UpdateTicket,
 )
 from activities.outbox import Effect
+from activities.people import PersonContact
 from activities.ports import CohortMembers, Contact, OutgoingMessage
 from store.db import transaction
 from store.models import (
+    SandboxAgent,
     SandboxCredit,
     SandboxCrmNote,
     SandboxCustomer,
@@ -150,6 +152,17 @@ class SandboxCrm(_SandboxBackend):
         if row is None:
             raise not_found(f"customer {customer_id!r}")
         return Contact(row.id, row.name, row.email, row.phone, row.language)
+
+    async def person(self, person: str) -> PersonContact | None:
+        """The people directory (activities/people.py): the sandbox's agents, found by id or
+        by email address."""
+        async with self._sessions() as session:
+            row = await session.get(SandboxAgent, person)
+            if row is None and "@" in person:
+                row = await session.scalar(
+                    select(SandboxAgent).where(func.lower(SandboxAgent.email) == person.lower())
+                )
+        return None if row is None else PersonContact(row.id, row.name, row.email)
 
     async def cohort_members(self, spec: CohortSpec) -> CohortMembers:
         """Stream the filtered customers in id order; the SQL filter does the heavy lifting,
