@@ -19,6 +19,7 @@ from tests.escalation_support import policy_document
 from tests.handoff_support import start_input, turn_event
 from workflows import handoff_core as core
 from workflows import handoff_routing as routing
+from workflows.handoff_hours import schedule_callback
 from workflows.handoff_model import HandoffState, Offer, Trigger, Turn
 
 MONDAY_10 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
@@ -423,7 +424,7 @@ def test_a_callback_falls_in_the_queue_s_hours_and_the_customer_s_daytime() -> N
     # customer's day starts at 09:00 there (14:00 UTC).
     friday_evening = datetime(2026, 12, 4, 20, 30, tzinfo=UTC)
     state = _state("queued", profile=_profile(timezone="America/New_York"))
-    callback = core.schedule_callback(
+    callback = schedule_callback(
         state,
         _queue(hours={"mon-fri": "09:00-17:00"}),
         timedelta(hours=4),

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import handoff_core as core
     from workflows import handoff_routing as routing
     from workflows.escalation_model import OpenCase, case_workflow_id
+    from workflows.handoff_hours import schedule_callback
     from workflows.handoff_model import (
         FINAL_PHASES,
         Accept,
@@ -135,28 +136,15 @@ class HandoffWorkflow:
         )
 
     def _upsert(self) -> None:
-        s = self.status
-        pairs = [
-            sa.OPS_KIND.value_set("handoff"),
-            sa.OPS_STATE.value_set(s.state),
-            sa.OPS_DEFINITION.value_set(s.definition),
-        ]
-        if s.customer_id:
-            pairs.append(sa.OPS_CUSTOMER_ID.value_set(s.customer_id))
-        if s.queue:
-            pairs.append(sa.OPS_QUEUE.value_set(s.queue))
-        if s.agent:
-            pairs.append(sa.OPS_OWNER.value_set(s.agent))
-        if s.ticket_id:  # the vendor's ticket events find the conversation by its ticket
-            pairs.append(sa.OPS_CASE_ID.value_set(s.ticket_id))
-        due = core.next_deadline(s)
+        pairs = core.search_attributes(self.status)
+        due = core.next_deadline(self.status)
         if due is not None and workflow.patched(DUE_AT_PATCH):
             # kept once nothing is due (see OPS_DUE_AT)
-            pairs.append(sa.OPS_DUE_AT.value_set(due))  # type: ignore[arg-type]
+            pairs.append(sa.OPS_DUE_AT.value_set(due))
         workflow.upsert_search_attributes(pairs)
 
     def _set_state(self, phase: HandoffPhase, why: str) -> None:
-        """Change phase now (synchronously); `_record` writes it to the ledger."""
+        """Change phase now; `_move` also writes it to the ledger."""
         s = self.status
         if s.state in FINAL_PHASES:
             return  # an ending is final: a late step of the main loop changes nothing
@@ -169,20 +157,14 @@ class HandoffWorkflow:
     def _show(self) -> None:
         workflow.set_current_details(core.describe(self.status, workflow.now(), self._calendar))
 
-    async def _record(self, detail: dict[str, Any] | None = None) -> None:
+    async def _move(self, move: core.Move) -> None:
+        """Change phase now (synchronously: handlers and queries see it), then write it to
+        the ledger."""
+        self._set_state(move.phase, move.why)
         s = self.status
         last = s.history[-1]
         step = f"transition-{s.transitions}-{last.state}"
-        await ledger(self._target(), step, {"state": last.state, "why": last.why, **(detail or {})})
-
-    async def _transition(
-        self, phase: HandoffPhase, why: str, detail: dict[str, Any] | None = None
-    ) -> None:
-        self._set_state(phase, why)
-        await self._record(detail)
-
-    async def _move(self, move: core.Move) -> None:
-        await self._transition(move.phase, move.why, move.detail)
+        await ledger(self._target(), step, {"state": last.state, "why": last.why, **move.detail})
 
     async def _write(self, entry: core.LedgerEntry) -> None:
         await ledger(self._target(), entry.step, entry.detail)
@@ -205,8 +187,7 @@ class HandoffWorkflow:
             self._status = HandoffState(
                 conversation_id=conversation, definition=request.definition.ref
             )
-            self._set_state("bot", "conversation started")
-            await self._record()
+            await self._move(core.Move("bot", "conversation started"))
         s = self.status
         self._upsert()
         if s.state == "bot":
@@ -270,7 +251,7 @@ class HandoffWorkflow:
                     lambda: bool(self._inbox) or s.state != "bot", timeout=BOT_IDLE
                 )
             except TimeoutError:
-                await self._transition("returned_to_bot", "the bot conversation went idle")
+                await self._move(core.Move("returned_to_bot", "the bot conversation went idle"))
 
     # --- events --------------------------------------------------------------------------
 
@@ -656,7 +637,7 @@ class HandoffWorkflow:
         callbacks, others = core.fallback_actions(self.spec)
         for n, action in enumerate(callbacks):
             info = await self._queue_info(action.queue, [])
-            callback = core.schedule_callback(s, info, action.within, why, workflow.now())
+            callback = schedule_callback(s, info, action.within, why, workflow.now())
             ticket: Ticket = await call(
                 "ticketing.create_ticket",
                 CreateTicket(

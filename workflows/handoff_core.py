@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from activities.handoff_contracts import QueueInfo
+from temporalio.common import SearchAttributeUpdate
+
+from activities import search_attributes as sa
 from definitions.calendar import BusinessCalendar
 from definitions.common import Action, ScheduleCallbackAction
 from definitions.events import (
@@ -28,14 +30,7 @@ from definitions.events import (
 )
 from definitions.models import HandoffSpec, PinnedDefinition
 from workflows.escalation_model import CaseInfo
-from workflows.handoff_hours import (
-    callback_context,
-    callback_slot,
-    customer_calendar,
-    format_local,
-    minutes,
-    queue_calendar,
-)
+from workflows.handoff_hours import callback_context, format_local, minutes
 from workflows.handoff_model import (
     FINAL_PHASES,
     HandoffPhase,
@@ -102,6 +97,25 @@ def next_deadline(state: HandoffState) -> datetime | None:
     if offer is not None:
         return offer.expires_at
     return state.queue_deadline if state.state in WAITING else None
+
+
+def search_attributes(state: HandoffState) -> list[SearchAttributeUpdate[Any]]:
+    """What the Temporal UI finds the conversation by (OpsDueAt aside: it is patched in)."""
+    s = state
+    pairs: list[SearchAttributeUpdate[Any]] = [
+        sa.OPS_KIND.value_set("handoff"),
+        sa.OPS_STATE.value_set(s.state),
+        sa.OPS_DEFINITION.value_set(s.definition),
+    ]
+    if s.customer_id:
+        pairs.append(sa.OPS_CUSTOMER_ID.value_set(s.customer_id))
+    if s.queue:
+        pairs.append(sa.OPS_QUEUE.value_set(s.queue))
+    if s.agent:
+        pairs.append(sa.OPS_OWNER.value_set(s.agent))
+    if s.ticket_id:  # the vendor's ticket events find the conversation by its ticket
+        pairs.append(sa.OPS_CASE_ID.value_set(s.ticket_id))
+    return pairs
 
 
 def waited_seconds(state: HandoffState, now: datetime) -> float:
@@ -458,36 +472,4 @@ def ending(state: HandoffState) -> Ending:
         resume_bot=(s.end_reason or "returned to the bot")
         if s.state == "returned_to_bot" and s.bot_muted
         else None,
-    )
-
-
-@dataclass(frozen=True)
-class CallbackTicket:
-    """The ticket that has a person call the customer back, at `slot`."""
-
-    slot: datetime
-    subject: str
-    description: str
-
-
-def schedule_callback(
-    state: HandoffState, info: QueueInfo, within: timedelta, why: str, now: datetime
-) -> CallbackTicket:
-    """The first moment the callback queue (`info`) is open and it is daytime for the
-    customer; the callback is due within `within` of the queue's business time after it."""
-    queue_cal = queue_calendar(info.timezone, info.hours)
-    customer_cal = customer_calendar(state.profile.timezone if state.profile else "UTC")
-    slot = callback_slot(now, queue_cal, customer_cal)
-    due = queue_cal.add_business_time(slot, within)
-    local = f"{format_local(slot, customer_cal, True)} {customer_cal.timezone}"
-    state.callback_at, state.callback_local = slot, local
-    packet = state.context.text if state.context else ""
-    description = (
-        f"Callback due {slot.isoformat()} ({local}), at the latest "
-        f"{due.isoformat()}. Why: {why}.\n\n{packet}"
-    )
-    return CallbackTicket(
-        slot=slot,
-        subject=f"Call back {state.customer_id} at {local}"[:500],
-        description=description[:60_000],
     )

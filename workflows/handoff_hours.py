@@ -1,15 +1,18 @@
 """Business hours in a handoff: the queue's calendar, the customer's daytime, the callback
-slot that fits both, and moments as the people involved read them.
+that fits both (its slot and its ticket), and moments as the people involved read them.
 
 Pure: no Temporal, no I/O, no clock; every function takes the moment it decides for.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from activities.handoff_contracts import QueueInfo
 from definitions.calendar import BusinessCalendar
+from workflows.handoff_model import HandoffState
 
 CUSTOMER_HOURS = {"mon-fri": "09:00-20:00", "sat": "10:00-14:00"}
 """When a customer is called back, in their own timezone."""
@@ -64,3 +67,35 @@ def minutes(seconds: int | None) -> int:
     if seconds is None:
         return 0
     return max(1, round(seconds / 60))
+
+
+@dataclass(frozen=True)
+class CallbackTicket:
+    """The ticket that has a person call the customer back, at `slot`."""
+
+    slot: datetime
+    subject: str
+    description: str
+
+
+def schedule_callback(
+    state: HandoffState, info: QueueInfo, within: timedelta, why: str, now: datetime
+) -> CallbackTicket:
+    """The first moment the callback queue (`info`) is open and it is daytime for the
+    customer; the callback is due within `within` of the queue's business time after it."""
+    queue_cal = queue_calendar(info.timezone, info.hours)
+    customer_cal = customer_calendar(state.profile.timezone if state.profile else "UTC")
+    slot = callback_slot(now, queue_cal, customer_cal)
+    due = queue_cal.add_business_time(slot, within)
+    local = f"{format_local(slot, customer_cal, True)} {customer_cal.timezone}"
+    state.callback_at, state.callback_local = slot, local
+    packet = state.context.text if state.context else ""
+    description = (
+        f"Callback due {slot.isoformat()} ({local}), at the latest "
+        f"{due.isoformat()}. Why: {why}.\n\n{packet}"
+    )
+    return CallbackTicket(
+        slot=slot,
+        subject=f"Call back {state.customer_id} at {local}"[:500],
+        description=description[:60_000],
+    )
