@@ -597,7 +597,32 @@ def _comment_lines(definition: ImportedDefinition) -> Iterator[str]:
             yield f"# - {note}"
 
 
+# Plain scalars the loader's YAML 1.2 core schema reads as something other than text
+# (definitions/loader.py): PyYAML writes `08` or `1E2` unquoted (text under YAML 1.1), which
+# would come back as numbers.
+_NOT_TEXT_IN_CORE_SCHEMA = re.compile(
+    r"^(?:true|True|TRUE|false|False|FALSE|~|null|Null|NULL|"
+    r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+|"
+    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|"
+    r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Text that the loader would read as a number, boolean or null is quoted."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if _NOT_TEXT_IN_CORE_SCHEMA.match(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
 def to_yaml(definition: ImportedDefinition) -> str:
     """The definition as a YAML file, what was not carried over in comments at its top."""
-    body = yaml.safe_dump(definition.body, sort_keys=False, allow_unicode=True, width=100)
+    body = yaml.dump(
+        definition.body, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
     return "\n".join([*_comment_lines(definition), body])

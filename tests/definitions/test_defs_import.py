@@ -509,3 +509,39 @@ def test_a_policy_exported_twice_is_imported_once(tmp_path: Path) -> None:
         "all_policies.json: escalation_policies[0]: PT20YPA is also in "
         "pagerduty_escalation_policy.json: escalation_policy; that one is used"
     )
+
+
+NAUGHTY = (
+    Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "hostile" / "naughty-strings.json"
+)
+
+
+@pytest.mark.skipif(not NAUGHTY.is_file(), reason="the shared hostile corpus is not here")
+def test_naughty_vendor_text_always_loads(tmp_path: Path) -> None:
+    """Every string of the Big List of Naughty Strings as a policy's, a team's, a
+    schedule's and a layer's name and as descriptions: the import writes files the loader
+    accepts (names as slugs, texts cleaned), whatever the vendor held."""
+    strings = json.loads(NAUGHTY.read_text(encoding="utf-8"))
+    data = payloads(*PAGERDUTY_FILES)
+    # One rule and one layer each: the loader reads a thousand files.
+    template = copy.deepcopy(data[0][1]["escalation_policy"])
+    template["escalation_rules"] = template["escalation_rules"][2:]
+    template_schedule = copy.deepcopy(data[1][1]["schedule"])
+    template_schedule["schedule_layers"] = template_schedule["schedule_layers"][2:3]
+    del template_schedule["overrides_subschedule"]
+    policies, schedules = [], []
+    for number, text in enumerate(strings):
+        policy = copy.deepcopy(template)
+        policy.update(id=f"P{number}", name=text, description=f"{text}\n{text}")
+        policy["teams"] = [{"id": "T", "type": "team_reference", "summary": text}]
+        policies.append(policy)
+        schedule = copy.deepcopy(template_schedule)
+        schedule.update(id=f"S{number}", name=text, description=text)
+        schedule["schedule_layers"][0]["name"] = text
+        schedules.append(schedule)
+    answers = [("policies.json", {"escalation_policies": policies}), data[2]]
+    answers.append(("schedules.json", {"schedules": schedules}))
+    result = import_pagerduty(answers, now=NOW)
+    assert len(result.definitions) == 2 * len(strings)
+    loaded = written(result, tmp_path)
+    assert len(loaded) == 2 * len(strings)
