@@ -23,7 +23,7 @@ from workflows.recovery_backtest import BacktestReport, backtest
 from workflows.recovery_model import (
     RecoveryInput,
     RecoveryRules,
-    RecoveryView,
+    RecoveryStatus,
     RulesDigest,
     customer_workflow_id,
     rules_digest,
@@ -66,10 +66,10 @@ async def _why_not_running(client: Client, customer: str) -> str:
     return f"the recovery workflow of customer {customer} is {status}"
 
 
-async def show_customer(client: Client, customer: str) -> RecoveryView:
+async def show_customer(client: Client, customer: str) -> RecoveryStatus:
     handle = client.get_workflow_handle_for(RecoveryWorkflow.run, customer_workflow_id(customer))
     try:
-        result: RecoveryView = await handle.query(RecoveryWorkflow.view)
+        result: RecoveryStatus = await handle.query(RecoveryWorkflow.view)
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
@@ -83,13 +83,13 @@ async def show_customer(client: Client, customer: str) -> RecoveryView:
 
 async def command_customer(
     client: Client, customer: str, update: str, argument: BaseModel
-) -> RecoveryView:
+) -> RecoveryStatus:
     """Send `update` (approve, reject, silence, unsilence, close_episode); a refusal raises
     RecoveryCommandRefused with the workflow's reason."""
     handle = client.get_workflow_handle(customer_workflow_id(customer))
     try:
-        result: RecoveryView = await handle.execute_update(
-            update, argument, result_type=RecoveryView
+        result: RecoveryStatus = await handle.execute_update(
+            update, argument, result_type=RecoveryStatus
         )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause

@@ -34,7 +34,7 @@ from workflows.recovery import RecoveryWorkflow
 from workflows.recovery_model import (
     RecoveryInput,
     RecoveryRules,
-    RecoveryView,
+    RecoveryStatus,
     customer_workflow_id,
 )
 from workflows.sandbox import WORKFLOW_RUNNER
@@ -169,12 +169,12 @@ async def send(
     )
 
 
-async def view(handle: WorkflowHandle[Any, Any]) -> RecoveryView:
-    result: RecoveryView = await handle.query(RecoveryWorkflow.view)
+async def view(handle: WorkflowHandle[Any, Any]) -> RecoveryStatus:
+    result: RecoveryStatus = await handle.query(RecoveryWorkflow.view)
     return result
 
 
-async def settle(env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any]) -> RecoveryView:
+async def settle(env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any]) -> RecoveryStatus:
     """Let the workflow handle what it was sent (the time-skipping server runs it)."""
     await env.sleep(1)
     return await view(handle)

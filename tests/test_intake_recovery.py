@@ -34,7 +34,7 @@ from tests.intake_support import SOURCES, cloud_event, http, post_event, unreach
 from tests.recovery_support import sandbox_counts
 from worker.assembly import activity_functions
 from workflows.recovery import RecoveryWorkflow
-from workflows.recovery_model import RecoveryInput, RecoveryView
+from workflows.recovery_model import RecoveryInput, RecoveryStatus
 from workflows.sandbox import WORKFLOW_RUNNER
 
 pytestmark = pytest.mark.devserver
@@ -85,9 +85,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10) 
         await asyncio.sleep(0.1)
 
 
-async def view(client: Client, customer: str) -> RecoveryView:
+async def view(client: Client, customer: str) -> RecoveryStatus:
     handle = client.get_workflow_handle_for(RecoveryWorkflow.run, f"customer-{customer}")
-    result: RecoveryView = await handle.query(RecoveryWorkflow.view)
+    result: RecoveryStatus = await handle.query(RecoveryWorkflow.view)
     return result
 
 

@@ -23,7 +23,7 @@ from worker.cli_support import (
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from workflows.recovery_model import RecoveryView
+    from workflows.recovery_model import RecoveryStatus
 
 app = typer.Typer(
     name="recovery",
@@ -53,7 +53,7 @@ def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
         raise fail(f"--{field.replace('_', '-')}: {error['msg']}") from None
 
 
-def status_line(customer: str, view: RecoveryView) -> str:
+def status_line(customer: str, view: RecoveryStatus) -> str:
     return f"customer {customer}: {view.ops_state}; {view.details}"
 
 
@@ -64,7 +64,7 @@ def _command(customer: str, update: str, argument: BaseModel, as_json: bool) -> 
 
     settings = settings_or_exit()
 
-    async def main() -> tuple[RecoveryView, str]:
+    async def main() -> tuple[RecoveryStatus, str]:
         client = await connect(settings)
         view = await command_customer(client, customer, update, argument)
         return view, workflow_ui_url(settings, client.namespace, customer_workflow_id(customer))
@@ -186,7 +186,7 @@ def show(customer: Customer, as_json: JsonOption = False) -> None:
 
     settings = settings_or_exit()
 
-    async def main() -> RecoveryView:
+    async def main() -> RecoveryStatus:
         return await show_customer(await connect(settings), customer)
 
     view = run(main)

@@ -88,7 +88,7 @@ from workflows.recovery import RecoveryWorkflow
 from workflows.recovery_model import (
     RecoveryInput,
     RecoveryRules,
-    RecoveryView,
+    RecoveryStatus,
     customer_workflow_id,
 )
 from workflows.rollout import RolloutWorkflow
@@ -96,8 +96,8 @@ from workflows.rollout_model import (
     ChangeRequest,
     Decision,
     Reason,
+    RolloutInput,
     RolloutStatus,
-    StartRollout,
     rollout_workflow_id,
 )
 from workflows.sandbox import WORKFLOW_RUNNER
@@ -520,7 +520,7 @@ async def simulate_rollout(
         await stack.skip_to(start)
         handle = await stack.env.client.start_workflow(
             RolloutWorkflow.run,
-            StartRollout(change=change, plan=pinned),
+            RolloutInput(change=change, plan=pinned),
             id=rollout_workflow_id(change.change_id),
             task_queue=stack.queue,
         )
@@ -551,7 +551,7 @@ class RecoverySimulation:
     rules: str
     shifted_weeks: int
     timeline: list[Moment]
-    customers: dict[str, RecoveryView]
+    customers: dict[str, RecoveryStatus]
 
     def as_json(self) -> dict[str, Any]:
         zone = ZoneInfo("UTC")
@@ -604,7 +604,7 @@ async def simulate_recovery(
             )
         await stack.skip_to(first + shift + horizon)
         timeline: list[Moment] = []
-        views: dict[str, RecoveryView] = {}
+        views: dict[str, RecoveryStatus] = {}
         for customer, workflow_id in sorted(workflow_ids.items()):
             handle = stack.env.client.get_workflow_handle(workflow_id)
             with contextlib.suppress(RPCError):  # a run that ended when idle has no view

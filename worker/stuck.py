@@ -43,7 +43,7 @@ from temporalio.service import RPCError
 from activities import search_attributes as sa
 from store.models import ActivityFailure, InboxEvent
 from workflows.handoff_model import HandoffStatus
-from workflows.recovery_model import RecoveryView
+from workflows.recovery_model import RecoveryStatus
 from workflows.rollout_model import RolloutStatus
 
 Kind = Literal["escalation", "rollout", "recovery", "handoff", "inbox"]
@@ -423,7 +423,7 @@ class StuckFinder:
                 return self._rollout_overdue(execution.id, rollout)
             if kind == "recovery":
                 view = await handle.query(
-                    "view", result_type=RecoveryView, rpc_timeout=CALL_TIMEOUT
+                    "view", result_type=RecoveryStatus, rpc_timeout=CALL_TIMEOUT
                 )
                 return [
                     self._run(

@@ -41,8 +41,8 @@ with workflow.unsafe.imports_passed_through():
         RecoveryMemory,
         RecoveryRules,
         RecoveryState,
+        RecoveryStatus,
         RecoverySummary,
-        RecoveryView,
         Reject,
         RulesDigest,
         SilenceCommand,
@@ -362,7 +362,7 @@ class RecoveryWorkflow:
             self._changed = True
 
     @workflow.query
-    def view(self) -> RecoveryView:
+    def view(self) -> RecoveryStatus:
         return self.engine.status(workflow.now(), bool(self._acting))
 
     def _wake(self) -> None:
@@ -375,7 +375,7 @@ class RecoveryWorkflow:
             raise ValueError(refusal)
 
     @workflow.update
-    async def approve(self, command: Approve) -> RecoveryView:
+    async def approve(self, command: Approve) -> RecoveryStatus:
         await self._execute(self.engine.approve(command, workflow.now()))
         self._wake()
         return self.view()
@@ -385,7 +385,7 @@ class RecoveryWorkflow:
         self._refuse(self.engine.approve_refusal(command))
 
     @workflow.update
-    async def reject(self, command: Reject) -> RecoveryView:
+    async def reject(self, command: Reject) -> RecoveryStatus:
         await self._execute(self.engine.reject(command, workflow.now()))
         self._wake()
         return self.view()
@@ -395,7 +395,7 @@ class RecoveryWorkflow:
         self._refuse(self.engine.reject_refusal(command))
 
     @workflow.update
-    async def silence(self, command: SilenceCommand) -> RecoveryView:
+    async def silence(self, command: SilenceCommand) -> RecoveryStatus:
         silence = self.engine.silence_of(command, workflow.now())
         await workflow.wait_condition(lambda: self._recalled)
         self._dirty = True
@@ -410,7 +410,7 @@ class RecoveryWorkflow:
         self._refuse(self.engine.silence_refusal(command, workflow.now()))
 
     @workflow.update
-    async def unsilence(self, command: Unsilence) -> RecoveryView:
+    async def unsilence(self, command: Unsilence) -> RecoveryStatus:
         self._dirty = True
         record = self.engine.lift_silence(command)
         await ledger(self._target(), record.step, record.detail, subject=self.state.customer_id)
@@ -423,7 +423,7 @@ class RecoveryWorkflow:
         self._refuse(self.engine.unsilence_refusal(command, workflow.now()))
 
     @workflow.update
-    async def close_episode(self, command: CloseEpisode) -> RecoveryView:
+    async def close_episode(self, command: CloseEpisode) -> RecoveryStatus:
         plans = self.engine.close_episode(workflow.now(), command.outcome, command.by)
         await self._execute(plans)
         self._wake()

@@ -56,6 +56,7 @@ __all__ = [
     "RecoveryMemory",
     "RecoveryRules",
     "RecoveryState",
+    "RecoveryStatus",
     "RecoverySummary",
     "RecoveryView",
     "Reject",
@@ -105,13 +106,19 @@ class CloseEpisode(BaseModel):
     outcome: Literal["recovered", "not_recovered", "closed"] = "closed"
 
 
-class RecoveryView(BaseModel):
-    """The `state` query: everything, plus what the UI shows."""
+class RecoveryStatus(BaseModel):
+    """What the status query (`view`) and every command return: the whole state, plus what
+    the UI shows."""
 
     state: RecoveryState
     ops_state: OpsState
     details: str
     next_wake: datetime | None
+
+
+# The name RecoveryStatus had before every kind named its status alike (issue 17); kept only
+# while code written before the rename still imports it.
+RecoveryView = RecoveryStatus
 
 
 class RecoverySummary(BaseModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from workflows.recovery_context import RecoveryBasis
-from workflows.recovery_model import OpsState, RecoverySummary, RecoveryView
+from workflows.recovery_model import OpsState, RecoveryStatus, RecoverySummary
 
 
 class StatusViews(RecoveryBasis):
@@ -84,9 +84,9 @@ class StatusViews(RecoveryBasis):
                 parts.append(f"next check {self.local_time(wake)}")
         return "; ".join(parts)
 
-    def status(self, now: datetime, acting: bool) -> RecoveryView:
+    def status(self, now: datetime, acting: bool) -> RecoveryStatus:
         """The status query: the whole state, plus what the UI shows."""
-        return RecoveryView(
+        return RecoveryStatus(
             state=self.state,
             ops_state=self.ops_state(now, acting),
             details=self.details(now),
