@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from definitions.lint import lint
+from definitions.lint import lint, lint_warnings
 from definitions.loader import load_paths
 from definitions.models import PinnedDefinition
 from definitions.schedule import Override, Rota, ScheduleSpec
@@ -362,3 +362,15 @@ def test_lint_refuses_an_oncall_recipient_without_a_schedule(tmp_path: Path) -> 
             "'support' is an escalation definition, not a schedule (oncall:support)",
         ),
     ]
+
+
+def test_lint_warns_that_round_robin_is_not_run_yet(tmp_path: Path) -> None:
+    policy = yaml.safe_load((CATALOG_DIR / "escalation" / "support.yaml").read_text())
+    policy["spec"]["by_priority"]["p1"]["levels"][1]["round_robin"] = True
+    _write(tmp_path, "support", policy)
+    loaded = load_paths([tmp_path]).definitions
+    (warning,) = lint_warnings(
+        loaded, templates=TEMPLATES_DIR, known={"support-primary": "schedule"}
+    )
+    assert warning.path == "spec.by_priority.p1.levels[1].round_robin"
+    assert lint(loaded, templates=TEMPLATES_DIR, known={"support-primary": "schedule"}) == []
