@@ -200,7 +200,8 @@ class _Importer:
         escalation_id = clean_label(str(escalation.get("id") or "?"), 60)
         title = clean_label(str(escalation.get("name") or name), 120)
         notes: list[str] = []
-        by_delay: dict[timedelta, Level] = {}
+        # Opsgenie counts each rule's delay from the alert: rules of one delay are one level.
+        by_delay: dict[timedelta, tuple[list[int], list[str]]] = {}
         rules = list_field(escalation, "rules", where)
         if not rules:
             raise ImportRefused(f"{where}.rules: the escalation has no rules")
@@ -217,28 +218,23 @@ class _Importer:
                 )
             if recipient is None:  # _recipient said why
                 continue
-            after = max(delay, FIRST_LEVEL_AFTER)
-            level = by_delay.get(after)
-            if level is None:
-                by_delay[after] = Level(after, f"rule {number}", [recipient])
-            else:
-                level.name = (
-                    f"{level.name}, {number}"
-                    if level.name.startswith("rules ")
-                    else f"rules {level.name.removeprefix('rule ')}, {number}"
-                )
-                if recipient not in level.recipients:
-                    level.recipients.append(recipient)
+            numbers, recipients = by_delay.setdefault(max(delay, FIRST_LEVEL_AFTER), ([], []))
+            numbers.append(number)
+            if recipient not in recipients:
+                recipients.append(recipient)
         if not by_delay:
             raise ImportRefused("no rule has a recipient opsflow can notify")
-        levels = [by_delay[after] for after in sorted(by_delay)]
+        levels = [
+            Level(after, _rules_name(by_delay[after][0]), by_delay[after][1])
+            for after in sorted(by_delay)
+        ]
         if levels[0].after == FIRST_LEVEL_AFTER:
             notes.append(
                 f"{levels[0].name}: {VENDOR} notifies at once (delay 0); an opsflow level needs "
                 f"a delay, so level 1 fires {format_duration(FIRST_LEVEL_AFTER)} after the case "
                 "opens"
             )
-        repeat = self._repeat(escalation, where, levels, notes)
+        repeat = self._repeat(escalation, where, notes)
         notes.append(selection_note())
         team = escalation.get("ownerTeam")
         owner = clean_label(str(team.get("name") or ""), 200) if isinstance(team, dict) else ""
@@ -322,9 +318,7 @@ class _Importer:
             )
         return written
 
-    def _repeat(
-        self, escalation: dict[str, Any], where: str, levels: list[Level], notes: list[str]
-    ) -> int:
+    def _repeat(self, escalation: dict[str, Any], where: str, notes: list[str]) -> int:
         raw = escalation.get("repeat")
         if raw is None:
             return 0
@@ -514,6 +508,13 @@ def _day(entry: dict[str, Any], key: str, where: str) -> int:
     if value not in DAY_NAMES:
         raise ImportRefused(f"{where}.{key}: {clean_label(value, 20)!r} is not monday to sunday")
     return DAY_NAMES.index(value)
+
+
+def _rules_name(numbers: list[int]) -> str:
+    """`rule 1`, or `rules 2, 3` for the rules one level merges."""
+    if len(numbers) == 1:
+        return f"rule {numbers[0]}"
+    return "rules " + ", ".join(map(str, numbers))
 
 
 def _missing_username(user: str, where: str) -> str:
