@@ -3,14 +3,18 @@ PostgreSQL) with the catalog's support-primary schedule deployed."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import typer
 
 from store.registry import CATALOG_DIR, deploy_folder
 from tests.cli_support import CommandLine
 from tests.conftest import AppDb
+from worker.cli_oncall import parse_time
 
 # Monday 7 December 2026 in Berlin: the weekly turn (jack's since 09:00) and the weekday day
 # shift (dev's, 09:00-17:00) of definitions/catalog/schedule/support-primary.yaml.
@@ -159,3 +163,36 @@ async def test_bad_input_is_one_line_naming_the_option(oncall_cli: CommandLine) 
     assert outcome.error_json() == {"error": "SCHEDULE: no schedule named 'no-such' is deployed"}
     (shown,) = (await oncall_cli.ok("oncall", "show", "support-primary", "--json")).json()
     assert shown["overrides"] == []  # nothing refused was stored
+
+
+NAUGHTY = (
+    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hostile" / "naughty-strings.json"
+)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_hostile_arguments_are_refused_in_one_line_or_answered(
+    oncall_cli: CommandLine,
+) -> None:
+    if not NAUGHTY.exists():
+        pytest.skip("hostile corpus not present")
+    strings: list[str] = json.loads(NAUGHTY.read_text())
+    for text in strings:
+        try:
+            moment = parse_time("--at", text)
+        except typer.Exit:
+            continue
+        assert isinstance(moment, datetime)
+    later = ("--to", "2027-01-01T00:00", "--by", "x", "--json")
+    for text in strings[::8]:  # every kind of string, each one command line at a time
+        for args in (
+            ("oncall", "show", text, "--json"),
+            ("oncall", "show", "support-primary", "--at", text, "--json"),
+            ("oncall", "override", "support-primary", "--user", text, "--from", text, *later),
+        ):
+            outcome = await oncall_cli.run(*args)
+            assert outcome.exit_code in (0, 1, 2), (args, outcome.stderr)
+            if outcome.exit_code == 1:
+                assert "error" in outcome.error_json(), (args, outcome.stderr)
+            else:
+                assert "Traceback" not in outcome.stderr
