@@ -4,8 +4,10 @@ look for an agent again, what a command is refused with, how the case and the ca
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -457,3 +459,32 @@ def test_a_request_says_what_triggered_it() -> None:
     trigger = Trigger(kind="topic", detail="regulated topic legal", at=MONDAY_10)
     state = _state("requested", trigger=trigger)
     assert core.describe(state, MONDAY_10, None) == "handoff requested (regulated topic legal)"
+
+
+def test_the_ui_finds_the_conversation_by_its_ticket_once_there_is_one() -> None:
+    state = _queued(_spec(), ticket_id="T-9", agent=None)
+    found = {update.key.name: update.value for update in core.search_attributes(state)}
+    assert found == {
+        "OpsKind": "handoff",
+        "OpsState": "queued",
+        "OpsDefinition": "d@1",
+        "OpsCustomerId": "C-1",
+        "OpsQueue": "support",
+        "OpsCaseId": "T-9",
+    }
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["handoff_core", "handoff_routing", "handoff_triggers", "handoff_packet", "handoff_hours"],
+)
+def test_the_core_never_imports_the_workflow_api(module: str) -> None:
+    """The decisions stay testable without Temporal: no `temporalio.workflow` in the core."""
+    source = (Path(__file__).resolve().parent.parent / "workflows" / f"{module}.py").read_text()
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert not {name for name in imported if name.startswith("temporalio.workflow")}
