@@ -39,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from bench.harness import serve_baseline
     from definitions.events import EventEnvelope
-    from workflows.sandbox import WORKFLOW_RUNNER
 
 TIMEOUT = timedelta(seconds=30)
 
@@ -241,4 +240,7 @@ class PlainHandoff:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_baseline([PlainHandoff], workflow_runner=WORKFLOW_RUNNER))
+    # The sandbox loads a workflow from its module by name: never hand it one from __main__.
+    from bench.baseline_handoff import PlainHandoff as by_name
+
+    asyncio.run(serve_baseline([by_name]))

@@ -26,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from bench.harness import serve_baseline
     from definitions.events import EventEnvelope
-    from workflows.sandbox import WORKFLOW_RUNNER
 
 TIMEOUT = timedelta(seconds=30)
 WEEK = timedelta(days=7)
@@ -44,6 +43,7 @@ class PlainRecovery:
         self.rung = 0
         self.profile: CustomerProfile | None = None
         self.steps = 0
+        self.customer = ""
 
     async def _activity(self, name: str, arg: Any, result_type: type[Any]) -> Any:
         return await workflow.execute_activity(
@@ -151,9 +151,10 @@ class PlainRecovery:
 
     @workflow.run
     async def run(self) -> None:
-        self.customer = workflow.info().workflow_id.removeprefix("plain-")
         while True:
             await workflow.wait_condition(lambda: bool(self.queue))
+            # whom the events are about: the workflow id also names the side that sent them
+            self.customer = self.customer or str(self.queue[0].data["customer_id"])
             while self.queue:
                 event = self.queue.pop(0)
                 if event.key in self.seen:
@@ -171,4 +172,7 @@ class PlainRecovery:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_baseline([PlainRecovery], workflow_runner=WORKFLOW_RUNNER))
+    # The sandbox loads a workflow from its module by name: never hand it one from __main__.
+    from bench.baseline_recovery import PlainRecovery as by_name
+
+    asyncio.run(serve_baseline([by_name]))

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,15 @@ from temporalio.client import Client, WorkflowHandle
 
 from bench.harness import (
     BASELINES,
+    Goal,
+    Measured,
     Stopwatch,
     WorkerProcess,
     WorkerUsage,
+    baseline_worker,
     in_memory_dev_server,
     percentile,
-    python_module,
+    print_goals,
     wait_for_poller,
 )
 from definitions.loader import content_hash
@@ -80,20 +83,16 @@ POLICY = {
 
 
 @dataclass
-class Result:
-    name: str
-    cases: int
-    seconds: float
-    usage: WorkerUsage
-    ack_latencies_ms: list[float]
+class Result(Measured):
+    ack_latencies_ms: list[float] = field(default_factory=list)
 
-    @property
-    def per_second(self) -> float:
-        return self.cases / self.seconds
-
-    @property
-    def cpu_ms_per_case(self) -> float:
-        return self.usage.cpu_seconds * 1000 / self.cases
+    @classmethod
+    def of(
+        cls, name: str, run: tuple[int, float], usage: WorkerUsage, latencies: list[float]
+    ) -> Result:
+        """From (cases, seconds), the worker's usage and the acknowledgement latencies."""
+        cases, seconds = run
+        return cls(name, cases, seconds, usage.cpu_seconds, usage.peak_rss_mib, latencies)
 
 
 async def _drive(
@@ -173,7 +172,7 @@ async def run_opsflow(client: Client, env: dict[str, str], cases: int, sample: i
     except BaseException:
         worker.kill()
         raise
-    return Result("opsflow", cases, seconds, worker.stop(), latencies)
+    return Result.of("opsflow", (cases, seconds), worker.stop(), latencies)
 
 
 async def run_baseline(
@@ -185,10 +184,7 @@ async def run_baseline(
     worker_args: Sequence[str],
 ) -> Result:
     queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
-    worker = WorkerProcess(
-        python_module("bench.baseline_escalation", "--task-queue", queue, *worker_args),
-        {**env, "OPSFLOW_TASK_QUEUE": queue},
-    )
+    worker = baseline_worker("bench.baseline_escalation", queue, env, worker_args)
     try:
         await wait_for_poller(client, queue)
     except BaseException:
@@ -216,7 +212,7 @@ async def run_baseline(
     except BaseException:
         worker.kill()
         raise
-    return Result(name, cases, seconds, worker.stop(), latencies)
+    return Result.of(name, (cases, seconds), worker.stop(), latencies)
 
 
 def report(baselines: Sequence[Result], opsflow: Result) -> None:
@@ -226,23 +222,16 @@ def report(baselines: Sequence[Result], opsflow: Result) -> None:
     )
     for r in (*baselines, opsflow):
         print(
-            f"{r.name:16} {r.per_second:9.1f} {r.seconds:8.2f} {r.cpu_ms_per_case:12.1f}"
-            f" {r.usage.peak_rss_mib:13.1f} {percentile(r.ack_latencies_ms, 50):11.1f}"
+            f"{r.name:16} {r.per_second:9.1f} {r.seconds:8.2f} {r.cpu_ms_per_unit:12.1f}"
+            f" {r.peak_rss_mib:13.1f} {percentile(r.ack_latencies_ms, 50):11.1f}"
             f" {percentile(r.ack_latencies_ms, 99):11.1f}"
         )
-    for baseline in baselines:
-        throughput = opsflow.per_second / baseline.per_second
-        cpu = opsflow.cpu_ms_per_case / baseline.cpu_ms_per_case
-        rss = opsflow.usage.peak_rss_mib / baseline.usage.peak_rss_mib
-        ack_p99 = percentile(opsflow.ack_latencies_ms, 99) - percentile(
-            baseline.ack_latencies_ms, 99
-        )
-        print(
-            f"against {baseline.name}: throughput {throughput:.2f} (goal >= 0.95), "
-            f"worker CPU {cpu:.2f} (goal <= 1.15), peak RSS {rss:.2f} (goal <= 1.3), "
-            f"ack p99 {ack_p99:+.0f} ms (goal <= +200 ms)"
-        )
-    print("goals are judged against the tuned baseline")
+
+    def acknowledgement(opsflow: Result, baseline: Result) -> list[Goal]:
+        ack = percentile(opsflow.ack_latencies_ms, 99) - percentile(baseline.ack_latencies_ms, 99)
+        return [Goal("ack p99", ack, 200, unit=" ms")]
+
+    print_goals(opsflow, baselines, "case", acknowledgement)
 
 
 async def main() -> None:
@@ -272,7 +261,7 @@ async def main() -> None:
             opsflow = await run_opsflow(server.client, env, args.cases, sample)
     print(
         f"escalation benchmark: {args.cases} cases, three {LEVEL_SECONDS:.0f} s levels, "
-        f"in-memory dev server, 2 workers in their own processes"
+        "in-memory dev server, each worker in its own process"
     )
     report(baselines, opsflow)
 

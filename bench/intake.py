@@ -1,17 +1,21 @@
 """Benchmark: events through the intake (HTTP, signed, inbox, relay, signal-with-start of
-`customer-<id>`) against a client doing the same signal-with-starts directly.
+`customer-<id>`) to opsflow's Recovery workflows, against a client signalling-with-start a
+hand-written recovery workflow directly (bench/baseline_recovery.py, naive and tuned).
 
 Same run, same in-memory dev server, same app database (SQLite). The intake runs as
-`opsflow intake` in its own process (uvicorn on 127.0.0.1); each side has an `opsflow worker`
-of its own running the Recovery workflows the events start, at lower CPU priority on both
-sides (`background_worker`). The baseline sends exactly what the router sends (the start
-input with the deployed rule sets, the envelope and the rule sets' digest as the signal's
-arguments), with the same concurrency; the intake's senders use a lean keep-alive HTTP/1.1
-client (`KeepAliveSender`), so the sender's own CPU does not crowd the 2 cores either.
+`opsflow intake` in its own process (uvicorn on 127.0.0.1); each side has a worker of its
+own running the workflows the events start, at lower CPU priority on every side
+(`background_worker`). The intake's senders use a lean keep-alive HTTP/1.1 client
+(`KeepAliveSender`), so the sender's own CPU does not crowd the 2 cores either.
 
 - burst: N events (default 5,000) as fast as C concurrent senders go (default 32); events/s
   counts until the last event is signalled (for the intake: none is left waiting in the
-  inbox), and acceptance latency is each request's answer (202: durably in the inbox).
+  inbox), and acceptance latency is each request's answer (202: durably in the inbox). The
+  worker's CPU counts from the first event until it has handled them all (its CPU settles).
+  The goals (issue 21) compare the intake side with the tuned plain side.
+- the intake's own cost: a client sending exactly what the router sends (the start input
+  with the deployed rule sets, the envelope and the rule sets' digest) straight to the same
+  Recovery workflows; throughput direct / intake (goal <= 1.5).
 - paced: R events/s (default 100) for S seconds (default 20), open loop; acceptance latency.
 
     .venv/bin/python -m bench.intake [--events 5000] [--concurrency 32] [--rate 100]
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -30,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,15 +45,22 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
+from temporalio.service import RPCError
 
-from bench.harness import Stopwatch, in_memory_dev_server, percentile, wait_for_poller
-from bench.recovery import (
-    Sessions,
-    Worker,
-    prepare_database,
+from bench.harness import (
+    BASELINES,
+    Measured,
+    Stopwatch,
+    WorkerProcess,
+    in_memory_dev_server,
+    percentile,
+    print_goals,
     process_cpu_seconds,
-    worker_env,
+    python_module,
+    settled,
+    wait_for_poller,
 )
+from bench.recovery import Sessions, prepare_database, worker_env
 from client.recovery import recovery_rules, recovery_signal_args
 from definitions.events import EventEnvelope
 from intake import inbox
@@ -97,14 +110,33 @@ def signed(secret: str, body: bytes) -> dict[str, str]:
     }
 
 
-def background_worker(env: dict[str, str], queue: str) -> Worker:
-    """An `opsflow worker` at lower CPU priority (nice 10), on both sides alike.
+def background_worker(
+    env: dict[str, str], queue: str, baseline: Sequence[str] | None = None
+) -> WorkerProcess:
+    """An `opsflow worker`, or with `baseline` (its worker arguments) the plain recovery
+    baseline's worker, at lower CPU priority (nice 10), on every side alike.
 
     In production the intake answers senders on a machine of its own; here it shares 2
     cores with the workers running the recovery workflows the events start, and acceptance
     latency would measure their CPU instead of the intake's work."""
-    opsflow = str(Path(sys.executable).parent / "opsflow")
-    return Worker(["nice", "-n", "10", opsflow, "worker"], {**env, "OPSFLOW_TASK_QUEUE": queue})
+    if baseline is None:
+        command = [str(Path(sys.executable).parent / "opsflow"), "worker"]
+    else:
+        command = python_module("bench.baseline_recovery", "--task-queue", queue, *baseline)
+    return WorkerProcess(["nice", "-n", "10", *command], {**env, "OPSFLOW_TASK_QUEUE": queue})
+
+
+async def end_all(client: Client, ids: list[str], concurrency: int) -> None:
+    """Terminate the customers' workflows a side left open: the next side starts workflows
+    with the same ids (customer-<id>) on a task queue of its own."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(workflow_id: str) -> None:
+        async with gate:
+            with contextlib.suppress(RPCError):  # never started, or already ended
+                await client.get_workflow_handle(workflow_id).terminate("benchmark side over")
+
+    await asyncio.gather(*(one(i) for i in ids))
 
 
 async def waiting_count(sessions: Sessions) -> int:
@@ -135,18 +167,18 @@ async def drained(sessions: Sessions, limit: float = 900) -> None:
 
 
 @dataclass
-class Phase:
-    name: str
-    events: int
-    seconds: float
+class Result(Measured):
+    """The unit is an event: `seconds` until every event was signalled to its customer's
+    workflow; the worker's CPU from the first event until it had handled them all (its CPU
+    settled), its peak RSS. `latencies_ms`: each request's answer (the intake's 202) or
+    signal-with-start; `sender_cpu_seconds`: the CPU of whoever delivers the events to
+    Temporal (the intake process, or this process as the direct client)."""
+
     accept_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
-    cpu_seconds: float = 0.0
     sender_cpu_seconds: float = 0.0
-
-    @property
-    def per_second(self) -> float:
-        return self.events / self.seconds
+    posting_cpu_seconds: float = 0.0
+    """The HTTP sending client's CPU while posting (intake only)."""
 
 
 class IntakeProcess:
@@ -154,7 +186,7 @@ class IntakeProcess:
         opsflow = str(Path(sys.executable).parent / "opsflow")
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.worker = Worker(
+        self.worker = WorkerProcess(
             [opsflow, "intake"],
             {
                 **env,
@@ -263,7 +295,7 @@ async def run_intake(
     concurrency: int,
     rate: float,
     paced_seconds: float,
-) -> tuple[Phase, Phase]:
+) -> tuple[Result, Result]:
     queue = f"bench-intake-{uuid.uuid4().hex[:6]}"
     worker = background_worker(env, queue)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -278,24 +310,40 @@ async def run_intake(
             warm = [event_document(n, f"w{uuid.uuid4().hex[:4]}") for n in range(50)]
             await post_all(sender, path, secret, warm)
             await drained(sessions)
+            await settled(worker)
             intake.worker.mark()
+            worker.mark()
             run = uuid.uuid4().hex[:6]
             documents = [event_document(n, run) for n in range(events)]
             watch = Stopwatch()
-            sender_before = process_cpu_seconds_self()
+            sender_before = process_cpu_seconds(os.getpid())
             accept_seconds, latencies = await post_all(sender, path, secret, documents)
-            sender_cpu = process_cpu_seconds_self() - sender_before
+            posting_cpu = process_cpu_seconds(os.getpid()) - sender_before
             await drained(sessions)
             seconds = watch.seconds
-            cpu, _rss = intake.worker.measure()
-            burst = Phase("intake", events, seconds, accept_seconds, latencies, cpu, sender_cpu)
+            intake_cpu = intake.worker.measure().cpu_seconds
+            await settled(worker)
+            usage = worker.measure()
+            burst = Result(
+                "opsflow intake",
+                events,
+                seconds,
+                usage.cpu_seconds,
+                usage.peak_rss_mib,
+                accept_seconds,
+                latencies,
+                intake_cpu,
+                posting_cpu,
+            )
             paced_count = int(rate * paced_seconds)
             run = uuid.uuid4().hex[:6]
             documents = [event_document(n, run) for n in range(paced_count)]
             watch = Stopwatch()
-            _accept, paced_latencies = await post_all(sender, path, secret, documents, rate=rate)
+            accepted, paced_latencies = await post_all(sender, path, secret, documents, rate=rate)
             await drained(sessions)
-            paced = Phase("intake paced", paced_count, watch.seconds, _accept, paced_latencies)
+            paced = Result(
+                "intake paced", paced_count, watch.seconds, 0.0, 0.0, accepted, paced_latencies
+            )
         rejected = await rejected_count(sessions)
         if rejected:
             raise RuntimeError(f"{rejected} events were rejected by the router")
@@ -310,19 +358,25 @@ async def run_intake(
     return burst, paced
 
 
-async def run_baseline(
-    client: Client, env: dict[str, str], sessions: Sessions, events: int, concurrency: int
-) -> Phase:
-    queue = f"bench-direct-{uuid.uuid4().hex[:6]}"
-    worker = background_worker(env, queue)
+Send = Callable[[EventEnvelope], Awaitable[object]]
+
+
+async def run_direct(
+    client: Client,
+    name: str,
+    worker: WorkerProcess,
+    queue: str,
+    events: int,
+    concurrency: int,
+    send: Send,
+) -> Result:
+    """A client sending the events straight to Temporal (signal-with-start), as fast as
+    `concurrency` senders go, to workflows a `worker` on `queue` runs."""
     try:
         await wait_for_poller(client, queue)
-        rules = await recovery_rules(sessions)
-        start = RecoveryInput(rules=rules.rules)
         gate = asyncio.Semaphore(concurrency)
         latencies: list[float] = []
         run = uuid.uuid4().hex[:6]
-        documents = [event_document(n, run) for n in range(events)]
         envelopes = [
             EventEnvelope(
                 id=d["id"],
@@ -332,64 +386,117 @@ async def run_baseline(
                 time=datetime.now(UTC),
                 data=d["data"],
             )
-            for d in documents
+            for d in (event_document(n, run) for n in range(events))
         ]
-        cpu_before = process_cpu_seconds_self()
+        worker.mark()
+        cpu_before = process_cpu_seconds(os.getpid())
 
         async def one(event: EventEnvelope) -> None:
             async with gate:
                 watch = Stopwatch()
-                await client.start_workflow(
-                    "Recovery",
-                    start,
-                    id=customer_workflow_id(event.data["customer_id"]),
-                    task_queue=queue,
-                    start_signal="event",
-                    start_signal_args=recovery_signal_args(event, rules),
-                )
+                await send(event)
                 latencies.append(watch.seconds * 1000)
 
         watch = Stopwatch()
         await asyncio.gather(*(one(e) for e in envelopes))
         seconds = watch.seconds
-        cpu = process_cpu_seconds_self() - cpu_before
+        sender_cpu = process_cpu_seconds(os.getpid()) - cpu_before
+        await settled(worker)
+        usage = worker.measure()
     except BaseException:
         worker.kill()
         raise
     worker.stop()
-    return Phase("direct client", events, seconds, seconds, latencies, cpu)
+    return Result(
+        name,
+        events,
+        seconds,
+        usage.cpu_seconds,
+        usage.peak_rss_mib,
+        seconds,
+        latencies,
+        sender_cpu,
+    )
 
 
-def process_cpu_seconds_self() -> float:
-    return process_cpu_seconds(os.getpid())
+async def run_direct_opsflow(
+    client: Client, env: dict[str, str], sessions: Sessions, events: int, concurrency: int
+) -> Result:
+    """The intake's own cost: the same signal-with-starts as its router sends (the start
+    input with the deployed rule sets, the envelope and the rule sets' digest), direct."""
+    queue = f"bench-direct-{uuid.uuid4().hex[:6]}"
+    worker = background_worker(env, queue)
+    rules = await recovery_rules(sessions)
+    start = RecoveryInput(rules=rules.rules)
+
+    async def send(event: EventEnvelope) -> object:
+        return await client.start_workflow(
+            "Recovery",
+            start,
+            id=customer_workflow_id(event.data["customer_id"]),
+            task_queue=queue,
+            start_signal="event",
+            start_signal_args=recovery_signal_args(event, rules),
+        )
+
+    return await run_direct(client, "opsflow direct", worker, queue, events, concurrency, send)
 
 
-def report(baseline: Phase, burst: Phase, paced: Phase, rate: float) -> None:
+async def run_plain(
+    client: Client,
+    env: dict[str, str],
+    events: int,
+    concurrency: int,
+    baseline: tuple[str, Sequence[str]],
+) -> Result:
+    """A plain-Temporal side: the client signals-with-start the hand-written recovery
+    workflow (bench/baseline_recovery.py) directly, as a team without an intake would."""
+    name, worker_args = baseline
+    queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
+    worker = background_worker(env, queue, worker_args)
+
+    async def send(event: EventEnvelope) -> object:
+        return await client.start_workflow(
+            "PlainRecovery",
+            id=f"plain-{queue}-{event.subject}",
+            task_queue=queue,
+            start_signal="event",
+            start_signal_args=[event],
+        )
+
+    return await run_direct(client, name, worker, queue, events, concurrency, send)
+
+
+def report(
+    baselines: Sequence[Result], direct: Result, burst: Result, paced: Result, rate: float
+) -> None:
     print(
         f"{'':16} {'events/s':>9} {'wall s':>8} {'accept p50 ms':>14} {'accept p99 ms':>14}"
-        f" {'sender CPU ms/event':>20}"
+        f" {'worker CPU ms/event':>20} {'peak RSS MiB':>13} {'sender CPU ms/event':>20}"
     )
-    for r in (baseline, burst):
+    for r in (*baselines, direct, burst):
         print(
             f"{r.name:16} {r.per_second:9.1f} {r.seconds:8.2f}"
             f" {percentile(r.latencies_ms, 50):14.1f} {percentile(r.latencies_ms, 99):14.1f}"
-            f" {r.cpu_seconds * 1000 / r.events:20.2f}"
+            f" {r.cpu_ms_per_unit:20.2f} {r.peak_rss_mib:13.1f}"
+            f" {r.sender_cpu_seconds * 1000 / r.units:20.2f}"
         )
     print(
         f"  (intake: every request answered within {burst.accept_seconds:.2f} s, "
-        f"{burst.events / burst.accept_seconds:.1f} events/s accepted; CPU column: the "
-        "intake process for the intake, the sending client for the direct client)"
+        f"{burst.units / burst.accept_seconds:.1f} events/s accepted; sender CPU: the intake "
+        "process for the intake, the sending client for the direct clients)"
     )
     print(
-        f"  (the HTTP sending client used {burst.sender_cpu_seconds * 1000 / burst.events:.2f} ms"
-        " CPU per event while posting the burst; it shares the 2 cores with everything else)"
+        f"  (the HTTP sending client used {burst.posting_cpu_seconds * 1000 / burst.units:.2f}"
+        " ms CPU per event while posting the burst; it shares the 2 cores with everything else)"
     )
     print(
-        f"throughput ratio (direct / intake): {baseline.per_second / burst.per_second:.2f}"
-        "  (goal <= 1.5)"
+        f"the intake's own cost, throughput ratio (opsflow direct / intake): "
+        f"{direct.per_second / burst.per_second:.2f}  (goal <= 1.5)"
     )
+    print_goals(burst, baselines, "event")
     print(
-        f"paced at {rate:.0f} events/s ({paced.events} events): acceptance p50 "
+        f"paced at {rate:.0f} events/s ({paced.units} events): acceptance p50 "
         f"{percentile(paced.latencies_ms, 50):.1f} ms, p99 {percentile(paced.latencies_ms, 99):.1f}"
         f" ms (goal p99 <= 50 ms); all delivered after {paced.seconds:.2f} s"
     )
@@ -402,6 +509,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--paced-seconds", type=float, default=20.0)
     args = parser.parse_args()
+    customers = [customer_workflow_id(f"C-{n + 1:04d}") for n in range(CUSTOMERS)]
     with tempfile.TemporaryDirectory() as folder:
         url = await prepare_database(folder, CUSTOMERS)
         engine = create_engine(make_url(url))
@@ -410,9 +518,14 @@ async def main() -> None:
             async with in_memory_dev_server() as server:
                 address = server.client.service_client.config.target_host
                 env = worker_env(address, url, folder)
-                baseline = await run_baseline(
+                baselines = [
+                    await run_plain(server.client, env, args.events, args.concurrency, baseline)
+                    for baseline in BASELINES
+                ]
+                direct = await run_direct_opsflow(
                     server.client, env, sessions, args.events, args.concurrency
                 )
+                await end_all(server.client, customers, args.concurrency)
                 burst, paced = await run_intake(
                     server.client,
                     env,
@@ -428,7 +541,7 @@ async def main() -> None:
         f"intake benchmark: {args.events} events to {CUSTOMERS} customers' recovery workflows, "
         f"{args.concurrency} concurrent senders, in-memory dev server, SQLite inbox"
     )
-    report(baseline, burst, paced, args.rate)
+    report(baselines, direct, burst, paced, args.rate)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Benchmark: opsflow's Recovery workflow under the catalog's rules against a hand-written
-plain Temporal workflow that takes the same signals and calls the same activities.
+plain Temporal workflow that takes the same signals and calls the same activities, served
+naive (the SDK's default sandbox) and tuned (every module passed through).
 
-Both run in the same run, on the same in-memory dev server and app database (SQLite), each
+All run in the same run, on the same in-memory dev server and app database (SQLite), each
 with a worker process of its own. C customers (default 1,000) get E events each (default
 20), sent as the intake sends them: signal-with-start of the customer's workflow, each
 customer's events in order, customers in parallel. Per customer: a CSAT of 1 (apology and a
@@ -18,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,10 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from bench.harness import (
+    BASELINES,
+    Measured,
     Stopwatch,
     WorkerProcess,
+    baseline_worker,
     in_memory_dev_server,
-    python_module,
+    print_goals,
     wait_for_poller,
 )
 from client.recovery import recovery_rules, recovery_signal_args
@@ -53,47 +56,9 @@ CONCURRENCY = 64
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process (start-up is excluded by taking a difference)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Worker:
-    """A worker process; CPU is counted from `mark()` (after it polls) to `measure()`."""
-
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.process = WorkerProcess(command, env)
-        self.pid = self.process.process.pid
-        self._marked = 0.0
-
-    def mark(self) -> None:
-        self._marked = process_cpu_seconds(self.pid)
-
-    def measure(self) -> tuple[float, float]:
-        """(CPU seconds since mark, peak RSS MiB) of the live worker."""
-        return process_cpu_seconds(self.pid) - self._marked, process_peak_rss_mib(self.pid)
-
-    def stop(self) -> None:
-        if self.process.process.poll() is None:
-            self.process.stop()
-
-    def kill(self) -> None:
-        if self.process.process.poll() is None:
-            self.process.process.kill()
-            self.process.process.wait()
-
-
-def opsflow_worker(env: dict[str, str], queue: str) -> Worker:
+def opsflow_worker(env: dict[str, str], queue: str) -> WorkerProcess:
     opsflow = str(Path(sys.executable).parent / "opsflow")
-    return Worker([opsflow, "worker"], {**env, "OPSFLOW_TASK_QUEUE": queue})
+    return WorkerProcess([opsflow, "worker"], {**env, "OPSFLOW_TASK_QUEUE": queue})
 
 
 async def prepare_database(folder: str, customers: int) -> str:
@@ -181,22 +146,12 @@ async def activity_rows(sessions: Sessions) -> tuple[int, int]:
 
 
 @dataclass
-class Result:
-    name: str
-    events: int
-    seconds: float
-    cpu_seconds: float
-    peak_rss_mib: float
-    ledger_rows: int
-    tickets: int
+class Result(Measured):
+    """The unit is an event; the worker's CPU and peak RSS are read with every customer's
+    workflow still open."""
 
-    @property
-    def per_second(self) -> float:
-        return self.events / self.seconds
-
-    @property
-    def cpu_ms_per_event(self) -> float:
-        return self.cpu_seconds * 1000 / self.events
+    ledger_rows: int = 0
+    tickets: int = 0
 
 
 Send = Callable[[EventEnvelope], Awaitable[None]]
@@ -251,23 +206,34 @@ async def run_opsflow(
             )
 
         seconds, events = await drive(sessions, customers, per_customer, send, "opsflow")
-        cpu, rss = worker.measure()
+        usage = worker.measure()
         ledger1, tickets1 = await activity_rows(sessions)
     except BaseException:
         worker.kill()
         raise
     worker.stop()
-    return Result("opsflow", events, seconds, cpu, rss, ledger1 - ledger0, tickets1 - tickets0)
+    return Result(
+        "opsflow",
+        events,
+        seconds,
+        usage.cpu_seconds,
+        usage.peak_rss_mib,
+        ledger1 - ledger0,
+        tickets1 - tickets0,
+    )
 
 
 async def run_baseline(
-    client: Client, env: dict[str, str], sessions: Sessions, customers: int, per_customer: int
+    client: Client,
+    env: dict[str, str],
+    sessions: Sessions,
+    customers: int,
+    per_customer: int,
+    baseline: tuple[str, Sequence[str]],
 ) -> Result:
+    name, worker_args = baseline
     queue = f"bench-plain-recovery-{uuid.uuid4().hex[:6]}"
-    worker = Worker(
-        python_module("bench.baseline_recovery", "--task-queue", queue),
-        {**env, "OPSFLOW_TASK_QUEUE": queue},
-    )
+    worker = baseline_worker("bench.baseline_recovery", queue, env, worker_args)
     try:
         await wait_for_poller(client, queue)
         worker.mark()
@@ -276,42 +242,41 @@ async def run_baseline(
         async def send(event: EventEnvelope) -> None:
             await client.start_workflow(
                 "PlainRecovery",
-                id=f"plain-{event.subject}",
+                id=f"plain-{queue}-{event.subject}",
                 task_queue=queue,
                 start_signal="event",
                 start_signal_args=[event],
             )
 
-        seconds, events = await drive(sessions, customers, per_customer, send, "plain")
-        cpu, rss = worker.measure()
+        seconds, events = await drive(sessions, customers, per_customer, send, name)
+        usage = worker.measure()
         ledger1, tickets1 = await activity_rows(sessions)
     except BaseException:
         worker.kill()
         raise
     worker.stop()
     return Result(
-        "plain Temporal", events, seconds, cpu, rss, ledger1 - ledger0, tickets1 - tickets0
+        name,
+        events,
+        seconds,
+        usage.cpu_seconds,
+        usage.peak_rss_mib,
+        ledger1 - ledger0,
+        tickets1 - tickets0,
     )
 
 
-def report(baseline: Result, opsflow: Result) -> None:
+def report(baselines: Sequence[Result], opsflow: Result) -> None:
     print(
         f"{'':16} {'events/s':>9} {'wall s':>8} {'CPU ms/event':>13} {'peak RSS MiB':>13}"
         f" {'ledger rows':>12} {'tickets':>8}"
     )
-    for r in (baseline, opsflow):
+    for r in (*baselines, opsflow):
         print(
-            f"{r.name:16} {r.per_second:9.1f} {r.seconds:8.2f} {r.cpu_ms_per_event:13.2f}"
+            f"{r.name:16} {r.per_second:9.1f} {r.seconds:8.2f} {r.cpu_ms_per_unit:13.2f}"
             f" {r.peak_rss_mib:13.1f} {r.ledger_rows:12d} {r.tickets:8d}"
         )
-    print(
-        f"throughput ratio (plain / opsflow): {baseline.per_second / opsflow.per_second:.2f}"
-        "  (goal <= 1.25)"
-    )
-    print(
-        "worker CPU ratio (opsflow / plain): "
-        f"{opsflow.cpu_ms_per_event / baseline.cpu_ms_per_event:.2f}"
-    )
+    print_goals(opsflow, baselines, "event")
 
 
 async def main() -> None:
@@ -328,9 +293,12 @@ async def main() -> None:
             async with in_memory_dev_server() as server:
                 address = server.client.service_client.config.target_host
                 env = worker_env(address, url, folder)
-                baseline = await run_baseline(
-                    server.client, env, sessions, args.customers, per_customer
-                )
+                baselines = [
+                    await run_baseline(
+                        server.client, env, sessions, args.customers, per_customer, baseline
+                    )
+                    for baseline in BASELINES
+                ]
                 opsflow = await run_opsflow(
                     server.client, env, sessions, args.customers, per_customer
                 )
@@ -340,7 +308,7 @@ async def main() -> None:
         f"recovery benchmark: {args.customers} customers x {per_customer} events, catalog "
         "rules, in-memory dev server, SQLite app database, each worker in its own process"
     )
-    report(baseline, opsflow)
+    report(baselines, opsflow)
 
 
 if __name__ == "__main__":

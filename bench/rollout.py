@@ -1,14 +1,16 @@
 """Benchmark: roll a change out to 25% of a 100,000-customer sandbox and roll it back, with
 opsflow's rollout workflow and with a hand-written plain Temporal workflow that calls the same
-activities with the same batch sizes (bench/baseline_rollout.py), in the same run.
+activities with the same batch sizes (bench/baseline_rollout.py), served naive (the SDK's
+default sandbox) and tuned (every module passed through), in the same run.
 
-Both run on the same in-memory dev server, each with a worker process of its own and its
+All run on the same in-memory dev server, each with a worker process of its own and its
 own copy of the same seeded app database (SQLite). Two phases (5%, then 25%); during the 25%
 bake the rollout is aborted, which reverts each phase's own customers (last phase first)
 and sends each exposed customer one notice. Printed: cohort selection time (in process, and
 the `crm.select_cohort` activity), customers reverted and notified per second (over the
 `changes.revert` and `rollout.notify_phase_customers` activities' own durations, from the
-histories), wall times, worker CPU and peak RSS, and the ratios.
+histories), wall times, worker CPU and peak RSS, and the ratios against both baselines
+(customers rolled back per second from the abort; the goals judged against the tuned one).
 
     .venv/bin/python -m bench.rollout [--customers 100000] [--percent 25]
 """
@@ -23,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +37,15 @@ from temporalio.client import Client, WorkflowHandle
 from activities.adapters.sandbox import SandboxCrm
 from activities.models import CohortSpec
 from bench.harness import (
+    BASELINES,
+    Goal,
+    Measured,
     Stopwatch,
     WorkerProcess,
     WorkerUsage,
+    baseline_worker,
     in_memory_dev_server,
-    python_module,
+    print_goals,
     wait_for_poller,
 )
 from client.rollouts import command_rollout, rollout_state, start_rollout
@@ -83,27 +89,53 @@ def plan(percent: float) -> PinnedDefinition:
 
 
 @dataclass
-class Result:
-    name: str
-    seconds: float
-    rollback_seconds: float
-    reverted: int
-    notified: int
-    usage: WorkerUsage
+class Result(Measured):
+    """The unit is a customer rolled back: `units` customers reverted in `seconds` from the
+    abort to rolled back; the worker's CPU counts the whole rollout (apply, bake, rollback)."""
+
+    total_seconds: float = 0.0
+    notified: int = 0
     activity_seconds: dict[str, float] = field(default_factory=dict)
     activity_calls: dict[str, int] = field(default_factory=dict)
 
-    def per_second(self, count: int, activity: str) -> float:
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        timings: tuple[float, float],
+        counts: tuple[int, int],
+        usage: WorkerUsage,
+        activities: tuple[dict[str, float], dict[str, int]],
+    ) -> Result:
+        """From the whole run's and the rollback's seconds, (reverted, notified), the
+        worker's usage and the activities' (seconds, calls)."""
+        (whole, rollback), (reverted, notified) = timings, counts
+        return cls(
+            name,
+            reverted,
+            rollback,
+            usage.cpu_seconds,
+            usage.peak_rss_mib,
+            whole,
+            notified,
+            *activities,
+        )
+
+    @property
+    def reverted(self) -> int:
+        return self.units
+
+    def activity_rate(self, count: int, activity: str) -> float:
         spent = self.activity_seconds.get(activity, 0.0)
         return count / spent if spent else float("nan")
 
     @property
     def reverted_per_second(self) -> float:
-        return self.per_second(self.reverted, "changes.revert")
+        return self.activity_rate(self.reverted, "changes.revert")
 
     @property
     def notified_per_second(self) -> float:
-        return self.per_second(self.notified, "rollout.notify_phase_customers")
+        return self.activity_rate(self.notified, "rollout.notify_phase_customers")
 
 
 async def _until(check: Callable[[], Awaitable[bool]], seconds: float = 600) -> None:
@@ -171,37 +203,28 @@ async def _drive_opsflow(
         return (await rollout_state(client, change_id)).state == "rolled_back"
 
     await _until(rolled_back)
-    rollback_seconds, seconds = rollback.seconds, watch.seconds
+    timings = (watch.seconds, rollback.seconds)
     status = await rollout_state(client, change_id)
     await started.handle.terminate("benchmark over")  # it would wait 7 days for a retry
-    times, calls = await _activity_times(started.handle)
-    return Result(
-        "opsflow",
-        seconds,
-        rollback_seconds,
-        status.customers_reverted,
-        status.customers_notified,
-        worker.stop(),
-        times,
-        calls,
-    )
+    counts = (status.customers_reverted, status.customers_notified)
+    usage = worker.stop()
+    return Result.of("opsflow", timings, counts, usage, await _activity_times(started.handle))
 
 
-async def run_baseline(client: Client, env: dict[str, str], percent: float) -> Result:
+async def run_baseline(
+    client: Client, env: dict[str, str], percent: float, name: str, worker_args: Sequence[str]
+) -> Result:
     queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
-    worker = WorkerProcess(
-        python_module("bench.baseline_rollout", "--task-queue", queue),
-        {**env, "OPSFLOW_TASK_QUEUE": queue},
-    )
+    worker = baseline_worker("bench.baseline_rollout", queue, env, worker_args)
     try:
-        return await _drive_baseline(client, queue, worker, percent)
+        return await _drive_baseline(client, queue, worker, percent, name)
     finally:
         if worker.process.poll() is None:
             worker.process.kill()
 
 
 async def _drive_baseline(
-    client: Client, queue: str, worker: WorkerProcess, percent: float
+    client: Client, queue: str, worker: WorkerProcess, percent: float, name: str
 ) -> Result:
     await wait_for_poller(client, queue)
     change_id = f"PLAIN-{uuid.uuid4().hex[:6]}"
@@ -221,61 +244,49 @@ async def _drive_baseline(
     rollback = Stopwatch()
     await handle.execute_update("abort")
     reverted, notified = await handle.result()
-    rollback_seconds, seconds = rollback.seconds, watch.seconds
-    times, calls = await _activity_times(handle)
-    return Result(
-        "plain Temporal",
-        seconds,
-        rollback_seconds,
-        reverted,
-        notified,
-        worker.stop(),
-        times,
-        calls,
-    )
+    timings = (watch.seconds, rollback.seconds)
+    usage = worker.stop()
+    return Result.of(name, timings, (reverted, notified), usage, await _activity_times(handle))
 
 
-def report(baseline: Result, opsflow: Result, customers: int, percent: float) -> None:
+def report(baselines: Sequence[Result], opsflow: Result, customers: int, percent: float) -> None:
     print(
         f"rollout benchmark: {customers} customers, phases {PILOT:g}% then {percent:g}%, "
-        "abort during the last bake, in-memory dev server, 2 workers in their own processes"
+        "abort during the last bake, in-memory dev server, each worker in its own process"
     )
     header = (
         f"{'':16} {'wall s':>8} {'rollback s':>11} {'reverted':>9} {'reverted/s':>11}"
         f" {'notified':>9} {'notified/s':>11} {'select s':>9} {'CPU s':>7} {'peak RSS MiB':>13}"
     )
     print(header)
-    for r in (baseline, opsflow):
+    for r in (*baselines, opsflow):
         select = r.activity_seconds.get("crm.select_cohort", float("nan")) / max(
             r.activity_calls.get("crm.select_cohort", 1), 1
         )
         print(
-            f"{r.name:16} {r.seconds:8.2f} {r.rollback_seconds:11.2f} {r.reverted:9d}"
+            f"{r.name:16} {r.total_seconds:8.2f} {r.seconds:11.2f} {r.reverted:9d}"
             f" {r.reverted_per_second:11.0f} {r.notified:9d} {r.notified_per_second:11.0f}"
-            f" {select:9.2f} {r.usage.cpu_seconds:7.2f} {r.usage.peak_rss_mib:13.1f}"
+            f" {select:9.2f} {r.cpu_seconds:7.2f} {r.peak_rss_mib:13.1f}"
         )
-    print(
-        "activity seconds (opsflow / plain): "
-        + ", ".join(
-            f"{name} {opsflow.activity_seconds.get(name, 0):.2f}/"
-            f"{baseline.activity_seconds.get(name, 0):.2f}"
-            for name in TIMED
+    for baseline in baselines:
+        print(
+            f"activity seconds (opsflow / {baseline.name}): "
+            + ", ".join(
+                f"{name} {opsflow.activity_seconds.get(name, 0):.2f}/"
+                f"{baseline.activity_seconds.get(name, 0):.2f}"
+                for name in TIMED
+            )
         )
-    )
-    print(
-        f"rollback wall ratio (opsflow / plain): "
-        f"{opsflow.rollback_seconds / baseline.rollback_seconds:.2f}"
-    )
-    print(
-        f"notified/s ratio (plain / opsflow): "
-        f"{baseline.notified_per_second / opsflow.notified_per_second:.2f}"
-    )
-    print(
-        f"reverted/s ratio (plain / opsflow): "
-        f"{baseline.reverted_per_second / opsflow.reverted_per_second:.2f}"
-    )
-    cpu = opsflow.usage.cpu_seconds / baseline.usage.cpu_seconds
-    print(f"worker CPU ratio (opsflow / plain): {cpu:.2f}")
+    print("throughput: customers rolled back per second, from the abort to rolled back")
+
+    def activity_rates(opsflow: Result, baseline: Result) -> list[Goal]:
+        # shown, not judged: the same activities do this work on both sides
+        return [
+            Goal("reverted/s", opsflow.reverted_per_second / baseline.reverted_per_second),
+            Goal("notified/s", opsflow.notified_per_second / baseline.notified_per_second),
+        ]
+
+    print_goals(opsflow, baselines, "customer rolled back", activity_rates)
 
 
 async def main() -> None:
@@ -303,9 +314,9 @@ async def main() -> None:
         # Each side gets its own copy of the seeded database: the second run must not pay
         # for the first one's rows (sandbox_notifications.idempotency_key has no index).
         copies = {}
-        for side in ("plain", "opsflow"):
-            shutil.copyfile(f"{folder}/bench.db", f"{folder}/{side}.db")
-            copies[side] = str(make_url(f"sqlite:///{folder}/{side}.db"))
+        for number, side in enumerate([name for name, _ in BASELINES] + ["opsflow"]):
+            shutil.copyfile(f"{folder}/bench.db", f"{folder}/side-{number}.db")
+            copies[side] = str(make_url(f"sqlite:///{folder}/side-{number}.db"))
         async with in_memory_dev_server() as server:
             address = server.client.service_client.config.target_host
             env = {
@@ -313,13 +324,20 @@ async def main() -> None:
                 "OPSFLOW_LOG_LEVEL": "warning",
                 "OPSFLOW_DATA_DIR": folder,
             }
-            baseline = await run_baseline(
-                server.client, {**env, "OPSFLOW_DATABASE_URL": copies["plain"]}, args.percent
-            )
+            baselines = [
+                await run_baseline(
+                    server.client,
+                    {**env, "OPSFLOW_DATABASE_URL": copies[name]},
+                    args.percent,
+                    name,
+                    worker_args,
+                )
+                for name, worker_args in BASELINES
+            ]
             opsflow = await run_opsflow(
                 server.client, {**env, "OPSFLOW_DATABASE_URL": copies["opsflow"]}, args.percent
             )
-    report(baseline, opsflow, args.customers, args.percent)
+    report(baselines, opsflow, args.customers, args.percent)
 
 
 if __name__ == "__main__":
