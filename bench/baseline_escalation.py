@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 
@@ -28,7 +28,8 @@ class PlainEscalation:
         self.acknowledged = False
         self.resolved = False
 
-    async def _ledger(self, step: str) -> None:
+    async def _ledger(self, step: str, at: datetime | None = None) -> None:
+        """`at`: when the step fell due (a timer's), by default now."""
         info = workflow.info()
         await workflow.execute_activity(
             "ledger.append",
@@ -37,7 +38,7 @@ class PlainEscalation:
                 workflow_id=info.workflow_id,
                 kind="plain",
                 step=step,
-                at=workflow.now(),
+                at=at or workflow.now(),
             ),
             result_type=int,
             start_to_close_timeout=TIMEOUT,
@@ -55,13 +56,13 @@ class PlainEscalation:
         )
         await self._ledger("opened")
         for level in range(1, 4):
+            timeout = timedelta(seconds=level_seconds)
+            due = workflow.now() + timeout  # recorded, so the bench can tell how late it fired
             with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self.acknowledged, timeout=timedelta(seconds=level_seconds)
-                )
+                await workflow.wait_condition(lambda: self.acknowledged, timeout=timeout)
             if self.acknowledged:
                 break
-            await self._ledger(f"level-{level}")
+            await self._ledger(f"level-{level}", at=due)
             await workflow.execute_activity(
                 "notify.send",
                 SendMessage(
