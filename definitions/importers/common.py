@@ -27,6 +27,9 @@ MAX_JSON_BYTES = 5_000_000
 MAX_JSON_DEPTH = 64
 """API responses nest fewer than 10 levels; Python's json recurses once per level."""
 MAX_INT_DIGITS = 30
+FIRST_YEAR, LAST_YEAR = 1970, 2200
+"""Timestamps outside these years are typos (and near year 9999 time zone arithmetic
+overflows)."""
 
 FIRST_LEVEL_AFTER = timedelta(seconds=1)
 """Both vendors notify their first rule when the alert opens; an opsflow level needs a
@@ -201,16 +204,24 @@ def text_field(data: dict[str, Any], key: str, where: str, *, required: bool = T
 
 
 def int_field(
-    data: dict[str, Any], key: str, where: str, *, default: int | None = None, low: int = 0
+    data: dict[str, Any],
+    key: str,
+    where: str,
+    *,
+    default: int | None = None,
+    low: int = 0,
+    high: int = 1_000_000,
 ) -> int:
+    """A whole number from `low` to `high` (delays, counts and lengths: no vendor allows
+    more than a million of anything here, and arithmetic on more could overflow)."""
     value = data.get(key, default)
     if value is None and default is not None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
         found = "nothing" if value is None else _kind_of(value)
         raise ImportRefused(f"{where}.{key}: expected a whole number, found {found}")
-    if value < low:
-        raise ImportRefused(f"{where}.{key}: {value} is below {low}")
+    if not low <= value <= high:
+        raise ImportRefused(f"{where}.{key}: {value} is not from {low} to {high}")
     return value
 
 
@@ -223,12 +234,15 @@ def moment_field(data: dict[str, Any], key: str, where: str) -> datetime:
     """An ISO 8601 timestamp (`2026-01-05T09:00:00+01:00`, `...Z`)."""
     value = text_field(data, key, where)
     try:
-        return datetime.fromisoformat(value.strip())
+        moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ImportRefused(
             f"{where}.{key}: {clean_label(value, 40)!r} is not a timestamp such as "
             "2026-01-05T09:00:00Z"
         ) from None
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ImportRefused(f"{where}.{key}: {moment.year} is not from {FIRST_YEAR} to {LAST_YEAR}")
+    return moment
 
 
 def zone_field(data: dict[str, Any], key: str, where: str) -> ZoneInfo:

@@ -416,7 +416,10 @@ class _Importer:
                 f"{about} ends {local_text(local(end, zone))}: an opsflow layer has no end; "
                 "remove it then"
             )
-        turn_seconds = int_field(raw, "rotation_turn_length_seconds", where, low=1)
+        # PagerDuty: "the value cannot exceed one year in seconds".
+        turn_seconds = int_field(
+            raw, "rotation_turn_length_seconds", where, low=1, high=366 * 86_400
+        )
         turn = timedelta(seconds=turn_seconds)
         if turn_seconds % 60:
             turn = timedelta(minutes=max(1, round(turn_seconds / 60)))
@@ -462,7 +465,7 @@ class _Importer:
             restriction = as_object(item, at)
             kind = text_field(restriction, "type", at)
             start = _time_of_day(text_field(restriction, "start_time_of_day", at), at)
-            seconds = int_field(restriction, "duration_seconds", at, low=1)
+            seconds = int_field(restriction, "duration_seconds", at, low=1, high=7 * 86_400)
             minutes = seconds // 60
             if seconds % 60:
                 minutes = max(1, round(seconds / 60))
@@ -471,9 +474,7 @@ class _Importer:
                 for day in range(7):
                     windows += weekly_window(day * DAY_MINUTES + start, min(minutes, DAY_MINUTES))
             elif kind == "weekly_restriction":
-                day = int_field(restriction, "start_day_of_week", at, low=1)
-                if day > 7:
-                    raise ImportRefused(f"{at}.start_day_of_week: {day} is not 1 (Monday) to 7")
+                day = int_field(restriction, "start_day_of_week", at, low=1, high=7)
                 windows += weekly_window((day - 1) * DAY_MINUTES + start, minutes)
             else:
                 raise ImportRefused(

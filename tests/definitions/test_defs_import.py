@@ -545,3 +545,24 @@ def test_naughty_vendor_text_always_loads(tmp_path: Path) -> None:
     assert len(result.definitions) == 2 * len(strings)
     loaded = written(result, tmp_path)
     assert len(loaded) == 2 * len(strings)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("rotation_turn_length_seconds", 10**20, "is not from 1 to 31622400"),
+        ("rotation_virtual_start", "9999-12-31T23:59:59+00:00", "9999 is not from 1970 to 2200"),
+        ("start", "2026-13-01T00:00:00Z", "is not a timestamp such as 2026-01-05T09:00:00Z"),
+        ("users", {"user": "PALICE1"}, "users: expected a list, found an object"),
+    ],
+)
+def test_absurd_values_leave_the_schedule_out_with_a_line(
+    field: str, value: Any, message: str
+) -> None:
+    data = payloads(*PAGERDUTY_FILES)
+    schedule = copy.deepcopy(data[1][1])
+    schedule["schedule"]["schedule_layers"][0][field] = value
+    result = import_pagerduty([data[0], ("schedule.json", schedule), data[2]], now=NOW)
+    assert [d.name for d in result.definitions] == ["support-escalation"]
+    assert result.lines()[0].startswith("schedule.json: schedule: not imported: ")
+    assert message in result.lines()[0]
