@@ -10,22 +10,9 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from activities.models import SendMessage
-from definitions.common import (
-    Action,
-    CreditAction,
-)
-from workflows.recovery_context import (
-    LoadedRule,
-    Plan,
-    RecoveryBasis,
-    action_class,
-)
-from workflows.recovery_model import (
-    ApprovalStatus,
-    Decision,
-    Episode,
-    PendingApproval,
-)
+from definitions.common import Action, CreditAction
+from workflows.recovery_context import LoadedRule, Plan, RecoveryBasis, action_class
+from workflows.recovery_model import ApprovalStatus, Decision, Episode, PendingApproval
 
 APPROVAL_TEMPLATE = "credit-approval"
 # The definitions language names chat channels by product; the notify activity by kind.

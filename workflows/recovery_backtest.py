@@ -13,9 +13,7 @@ from definitions.events import EventEnvelope
 from definitions.models import PinnedDefinition
 from workflows.recovery_context import load_rules
 from workflows.recovery_core import RecoveryEngine
-from workflows.recovery_model import (
-    RecoveryState,
-)
+from workflows.recovery_model import RecoveryState
 
 
 class BacktestReport(BaseModel):

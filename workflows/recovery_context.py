@@ -4,9 +4,10 @@ templates see (`event`, `customer`, `history`), the plans the core returns, and
 log).
 
 The engine (`RecoveryEngine`, workflows/recovery_core.py) is built from topic modules on this
-basis: recovery_triggers.py (a rule's trigger through suppression to actions), recovery_approvals.py
-(the approval gate of costly credits) and recovery_episodes.py (follow-ups, hand-overs,
-closing). All of it is pure: no I/O, no clock (`now` is always given).
+basis: recovery_triggers.py (a rule's trigger through suppression to actions),
+recovery_approvals.py (the approval gate of costly credits), recovery_episodes.py (follow-ups,
+hand-overs, closing) and recovery_status.py (what people are shown). All of it is pure: no
+I/O, no clock (`now` is always given).
 """
 
 from __future__ import annotations
@@ -26,13 +27,7 @@ from definitions.common import (
 )
 from definitions.events import EventEnvelope
 from definitions.models import PinnedDefinition, RecoveryRule, RecoverySpec
-from workflows.recovery_model import (
-    Decision,
-    Episode,
-    PendingApproval,
-    RecoveryState,
-    StallWatch,
-)
+from workflows.recovery_model import Decision, Episode, PendingApproval, RecoveryState, StallWatch
 
 SURVEY = "survey.responded"
 STAGE_CHANGED = "journey.stage_changed"

@@ -9,15 +9,8 @@ from typing import Any
 
 from activities.models import CreateTicket
 from definitions.common import NotifyAction
-from workflows.recovery_context import (
-    HandOver,
-    Plan,
-    RecoveryBasis,
-)
-from workflows.recovery_model import (
-    Episode,
-    EpisodeStatus,
-)
+from workflows.recovery_context import HandOver, Plan, RecoveryBasis
+from workflows.recovery_model import Episode, EpisodeStatus
 
 
 class EpisodeDecisions(RecoveryBasis):

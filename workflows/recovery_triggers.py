@@ -13,10 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from definitions.common import (
-    Action,
-    CreditAction,
-)
+from definitions.common import Action, CreditAction
 from definitions.conditions import ConditionError, evaluate_value
 from workflows.recovery_approvals import ApprovalDecisions
 from workflows.recovery_context import (
@@ -28,11 +25,7 @@ from workflows.recovery_context import (
     describe_action,
     keep_last,
 )
-from workflows.recovery_model import (
-    Episode,
-    Silence,
-    SuppressedBy,
-)
+from workflows.recovery_model import Episode, Silence, SuppressedBy
 
 
 class TriggerDecisions(ApprovalDecisions):
