@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The chaos suite (tests/chaos) at full size; `make test` runs it short.
+chaos: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider tests/chaos --chaos-size=full
 
 clean:
 	rm -rf $(VENV) .opsflow .mypy_cache .pytest_cache .ruff_cache
