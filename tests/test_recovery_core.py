@@ -178,8 +178,8 @@ def test_an_unanswered_approval_is_reminded_then_escalated_then_skipped() -> Non
 
 def test_a_stalled_stage_fires_after_business_days() -> None:
     engine = _engine()
-    moved = event("journey.stage_changed", {"customer_id": CUSTOMER, "to_stage": "onboarding"})
-    engine.on_event(moved.model_copy(update={"time": AT}), AT)
+    moved = {"customer_id": CUSTOMER, "to_stage": "onboarding"}
+    engine.on_event(event("journey.stage_changed", moved, AT), AT)
     due = engine.next_wake()
     # Five business days from Monday 11:00 Berlin: the next Monday, same time.
     assert due == AT + timedelta(days=7)
