@@ -276,6 +276,8 @@ class Goal:
 
     def describe(self, *, judged: bool) -> str:
         figure = f"{self.value:+.0f}{self.unit}" if self.unit else f"{self.value:.2f}"
+        if not self.unit and float(figure) == self.bound and not self.met:
+            figure = f"{self.value:.3f}"  # 0.948 is not 0.95: never show a miss as the bound
         if not judged or self.bound is None:
             return f"{self.label} {figure}"
         bound = f"{self.bound:+.0f}{self.unit}" if self.unit else f"{self.bound:g}"

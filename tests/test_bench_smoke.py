@@ -104,3 +104,12 @@ async def test_timer_lateness_is_the_first_effect_after_the_due_moment(app_db: A
     lateness = await timer_lateness_ms(app_db.sessions, "plain-ab-")
 
     assert sorted(lateness) == pytest.approx([50.0, 100.0])
+
+
+def test_a_missed_goal_is_never_shown_as_its_bound() -> None:
+    assert Goal("throughput", 0.948, 0.95, at_most=False).describe(judged=True) == (
+        "throughput 0.948 (goal >= 0.95): missed"
+    )
+    assert Goal("throughput", 0.951, 0.95, at_most=False).describe(judged=True) == (
+        "throughput 0.95 (goal >= 0.95): met"
+    )
