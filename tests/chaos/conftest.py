@@ -7,12 +7,12 @@ ledger; the table of all of them is printed at the end of the run."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.support import LEDGERS, SIZES, Ledger, Processes, Sizes, TemporalServer
+from tests.chaos.support import LEDGERS, SIZES, Scenario, Scenarios, Sizes
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,48 +24,51 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _size_name(config: pytest.Config) -> str:
+    # The option exists only when pytest is pointed at tests/chaos (an initial conftest);
+    # a plain `pytest` falls back to the environment.
+    default = os.environ.get("OPSFLOW_CHAOS_SIZE", "short")
+    return str(config.getoption("--chaos-size", default=default))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
+    full = _size_name(config) == "full"
     for item in items:
         if here in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.chaos)
             item.add_marker(pytest.mark.devserver)
+            if full:  # the project's 300 s per test is for the short sizes
+                item.add_marker(pytest.mark.timeout(900))
 
 
 @pytest.fixture(scope="session")
 def sizes(request: pytest.FixtureRequest) -> Sizes:
-    # The option exists only when pytest is pointed at tests/chaos (an initial conftest);
-    # a plain `pytest` falls back to the environment.
-    default = os.environ.get("OPSFLOW_CHAOS_SIZE", "short")
-    return SIZES[str(request.config.getoption("--chaos-size", default=default))]
+    return SIZES[_size_name(request.config)]
 
 
-@pytest.fixture
-def ledger(request: pytest.FixtureRequest, sizes: Sizes) -> Iterator[Ledger]:
-    """The scenario's ledger, kept for the table at the end of the run."""
-    name = request.node.originalname.removeprefix("test_").replace("_", " ")
-    entry = Ledger(scenario=name, size=sizes.name)
-    LEDGERS.append(entry)
-    yield entry
+_SELECTED: list[Scenario] = []
 
 
-@pytest.fixture
-async def temporal(tmp_path: Path) -> AsyncIterator[TemporalServer]:
-    server = TemporalServer(tmp_path)
-    await server.start()
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The scenarios of the selected tests: `test_X` plays the scenario `X` of its module."""
+    here = Path(__file__).parent
+    for item in session.items:
+        if isinstance(item, pytest.Function) and here in Path(str(item.path)).parents:
+            played = getattr(item.module, item.originalname.removeprefix("test_"), None)
+            if played is not None and played not in _SELECTED:
+                _SELECTED.append(played)
+
+
+@pytest.fixture(scope="session")
+async def scenarios(
+    sizes: Sizes, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Scenarios]:
+    runner = Scenarios(sizes, lambda name: tmp_path_factory.mktemp(name[:40]), _SELECTED)
     try:
-        yield server
+        yield runner
     finally:
-        await server.stop()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(tmp_path)
-    try:
-        yield started
-    finally:
-        started.close()
+        await runner.close()
 
 
 def _shortened(failures: list[str]) -> str:

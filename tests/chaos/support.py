@@ -1,6 +1,8 @@
 """The machinery of the chaos suite: a file-backed Temporal dev server that can be killed
 (SIGKILL) and started again on the same database, `opsflow worker` and `opsflow intake`
-processes in process groups of their own, and the ledger every scenario ends with."""
+processes in process groups of their own, the ledger every scenario ends with, and the
+runner that plays the scenarios (at the short size all at once: most of a scenario is
+waiting out a timeout, and each has its own server, database, ports and processes)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -27,7 +30,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
+from store.db import create_engine, session_factory
+from store.migrate import upgrade
 from store.models import SandboxNotification
+from store.seed import seed_sandbox
 from tests.conftest import AppDb
 from tests.devstack_support import OPSFLOW, free_port, opsflow_env
 from tests.intake_support import SECRET
@@ -279,7 +285,6 @@ class Ledger:
             self.failures.append(failure)
 
     def assert_clean(self) -> None:
-        self.seconds = time.monotonic() - self.started
         assert (self.lost, self.duplicated, self.failures) == (0, 0, []), self.summary()
 
     def summary(self) -> str:
@@ -293,6 +298,8 @@ class Ledger:
 @dataclass(frozen=True)
 class Sizes:
     name: str
+    together: bool
+    """play every selected scenario at once (the short size, in `make test`)"""
     cases: int
     """escalation cases firing levels while workers are killed"""
     rollback_customers: int
@@ -304,11 +311,107 @@ class Sizes:
 
 
 SIZES = {
-    "short": Sizes("short", cases=10, rollback_customers=300, events=200, temporal_down_seconds=10),
+    "short": Sizes(
+        "short",
+        together=True,
+        cases=10,
+        rollback_customers=300,
+        events=200,
+        temporal_down_seconds=10,
+    ),
     "full": Sizes(
-        "full", cases=50, rollback_customers=5_000, events=1_000, temporal_down_seconds=60
+        "full",
+        together=False,
+        cases=50,
+        rollback_customers=5_000,
+        events=1_000,
+        temporal_down_seconds=60,
     ),
 }
 
 LEDGERS: list[Ledger] = []
 """Every scenario's ledger in this run, for the table at its end."""
+
+
+@dataclass
+class Stage:
+    """What one scenario plays on, all its own: a folder, an app database (SQLite, migrated
+    and seeded), a file-backed Temporal server, its processes and its ledger."""
+
+    folder: Path
+    sizes: Sizes
+    db: AppDb
+    temporal: TemporalServer
+    processes: Processes
+    ledger: Ledger
+
+
+_MIGRATING = asyncio.Lock()
+
+
+@asynccontextmanager
+async def stage(folder: Path, sizes: Sizes, ledger: Ledger) -> AsyncIterator[Stage]:
+    url = make_url(f"sqlite:///{folder / 'opsflow.db'}")
+    async with _MIGRATING:  # Alembic's context is global: one migration at a time
+        await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    await seed_sandbox(sessions)
+    temporal = TemporalServer(folder)
+    processes = Processes(folder)
+    try:
+        await temporal.start()
+        yield Stage(folder, sizes, AppDb(url, sessions), temporal, processes, ledger)
+    finally:
+        processes.close()
+        await temporal.stop()
+        await engine.dispose()
+
+
+Scenario = Callable[[Stage], Awaitable[None]]
+
+
+class Scenarios:
+    """Plays scenarios and hands each test its ledger. At a size that plays them together,
+    the first test to ask starts every selected scenario; otherwise each starts when its
+    test asks for it."""
+
+    def __init__(self, sizes: Sizes, folders: Callable[[str], Path], selected: list[Scenario]):
+        self.sizes = sizes
+        self.folders = folders
+        self.selected = selected
+        self.running: dict[Scenario, asyncio.Task[Ledger]] = {}
+
+    def _start(self, scenario: Scenario) -> None:
+        if scenario in self.running:
+            return
+        name = scenario.__name__.replace("_", " ")
+        ledger = Ledger(scenario=name, size=self.sizes.name)
+
+        async def play() -> Ledger:
+            try:
+                async with stage(self.folders(scenario.__name__), self.sizes, ledger) as on:
+                    await scenario(on)
+            except Exception as exc:
+                ledger.failures.append(f"{type(exc).__name__}: {exc}")
+            ledger.seconds = time.monotonic() - ledger.started
+            return ledger
+
+        self.running[scenario] = asyncio.create_task(play(), name=name)
+
+    async def play(self, scenario: Scenario) -> Ledger:
+        """The ledger of `scenario` once it has been played (kept for the table)."""
+        if self.sizes.together:
+            for other in self.selected:
+                self._start(other)
+        self._start(scenario)
+        ledger = await self.running[scenario]
+        LEDGERS.append(ledger)
+        return ledger
+
+    async def close(self) -> None:
+        for task in self.running.values():
+            task.cancel()
+        for task in self.running.values():
+            with contextlib.suppress(BaseException):
+                await task

@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -28,8 +26,8 @@ from store.models import InboxEvent
 from store.registry import CATALOG_DIR, deploy_folder
 from tests.chaos.support import (
     Ledger,
-    Processes,
-    Sizes,
+    Scenarios,
+    Stage,
     TemporalServer,
     Workers,
     duplicate_notifications,
@@ -41,8 +39,6 @@ from tests.devstack_support import free_port
 from tests.intake_support import cloud_event, encode, signed_headers
 from workflows.recovery import RecoveryWorkflow
 from workflows.recovery_model import RecoveryView
-
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 CUSTOMERS = [f"C-{n:04d}" for n in range(1, 21)]
 
@@ -102,14 +98,14 @@ async def _statuses(db: AppDb) -> dict[str, int]:
         return {status: int(count) for status, count in rows.all()}
 
 
-async def test_intake_killed_in_a_burst_and_temporal_down_while_events_arrive(
-    temporal: TemporalServer,
-    processes: Processes,
-    app_db: AppDb,
-    sizes: Sizes,
-    ledger: Ledger,
-    tmp_path: Path,
-) -> None:
+async def intake_killed_in_a_burst_then_temporal_down(on: Stage) -> None:
+    temporal, processes, app_db, sizes, ledger = (
+        on.temporal,
+        on.processes,
+        on.db,
+        on.sizes,
+        on.ledger,
+    )
     await deploy_folder(app_db.sessions, CATALOG_DIR, deployed_by="chaos")  # recovery rules
     port = free_port()
     senders = Senders(f"http://127.0.0.1:{port}")
@@ -148,7 +144,7 @@ async def test_intake_killed_in_a_burst_and_temporal_down_while_events_arrive(
             statuses = await _statuses(app_db)
             return set(statuses) == {"delivered"} and statuses["delivered"] == senders.accepted
 
-        await eventually(all_delivered, "the burst delivered", within=180)
+        await eventually(all_delivered, "the burst delivered", within=300)
         ledger.note("burst delivered")
 
         # Temporal down while events keep arriving: they wait as pending.
@@ -167,7 +163,7 @@ async def test_intake_killed_in_a_burst_and_temporal_down_while_events_arrive(
         await temporal.start()
         ledger.note("Temporal restarted")
         try:
-            await eventually(all_delivered, "everything delivered after the outage", within=180)
+            await eventually(all_delivered, "everything delivered after the outage", within=300)
         except AssertionError:
             ledger.failures.append(f"not all delivered: {await _statuses(app_db)}")
         ledger.note("all delivered")
@@ -175,16 +171,18 @@ async def test_intake_killed_in_a_burst_and_temporal_down_while_events_arrive(
     await _count(temporal, app_db, senders, ledger)
     ledger.check(intake.poll() is None, f"the intake exited ({intake.returncode})")
     ledger.check(worker.poll() is None, f"the worker exited ({worker.returncode})")
-    ledger.assert_clean()
+
+
+TRICKLE_ROUNDS = 5
 
 
 async def _trickle(senders: Senders, http: httpx.AsyncClient, seconds: float) -> None:
-    """One event per customer each second or so, for `seconds`."""
+    """An event for every customer, TRICKLE_ROUNDS times spread over `seconds`."""
     loop = asyncio.get_running_loop()
-    until = loop.time() + seconds
-    while loop.time() < until:
+    for _ in range(TRICKLE_ROUNDS):
+        started = loop.time()
         await asyncio.gather(*(senders.send(http, customer) for customer in CUSTOMERS))
-        await asyncio.sleep(1)
+        await asyncio.sleep(max(0.0, seconds / TRICKLE_ROUNDS - (loop.time() - started)))
 
 
 async def _signalled_ids(client: Client, workflow_id: str) -> list[str]:
@@ -246,9 +244,15 @@ async def _count(temporal: TemporalServer, db: AppDb, senders: Senders, ledger: 
         return all(handled[event] for event in expected)
 
     try:
-        await eventually(all_handled, "every event handled by its workflow", within=120)
+        await eventually(all_handled, "every event handled by its workflow", within=300)
     except AssertionError as exc:
         ledger.failures.append(str(exc))
     ledger.effects("events handled", expected, handled)
     doubled = await duplicate_notifications(db)
     ledger.effects("notifications (by key)", list(doubled), doubled)
+
+
+async def test_intake_killed_in_a_burst_then_temporal_down(
+    scenarios: Scenarios,
+) -> None:
+    (await scenarios.play(intake_killed_in_a_burst_then_temporal_down)).assert_clean()

@@ -14,7 +14,6 @@ from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -27,13 +26,18 @@ from store.models import (
     SandboxFlagExposure,
     SandboxTicket,
 )
-from tests.chaos.support import Ledger, Processes, Sizes, TemporalServer, Workers, eventually
+from tests.chaos.support import (
+    Ledger,
+    Scenarios,
+    Stage,
+    TemporalServer,
+    Workers,
+    eventually,
+)
 from tests.conftest import AppDb
 from tests.devstack_support import free_port
 from tests.rollout_support import add_customers, new_change_id, phase, pinned, plan_document
 from workflows.rollout_model import ChangeRequest, Reason, RolloutStatus
-
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 NOTIFY = "rollout.notify_phase_customers"
 VIP_VALUE = 60_000
@@ -89,34 +93,19 @@ def _replayed(log: Path, change_id: str) -> int:
     return count
 
 
-async def test_worker_killed_during_a_rollback(
-    temporal: TemporalServer,
-    processes: Processes,
-    app_db: AppDb,
-    sizes: Sizes,
-    ledger: Ledger,
-    tmp_path: Path,
-) -> None:
-    customers = sizes.rollback_customers
-    await add_customers(app_db, customers)
+async def worker_killed_during_a_rollback(on: Stage) -> None:
+    customers = on.sizes.rollback_customers
+    await add_customers(on.db, customers)
     smtp = FakeSmtp(pace=SECONDS_OF_NOTICES / customers)
-    smtp.controller.start()
+    await asyncio.to_thread(smtp.controller.start)
     try:
-        await _scenario(temporal, processes, app_db, customers, smtp, ledger, tmp_path)
+        await _scenario(on, customers, smtp)
     finally:
-        smtp.controller.stop()
-    ledger.assert_clean()
+        await asyncio.to_thread(smtp.controller.stop)
 
 
-async def _scenario(
-    temporal: TemporalServer,
-    processes: Processes,
-    app_db: AppDb,
-    customers: int,
-    smtp: FakeSmtp,
-    ledger: Ledger,
-    folder: Path,
-) -> None:
+async def _scenario(on: Stage, customers: int, smtp: FakeSmtp) -> None:
+    temporal, processes, app_db, ledger = on.temporal, on.processes, on.db, on.ledger
     change_id = new_change_id()
     plan = pinned(
         plan_document(
@@ -175,7 +164,7 @@ async def _scenario(
     async def baking() -> bool:
         return await state_is("baking") is not None
 
-    await eventually(baking, f"{customers} customers exposed, baking", within=180)
+    await eventually(baking, f"{customers} customers exposed, baking", within=600)
     await command_rollout(client, change_id, "abort", Reason(reason="chaos"))
     ledger.note("rollout aborted: rolling back")
 
@@ -203,7 +192,7 @@ async def _scenario(
     async def rolled_back() -> bool:
         return await state_is("rolled_back") is not None
 
-    await eventually(rolled_back, "rolled back", within=240)
+    await eventually(rolled_back, "rolled back", within=600)
     done = await rollout_state(client, change_id)
     ledger.note(f"rolled back by worker {survivor}; {len(smtp.messages)} SMTP messages in all")
     ledger.check(
@@ -213,7 +202,7 @@ async def _scenario(
 
     # The survivor resumed from the heartbeat: it found at most the customers between the
     # recorded heartbeat and the kill already notified, not everyone the victim had told.
-    survivor_log = folder / f"worker-{list(pool).index(survivor) + 1}.log"
+    survivor_log = on.folder / f"worker-{list(pool).index(survivor) + 1}.log"
     replayed = _replayed(survivor_log, change_id)
     ledger.note(
         f"survivor replayed {replayed} notices from the outbox "
@@ -292,3 +281,7 @@ async def _count(db: AppDb, change_id: str, customers: int, smtp: FakeSmtp, ledg
     twice = sorted(step for step, count in steps.items() if count > 1)
     ledger.check(not twice, f"ledger steps written twice: {twice[:3]}")
     ledger.counts["ledger rows"] = f"{sum(steps.values())}, none twice" if not twice else "twice"
+
+
+async def test_worker_killed_during_a_rollback(scenarios: Scenarios) -> None:
+    (await scenarios.play(worker_killed_during_a_rollback)).assert_clean()

@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tests.chaos.escalation_load import open_cases, progress, resolve_all_and_count
-from tests.chaos.support import Ledger, Processes, Sizes, TemporalServer, Workers, eventually
-from tests.conftest import AppDb
-
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.chaos.support import (
+    Scenarios,
+    Stage,
+    Workers,
+    eventually,
+)
 
 DOWN_SECONDS = 5
 
 
-async def test_temporal_killed_while_cases_fire_levels(
-    temporal: TemporalServer, processes: Processes, app_db: AppDb, sizes: Sizes, ledger: Ledger
-) -> None:
+async def temporal_killed_while_cases_fire_levels(on: Stage) -> None:
+    temporal, processes, app_db, sizes, ledger = (
+        on.temporal,
+        on.processes,
+        on.db,
+        on.sizes,
+        on.ledger,
+    )
     workers = Workers(processes, temporal, app_db.url)
     worker = await workers.start_polling()
     cases = await open_cases(temporal.client, app_db, workers.queue, sizes.cases, over=3)
@@ -39,4 +44,7 @@ async def test_temporal_killed_while_cases_fire_levels(
 
     await resolve_all_and_count(client, app_db, cases, ledger)
     ledger.check(worker.poll() is None, f"the worker exited ({worker.returncode}) in the outage")
-    ledger.assert_clean()
+
+
+async def test_temporal_killed_while_cases_fire_levels(scenarios: Scenarios) -> None:
+    (await scenarios.play(temporal_killed_while_cases_fire_levels)).assert_clean()

@@ -6,18 +6,23 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from tests.chaos.escalation_load import open_cases, progress, resolve_all_and_count
-from tests.chaos.support import Ledger, Processes, Sizes, TemporalServer, Workers, eventually
-from tests.conftest import AppDb
+from tests.chaos.support import (
+    Scenarios,
+    Stage,
+    Workers,
+    eventually,
+)
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
-
-async def test_worker_killed_twice_while_cases_fire_levels(
-    temporal: TemporalServer, processes: Processes, app_db: AppDb, sizes: Sizes, ledger: Ledger
-) -> None:
+async def worker_killed_twice_while_cases_fire_levels(on: Stage) -> None:
+    temporal, processes, app_db, sizes, ledger = (
+        on.temporal,
+        on.processes,
+        on.db,
+        on.sizes,
+        on.ledger,
+    )
     client = temporal.client
     workers = Workers(processes, temporal, app_db.url)
     first = await workers.start_polling()
@@ -54,4 +59,7 @@ async def test_worker_killed_twice_while_cases_fire_levels(
     workers.start()
     ledger.note("worker 3 started")
     await resolve_all_and_count(client, app_db, cases, ledger)
-    ledger.assert_clean()
+
+
+async def test_worker_killed_twice_while_cases_fire_levels(scenarios: Scenarios) -> None:
+    (await scenarios.play(worker_killed_twice_while_cases_fire_levels)).assert_clean()
