@@ -148,7 +148,7 @@ HISTORY = _fields(  # a recovery trigger's history (RecoveryEngine.history_conte
     "last_outcome",
     "days_since_last_episode",
 )
-ROUTE_CONVERSATION = _fields(  # what a handoff route reads (handoff_logic.conversation_context)
+ROUTE_CONVERSATION = _fields(  # what a handoff route reads (handoff_packet.conversation_context)
     "id", "topic", "intents", "trigger", "turns"
 )
 CONDITION_PLACES: tuple[tuple[type[BaseModel], str, Mapping[str, Shape | None]], ...] = (
@@ -162,7 +162,7 @@ CONDITION_PLACES: tuple[tuple[type[BaseModel], str, Mapping[str, Shape | None]],
 """Each condition field, and the variables it sees (a recovery `event` is checked against
 its event type by `_event_fields`)."""
 
-CALLBACK = _fields(  # handoff_logic.callback_context
+CALLBACK = _fields(  # handoff_hours.callback_context
     "date", "time", "weekday", "day", "month", "year", "timezone", "utc"
 )
 TEMPLATE_CONTEXTS: dict[Kind, Mapping[str, Shape | None]] = {

@@ -9,7 +9,23 @@ workflow modules (escalation, rollout, recovery, handoff) are loaded afresh per 
 
 from __future__ import annotations
 
+import importlib.util
+import pkgutil
+from collections.abc import Callable
+
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+WORKFLOW_MODULES = frozenset({"escalation", "rollout", "recovery", "handoff"})
+"""The workflow definitions themselves: loaded afresh for each run."""
+
+
+def _modules(package: str, keep: Callable[[str], bool]) -> tuple[str, ...]:
+    """The modules of `package` that `keep` names, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations is not None
+    found = pkgutil.iter_modules(spec.submodule_search_locations)
+    return tuple(sorted(f"{package}.{m.name}" for m in found if keep(m.name)))
+
 
 PASSED_THROUGH = (
     "jinja2",
@@ -21,25 +37,16 @@ PASSED_THROUGH = (
     "yaml",
     # opsflow's own deterministic helpers and models: imported once per worker, not per run
     "definitions",
-    "activities.models",
-    "activities.handoff_contracts",
-    "activities.escalation_contracts",
-    "activities.rollout_contracts",
-    "activities.search_attributes",
-    "workflows.metrics",
-    "workflows.sla",
-    "workflows.actions",
-    "workflows.escalation_model",
-    "workflows.rollout_model",
-    "workflows.handoff_model",
-    "workflows.handoff_logic",
-    "workflows.recovery_rules",
-    "workflows.recovery_model",
-    # each kind's pure decision core (escalation, rollout, handoff, recovery)
-    "workflows.escalation_core",
-    "workflows.rollout_core",
-    "workflows.handoff_core",
-    "workflows.recovery_core",
+    # the activity contracts (models, *_contracts, search attributes): pure pydantic
+    *_modules(
+        "activities",
+        lambda name: name in ("models", "search_attributes") or name.endswith("_contracts"),
+    ),
+    # every kind's model, decision core and topic modules, and the shared helpers
+    *_modules(
+        "workflows",
+        lambda name: name not in WORKFLOW_MODULES and name != "sandbox",
+    ),
 )
 
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
