@@ -10,9 +10,12 @@ Timer lateness: for every escalation level that fires, its first effect (the led
 written, or its notification in the sandbox outbox, whichever came first) minus the moment
 it fell due (the ledger row's `at`; the baseline records its own timers' due moments the
 same way). The goals (issue 21): acknowledgement and lateness p99 each within plain's p99
-+ 0.2 s at 500 cases, against the tuned baseline.
++ 0.2 s at 500 cases, against the tuned baseline. A level still pending when its case is
+resolved never fires on opsflow (the plain workflow fires it anyway): when a side fired
+fewer levels than fell due before the resolve, its lateness is not measured (a loaded
+machine needs a later `--resolve-after`).
 
-    .venv/bin/python -m bench.escalation [--cases 500]
+    .venv/bin/python -m bench.escalation [--cases 500] [--resolve-after 3.5]
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ class Result(Measured):
     workflow_prefix: str = ""
     """Every case's workflow id starts with it (to find their ledger rows and notifications)."""
     lateness_ms: list[float] = field(default_factory=list)
+    levels_due: int = 0
+    """Levels that fell due before their case was resolved (every case not acknowledged)."""
 
     @classmethod
     def of(
@@ -149,6 +154,7 @@ async def _drive(
     start: Any,
     acknowledge: Any,
     resolve: Any,
+    resolve_after: float,
 ) -> tuple[float, list[float]]:
     """Open `cases` cases; acknowledge the first `ack_sample`; resolve the rest after the breach."""
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -162,9 +168,9 @@ async def _drive(
             watch = Stopwatch()
             await acknowledge(handle)
             latencies.append(watch.seconds * 1000)
-            await asyncio.sleep(RESOLVE_AFTER - ACK_AFTER)
+            await asyncio.sleep(resolve_after - ACK_AFTER)
         else:
-            await asyncio.sleep(RESOLVE_AFTER)
+            await asyncio.sleep(resolve_after)
         async with gate:
             await resolve(handle)
         await handle.result()
@@ -174,7 +180,9 @@ async def _drive(
     return watch.seconds, latencies
 
 
-async def run_opsflow(client: Client, env: dict[str, str], cases: int, sample: int) -> Result:
+async def run_opsflow(
+    client: Client, env: dict[str, str], cases: int, sample: int, resolve_after: float
+) -> Result:
     queue = f"bench-opsflow-{uuid.uuid4().hex[:6]}"
     opsflow = str(Path(sys.executable).parent / "opsflow")
     worker = WorkerProcess([opsflow, "worker"], {**env, "OPSFLOW_TASK_QUEUE": queue})
@@ -216,7 +224,9 @@ async def run_opsflow(client: Client, env: dict[str, str], cases: int, sample: i
         await handle.execute_update(EscalationWorkflow.resolve, Resolve(by="bench"))
 
     try:
-        seconds, latencies = await _drive(client, cases, sample, start, acknowledge, resolve)
+        seconds, latencies = await _drive(
+            client, cases, sample, start, acknowledge, resolve, resolve_after
+        )
     except BaseException:
         worker.kill()
         raise
@@ -230,6 +240,7 @@ async def run_baseline(
     sample: int,
     name: str,
     worker_args: Sequence[str],
+    resolve_after: float,
 ) -> Result:
     queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
     worker = baseline_worker("bench.baseline_escalation", queue, env, worker_args)
@@ -256,7 +267,9 @@ async def run_baseline(
         await handle.execute_update("resolve")
 
     try:
-        seconds, latencies = await _drive(client, cases, sample, start, acknowledge, resolve)
+        seconds, latencies = await _drive(
+            client, cases, sample, start, acknowledge, resolve, resolve_after
+        )
     except BaseException:
         worker.kill()
         raise
@@ -266,20 +279,23 @@ async def run_baseline(
 def report(baselines: Sequence[Result], opsflow: Result) -> None:
     print(
         f"{'':16} {'cases/s':>9} {'wall s':>8} {'CPU ms/case':>12} {'peak RSS MiB':>13}"
-        f" {'ack p50 ms':>11} {'ack p99 ms':>11} {'levels':>7} {'late p50 ms':>12}"
+        f" {'ack p50 ms':>11} {'ack p99 ms':>11} {'levels fired':>12} {'late p50 ms':>12}"
         f" {'late p99 ms':>12}"
     )
     for r in (*baselines, opsflow):
         print(
             f"{r.name:16} {r.per_second:9.1f} {r.seconds:8.2f} {r.cpu_ms_per_unit:12.1f}"
             f" {r.peak_rss_mib:13.1f} {percentile(r.ack_latencies_ms, 50):11.1f}"
-            f" {percentile(r.ack_latencies_ms, 99):11.1f} {len(r.lateness_ms):7d}"
+            f" {percentile(r.ack_latencies_ms, 99):11.1f}"
+            f" {f'{len(r.lateness_ms)}/{r.levels_due}':>12}"
             f" {percentile(r.lateness_ms, 50):12.1f} {percentile(r.lateness_ms, 99):12.1f}"
         )
 
     def p99_within(opsflow: Result, baseline: Result) -> list[Goal]:
         ack = percentile(opsflow.ack_latencies_ms, 99) - percentile(baseline.ack_latencies_ms, 99)
         late = percentile(opsflow.lateness_ms, 99) - percentile(baseline.lateness_ms, 99)
+        if any(len(r.lateness_ms) < r.levels_due for r in (opsflow, baseline)):
+            late = float("nan")  # the latest levels never fired: a p99 of the others flatters
         return [
             Goal("ack p99", ack, 200, unit=" ms"),
             Goal("timer lateness p99", late, 200, unit=" ms"),
@@ -292,6 +308,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=500)
     parser.add_argument("--ack-sample", type=int, default=50)
+    parser.add_argument(
+        "--resolve-after", type=float, default=RESOLVE_AFTER, help="seconds from open"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         url = make_url(f"sqlite:///{folder}/bench.db")
@@ -309,21 +328,26 @@ async def main() -> None:
             }
             sample = min(args.ack_sample, args.cases // 2)
             baselines = [
-                await run_baseline(server.client, env, args.cases, sample, name, worker_args)
+                await run_baseline(
+                    server.client, env, args.cases, sample, name, worker_args, args.resolve_after
+                )
                 for name, worker_args in BASELINES
             ]
-            opsflow = await run_opsflow(server.client, env, args.cases, sample)
+            opsflow = await run_opsflow(server.client, env, args.cases, sample, args.resolve_after)
         engine = create_engine(url)
         try:
+            due_before_resolve = sum(1 for n in (1, 2, 3) if n * LEVEL_SECONDS < args.resolve_after)
             for result in (*baselines, opsflow):
                 result.lateness_ms = await timer_lateness_ms(
                     session_factory(engine), result.workflow_prefix
                 )
+                result.levels_due = (args.cases - sample) * due_before_resolve
         finally:
             await engine.dispose()
     print(
         f"escalation benchmark: {args.cases} cases, three {LEVEL_SECONDS:.0f} s levels, "
-        "in-memory dev server, each worker in its own process"
+        f"resolved after {args.resolve_after:g} s, in-memory dev server, each worker in its "
+        "own process"
     )
     report(baselines, opsflow)
 

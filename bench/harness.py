@@ -10,6 +10,7 @@ runs in memory (no --db-filename) so its SQLite fsyncs do not hide the engine's 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import statistics
@@ -272,9 +273,13 @@ class Goal:
     def met(self) -> bool:
         if self.bound is None:
             return True
+        if math.isnan(self.value):
+            return False
         return self.value <= self.bound if self.at_most else self.value >= self.bound
 
     def describe(self, *, judged: bool) -> str:
+        if math.isnan(self.value):
+            return f"{self.label} not measured"
         figure = f"{self.value:+.0f}{self.unit}" if self.unit else f"{self.value:.2f}"
         if not self.unit and float(figure) == self.bound and not self.met:
             figure = f"{self.value:.3f}"  # 0.948 is not 0.95: never show a miss as the bound

@@ -113,3 +113,9 @@ def test_a_missed_goal_is_never_shown_as_its_bound() -> None:
     assert Goal("throughput", 0.951, 0.95, at_most=False).describe(judged=True) == (
         "throughput 0.95 (goal >= 0.95): met"
     )
+
+
+def test_a_figure_that_could_not_be_measured_misses_its_goal() -> None:
+    lateness = Goal("timer lateness p99", float("nan"), 200, unit=" ms")
+    assert lateness.describe(judged=True) == "timer lateness p99 not measured"
+    assert not lateness.met
