@@ -51,6 +51,7 @@ from activities.handoff_contracts import (
 from activities.models import Ticket
 from activities.outbox import Effect, Outbox
 from activities.ports import OutgoingMessage, PresencePort
+from activities.update_aborts import aborted_by_close
 
 _log = logging.getLogger(__name__)
 
@@ -259,7 +260,9 @@ class PresenceActivities:
             reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
             return CaseCommandDone(applied=False, detail=reason[:500])
         except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
+            # A case continuing as new aborts the update before it ran: retried, it reaches
+            # the new run (the same update id, so never applied twice).
+            if exc.status != RPCStatusCode.NOT_FOUND or aborted_by_close(exc):
                 raise
             return CaseCommandDone(applied=False, detail=f"{request.workflow_id} has ended")
         return CaseCommandDone(applied=True)

@@ -38,6 +38,7 @@ from activities.adapters.sandbox import SandboxTicketing
 from activities.errors import NOT_FOUND
 from activities.models import CustomerProfile
 from activities.ports import CrmPort, TicketingPort
+from client.updates import execute_update
 from definitions.conditions import ConditionError, evaluate
 from definitions.errors import OpsflowError
 from definitions.models import PinnedDefinition
@@ -382,7 +383,7 @@ async def command_case(
     handle = client.get_workflow_handle(case_workflow_id(ticket_id))
     args = [] if argument is None else [argument]
     try:
-        result: CaseStatus = await handle.execute_update(update, args=args, result_type=CaseStatus)
+        result = await execute_update(handle, update, args=args, result_type=CaseStatus)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)

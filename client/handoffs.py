@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import search_attributes as sa
+from client.updates import execute_update
 from definitions.errors import OpsflowError
 from definitions.events import BotHandoffRequested, EventEnvelope, TranscriptLine
 from definitions.models import PinnedDefinition
@@ -117,8 +118,8 @@ async def command_handoff(
         raise HandoffCommandRefused(f"unknown command {update!r}")
     handle = client.get_workflow_handle(handoff_workflow_id(conversation_id))
     try:
-        result: HandoffStatus = await handle.execute_update(
-            update, args=[] if argument is None else [argument], result_type=HandoffStatus
+        result = await execute_update(
+            handle, update, args=[] if argument is None else [argument], result_type=HandoffStatus
         )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause

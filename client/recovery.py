@@ -13,6 +13,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from client.updates import execute_update
 from definitions.errors import OpsflowError
 from definitions.events import EventEnvelope, parse_event_data
 from definitions.loader import load_file
@@ -88,9 +89,7 @@ async def command_customer(
     RecoveryCommandRefused with the workflow's reason."""
     handle = client.get_workflow_handle(customer_workflow_id(customer))
     try:
-        result: RecoveryStatus = await handle.execute_update(
-            update, argument, result_type=RecoveryStatus
-        )
+        result = await execute_update(handle, update, args=[argument], result_type=RecoveryStatus)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)

@@ -1,9 +1,6 @@
-"""Sending a workflow an update so that a continue-as-new never loses it.
-
-A run that continues as new while an update waits to be accepted aborts that update
-(`NOT_FOUND`, "workflow update was aborted by closing workflow"): it never ran, and the
-workflow id now names the new run. Every client path (the CLI, the intake) sends updates
-through `execute_update`, which sends an aborted one again with the same update id.
+"""Sending a workflow an update so that a continue-as-new never loses it: every client path
+(the CLI, the intake) sends updates through `execute_update`, which sends one aborted by a
+run that continued as new (activities/update_aborts.py) again with the same update id.
 """
 
 from __future__ import annotations
@@ -13,18 +10,14 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
+
+from activities.update_aborts import aborted_by_close
 
 T = TypeVar("T")
 
-ABORTED_BY_CLOSE = "aborted by closing workflow"
 SEND_AGAIN = 5
 """Times an aborted update is sent again (each run it reaches is a fresh one)."""
-
-
-def aborted_by_close(exc: RPCError) -> bool:
-    """The update reached a run that closed (continued as new) before accepting it."""
-    return exc.status == RPCStatusCode.NOT_FOUND and ABORTED_BY_CLOSE in exc.message
 
 
 async def execute_update(
