@@ -38,7 +38,6 @@ from tests.conftest import AppDb
 from tests.devstack_support import free_port
 from tests.intake_support import cloud_event, encode, signed_headers
 from workflows.recovery import RecoveryWorkflow
-from workflows.recovery_model import RecoveryView
 
 CUSTOMERS = [f"C-{n:04d}" for n in range(1, 21)]
 
@@ -233,10 +232,10 @@ async def _count(temporal: TemporalServer, db: AppDb, senders: Senders, ledger: 
     async def all_handled() -> bool:
         handled.clear()
         for customer in CUSTOMERS:
-            view = await client.get_workflow_handle(f"customer-{customer}").query(
-                RecoveryWorkflow.view, result_type=RecoveryView
+            status = await client.get_workflow_handle(f"customer-{customer}").query(
+                RecoveryWorkflow.view
             )
-            state = view.state
+            state = status.state
             ids = [key.removeprefix("crm/") for key in state.seen]
             handled.update(ids)
             if ids:
