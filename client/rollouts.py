@@ -25,7 +25,7 @@ from activities import search_attributes as sa
 from definitions.errors import OpsflowError
 from definitions.models import PinnedDefinition
 from workflows.rollout import RolloutWorkflow
-from workflows.rollout_model import ChangeRequest, RolloutStatus, StartRollout, rollout_workflow_id
+from workflows.rollout_model import ChangeRequest, RolloutInput, RolloutStatus, rollout_workflow_id
 
 COMMANDS = ("approve", "reject", "pause", "resume", "promote", "promote_full", "abort", "retry")
 
@@ -84,7 +84,7 @@ async def start_rollout(
     try:
         handle = await client.start_workflow(
             RolloutWorkflow.run,
-            StartRollout(change=change, plan=plan),
+            RolloutInput(change=change, plan=plan),
             id=workflow_id,
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
@@ -152,13 +152,13 @@ class RetriedRollout:
     """True when the change had ended and a new run started attempt N+1."""
 
 
-async def _first_input(client: Client, handle: WorkflowHandle[Any, Any]) -> StartRollout:
+async def _first_input(client: Client, handle: WorkflowHandle[Any, Any]) -> RolloutInput:
     """The input of the latest run (its plan exactly as pinned then)."""
     async for event in handle.fetch_history_events(page_size=1):
         payloads = event.workflow_execution_started_event_attributes.input.payloads
-        decoded = await client.data_converter.decode(payloads, [StartRollout])
+        decoded = await client.data_converter.decode(payloads, [RolloutInput])
         first = decoded[0]
-        assert isinstance(first, StartRollout)
+        assert isinstance(first, RolloutInput)
         return first
     raise OpsflowError("the rollout's history has no start event")
 
@@ -191,7 +191,7 @@ async def retry_rollout(
     try:
         await client.start_workflow(
             RolloutWorkflow.run,
-            StartRollout(change=change, plan=plan, attempt=finished.attempt + 1),
+            RolloutInput(change=change, plan=plan, attempt=finished.attempt + 1),
             id=rollout_workflow_id(change_id),
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

@@ -28,7 +28,7 @@ from tests.conftest import AppDb
 from tests.helpers import assert_eventually
 from worker.assembly import activity_functions
 from workflows.rollout import RolloutWorkflow
-from workflows.rollout_model import ChangeRequest, RolloutStatus, StartRollout, rollout_workflow_id
+from workflows.rollout_model import ChangeRequest, RolloutInput, RolloutStatus, rollout_workflow_id
 from workflows.sandbox import WORKFLOW_RUNNER
 
 CUSTOMERS = 400
@@ -136,7 +136,7 @@ async def start(
 ) -> WorkflowHandle[RolloutWorkflow, RolloutStatus]:
     return await env.client.start_workflow(
         RolloutWorkflow.run,
-        StartRollout(change=change(change_id, owner), plan=plan),
+        RolloutInput(change=change(change_id, owner), plan=plan),
         id=rollout_workflow_id(change_id),
         task_queue=queue,
     )

@@ -35,7 +35,7 @@ from tests.escalation_support import case, policy_document
 from tests.rollout_support import add_customers, change, plan_document
 from worker.assembly import build_worker
 from workflows.rollout import RolloutWorkflow
-from workflows.rollout_model import StartRollout, rollout_workflow_id
+from workflows.rollout_model import RolloutInput, rollout_workflow_id
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -122,7 +122,7 @@ async def test_stuck_finds_what_needs_a_person(
         change_id = f"CHG-{uuid.uuid4().hex[:8]}"
         rollout = await client.start_workflow(
             RolloutWorkflow.run,
-            StartRollout(change=change(change_id), plan=pinned(quick_approval_plan())),
+            RolloutInput(change=change(change_id), plan=pinned(quick_approval_plan())),
             id=rollout_workflow_id(change_id),
             task_queue=queue,
         )
@@ -210,7 +210,7 @@ async def test_stuck_finds_nothing_on_a_healthy_stack(
         change_id = f"CHG-{uuid.uuid4().hex[:8]}"
         rollout = await client.start_workflow(
             RolloutWorkflow.run,
-            StartRollout(change=change(change_id), plan=pinned(plan_document())),
+            RolloutInput(change=change(change_id), plan=pinned(plan_document())),
             id=rollout_workflow_id(change_id),
             task_queue=queue,
         )

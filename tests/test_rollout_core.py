@@ -26,8 +26,8 @@ from workflows.rollout_model import (
     Decision,
     Reading,
     Reason,
-    RolloutStatus,
-    StartRollout,
+    RolloutInput,
+    RolloutState,
     Verdict,
 )
 from workflows.rollout_text import describe
@@ -77,7 +77,7 @@ def _plan(**overrides: Any) -> PinnedDefinition:
     )
 
 
-def _start(*, outside_windows: bool = False, **overrides: Any) -> tuple[RolloutStatus, RolloutSpec]:
+def _start(*, outside_windows: bool = False, **overrides: Any) -> tuple[RolloutState, RolloutSpec]:
     plan = _plan(**overrides)
     change = ChangeRequest(
         change_id="CHG-1",
@@ -86,10 +86,10 @@ def _start(*, outside_windows: bool = False, **overrides: Any) -> tuple[RolloutS
         outside_windows=outside_windows,
     )
     spec = plan.rollout
-    return rollout_core.initial_state(StartRollout(change=change, plan=plan), spec, MONDAY), spec
+    return rollout_core.initial_state(RolloutInput(change=change, plan=plan), spec, MONDAY), spec
 
 
-def _awaiting_start(**overrides: Any) -> tuple[RolloutStatus, RolloutSpec]:
+def _awaiting_start(**overrides: Any) -> tuple[RolloutState, RolloutSpec]:
     s, spec = _start(**overrides)
     rollout_approvals.impact_assessed(s, spec, [])
     rollout_approvals.request_approval(s, "start", MONDAY, notify=True)
@@ -97,7 +97,7 @@ def _awaiting_start(**overrides: Any) -> tuple[RolloutStatus, RolloutSpec]:
     return s, spec
 
 
-def _baking(**overrides: Any) -> tuple[RolloutStatus, RolloutSpec]:
+def _baking(**overrides: Any) -> tuple[RolloutState, RolloutSpec]:
     s, spec = _start(**overrides)
     rollout_core.phase_applied(
         s, spec, 0, newly_exposed=20, total_exposed=20, recorded=True, now=MONDAY
@@ -107,7 +107,7 @@ def _baking(**overrides: Any) -> tuple[RolloutStatus, RolloutSpec]:
     return s, spec
 
 
-def _approve(s: RolloutStatus, approver: str, attempt: int = 1) -> None:
+def _approve(s: RolloutState, approver: str, attempt: int = 1) -> None:
     stage = s.approval_for or "start"
     s.approvals.append(
         Approval(approver=approver, reason="", at=MONDAY, stage=stage, attempt=attempt)

@@ -96,8 +96,8 @@ from workflows.rollout_model import (
     ChangeRequest,
     Decision,
     Reason,
+    RolloutInput,
     RolloutStatus,
-    StartRollout,
     rollout_workflow_id,
 )
 from workflows.sandbox import WORKFLOW_RUNNER
@@ -520,7 +520,7 @@ async def simulate_rollout(
         await stack.skip_to(start)
         handle = await stack.env.client.start_workflow(
             RolloutWorkflow.run,
-            StartRollout(change=change, plan=pinned),
+            RolloutInput(change=change, plan=pinned),
             id=rollout_workflow_id(change.change_id),
             task_queue=stack.queue,
         )

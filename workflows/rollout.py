@@ -5,7 +5,7 @@ Workflow id `rollout-<change id>`. The decisions are the pure core's (workflows/
 and its topics: rollout_approvals, rollout_checks, rollout_commands, rollout_text); this module
 holds the state, receives the commands, asks the core what to do and carries it out: the
 activities, timers, search attributes and ledger entries, in the order the recorded histories
-hold them. The run is re-entrant over `RolloutStatus.state`, so continue-as-new resumes
+hold them. The run is re-entrant over `RolloutState.state`, so continue-as-new resumes
 mid-phase; updates are validated first and a refused update changes nothing; the `state` query
 returns everything. Cohorts are chosen by the activities from (change id, percent): the same
 customers on every call, cumulative from phase to phase, and their ids never enter the history.
@@ -61,9 +61,10 @@ with workflow.unsafe.imports_passed_through():
         PhaseStatus,
         Reading,
         Reason,
+        RolloutInput,
         RolloutState,
+        RolloutStateName,
         RolloutStatus,
-        StartRollout,
         rollout_workflow_id,
     )
 
@@ -94,7 +95,7 @@ elsewhere within this, from its last recorded progress."""
 @workflow.defn(name="Rollout")
 class RolloutWorkflow:
     def __init__(self) -> None:
-        self._status: RolloutStatus | None = None
+        self._status: RolloutState | None = None
         self._spec: RolloutSpec | None = None
         self._changed = False
         self._upserted: tuple[object, ...] | None = None
@@ -103,7 +104,7 @@ class RolloutWorkflow:
     # --- plumbing ------------------------------------------------------------------------
 
     @property
-    def status(self) -> RolloutStatus:
+    def status(self) -> RolloutState:
         assert self._status is not None
         return self._status
 
@@ -181,7 +182,7 @@ class RolloutWorkflow:
             updates.append(sa.OPS_DUE_AT.value_set(due))
         workflow.upsert_search_attributes(updates)
 
-    def _set_state(self, state: RolloutState, stage: str | None = None) -> None:
+    def _set_state(self, state: RolloutStateName, stage: str | None = None) -> None:
         s = self.status
         s.state = state
         if stage is not None:
@@ -192,7 +193,7 @@ class RolloutWorkflow:
     # --- run -----------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, request: StartRollout) -> RolloutStatus:
+    async def run(self, request: RolloutInput) -> RolloutStatus:
         self._spec = request.plan.rollout
         if request.carried is not None:
             self._status = request.carried
@@ -210,7 +211,7 @@ class RolloutWorkflow:
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
-                    StartRollout(change=s.change, plan=request.plan, carried=s)
+                    RolloutInput(change=s.change, plan=request.plan, carried=s)
                 )
             await self._step()
         self._sync_clocks()
@@ -517,7 +518,7 @@ class RolloutWorkflow:
             return
         self._set_state("waiting_window", s.phases[s.phase_index].name)
 
-    def _finish(self, state: RolloutState) -> None:
+    def _finish(self, state: RolloutStateName) -> None:
         rollout_core.finish(self.status, workflow.now())
         self._set_state(state)
 

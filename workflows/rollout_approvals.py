@@ -11,13 +11,13 @@ from typing import Any, Literal
 
 from definitions.models import RolloutSpec
 from workflows.rollout_core import local_time
-from workflows.rollout_model import Approval, RolloutStatus
+from workflows.rollout_model import Approval, RolloutState
 
 CHANNELS = {"email": "email", "slack": "chat", "chat": "chat", "pager": "pager", "sms": "chat"}
 """A plan's channel name -> the notification channel that carries it."""
 
 
-def approvals_needed_at_start(s: RolloutStatus, spec: RolloutSpec) -> int:
+def approvals_needed_at_start(s: RolloutState, spec: RolloutSpec) -> int:
     """A standard change starts by itself, a normal one needs the plan's number, any other
     (emergency) one; starting outside the change windows always needs one (but emergency)."""
     risk = spec.impact.risk
@@ -28,7 +28,7 @@ def approvals_needed_at_start(s: RolloutStatus, spec: RolloutSpec) -> int:
 
 
 def impact_assessed(
-    s: RolloutStatus, spec: RolloutSpec, sizes: list[dict[str, Any]]
+    s: RolloutState, spec: RolloutSpec, sizes: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Set the approvals the start needs; the ledger's record of the assessed impact."""
     risk = spec.impact.risk
@@ -49,14 +49,14 @@ def impact_assessed(
     }
 
 
-def request_approval(s: RolloutStatus, stage: str, now: datetime, *, notify: bool) -> None:
+def request_approval(s: RolloutState, stage: str, now: datetime, *, notify: bool) -> None:
     """Wait for approvals of `stage` (start, or the phase whose gate waits) from now; with
     `notify` the approvers are asked at once and reminded before the timeout."""
     s.approval_for, s.approval_since, s.approval_paged = stage, now, False
     s.approval_notify, s.approval_notices = notify, 0
 
 
-def approvals_for(s: RolloutStatus, stage: str) -> list[Approval]:
+def approvals_for(s: RolloutState, stage: str) -> list[Approval]:
     """The approvals that count for `stage`: after a retry, only the current attempt's."""
     return [
         a
@@ -65,13 +65,13 @@ def approvals_for(s: RolloutStatus, stage: str) -> list[Approval]:
     ]
 
 
-def needed_for(s: RolloutStatus, spec: RolloutSpec, stage: str) -> int:
+def needed_for(s: RolloutState, spec: RolloutSpec, stage: str) -> int:
     if stage == "start":
         return s.approvals_needed
     return 1 if s.risk == "emergency" else spec.approvals.required
 
 
-def refusal_of_approver(s: RolloutStatus, spec: RolloutSpec, approver: str) -> str | None:
+def refusal_of_approver(s: RolloutState, spec: RolloutSpec, approver: str) -> str | None:
     """Why `approver` may not approve (or reject) this change; None when they may."""
     approvals = spec.approvals
     if approver == s.change.owner and not approvals.allow_owner:
@@ -94,7 +94,7 @@ class ApprovalMove:
     until: datetime | None = None
 
 
-def next_approval_move(s: RolloutStatus, spec: RolloutSpec, now: datetime) -> ApprovalMove:
+def next_approval_move(s: RolloutState, spec: RolloutSpec, now: datetime) -> ApprovalMove:
     stage = s.approval_for or "start"
     given = approvals_for(s, stage)
     if len(given) >= needed_for(s, spec, stage):
@@ -122,7 +122,7 @@ def next_approval_move(s: RolloutStatus, spec: RolloutSpec, now: datetime) -> Ap
     return ApprovalMove("wait", stage, until=until)
 
 
-def approval_granted(s: RolloutStatus) -> None:
+def approval_granted(s: RolloutState) -> None:
     """The awaited approvals are in: nothing awaits them any more."""
     s.approval_for = s.approval_since = None
 
@@ -139,7 +139,7 @@ class ApprovalNotice:
 
 
 def approval_notice(
-    s: RolloutStatus, spec: RolloutSpec, stage: str, *, reminder: bool
+    s: RolloutState, spec: RolloutSpec, stage: str, *, reminder: bool
 ) -> ApprovalNotice:
     """What is asked, for which cohort, by when, and the exact command that answers."""
     approvals = spec.approvals
@@ -195,7 +195,7 @@ class Page:
 
 
 def page(
-    s: RolloutStatus, spec: RolloutSpec, attention: str, details: str, *, approvers: bool
+    s: RolloutState, spec: RolloutSpec, attention: str, details: str, *, approvers: bool
 ) -> Page:
     """Page the owner (and, for an approval, the approvers' channel first)."""
     s.pages += 1

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from activities.models import MetricCohort
 from definitions.models import Analysis, Check, Phase, RolloutSpec
-from workflows.rollout_model import CheckStatus, Reading, RolloutStatus, Verdict
+from workflows.rollout_model import CheckStatus, Reading, RolloutState, Verdict
 
 MAX_READINGS_KEPT = 48
 """Readings kept per check in state (the counts cover all of them)."""
@@ -106,7 +106,7 @@ class BakeMove:
     until: datetime | None = None
 
 
-def next_bake_move(s: RolloutStatus, spec: RolloutSpec, now: datetime) -> BakeMove:
+def next_bake_move(s: RolloutState, spec: RolloutSpec, now: datetime) -> BakeMove:
     """The bake clock counts active time only; readings fall every `analysis.interval` of it
     and none after the bake's end. A promote ends the bake at once."""
     phase = s.phases[s.phase_index]
@@ -140,12 +140,12 @@ class MetricWindow:
     end: datetime
 
 
-def exposed_window(s: RolloutStatus, window: timedelta, now: datetime) -> MetricWindow:
+def exposed_window(s: RolloutState, window: timedelta, now: datetime) -> MetricWindow:
     """The customers exposed to the change, over the check's window up to now."""
     return MetricWindow(MetricCohort(change_id=s.change.change_id), now - window, now)
 
 
-def baseline_window(s: RolloutStatus, window: timedelta, now: datetime) -> MetricWindow:
+def baseline_window(s: RolloutState, window: timedelta, now: datetime) -> MetricWindow:
     """The customers not exposed to the change, over the same window; once a phase reaches
     everyone there are none, so then all customers before the first phase."""
     phase = s.phases[s.phase_index]
@@ -196,7 +196,7 @@ class FailedChecks:
 
 
 def record_readings(
-    s: RolloutStatus, spec: RolloutSpec, readings: list[Reading], *, consecutive: bool
+    s: RolloutState, spec: RolloutSpec, readings: list[Reading], *, consecutive: bool
 ) -> FailedChecks | None:
     """Record one round of readings (one per check, in the plan's order); None when no check
     failed with it. A check that had already failed does not fail again."""
@@ -235,7 +235,7 @@ class BakeEnd:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def end_of_bake(s: RolloutStatus, spec: RolloutSpec) -> BakeEnd:
+def end_of_bake(s: RolloutState, spec: RolloutSpec) -> BakeEnd:
     """The phase's verdict once its bake is over; a failed one sets the rollback's reason."""
     phase = s.phases[s.phase_index]
     policy = spec.analysis.inconclusive

@@ -14,7 +14,7 @@ from definitions.models import RolloutSpec
 from workflows.rollout_approvals import approvals_for, refusal_of_approver
 from workflows.rollout_checks import fresh_checks
 from workflows.rollout_core import finish
-from workflows.rollout_model import Approval, Decision, Reason, RolloutStatus, Stopwatch
+from workflows.rollout_model import Approval, Decision, Reason, RolloutState, Stopwatch
 
 
 def who(command: Reason | None) -> dict[str, str]:
@@ -22,12 +22,12 @@ def who(command: Reason | None) -> dict[str, str]:
     return {"by": command.by} if command is not None and command.by else {}
 
 
-def _refuse_if_over(s: RolloutStatus) -> None:
+def _refuse_if_over(s: RolloutState) -> None:
     if s.finished:
         raise ValueError(f"rollout of {s.change.change_id} is over ({s.state})")
 
 
-def _refuse_approver(s: RolloutStatus, spec: RolloutSpec, approver: str) -> None:
+def _refuse_approver(s: RolloutState, spec: RolloutSpec, approver: str) -> None:
     if (refusal := refusal_of_approver(s, spec, approver)) is not None:
         raise ValueError(refusal)
 
@@ -35,7 +35,7 @@ def _refuse_approver(s: RolloutStatus, spec: RolloutSpec, approver: str) -> None
 # --- approve, reject -----------------------------------------------------------------------
 
 
-def refuse_approve(s: RolloutStatus, spec: RolloutSpec, command: Decision) -> None:
+def refuse_approve(s: RolloutState, spec: RolloutSpec, command: Decision) -> None:
     _refuse_if_over(s)
     if s.state != "awaiting_approval":
         raise ValueError(f"nothing awaits approval: the rollout is {s.state}")
@@ -45,7 +45,7 @@ def refuse_approve(s: RolloutStatus, spec: RolloutSpec, command: Decision) -> No
         raise ValueError(f"{command.approver} has already approved this")
 
 
-def approve(s: RolloutStatus, command: Decision, now: datetime) -> str:
+def approve(s: RolloutState, command: Decision, now: datetime) -> str:
     """Count the approval for what awaits it (the start or a gate); that stage."""
     stage = s.approval_for or "start"
     s.approvals.append(
@@ -60,14 +60,14 @@ def approve(s: RolloutStatus, command: Decision, now: datetime) -> str:
     return stage
 
 
-def refuse_reject(s: RolloutStatus, spec: RolloutSpec, command: Decision) -> None:
+def refuse_reject(s: RolloutState, spec: RolloutSpec, command: Decision) -> None:
     _refuse_if_over(s)
     if s.state != "awaiting_approval":
         raise ValueError(f"nothing awaits approval: the rollout is {s.state}")
     _refuse_approver(s, spec, command.approver)
 
 
-def reject(s: RolloutStatus, command: Decision) -> None:
+def reject(s: RolloutState, command: Decision) -> None:
     """A rejection rolls back (before the start: ends the rollout as rejected)."""
     s.rollback_reason = f"rejected by {command.approver}" + (
         f": {command.reason}" if command.reason else ""
@@ -77,7 +77,7 @@ def reject(s: RolloutStatus, command: Decision) -> None:
 # --- pause, resume, promote ----------------------------------------------------------------
 
 
-def refuse_pause(s: RolloutStatus) -> None:
+def refuse_pause(s: RolloutState) -> None:
     _refuse_if_over(s)
     if s.paused:
         raise ValueError("the rollout is already paused")
@@ -85,17 +85,17 @@ def refuse_pause(s: RolloutStatus) -> None:
         raise ValueError(f"a rollout that is {s.state} cannot be paused")
 
 
-def pause(s: RolloutStatus, command: Reason) -> None:
+def pause(s: RolloutState, command: Reason) -> None:
     s.paused, s.pause_reason = True, command.reason or None
 
 
-def refuse_resume(s: RolloutStatus) -> None:
+def refuse_resume(s: RolloutState) -> None:
     _refuse_if_over(s)
     if not s.paused and s.state != "held":
         raise ValueError(f"the rollout is not paused or held (it is {s.state})")
 
 
-def resume(s: RolloutStatus, spec: RolloutSpec, now: datetime) -> dict[str, Any]:
+def resume(s: RolloutState, spec: RolloutSpec, now: datetime) -> dict[str, Any]:
     """Unpause; or, when held, keep baking: the failed counts start afresh, and a spent bake
     gets one more round. The ledger's detail (the hold it ended)."""
     detail: dict[str, Any] = {}
@@ -115,7 +115,7 @@ def resume(s: RolloutStatus, spec: RolloutSpec, now: datetime) -> dict[str, Any]
     return detail
 
 
-def refuse_promote(s: RolloutStatus) -> None:
+def refuse_promote(s: RolloutState) -> None:
     _refuse_if_over(s)
     if s.paused:
         raise ValueError("the rollout is paused: resume it first")
@@ -123,7 +123,7 @@ def refuse_promote(s: RolloutStatus) -> None:
         raise ValueError(f"nothing to promote: the rollout is {s.state}, not baking or held")
 
 
-def promote(s: RolloutStatus) -> None:
+def promote(s: RolloutState) -> None:
     """End the current phase's bake as passed (a frozen rollout: roll forward)."""
     s.promote_requested = True
     if s.state == "held":
@@ -131,7 +131,7 @@ def promote(s: RolloutStatus) -> None:
         s.state = "baking"
 
 
-def refuse_promote_full(s: RolloutStatus, spec: RolloutSpec, command: Decision) -> None:
+def refuse_promote_full(s: RolloutState, spec: RolloutSpec, command: Decision) -> None:
     _refuse_if_over(s)
     if s.paused:
         raise ValueError("the rollout is paused: resume it first")
@@ -144,7 +144,7 @@ def refuse_promote_full(s: RolloutStatus, spec: RolloutSpec, command: Decision) 
     _refuse_approver(s, spec, command.approver)
 
 
-def promote_full(s: RolloutStatus, command: Decision, now: datetime) -> None:
+def promote_full(s: RolloutState, command: Decision, now: datetime) -> None:
     """Skip to the last phase (100%), an approver's decision kept with the approvals."""
     s.promote_full_by = command.approver
     s.approvals.append(
@@ -163,7 +163,7 @@ def promote_full(s: RolloutStatus, command: Decision, now: datetime) -> None:
 # --- abort, retry --------------------------------------------------------------------------
 
 
-def refuse_abort(s: RolloutStatus) -> None:
+def refuse_abort(s: RolloutState) -> None:
     _refuse_if_over(s)
     if s.state in ("rolling_back", "rolled_back") or (s.rollback_reason and s.state != "frozen"):
         raise ValueError(f"the rollout is already rolling back ({s.rollback_reason})")
@@ -178,7 +178,7 @@ class Abort:
     reason: str
 
 
-def abort(s: RolloutStatus, command: Reason, now: datetime) -> Abort:
+def abort(s: RolloutState, command: Reason, now: datetime) -> Abort:
     reason = command.reason or "aborted by the owner"
     if s.state == "frozen":
         s.ended_reason = f"accepted as it stands: {reason}"
@@ -190,13 +190,13 @@ def abort(s: RolloutStatus, command: Reason, now: datetime) -> Abort:
     return Abort("abort", reason)
 
 
-def refuse_retry(s: RolloutStatus) -> None:
+def refuse_retry(s: RolloutState) -> None:
     _refuse_if_over(s)
     if s.state != "rolled_back" or not s.aborted:
         raise ValueError(f"only an aborted, rolled-back rollout can be retried (it is {s.state})")
 
 
-def retry(s: RolloutStatus, spec: RolloutSpec, *, fresh_approvals: bool) -> bool:
+def retry(s: RolloutState, spec: RolloutSpec, *, fresh_approvals: bool) -> bool:
     """Start again from the first phase as the next attempt. With `fresh_approvals` the
     earlier attempt's approvals count for none of its gates; True when the start must then
     be approved afresh (the state is already awaiting_approval)."""

@@ -2,7 +2,7 @@
 moment, what happens next. No Temporal, no I/O, no clock; workflows/rollout.py carries out
 what it decides (activities, timers, search attributes, ledger entries).
 
-The run is a state machine over `RolloutStatus.state`: `next_step` names the pass to make,
+The run is a state machine over `RolloutState.state`: `next_step` names the pass to make,
 and each pass asks its topic what to do: rollout_approvals (who approves what; asking,
 reminding, paging), rollout_checks (the bake: readings and verdicts), this module (windows,
 apply, gates, rollback), rollout_commands (what a person's command changes, or why it is
@@ -23,8 +23,8 @@ from workflows.rollout_checks import fresh_checks
 from workflows.rollout_model import (
     TERMINAL,
     PhaseStatus,
-    RolloutStatus,
-    StartRollout,
+    RolloutInput,
+    RolloutState,
     Stopwatch,
 )
 
@@ -56,9 +56,9 @@ _STEP_OF_STATE: dict[str, Step] = {
 }
 
 
-def initial_state(request: StartRollout, spec: RolloutSpec, now: datetime) -> RolloutStatus:
+def initial_state(request: RolloutInput, spec: RolloutSpec, now: datetime) -> RolloutState:
     """A new run's state: every phase pending, the deadline's clock running."""
-    status = RolloutStatus(
+    status = RolloutState(
         change=request.change,
         attempt=request.attempt,
         approvals_scoped=request.attempt > 1,
@@ -82,7 +82,7 @@ def initial_state(request: StartRollout, spec: RolloutSpec, now: datetime) -> Ro
     return status
 
 
-def next_step(s: RolloutStatus) -> Step:
+def next_step(s: RolloutState) -> Step:
     """The pass the run makes next: a decided rollback or a promote to 100% comes first,
     then the state's own pass; a state without one ends the run."""
     if s.rollback_reason and s.state not in ("rolling_back", "rolled_back", "frozen"):
@@ -107,7 +107,7 @@ def phase_calendar(spec: RolloutSpec, *, outside_windows: bool) -> BusinessCalen
     return BusinessCalendar(timezone=spec.windows.timezone, hours="24x7", resolved_holidays=closed)
 
 
-def cohort_of(s: RolloutStatus, phase: Phase) -> CohortSpec:
+def cohort_of(s: RolloutState, phase: Phase) -> CohortSpec:
     """A phase's customers: the same ones on every call, cumulative from phase to phase."""
     return CohortSpec(
         seed=s.change.change_id, percent=phase.cohort.percent, condition=phase.cohort.when
@@ -117,7 +117,7 @@ def cohort_of(s: RolloutStatus, phase: Phase) -> CohortSpec:
 # --- clocks and deadlines ------------------------------------------------------------------
 
 
-def sync_clocks(s: RolloutStatus, now: datetime) -> None:
+def sync_clocks(s: RolloutState, now: datetime) -> None:
     """The deadline runs unless paused, held or done; a bake runs only while baking."""
     waiting_on_people = s.paused or s.state in ("held", "frozen", "rolled_back")
     if waiting_on_people or s.finished or s.state in TERMINAL:
@@ -132,7 +132,7 @@ def sync_clocks(s: RolloutStatus, now: datetime) -> None:
             phase.bake.pause(now)
 
 
-def next_deadline(s: RolloutStatus, spec: RolloutSpec) -> datetime | None:
+def next_deadline(s: RolloutState, spec: RolloutSpec) -> datetime | None:
     """An approval's paging time, a bake's end or a change window's opening (OpsDueAt)."""
     if s.paused or s.finished:
         return None
@@ -146,13 +146,13 @@ def next_deadline(s: RolloutStatus, spec: RolloutSpec) -> datetime | None:
     return None
 
 
-def shown_state(s: RolloutStatus) -> str:
+def shown_state(s: RolloutState) -> str:
     """OpsState: an approval paged for (past its time) waits for a person, so it is stuck."""
     overdue = s.state == "awaiting_approval" and s.approval_paged
     return STUCK if overdue else s.ops_state
 
 
-def wake_at(s: RolloutStatus, until: datetime | None) -> datetime | None:
+def wake_at(s: RolloutState, until: datetime | None) -> datetime | None:
     """When a wait for `until` (None: only a command) ends: then, or at the overall deadline."""
     moments = [until] if until is not None else []
     if s.deadline is not None and (due := s.active.moment_reaching(s.deadline)):
@@ -160,7 +160,7 @@ def wake_at(s: RolloutStatus, until: datetime | None) -> datetime | None:
     return min(moments) if moments else None
 
 
-def note_deadline(s: RolloutStatus, now: datetime) -> None:
+def note_deadline(s: RolloutState, now: datetime) -> None:
     """Past the overall deadline (active time) a running rollout rolls back."""
     if (
         s.deadline is not None
@@ -171,7 +171,7 @@ def note_deadline(s: RolloutStatus, now: datetime) -> None:
         s.rollback_reason = f"the overall deadline of {s.deadline} passed"
 
 
-def finish(s: RolloutStatus, now: datetime) -> None:
+def finish(s: RolloutState, now: datetime) -> None:
     s.finished, s.finished_at = True, now
 
 
@@ -187,7 +187,7 @@ class WindowMove:
     until: datetime | None = None
 
 
-def next_window_move(s: RolloutStatus, calendar: BusinessCalendar, now: datetime) -> WindowMove:
+def next_window_move(s: RolloutState, calendar: BusinessCalendar, now: datetime) -> WindowMove:
     """An emergency change ignores the windows; a paused one waits for resume."""
     s.stage = s.phases[s.phase_index].name
     if s.paused:
@@ -200,7 +200,7 @@ def next_window_move(s: RolloutStatus, calendar: BusinessCalendar, now: datetime
 
 
 def phase_applied(
-    s: RolloutStatus,
+    s: RolloutState,
     spec: RolloutSpec,
     number: int,
     *,
@@ -225,7 +225,7 @@ def phase_applied(
     }
 
 
-def gate_awaiting(s: RolloutStatus) -> str | None:
+def gate_awaiting(s: RolloutState) -> str | None:
     """After a phase passed: the phase whose approval gate must open first, or None to go
     on (the last phase's gate is no gate: nothing comes after it)."""
     phase = s.phases[s.phase_index]
@@ -233,7 +233,7 @@ def gate_awaiting(s: RolloutStatus) -> str | None:
     return phase.name if phase.gate == "approval" and not last else None
 
 
-def advance(s: RolloutStatus) -> bool:
+def advance(s: RolloutState) -> bool:
     """On to the next phase; True when there is none: the rollout has completed."""
     s.phase_index += 1
     if s.phase_index >= len(s.phases):
@@ -243,7 +243,7 @@ def advance(s: RolloutStatus) -> bool:
     return False
 
 
-def roll_forward(s: RolloutStatus) -> bool:
+def roll_forward(s: RolloutState) -> bool:
     """A frozen rollout told to promote carries on: its irreversible phase stays. False when
     no promote was asked for."""
     if not s.promote_requested:
@@ -263,7 +263,7 @@ class JumpToFull:
     judged: list[PhaseStatus] = field(default_factory=list)
 
 
-def jump_to_full(s: RolloutStatus) -> JumpToFull:
+def jump_to_full(s: RolloutState) -> JumpToFull:
     """Skip to the last phase: a phase applied but not passed counts as promoted, the ones
     between as skipped; a hold or awaited gate is dropped."""
     approver = s.promote_full_by
@@ -295,7 +295,7 @@ class RollbackStart:
     irreversible: list[str] = field(default_factory=list)
 
 
-def begin_rollback(s: RolloutStatus) -> RollbackStart:
+def begin_rollback(s: RolloutState) -> RollbackStart:
     reason = s.rollback_reason or "rolled back"
     frozen = [s.phases[n].name for n in s.applied if s.phases[n].irreversible]
     if frozen:
@@ -342,7 +342,7 @@ class PhaseRevert:
     phase_number: int | None
 
 
-def reverts(s: RolloutStatus, spec: RolloutSpec) -> list[PhaseRevert]:
+def reverts(s: RolloutState, spec: RolloutSpec) -> list[PhaseRevert]:
     """The applied phases in the order they are reverted: last applied first."""
     plan = []
     for position in range(len(s.applied) - 1, -1, -1):
@@ -360,7 +360,7 @@ def reverts(s: RolloutStatus, spec: RolloutSpec) -> list[PhaseRevert]:
     return plan
 
 
-def rolled_back(s: RolloutStatus, reason: str, now: datetime) -> bool:
+def rolled_back(s: RolloutState, reason: str, now: datetime) -> bool:
     """Every applied phase is reverted; True when the rollout waits for a retry (it was
     aborted), False when it ends."""
     s.ended_reason = reason
@@ -368,7 +368,7 @@ def rolled_back(s: RolloutStatus, reason: str, now: datetime) -> bool:
     return s.aborted
 
 
-def retry_closes_at(s: RolloutStatus) -> datetime:
+def retry_closes_at(s: RolloutState) -> datetime:
     """Until when an aborted, rolled-back rollout may be retried."""
     assert s.rolled_back_at is not None
     return s.rolled_back_at + RETRY_WINDOW

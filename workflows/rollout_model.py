@@ -1,20 +1,20 @@
 """The rollout workflow's input, state and messages (pydantic models; no decisions: those are
 in workflows/rollout_core.py and its topic modules).
 
-Everything a rollout knows lives in one `RolloutStatus`, carried whole through
-continue-as-new and returned by the `state` query.
+Everything a rollout knows lives in one `RolloutState`, carried whole through
+continue-as-new and returned by the `state` query (as `RolloutStatus`, the same model).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, Field
 
 from definitions.models import PinnedDefinition
 
-RolloutState = Literal[
+RolloutStateName = Literal[
     "assessing",
     "awaiting_approval",
     "waiting_window",
@@ -123,11 +123,13 @@ class Approval(BaseModel):
     attempt: int = Field(1, description="the attempt it was given in: it counts for no other")
 
 
-class RolloutStatus(BaseModel):
+class RolloutState(BaseModel):
+    """Everything a rollout knows: the core's state, carried whole through continue-as-new."""
+
     change: ChangeRequest
     plan: str
     risk: str
-    state: RolloutState = "assessing"
+    state: RolloutStateName = "assessing"
     stage: str = Field("impact", description="the phase name (OpsStage), or impact")
     attempt: int = Field(1, description="1, then one more per retry after an abort")
     phase_index: int = 0
@@ -177,13 +179,19 @@ class RolloutStatus(BaseModel):
         return "held" if self.paused else self.state
 
 
+RolloutStatus: TypeAlias = RolloutState
+"""What the `state` query returns: the whole state."""
+
+
 # --- messages ---
 
 
-class StartRollout(BaseModel):
+class RolloutInput(BaseModel):
+    """What starts a run (and, with `carried`, continues one as new)."""
+
     change: ChangeRequest
     plan: PinnedDefinition
-    carried: RolloutStatus | None = None
+    carried: RolloutState | None = None
     attempt: int = Field(
         1, ge=1, description="a retry of a finished change starts a new run at attempt N+1"
     )

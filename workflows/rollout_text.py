@@ -7,7 +7,7 @@ from __future__ import annotations
 from definitions.models import RolloutSpec
 from workflows.rollout_approvals import approvals_for, needed_for
 from workflows.rollout_core import local_time, retry_closes_at
-from workflows.rollout_model import PhaseStatus, RolloutStatus
+from workflows.rollout_model import PhaseStatus, RolloutState
 
 
 def percent_text(percent: float) -> str:
@@ -23,7 +23,7 @@ def value_text(metric: str, value: float | None) -> str:
     return f"{value:.3g}"
 
 
-def phase_text(s: RolloutStatus, phase: PhaseStatus) -> str:
+def phase_text(s: RolloutState, phase: PhaseStatus) -> str:
     size = phase.exposed_total if phase.exposed_total is not None else phase.cohort_size
     return (
         f"phase {s.phase_index + 1} of {len(s.phases)} "
@@ -31,7 +31,7 @@ def phase_text(s: RolloutStatus, phase: PhaseStatus) -> str:
     )
 
 
-def describe(s: RolloutStatus, spec: RolloutSpec) -> str:
+def describe(s: RolloutState, spec: RolloutSpec) -> str:
     """The one line: how it ended, or what it waits for (paused: that first)."""
     if s.state == "completed":
         return f"completed: {s.ended_reason}"
@@ -51,7 +51,7 @@ def describe(s: RolloutStatus, spec: RolloutSpec) -> str:
     return (prefix if s.paused else "") + text
 
 
-def state_text(s: RolloutStatus, spec: RolloutSpec) -> str:
+def state_text(s: RolloutState, spec: RolloutSpec) -> str:
     """What a running (or paused) rollout is doing."""
     phase = s.current
     if s.state == "awaiting_approval":
