@@ -72,6 +72,10 @@ class Warning:
     def step(self) -> str:
         return f"warn-{self.clock}-{self.percent}"
 
+    @property
+    def detail(self) -> dict[str, Any]:
+        return {"sla": self.clock, "percent": self.percent}
+
 
 @dataclass(frozen=True)
 class Breach:
@@ -83,6 +87,10 @@ class Breach:
     @property
     def step(self) -> str:
         return f"breach-{self.clock}"
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return {"event": self.event.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class LevelFired:
     @property
     def step(self) -> str:
         return f"level-{self.level}-cycle-{self.cycle}"
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return {"level": self.level, "cycle": self.cycle, "name": self.name}
 
 
 DueStep = Warning | Breach | LevelFired
