@@ -304,6 +304,8 @@ class Sizes:
     """escalation cases firing levels while workers are killed"""
     rollback_customers: int
     """customers a rollout rolls back while one of its two workers is killed"""
+    rollback_kill_share: float
+    """the share of them the notifier's recorded heartbeat has done when it is killed"""
     events: int
     """signed events in the burst the intake is killed in"""
     temporal_down_seconds: float
@@ -316,6 +318,7 @@ SIZES = {
         together=True,
         cases=10,
         rollback_customers=300,
+        rollback_kill_share=0.1,
         events=200,
         temporal_down_seconds=10,
     ),
@@ -324,6 +327,7 @@ SIZES = {
         together=False,
         cases=50,
         rollback_customers=5_000,
+        rollback_kill_share=1 / 3,
         events=1_000,
         temporal_down_seconds=60,
     ),

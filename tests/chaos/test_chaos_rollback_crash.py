@@ -42,7 +42,7 @@ from workflows.rollout_model import ChangeRequest, Reason, RolloutStatus
 NOTIFY = "rollout.notify_phase_customers"
 VIP_VALUE = 60_000
 SECONDS_OF_NOTICES = 24
-"""Until the kill, the fake SMTP server paces its answers so the notices would take this
+"""Until the kill, the fake SMTP server paces its answers so the notices take at least this
 long: the SDK sends a heartbeat at most every 16 s (0.8 of the 20 s heartbeat timeout), and
 the kill must land after one that recorded real progress. The survivor is not paced."""
 
@@ -168,17 +168,16 @@ async def _scenario(on: Stage, customers: int, smtp: FakeSmtp) -> None:
     await command_rollout(client, change_id, "abort", Reason(reason="chaos"))
     ledger.note("rollout aborted: rolling back")
 
-    # Kill the notifier once a heartbeat past the first customer is recorded.
-    recorded: dict[str, Any] = {}
+    # Kill the notifier once a heartbeat has recorded its share of the customers done.
+    wanted = max(2, int(customers * on.sizes.rollback_kill_share))
+    victim, recorded = 0, dict[str, Any]()
 
     async def progress_recorded() -> bool:
-        nonlocal recorded
-        attempt, pid, details = await _notifier(temporal, change_id)
-        recorded = details
-        return attempt == 1 and pid in pool and int(details.get("customers", 0)) > 1
+        nonlocal victim, recorded
+        attempt, victim, recorded = await _notifier(temporal, change_id)
+        return attempt == 1 and victim in pool and int(recorded.get("customers", 0)) >= wanted
 
-    await eventually(progress_recorded, "a heartbeat with progress", within=120)
-    _, victim, _ = await _notifier(temporal, change_id)
+    await eventually(progress_recorded, f"a heartbeat with {wanted} customers done", within=600)
     processes.kill(pool[victim])
     smtp.pace = 0
     sent_at_kill = len(smtp.messages)
