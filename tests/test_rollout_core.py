@@ -171,6 +171,27 @@ def test_approvers_are_asked_at_once_reminded_halfway_and_paged_at_the_timeout()
     assert rollout_core.shown_state(s) == "stuck"
 
 
+def test_the_search_attributes_show_an_overdue_approval_as_stuck_with_its_due_moment() -> None:
+    s, spec = _awaiting_start()
+
+    def shown(due_at: bool) -> dict[str, object]:
+        attributes = rollout_core.search_attributes(s, spec, due_at=due_at)
+        return {u.key.name: u.value for u in attributes.updates}
+
+    assert shown(True)["OpsState"] == "awaiting_approval"
+    assert shown(True)["OpsDueAt"] == MONDAY + timedelta(hours=4)
+    s.approval_paged = True
+    assert shown(True)["OpsState"] == "stuck" and "OpsDueAt" not in shown(True)
+    # Runs from before the patch show the state as it is, and no due moment.
+    assert shown(False) == {
+        "OpsKind": "rollout",
+        "OpsOwner": "ana",
+        "OpsState": "awaiting_approval",
+        "OpsStage": "impact",
+        "OpsDefinition": s.plan,
+    }
+
+
 def test_enough_approvals_open_the_start() -> None:
     s, spec = _awaiting_start()
     _approve(s, "lena")
@@ -479,4 +500,8 @@ def test_the_core_imports_nothing_of_temporal(module: ModuleType) -> None:
             else []
         )
     ]
-    assert not [name for name in imported if name.startswith("temporalio")]
+    # temporalio.common only for a type (the search attributes' updates), never the SDK's parts
+    # that need a running workflow or worker.
+    assert not [
+        name for name in imported if name.startswith("temporalio") and name != "temporalio.common"
+    ]

@@ -19,10 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from activities import search_attributes as sa
 from workflows import metrics
 from workflows.actions import ACTIVITY_RETRY, ActionTarget, call, ledger
 
@@ -149,38 +148,12 @@ class RolloutWorkflow:
         rollout_core.sync_clocks(self.status, workflow.now())
 
     def _upsert(self) -> None:
-        s = self.status
-        if not workflow.patched(DUE_AT_PATCH):
-            values: tuple[object, ...] = (s.ops_state, s.stage)
-            if values == self._upserted:
-                return
-            self._upserted = values
-            workflow.upsert_search_attributes(
-                [
-                    sa.OPS_KIND.value_set("rollout"),
-                    sa.OPS_OWNER.value_set(s.change.owner),
-                    sa.OPS_STATE.value_set(s.ops_state),
-                    sa.OPS_STAGE.value_set(s.stage),
-                    sa.OPS_DEFINITION.value_set(s.plan),
-                ]
-            )
+        due_at = workflow.patched(DUE_AT_PATCH)
+        attributes = rollout_core.search_attributes(self.status, self.spec, due_at=due_at)
+        if attributes.shown == self._upserted:
             return
-        state = rollout_core.shown_state(s)
-        due = rollout_core.next_deadline(s, self.spec)
-        values = (state, s.stage, due)
-        if values == self._upserted:
-            return
-        self._upserted = values
-        updates: list[SearchAttributeUpdate[Any]] = [
-            sa.OPS_KIND.value_set("rollout"),
-            sa.OPS_OWNER.value_set(s.change.owner),
-            sa.OPS_STATE.value_set(state),
-            sa.OPS_STAGE.value_set(s.stage),
-            sa.OPS_DEFINITION.value_set(s.plan),
-        ]
-        if due is not None:  # kept once nothing is due (see OPS_DUE_AT)
-            updates.append(sa.OPS_DUE_AT.value_set(due))
-        workflow.upsert_search_attributes(updates)
+        self._upserted = attributes.shown
+        workflow.upsert_search_attributes(attributes.updates)
 
     def _set_state(self, state: RolloutStateName, stage: str | None = None) -> None:
         s = self.status

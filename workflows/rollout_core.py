@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from activities import search_attributes as sa
 from activities.models import CohortSpec
-from activities.search_attributes import STUCK
 from definitions.calendar import BusinessCalendar
 from definitions.models import Phase, RolloutSpec
 from workflows.rollout_checks import fresh_checks
@@ -27,6 +27,9 @@ from workflows.rollout_model import (
     RolloutState,
     Stopwatch,
 )
+
+if TYPE_CHECKING:
+    from temporalio.common import SearchAttributeUpdate
 
 RETRY_WINDOW = timedelta(days=7)
 """After an abort, how long the rollout waits for `retry` before it ends as rolled back."""
@@ -149,7 +152,35 @@ def next_deadline(s: RolloutState, spec: RolloutSpec) -> datetime | None:
 def shown_state(s: RolloutState) -> str:
     """OpsState: an approval paged for (past its time) waits for a person, so it is stuck."""
     overdue = s.state == "awaiting_approval" and s.approval_paged
-    return STUCK if overdue else s.ops_state
+    return sa.STUCK if overdue else s.ops_state
+
+
+@dataclass(frozen=True)
+class SearchAttributes:
+    """What the Temporal UI finds the run by. `shown` is what they are made of: the workflow
+    upserts only when it differs from the last upsert's."""
+
+    shown: tuple[object, ...]
+    updates: list[SearchAttributeUpdate[Any]]
+
+
+def search_attributes(s: RolloutState, spec: RolloutSpec, *, due_at: bool) -> SearchAttributes:
+    """With `due_at` (runs since the patch rollout-due-at-stuck) OpsDueAt carries the next
+    deadline and an overdue approval shows OpsState=stuck; runs before it show state and
+    stage only."""
+    state = shown_state(s) if due_at else s.ops_state
+    due = next_deadline(s, spec) if due_at else None
+    updates: list[SearchAttributeUpdate[Any]] = [
+        sa.OPS_KIND.value_set("rollout"),
+        sa.OPS_OWNER.value_set(s.change.owner),
+        sa.OPS_STATE.value_set(state),
+        sa.OPS_STAGE.value_set(s.stage),
+        sa.OPS_DEFINITION.value_set(s.plan),
+    ]
+    if due is not None:  # kept once nothing is due (see OPS_DUE_AT)
+        updates.append(sa.OPS_DUE_AT.value_set(due))
+    shown = (state, s.stage, due) if due_at else (state, s.stage)
+    return SearchAttributes(shown, updates)
 
 
 def wake_at(s: RolloutState, until: datetime | None) -> datetime | None:
