@@ -59,9 +59,9 @@ from workflows.escalation import (
     Acknowledge,
     CaseInfo,
     EscalationWorkflow,
-    OpenCase,
     Resolve,
 )
+from workflows.escalation import EscalationInput as OpenCase
 
 LEVEL_SECONDS = 1.0
 RESOLVE_AFTER = 3.5

@@ -56,7 +56,8 @@ from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import LedgerEntry
 from store.seed import seed_sandbox
-from workflows.escalation import CaseInfo, EscalationWorkflow, OpenCase
+from workflows.escalation import CaseInfo, EscalationWorkflow
+from workflows.escalation import EscalationInput as OpenCase
 
 CONCURRENCY = 64
 """Starts in flight at once."""

@@ -46,12 +46,12 @@ from definitions.selection import ClauseResult, explain_match
 from store.registry import get, latest, latest_of_kind
 from workflows.escalation import (
     CaseInfo,
-    CaseStatus,
     EscalationWorkflow,
     Migrate,
-    OpenCase,
     case_workflow_id,
 )
+from workflows.escalation import EscalationInput as OpenCase
+from workflows.escalation import EscalationStatus as CaseStatus
 from workflows.escalation_clocks import SlaClock, migrated_clocks, sla_budgets
 from workflows.escalation_commands import migration_refusal
 

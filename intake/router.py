@@ -59,7 +59,6 @@ from definitions.events import (
 from workflows.escalation import (
     Acknowledge,
     CaseInfo,
-    CaseStatus,
     Reassign,
     Resolve,
     SetPriority,
@@ -67,6 +66,7 @@ from workflows.escalation import (
     TicketStatus,
     case_workflow_id,
 )
+from workflows.escalation import EscalationStatus as CaseStatus
 from workflows.handoff_model import HandoffInput
 from workflows.recovery_model import RecoveryInput, RecoveryRules
 

@@ -28,7 +28,7 @@ from tests.activities.conftest import Reply, Seen, VendorServer
 from tests.conftest import AppDb
 from tests.helpers import assert_eventually
 from worker.assembly import activity_functions
-from workflows.escalation import CaseInfo, CaseStatus, EscalationWorkflow
+from workflows.escalation import CaseInfo, EscalationStatus, EscalationWorkflow
 from workflows.sandbox import WORKFLOW_RUNNER
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -282,10 +282,10 @@ async def eventually(
     await assert_eventually(check, bool, what, within=deadline, every=0.1)
 
 
-async def settled(handle: WorkflowHandle[Any, Any]) -> CaseStatus:
+async def settled(handle: WorkflowHandle[Any, Any]) -> EscalationStatus:
     """The case's state once the workflow has caught up (profile read, commands recorded)."""
     for _ in range(200):
-        state: CaseStatus = await handle.query(EscalationWorkflow.state)
+        state: EscalationStatus = await handle.query(EscalationWorkflow.state)
         if state.customer is not None and not state.unrecorded:
             return state
         await asyncio.sleep(0.05)

@@ -19,12 +19,12 @@ from workflows.escalation import (
     Acknowledge,
     CaseInfo,
     EscalationWorkflow,
-    OpenCase,
     Pause,
     Resolve,
     Resume,
     case_workflow_id,
 )
+from workflows.escalation import EscalationInput as OpenCase
 from workflows.recovery import RecoveryWorkflow
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -42,7 +42,7 @@ from tests.escalation_support import (
 )
 from worker.assembly import activity_functions
 from workflows.actions import ActionTarget, run_actions
-from workflows.escalation import EscalationWorkflow, OpenCase, Resolve, case_workflow_id
+from workflows.escalation import EscalationInput, EscalationWorkflow, Resolve, case_workflow_id
 from workflows.recovery import RecoveryWorkflow
 
 CATALOG = Path(__file__).resolve().parent.parent / "definitions" / "catalog"
@@ -184,7 +184,7 @@ async def test_escalation_runs_every_action_type(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(
+            EscalationInput(
                 case=case(ticket, opened_at, priority="p2", customer_id=customer),
                 policy=pinned(document),
             ),

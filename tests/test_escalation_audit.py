@@ -27,8 +27,8 @@ from tests.escalation_support import (
 )
 from workflows.escalation import (
     Acknowledge,
+    EscalationInput,
     EscalationWorkflow,
-    OpenCase,
     Resolve,
     case_workflow_id,
 )
@@ -47,7 +47,7 @@ async def test_steps_caught_up_after_an_outage_are_stamped_when_due(
     async with escalation_worker(workflow_env, app_db) as queue:
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=pinned(policy_document())),
+            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -87,7 +87,7 @@ async def test_a_case_whose_action_failed_reads_stuck_until_a_person_acts(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=pinned(policy_document())),
+            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )

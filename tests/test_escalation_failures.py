@@ -24,8 +24,8 @@ from tests.escalation_support import (
     settled,
 )
 from workflows.escalation import (
+    EscalationInput,
     EscalationWorkflow,
-    OpenCase,
     Reassign,
     Resolve,
     SetStage,
@@ -43,7 +43,7 @@ async def test_reassign_of_a_missing_ticket_fails_and_changes_nothing(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=pinned(policy_document())),
+            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -79,7 +79,7 @@ async def test_a_level_assignment_that_fails_is_recorded_not_applied(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=pinned(policy_document())),
+            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -136,7 +136,7 @@ async def test_unknown_stage_and_targetless_reassign_are_refused_in_one_line(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=pinned(policy_document())),
+            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -173,7 +173,7 @@ async def test_a_policy_with_only_named_stages_knows_only_those(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=policy),
+            EscalationInput(case=case(ticket, opened_at), policy=policy),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )

@@ -42,10 +42,10 @@ from tests.escalation_support import (
     skip_to,
 )
 from workflows.escalation import (
-    CaseStatus,
+    EscalationInput,
+    EscalationState,
     EscalationWorkflow,
     Migrate,
-    OpenCase,
     Pause,
     Resolve,
     Resume,
@@ -115,7 +115,7 @@ async def test_a_stricter_first_response_keeps_the_hour_spent(
         await skip_to(workflow_env, monday)
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, monday, priority="p2"), policy=v1, by="ana"),
+            EscalationInput(case=case(ticket, monday, priority="p2"), policy=v1, by="ana"),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -203,7 +203,7 @@ async def test_a_refused_migration_changes_nothing(
         await skip_to(workflow_env, monday)
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, monday, priority="p2"), policy=v1),
+            EscalationInput(case=case(ticket, monday, priority="p2"), policy=v1),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -247,7 +247,7 @@ async def test_a_paused_case_stays_paused_and_keeps_its_time(
         await skip_to(workflow_env, monday)
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, monday, priority="p2"), policy=v1),
+            EscalationInput(case=case(ticket, monday, priority="p2"), policy=v1),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -285,7 +285,9 @@ async def test_a_migrated_case_continues_as_new_on_the_new_version(
         await skip_to(workflow_env, monday)
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, monday, priority="p2"), policy=v1, max_history_events=40),
+            EscalationInput(
+                case=case(ticket, monday, priority="p2"), policy=v1, max_history_events=40
+            ),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -332,7 +334,7 @@ async def test_the_pacer_spaces_updates_evenly() -> None:
 def test_what_a_migration_refuses() -> None:
     """The validator's reasons (and the dry run's), on the state alone."""
     opened = next_weekday_at(datetime(2026, 12, 1, tzinfo=UTC), 0, 9, 0)
-    status = CaseStatus(case=case("T-1", opened, priority="p2"), definition="test-policy@1")
+    status = EscalationState(case=case("T-1", opened, priority="p2"), definition="test-policy@1")
     v2 = pinned(document(p2_first_response="90m"), version=2)
     assert migration_refusal(status, v2) is None
     onboarding_only = pinned(

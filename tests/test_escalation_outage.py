@@ -30,8 +30,8 @@ from tests.escalation_support import (
 )
 from workflows.escalation import (
     Acknowledge,
+    EscalationInput,
     EscalationWorkflow,
-    OpenCase,
     Resolve,
     case_workflow_id,
 )
@@ -85,7 +85,7 @@ async def test_pagerduty_down_for_ten_minutes_delays_the_page_not_the_case(
             opened_at = await workflow_env.get_current_time()
             handle = await workflow_env.client.start_workflow(
                 EscalationWorkflow.run,
-                OpenCase(case=case(ticket, opened_at), policy=pinned(_outage_policy())),
+                EscalationInput(case=case(ticket, opened_at), policy=pinned(_outage_policy())),
                 id=case_workflow_id(ticket),
                 task_queue=queue,
             )
@@ -151,7 +151,7 @@ async def test_a_page_that_never_lands_fails_after_its_limit_and_resolve_cancels
             opened_at = await workflow_env.get_current_time()
             handle = await workflow_env.client.start_workflow(
                 EscalationWorkflow.run,
-                OpenCase(case=case(ticket, opened_at), policy=pinned(policy)),
+                EscalationInput(case=case(ticket, opened_at), policy=pinned(policy)),
                 id=case_workflow_id(ticket),
                 task_queue=queue,
             )
@@ -195,7 +195,7 @@ async def test_each_recipient_is_tried_on_its_own(
             opened_at = await workflow_env.get_current_time()
             handle = await workflow_env.client.start_workflow(
                 EscalationWorkflow.run,
-                OpenCase(case=case(ticket, opened_at), policy=pinned(policy)),
+                EscalationInput(case=case(ticket, opened_at), policy=pinned(policy)),
                 id=case_workflow_id(ticket),
                 task_queue=queue,
             )

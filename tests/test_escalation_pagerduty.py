@@ -30,8 +30,8 @@ from tests.escalation_support import (
 )
 from workflows.escalation import (
     Acknowledge,
+    EscalationInput,
     EscalationWorkflow,
-    OpenCase,
     Resolve,
     case_workflow_id,
 )
@@ -69,7 +69,7 @@ async def test_pages_trigger_one_alert_that_ack_and_resolve_follow(
             opened_at = await workflow_env.get_current_time()
             handle = await workflow_env.client.start_workflow(
                 EscalationWorkflow.run,
-                OpenCase(case=case(ticket, opened_at), policy=pinned(_paging_policy())),
+                EscalationInput(case=case(ticket, opened_at), policy=pinned(_paging_policy())),
                 id=case_workflow_id(ticket),
                 task_queue=queue,
             )

@@ -29,8 +29,8 @@ from tests.escalation_support import (
     skip_to,
 )
 from workflows.escalation import (
+    EscalationInput,
     EscalationWorkflow,
-    OpenCase,
     Resolve,
     SetPriority,
     case_workflow_id,
@@ -55,7 +55,7 @@ async def test_p3_to_p1_takes_the_p1_targets_and_keeps_the_time_spent(
         await skip_to(workflow_env, monday)
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, monday, priority="p3"), policy=support()),
+            EscalationInput(case=case(ticket, monday, priority="p3"), policy=support()),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -101,7 +101,7 @@ async def test_a_levels_set_priority_recomputes_the_clocks_too(
         await skip_to(workflow_env, monday)
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, monday, priority="p2"), policy=support()),
+            EscalationInput(case=case(ticket, monday, priority="p2"), policy=support()),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )

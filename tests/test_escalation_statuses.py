@@ -25,8 +25,8 @@ from tests.escalation_support import (
 )
 from workflows.escalation import (
     Acknowledge,
+    EscalationInput,
     EscalationWorkflow,
-    OpenCase,
     Resolve,
     TicketStatus,
     case_workflow_id,
@@ -71,7 +71,7 @@ async def test_pause_statuses_decide_which_statuses_pause(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=policy),
+            EscalationInput(case=case(ticket, opened_at), policy=policy),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -115,7 +115,7 @@ async def test_a_public_reply_is_the_first_response_and_only_the_first_counts(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=pinned(policy_document())),
+            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )

@@ -31,8 +31,8 @@ from tests.escalation_support import (
 )
 from workflows.escalation import (
     Acknowledge,
+    EscalationInput,
     EscalationWorkflow,
-    OpenCase,
     Pause,
     Resolve,
     SetPriority,
@@ -52,7 +52,7 @@ async def test_p1_walks_every_level_repeats_and_breaches_once(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=policy),
+            EscalationInput(case=case(ticket, opened_at), policy=policy),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -129,7 +129,7 @@ async def test_acknowledgement_stops_escalation_and_meets_first_response(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=pinned(policy_document())),
+            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -176,7 +176,7 @@ async def test_pause_and_resume_across_night_weekend_and_holiday_keep_the_budget
         await skip_to(workflow_env, friday)
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, friday, priority="p2"), policy=pinned(document)),
+            EscalationInput(case=case(ticket, friday, priority="p2"), policy=pinned(document)),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -217,7 +217,9 @@ async def test_priority_change_recomputes_counting_time_spent(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at, priority="p3"), policy=pinned(policy_document())),
+            EscalationInput(
+                case=case(ticket, opened_at, priority="p3"), policy=pinned(policy_document())
+            ),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -249,7 +251,9 @@ async def test_invalid_updates_are_refused_and_change_nothing(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at, priority="p2"), policy=pinned(policy_document())),
+            EscalationInput(
+                case=case(ticket, opened_at, priority="p2"), policy=pinned(policy_document())
+            ),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -320,7 +324,7 @@ async def test_a_level_raising_priority_beyond_the_policy_keeps_the_clocks(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at, priority="p2"), policy=pinned(document)),
+            EscalationInput(case=case(ticket, opened_at, priority="p2"), policy=pinned(document)),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
@@ -359,7 +363,9 @@ async def test_continue_as_new_carries_the_case_whole(
         opened_at = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            OpenCase(case=case(ticket, opened_at), policy=pinned(document), max_history_events=40),
+            EscalationInput(
+                case=case(ticket, opened_at), policy=pinned(document), max_history_events=40
+            ),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )

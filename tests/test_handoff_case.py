@@ -33,7 +33,8 @@ from tests.handoff_support import (
     wait_for,
     wait_until,
 )
-from workflows.escalation import CaseStatus, CaseSummary
+from workflows.escalation import CaseSummary
+from workflows.escalation import EscalationStatus as CaseStatus
 from workflows.escalation import Resolve as CaseResolve
 from workflows.handoff_model import Accept, CustomerLeft, HandoffStatus, Resolve, ReturnToBot
 

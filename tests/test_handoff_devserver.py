@@ -27,7 +27,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from client.handoffs import handoff_for_ticket
 from tests.devstack_support import DevStack, opsflow_env, start_dev, succeeds
 from tests.handoff_support import bot_event, intake_ready, post_signed
-from workflows.escalation import CaseStatus
+from workflows.escalation import EscalationStatus as CaseStatus
 from workflows.handoff_model import HandoffStatus
 
 pytestmark = pytest.mark.devserver

@@ -24,7 +24,8 @@ from tests.handoff_support import (
     wait_for,
     wait_until,
 )
-from workflows.escalation import CaseStatus, CaseSummary
+from workflows.escalation import CaseSummary
+from workflows.escalation import EscalationStatus as CaseStatus
 from workflows.handoff_model import Accept, CustomerLeft, Resolve, ReturnToBot
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

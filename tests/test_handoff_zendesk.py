@@ -40,7 +40,8 @@ from tests.handoff_support import (
 )
 from worker.assembly import activity_functions
 from worker.cli_handoff import _status_line
-from workflows.escalation import CaseStatus, EscalationWorkflow
+from workflows.escalation import EscalationStatus as CaseStatus
+from workflows.escalation import EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
 from workflows.handoff_model import Accept, CustomerLeft, HandoffStatus, Resolve
 from workflows.sandbox import WORKFLOW_RUNNER

@@ -27,7 +27,7 @@ from tests.conftest import AppDb
 from tests.escalation_support import add_ticket, escalation_worker, ledger_steps, settled
 from tests.intake_support import cloud_event, http, make_intake, post_event
 from worker.binaries import temporal_cli
-from workflows.escalation import CaseStatus
+from workflows.escalation import EscalationStatus as CaseStatus
 
 pytestmark = pytest.mark.devserver
 

@@ -52,12 +52,12 @@ from worker.metrics import dev_metrics_address
 from workflows import metrics as catalog
 from workflows.escalation import (
     Acknowledge,
-    CaseStatus,
     EscalationWorkflow,
-    OpenCase,
     Resolve,
     case_workflow_id,
 )
+from workflows.escalation import EscalationInput as OpenCase
+from workflows.escalation import EscalationStatus as CaseStatus
 from workflows.rollout import rollback_cause
 from workflows.sandbox import WORKFLOW_RUNNER
 

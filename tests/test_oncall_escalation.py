@@ -24,7 +24,8 @@ from tests.escalation_support import (
     policy_document,
     settled,
 )
-from workflows.escalation import EscalationWorkflow, OpenCase, case_workflow_id
+from workflows.escalation import EscalationInput as OpenCase
+from workflows.escalation import EscalationWorkflow, case_workflow_id
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

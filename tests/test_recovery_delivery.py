@@ -41,7 +41,8 @@ from tests.recovery_support import (
     view,
 )
 from worker.cli import app
-from workflows.escalation import EscalationWorkflow, OpenCase, case_workflow_id
+from workflows.escalation import EscalationInput as OpenCase
+from workflows.escalation import EscalationWorkflow, case_workflow_id
 from workflows.recovery import RecoveryWorkflow
 from workflows.recovery_backtest import backtest
 from workflows.recovery_context import MAX_SEEN

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from client.settings import Settings
     from definitions.calendar import BusinessCalendar
     from store.models import LedgerEntry
-    from workflows.escalation import CaseStatus
+    from workflows.escalation import EscalationStatus as CaseStatus
 
 app = typer.Typer(
     name="case",

@@ -61,10 +61,8 @@ from worker.binaries import temporal_test_server
 from workflows.escalation import (
     Acknowledge,
     CaseInfo,
-    CaseStatus,
     CaseSummary,
     EscalationWorkflow,
-    OpenCase,
     Pause,
     Reassign,
     Resolve,
@@ -74,6 +72,8 @@ from workflows.escalation import (
     TicketStatus,
     case_workflow_id,
 )
+from workflows.escalation import EscalationInput as OpenCase
+from workflows.escalation import EscalationStatus as CaseStatus
 from workflows.handoff_model import (
     Accept,
     CustomerLeft,

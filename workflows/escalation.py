@@ -55,10 +55,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.escalation_model import (
         CaseInfo,
-        CaseStatus,
         CaseSummary,
+        EscalationInput,
+        EscalationState,
+        EscalationStatus,
         Migrate,
-        OpenCase,
         Pause,
         Reassign,
         Resume,
@@ -109,7 +110,7 @@ def _refuse(refusal: str | None) -> None:
 @workflow.defn(name="Escalation")
 class EscalationWorkflow:
     @workflow.init
-    def __init__(self, request: OpenCase) -> None:
+    def __init__(self, request: EscalationInput) -> None:
         # State exists before any handler runs: an update may arrive with the first task.
         # The core follows the pinned policy; `migrate` swaps it, and continue-as-new hands
         # the new run the one it follows, not the one the case opened with.
@@ -126,7 +127,7 @@ class EscalationWorkflow:
     # --- plumbing ------------------------------------------------------------------------
 
     @property
-    def status(self) -> CaseStatus:
+    def status(self) -> EscalationState:
         return self._core.state
 
     def _metric_labels(self) -> dict[str, str]:
@@ -364,7 +365,7 @@ class EscalationWorkflow:
     # --- run -----------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, request: OpenCase) -> CaseSummary:
+    async def run(self, request: EscalationInput) -> CaseSummary:
         s = self.status
         self._concurrent = workflow.patched(CONCURRENT_ACTIONS_PATCH)
         self._upsert_search_attributes()
@@ -426,7 +427,7 @@ class EscalationWorkflow:
         return profile
 
     @staticmethod
-    def _new_status(request: OpenCase) -> CaseStatus:
+    def _new_status(request: EscalationInput) -> EscalationState:
         refusal = opening_refusal(request.case, request.policy)
         if refusal is not None:
             raise ApplicationError(refusal, type="InvalidRequest", non_retryable=True)
@@ -435,7 +436,7 @@ class EscalationWorkflow:
     # --- messages ------------------------------------------------------------------------
 
     @workflow.query
-    def state(self) -> CaseStatus:
+    def state(self) -> EscalationStatus:
         """The full state, each running clock with the moment it runs out."""
         return status_view(self._core)
 
@@ -461,7 +462,7 @@ class EscalationWorkflow:
             self.status.unrecorded.pop(0)
 
     @workflow.update
-    async def acknowledge(self, command: Acknowledge) -> CaseStatus:
+    async def acknowledge(self, command: Acknowledge) -> EscalationStatus:
         self._carry_out(commands.acknowledge(self._core, command, workflow.now()))
         return self.status
 
@@ -470,7 +471,7 @@ class EscalationWorkflow:
         _refuse(commands.refuse_acknowledge(self.status, command))
 
     @workflow.update
-    async def pause(self, command: Pause) -> CaseStatus:
+    async def pause(self, command: Pause) -> EscalationStatus:
         self._carry_out(commands.pause(self._core, command, workflow.now()))
         return self.status
 
@@ -479,7 +480,7 @@ class EscalationWorkflow:
         _refuse(commands.refuse_pause(self.status, command))
 
     @workflow.update
-    async def resume(self, command: Resume | None = None) -> CaseStatus:
+    async def resume(self, command: Resume | None = None) -> EscalationStatus:
         self._carry_out(commands.resume(self._core, command, workflow.now()))
         return self.status
 
@@ -488,7 +489,7 @@ class EscalationWorkflow:
         _refuse(commands.refuse_resume(self.status, command))
 
     @workflow.update
-    async def ticket_status(self, command: TicketStatus) -> CaseStatus:
+    async def ticket_status(self, command: TicketStatus) -> EscalationStatus:
         """The ticket's status, as the ticketing system says: the pinned policy's
         `pause_statuses` pause the clocks, any other status resumes a paused case. What
         changes nothing (paused and still waiting, running and still running) is not
@@ -501,7 +502,7 @@ class EscalationWorkflow:
         _refuse(commands.refuse_ticket_status(self.status, command))
 
     @workflow.update
-    async def set_priority(self, command: SetPriority) -> CaseStatus:
+    async def set_priority(self, command: SetPriority) -> EscalationStatus:
         self._carry_out(commands.set_priority(self._core, command, workflow.now()))
         return self.status
 
@@ -510,7 +511,7 @@ class EscalationWorkflow:
         _refuse(commands.refuse_set_priority(self.status, self._core.spec, command))
 
     @workflow.update
-    async def set_stage(self, command: SetStage) -> CaseStatus:
+    async def set_stage(self, command: SetStage) -> EscalationStatus:
         self._carry_out(commands.set_stage(self._core, command, workflow.now()))
         return self.status
 
@@ -519,7 +520,7 @@ class EscalationWorkflow:
         _refuse(commands.refuse_set_stage(self.status, self._core.spec, command))
 
     @workflow.update
-    async def reassign(self, command: Reassign) -> CaseStatus:
+    async def reassign(self, command: Reassign) -> EscalationStatus:
         s = self.status
         action = commands.reassign_action(command)
         step = commands.reassign_step(self._core)
@@ -552,7 +553,7 @@ class EscalationWorkflow:
         _refuse(commands.refuse_reassign(self.status, command))
 
     @workflow.update
-    async def migrate(self, command: Migrate) -> CaseStatus:
+    async def migrate(self, command: Migrate) -> EscalationStatus:
         """Follow `command.policy` from now on: the clocks take its targets for the case's
         priority and stage and keep the time spent (on the old calendar until now) and any
         pause; its calendar, levels, warnings and actions apply from here."""
@@ -564,7 +565,7 @@ class EscalationWorkflow:
         _refuse(commands.migration_refusal(self.status, command.policy))
 
     @workflow.update
-    async def resolve(self, command: Resolve) -> CaseStatus:
+    async def resolve(self, command: Resolve) -> EscalationStatus:
         self._carry_out(commands.resolve(self._core, command, workflow.now()))
         return self.status
 
@@ -576,11 +577,12 @@ class EscalationWorkflow:
 __all__ = [
     "Acknowledge",
     "CaseInfo",
-    "CaseStatus",
     "CaseSummary",
+    "EscalationInput",
+    "EscalationState",
+    "EscalationStatus",
     "EscalationWorkflow",
     "Migrate",
-    "OpenCase",
     "Pause",
     "Reassign",
     "Resolve",

@@ -20,7 +20,7 @@ from definitions.models import ANY_STAGE, EscalationSpec, PinnedDefinition
 from workflows.escalation_clocks import MetBy, met_by
 from workflows.escalation_core import AlertAction, EscalationCore, who
 from workflows.escalation_model import (
-    CaseStatus,
+    EscalationState,
     Migrate,
     Pause,
     Reassign,
@@ -48,9 +48,9 @@ class Applied:
     """The pager alerts the case's pages opened are to be acknowledged (or resolved)."""
 
 
-def _already_resolved(status: CaseStatus) -> str | None:
-    if status.state == "resolved":
-        return f"case {status.case.ticket_id} is already resolved"
+def _already_resolved(state: EscalationState) -> str | None:
+    if state.state == "resolved":
+        return f"case {state.case.ticket_id} is already resolved"
     return None
 
 
@@ -69,11 +69,11 @@ def _stop(core: EscalationCore, command: Acknowledge | Resolve, now: datetime) -
 # --- acknowledge, resolve ----------------------------------------------------------------------
 
 
-def refuse_acknowledge(status: CaseStatus, command: Acknowledge) -> str | None:
-    if refusal := _already_resolved(status):
+def refuse_acknowledge(state: EscalationState, command: Acknowledge) -> str | None:
+    if refusal := _already_resolved(state):
         return refusal
-    if status.acknowledged_by is not None and not command.first_response_only:
-        return f"already acknowledged by {status.acknowledged_by}"
+    if state.acknowledged_by is not None and not command.first_response_only:
+        return f"already acknowledged by {state.acknowledged_by}"
     return None
 
 
@@ -95,8 +95,8 @@ def acknowledge(core: EscalationCore, command: Acknowledge, now: datetime) -> Ap
     return applied
 
 
-def refuse_resolve(status: CaseStatus, command: Resolve) -> str | None:
-    return _already_resolved(status)
+def refuse_resolve(state: EscalationState, command: Resolve) -> str | None:
+    return _already_resolved(state)
 
 
 def resolve(core: EscalationCore, command: Resolve, now: datetime) -> Applied:
@@ -113,18 +113,18 @@ def resolve(core: EscalationCore, command: Resolve, now: datetime) -> Applied:
 # --- pause, resume, the ticket's status -----------------------------------------------------
 
 
-def refuse_pause(status: CaseStatus, command: Pause) -> str | None:
-    if refusal := _already_resolved(status):
+def refuse_pause(state: EscalationState, command: Pause) -> str | None:
+    if refusal := _already_resolved(state):
         return refusal
-    if status.state == "paused":
+    if state.state == "paused":
         return "the case is already paused"
     return None
 
 
-def refuse_resume(status: CaseStatus, command: Resume | None) -> str | None:
-    if refusal := _already_resolved(status):
+def refuse_resume(state: EscalationState, command: Resume | None) -> str | None:
+    if refusal := _already_resolved(state):
         return refusal
-    if status.state != "paused":
+    if state.state != "paused":
         return "the case is not paused"
     return None
 
@@ -159,8 +159,8 @@ def resume(core: EscalationCore, command: Resume | None, now: datetime) -> Appli
     return Applied()
 
 
-def refuse_ticket_status(status: CaseStatus, command: TicketStatus) -> str | None:
-    return _already_resolved(status)
+def refuse_ticket_status(state: EscalationState, command: TicketStatus) -> str | None:
+    return _already_resolved(state)
 
 
 def ticket_status(core: EscalationCore, command: TicketStatus, now: datetime) -> Applied | None:
@@ -186,18 +186,18 @@ def ticket_status(core: EscalationCore, command: TicketStatus, now: datetime) ->
 
 
 def refuse_set_priority(
-    status: CaseStatus, spec: EscalationSpec, command: SetPriority
+    state: EscalationState, spec: EscalationSpec, command: SetPriority
 ) -> str | None:
-    if refusal := _already_resolved(status):
+    if refusal := _already_resolved(state):
         return refusal
     if command.priority not in PRIORITIES:
         return f"unknown priority {command.priority!r}: use p1, p2, p3 or p4"
-    if command.priority == status.case.priority:
+    if command.priority == state.case.priority:
         return f"the case is already {command.priority}"
-    if spec.sla_for(command.priority, status.case.stage) is None:
+    if spec.sla_for(command.priority, state.case.stage) is None:
         covers = ", ".join(spec.priorities)
         return (
-            f"policy {status.definition} has no SLA for {command.priority} (it covers "
+            f"policy {state.definition} has no SLA for {command.priority} (it covers "
             f"{covers}); first migrate the case to a policy that covers both "
             "(`opsflow case migrate`)"
         )
@@ -224,19 +224,19 @@ def known_stages(spec: EscalationSpec, priority: str) -> list[str]:
     return known
 
 
-def refuse_set_stage(status: CaseStatus, spec: EscalationSpec, command: SetStage) -> str | None:
-    if refusal := _already_resolved(status):
+def refuse_set_stage(state: EscalationState, spec: EscalationSpec, command: SetStage) -> str | None:
+    if refusal := _already_resolved(state):
         return refusal
-    if command.stage == status.case.stage:
+    if command.stage == state.case.stage:
         return f"the case is already at stage {command.stage}"
-    known = known_stages(spec, status.case.priority)
+    known = known_stages(spec, state.case.priority)
     if command.stage not in known:
         return (
-            f"unknown stage {command.stage!r} for policy {status.definition}: "
+            f"unknown stage {command.stage!r} for policy {state.definition}: "
             f"known stages: {', '.join(known) or 'none'}"
         )
-    if spec.sla_for(status.case.priority, command.stage) is None:
-        return f"policy {status.definition} has no SLA for stage {command.stage!r}"
+    if spec.sla_for(state.case.priority, command.stage) is None:
+        return f"policy {state.definition} has no SLA for stage {command.stage!r}"
     return None
 
 
@@ -248,15 +248,15 @@ def set_stage(core: EscalationCore, command: SetStage, now: datetime) -> Applied
     return Applied()
 
 
-def migration_refusal(status: CaseStatus, policy: PinnedDefinition) -> str | None:
+def migration_refusal(state: EscalationState, policy: PinnedDefinition) -> str | None:
     """Why the case cannot move to `policy`, or None. The workflow's `migrate` validator
     and the command line's dry run ask the same question."""
-    case = status.case
-    if refusal := _already_resolved(status):
+    case = state.case
+    if refusal := _already_resolved(state):
         return refusal
     if policy.definition.kind != "escalation":
         return f"{policy.ref} is a {policy.definition.kind} definition, not an escalation policy"
-    if policy.ref == status.definition:
+    if policy.ref == state.definition:
         return f"case {case.ticket_id} is already on {policy.ref}"
     spec = policy.escalation
     if case.priority not in spec.priorities:
@@ -288,8 +288,8 @@ def reassign_action(command: Reassign) -> AssignAction:
     return AssignAction(type="assign", queue=command.queue, agent=command.agent)
 
 
-def refuse_reassign(status: CaseStatus, command: Reassign) -> str | None:
-    if refusal := _already_resolved(status):
+def refuse_reassign(state: EscalationState, command: Reassign) -> str | None:
+    if refusal := _already_resolved(state):
         return refusal
     try:
         reassign_action(command)

@@ -1,6 +1,6 @@
 """The escalation decision core: pure, deterministic, tested without Temporal.
 
-`EscalationCore` owns one case's state (`CaseStatus`) and the pinned policy it follows. Given
+`EscalationCore` owns one case's state (`EscalationState`) and the pinned policy it follows. Given
 `now`, it decides what falls due on the clocks and levels (`due`), when the next thing does
 (`next_deadline`: one timer across every clock) and what an action's outcome changes. Its
 topics live beside it: the clocks (workflows/escalation_clocks.py), a person's commands
@@ -38,7 +38,7 @@ from workflows.escalation_model import (
     MAX_ACTION_FAILURES,
     ActionFailure,
     CaseInfo,
-    CaseStatus,
+    EscalationState,
     InFlightAction,
     LevelVisit,
     PagerAlert,
@@ -119,7 +119,7 @@ class EscalationCore:
     """One case's decisions. The workflow builds it from the state it carries and the policy
     it follows, feeds it `now` and commands, and carries out what it returns."""
 
-    def __init__(self, state: CaseStatus, policy: PinnedDefinition) -> None:
+    def __init__(self, state: EscalationState, policy: PinnedDefinition) -> None:
         self.state = state
         self.policy = policy
         self.spec: EscalationSpec = policy.escalation
@@ -399,12 +399,12 @@ def opening_refusal(case: CaseInfo, policy: PinnedDefinition) -> str | None:
     return None
 
 
-def opened_state(case: CaseInfo, policy: PinnedDefinition, now: datetime) -> CaseStatus:
+def opened_state(case: CaseInfo, policy: PinnedDefinition, now: datetime) -> EscalationState:
     """A new case's state: each clock running since the case opened (a ticket opened
     `opened_at` in the future starts now). `opening_refusal` first."""
     budgets = sla_budgets(policy.escalation, case.priority, case.stage)
     if budgets is None:
         raise ValueError(opening_refusal(case, policy))
-    status = CaseStatus(case=case, definition=policy.ref)
+    status = EscalationState(case=case, definition=policy.ref)
     status.clocks = opened_clocks(budgets, min(case.opened_at, now))
     return status

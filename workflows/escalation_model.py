@@ -96,8 +96,9 @@ class PagerAlert(BaseModel):
     status: Literal["paging", "triggered", "acknowledged", "resolved", "failed"] = "paging"
 
 
-class CaseStatus(BaseModel):
-    """Everything the workflow knows; carried whole through continue-as-new."""
+class EscalationState(BaseModel):
+    """Everything the workflow knows, what its core decides from; carried whole through
+    continue-as-new."""
 
     case: CaseInfo
     definition: str
@@ -137,10 +138,18 @@ class CaseStatus(BaseModel):
     )
 
 
-class OpenCase(BaseModel):
+EscalationStatus = EscalationState
+"""What the `state` query and the updates return: the whole state (the query fills in each
+clock's due moment and status). One model: a name for each role, as in every kind."""
+
+
+class EscalationInput(BaseModel):
+    """What starts a case's run: the case, the pinned policy, and on continue-as-new the
+    state it carries."""
+
     case: CaseInfo
     policy: PinnedDefinition
-    carried: CaseStatus | None = None
+    carried: EscalationState | None = None
     max_history_events: int = Field(
         MAX_HISTORY_EVENTS, ge=20, description="continue as new past this many events"
     )

@@ -12,7 +12,12 @@ from definitions.calendar import BusinessCalendar
 from definitions.events import CaseEscalated, EventEnvelope, SlaBreached
 from workflows.escalation_clocks import FIRST_RESPONSE, SlaClock, shown
 from workflows.escalation_core import EscalationCore
-from workflows.escalation_model import CaseStatus, CaseSummary, SlaOutcome
+from workflows.escalation_model import (
+    CaseSummary,
+    EscalationState,
+    EscalationStatus,
+    SlaOutcome,
+)
 
 
 def format_at(moment: datetime, calendar: BusinessCalendar) -> str:
@@ -20,7 +25,7 @@ def format_at(moment: datetime, calendar: BusinessCalendar) -> str:
     return calendar.local_time(moment).strftime("%a %H:%M") + f" {calendar.timezone}"
 
 
-def status_view(core: EscalationCore) -> CaseStatus:
+def status_view(core: EscalationCore) -> EscalationStatus:
     """The full state, each clock with the moment it runs out and its status."""
     view = core.state.model_copy(deep=True)
     view.clocks = {name: shown(clock, core.calendar) for name, clock in view.clocks.items()}
@@ -110,7 +115,7 @@ def breach_envelope(workflow_id: str, event: SlaBreached) -> EventEnvelope:
 
 
 def escalated_envelope(
-    state: CaseStatus, workflow_id: str, step: str, now: datetime
+    state: EscalationState, workflow_id: str, step: str, now: datetime
 ) -> EventEnvelope:
     """What a level's or warning's `start` hands the recovery workflow, once per step."""
     s = state

@@ -23,10 +23,10 @@ from workflows.escalation import (
     CaseInfo,
     CaseSummary,
     EscalationWorkflow,
-    OpenCase,
     Resolve,
     case_workflow_id,
 )
+from workflows.escalation import EscalationInput as OpenCase
 
 LEVEL_SECONDS = (3, 6, 9)
 FIRST_RESPONSE_SECONDS = 7

@@ -45,7 +45,8 @@ from definitions.models import PinnedDefinition, Trigger
 from store.registry import CATALOG_DIR
 from workflows import rollout as rollout_workflow
 from workflows.escalation import EscalationWorkflow
-from workflows.escalation_model import CaseInfo, LevelVisit, OpenCase
+from workflows.escalation_model import CaseInfo, LevelVisit
+from workflows.escalation_model import EscalationInput as OpenCase
 from workflows.handoff import HandoffWorkflow
 from workflows.handoff_hours import callback_context
 from workflows.handoff_model import HandoffInput, HandoffStatus
