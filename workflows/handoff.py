@@ -5,60 +5,45 @@ intake's `bot.turn` / `bot.handoff_requested`). States: bot → requested → qu
 active, ending resolved, returned_to_bot, callback_scheduled or abandoned; every transition
 goes to the ledger. Updates (accept, decline, return_to_bot, resolve, customer_left) are
 validated first: a refused update changes nothing. The `state` query returns everything,
-the context packet included. Handlers change the state; the main loop does the effects.
+the context packet included. Handlers change the state; the main loop asks the core
+(handoff_core and its topics) what to do and carries it out through handoff_effects.
 """
 
 from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from activities import search_attributes as sa
 from workflows import metrics
-from workflows.actions import ActionTarget, call, ledger, run_actions
+from workflows.actions import ActionTarget, ledger
 from workflows.escalation import EscalationWorkflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.handoff_contracts import (
-        AgentReleased,
-        AssignGroup,
-        BotAction,
-        BotActionSent,
-        CaseCommand,
-        CaseCommandDone,
-        GroupAssigned,
-        LeaveQueue,
-        OpenTickets,
-        PickAgent,
-        QueueInfo,
-        QueueRequest,
-        ReleaseAgent,
-        Reservation,
-        TicketBrief,
-    )
-    from activities.models import (
-        AddComment,
-        CommentAdded,
-        CreateTicket,
-        CustomerProfile,
-        GetCustomer,
-        MessageSent,
-        SendMessage,
-        Ticket,
-        UpdateTicket,
-    )
+    from activities.handoff_contracts import QueueInfo
     from definitions.calendar import BusinessCalendar
     from definitions.events import BotHandoffRequested, BotTurn, EventEnvelope, TicketUpdated
     from definitions.models import HandoffSpec, Route
     from workflows import handoff_core as core
     from workflows import handoff_routing as routing
-    from workflows.escalation_model import EscalationInput as OpenCase
-    from workflows.escalation_model import case_workflow_id
-    from workflows.handoff_hours import schedule_callback
+    from workflows.escalation_model import OpenCase, case_workflow_id
+    from workflows.handoff_effects import (
+        acknowledge_and_record_case,
+        assign_ticket_to_agent,
+        carry_out_ending,
+        fetch_queue_info,
+        file_handoff_ticket,
+        gather_handoff_context,
+        handoff_target,
+        load_customer_profile,
+        release_handoff_agent,
+        reserve_agent_for,
+        schedule_fallback,
+        take_over_from_bot,
+        upsert_handoff_attributes,
+    )
     from workflows.handoff_model import (
         FINAL_PHASES,
         Accept,
@@ -71,7 +56,6 @@ with workflow.unsafe.imports_passed_through():
         Resolve,
         ReturnToBot,
     )
-    from workflows.handoff_packet import build_packet
 
 BOT_IDLE = timedelta(hours=2)
 """A bot conversation with no turn for this long ends (returned_to_bot: the bot had it)."""
@@ -86,16 +70,9 @@ often, in case a wake-up was lost, and so keeps its place in line fresh."""
 FIRST_COME_PATCH = "handoff-first-come-first-served"
 """Queued conversations wait in line (first come, first served) and are woken by a free
 agent, instead of each looking again every AGENT_POLL."""
-TICKET_SEARCHABLE_PATCH = "handoff-ticket-searchable"
-"""Upsert OpsCaseId as soon as the ticket exists, not at the `queued` transition."""
-CASE_ACKNOWLEDGED_PATCH = "handoff-case-acknowledged"
-"""The agent's accept acknowledges the handoff's case: its first response, by that agent."""
-CASE_CLOSED_PATCH = "handoff-case-closed"
-"""The conversation's ending resolves its case, with the outcome when it was not resolved."""
 TRIGGERS_BY_MEANING_PATCH = "handoff-triggers-by-meaning"
 """Asking for a person is read from whole words and the bot's intents, not substrings."""
-DUE_AT_PATCH = "handoff-due-at"
-"""OpsDueAt carries the pending offer's expiry or the queue's maximum wait."""
+# The patches asked while carrying out effects live with them, in handoff_effects.
 MAX_HISTORY_EVENTS = 10_000
 
 
@@ -121,28 +98,8 @@ class HandoffWorkflow:
         assert self._input is not None
         return self._input.definition.handoff
 
-    def _key(self, step: str) -> str:
-        return f"{workflow.info().workflow_id}/{step}"
-
-    def _target(self, extra: dict[str, Any] | None = None) -> ActionTarget:
-        s = self.status
-        return ActionTarget(
-            kind="handoff",
-            customer_id=s.customer_id or s.conversation_id,
-            ticket_id=s.ticket_id,
-            assignee=s.agent,
-            account_manager=s.profile.account_manager if s.profile else None,
-            definition=s.definition,
-            template_context=core.template_context(s, self.spec, extra),
-        )
-
-    def _upsert(self) -> None:
-        pairs = core.search_attributes(self.status)
-        due = core.next_deadline(self.status)
-        if due is not None and workflow.patched(DUE_AT_PATCH):
-            # kept once nothing is due (see OPS_DUE_AT)
-            pairs.append(sa.OPS_DUE_AT.value_set(due))
-        workflow.upsert_search_attributes(pairs)
+    def _target(self) -> ActionTarget:
+        return handoff_target(self.status, self.spec)
 
     def _set_state(self, phase: HandoffPhase, why: str) -> None:
         """Change phase now; `_move` also writes it to the ledger."""
@@ -152,7 +109,7 @@ class HandoffWorkflow:
         waited = core.change_phase(s, phase, why, workflow.now())
         if waited is not None:
             metrics.handoff_wait_ended(queue=s.queue or "none", outcome=phase, seconds=waited)
-        self._upsert()
+        upsert_handoff_attributes(s)
         self._show()
 
     def _show(self) -> None:
@@ -190,7 +147,7 @@ class HandoffWorkflow:
             )
             await self._move(core.Move("bot", "conversation started"))
         s = self.status
-        self._upsert()
+        upsert_handoff_attributes(s)
         if s.state == "bot":
             await self._bot_phase(request)
         if s.state == "requested":
@@ -204,28 +161,9 @@ class HandoffWorkflow:
 
     async def _finish(self) -> None:
         s = self.status
-        end = core.ending(s)
-        if end.leave_line:  # it stopped waiting without an agent: out of the line
-            await call(
-                "presence.leave_queue", LeaveQueue(conversation_id=s.conversation_id), type(None)
-            )
-            s.in_line = False
-        if end.release_offered is not None:
-            offer = end.release_offered
-            await self._release(offer.agent_id, f"release-{offer.number}")
-        if end.release_active is not None:
-            await self._release(end.release_active, "release-active")
-        if end.close_ticket:
-            try:
-                await self._update_ticket("abandoned", status="closed", add_tags=["abandoned"])
-            except ActivityError as exc:  # a vendor may refuse the status: the run still ends
-                workflow.logger.warning("closing the abandoned ticket failed: %s", exc.cause)
-        if end.resume_bot is not None:
-            await self._bot("resume", end.resume_bot)
-        if s.case_workflow_id and workflow.patched(CASE_CLOSED_PATCH):
-            await self._close_case()
+        await carry_out_ending(s, self.spec, core.ending(s))
         await workflow.wait_condition(workflow.all_handlers_finished)
-        self._upsert()
+        upsert_handoff_attributes(s)
         self._show()
 
     async def _bot_phase(self, request: HandoffInput) -> None:
@@ -277,9 +215,9 @@ class HandoffWorkflow:
             if event is None:
                 continue
             if received.new_customer:
-                self._upsert()
+                upsert_handoff_attributes(s)
             if isinstance(event, BotTurn | BotHandoffRequested):
-                await self._load_profile()  # a tier trigger reads the profile
+                await load_customer_profile(s)  # a tier trigger reads the profile
                 # Asked only where it decides, so a run records the patch where it always did.
                 by_meaning = (
                     isinstance(event, BotTurn)
@@ -304,32 +242,7 @@ class HandoffWorkflow:
             await self._move(decision.move)
             await self._accepted()
 
-    async def _load_profile(self) -> None:
-        s = self.status
-        if s.profile_loaded or s.customer_id is None:
-            return
-        s.profile_loaded = True
-        try:
-            s.profile = await call(
-                "crm.get_customer", GetCustomer(customer_id=s.customer_id), CustomerProfile
-            )
-        except ActivityError as exc:
-            workflow.logger.warning("no CRM profile for the conversation: %s", exc.cause)
-
     # --- routing -------------------------------------------------------------------------
-
-    async def _queue_info(self, queue: str, skills: list[str] | None) -> QueueInfo:
-        info: QueueInfo = await call(
-            "presence.queue_info",
-            QueueRequest(
-                queue=queue,
-                skills=skills,
-                languages=routing.languages(self.status),
-                exclude_conversation=self.status.conversation_id,
-            ),
-            QueueInfo,
-        )
-        return info
 
     def _use_queue(self, info: QueueInfo) -> BusinessCalendar:
         self._calendar = routing.use_queue(self.status, info)
@@ -337,18 +250,7 @@ class HandoffWorkflow:
 
     async def _route_and_queue(self) -> None:
         s = self.status
-        assert s.trigger is not None
-        tickets: list[TicketBrief] = []
-        if s.customer_id:
-            try:
-                tickets = await call(
-                    "presence.open_tickets",
-                    OpenTickets(customer_id=s.customer_id, exclude_tag="handoff"),
-                    list[TicketBrief],
-                )
-            except ActivityError as exc:
-                workflow.logger.warning("open tickets unavailable: %s", exc.cause)
-        s.context = build_packet(s, s.trigger, tickets, list(self.spec.context))
+        await gather_handoff_context(s, self.spec)
         route, unreadable = routing.choose_route(list(self.spec.routes), s)
         for name in unreadable:
             workflow.logger.warning("route %s could not be evaluated; skipped", name)
@@ -357,7 +259,7 @@ class HandoffWorkflow:
             return
         s.route = route.name
         # Staffing and the estimate count the required skills: optional ones may be dropped.
-        info = await self._queue_info(route.queue, list(route.skills))
+        info = await fetch_queue_info(s, route.queue, list(route.skills))
         if (full := routing.queue_full(info, self.spec)) is not None:
             info = await self._overflow_info(full) or info
             if info.id == route.queue:
@@ -385,76 +287,16 @@ class HandoffWorkflow:
             queue=s.queue or s.route or "none", overflow_queue=self.spec.overflow_queue
         )
         await self._write(entry)
-        return await self._queue_info(self.spec.overflow_queue, None)
+        return await fetch_queue_info(s, self.spec.overflow_queue, None)
 
     async def _enter_queue(self) -> None:
         s = self.status
-        assert s.context is not None
         if s.state in FINAL_PHASES:
             return
-        if s.ticket_id is None:
-            ticket: Ticket = await call(
-                "ticketing.create_ticket",
-                CreateTicket(
-                    idempotency_key=self._key("ticket"),
-                    customer_id=s.customer_id or s.conversation_id,
-                    subject=routing.ticket_subject(s),
-                    priority=core.TICKET_PRIORITY,
-                    queue=s.queue,
-                    tags=["opsflow", "handoff", f"conversation:{s.conversation_id}"],
-                    channel="chat",
-                    stage="support",
-                ),
-                Ticket,
-            )
-            s.ticket_id = ticket.id
-            if workflow.patched(TICKET_SEARCHABLE_PATCH):
-                self._upsert()  # the vendor's first ticket event can find the conversation
-            await call(
-                "ticketing.add_comment",
-                AddComment(
-                    idempotency_key=self._key("context-packet"),
-                    ticket_id=ticket.id,
-                    body=s.context.text,
-                    public=False,
-                ),
-                CommentAdded,
-            )
-        else:
-            await self._update_ticket("requeue", queue=s.queue)
-        if s.routing == "vendor" and s.queue is not None and s.ticket_id is not None:
-            assigned: GroupAssigned = await call(
-                "presence.assign_group",
-                AssignGroup(
-                    idempotency_key=self._key(f"group-{s.queue}"),
-                    ticket_id=s.ticket_id,
-                    queue=s.queue,
-                ),
-                GroupAssigned,
-            )
-            s.vendor_group = assigned.group
+        await file_handoff_ticket(s)
         if s.state in FINAL_PHASES:
             return
-        if not s.bot_muted:
-            await self._bot("stop_replying", "a person takes over")
-            s.bot_muted = True
-        if not s.customer_notified and s.customer_id:
-            s.customer_notified = True
-            try:
-                await call(
-                    "notify.send",
-                    SendMessage(
-                        idempotency_key=self._key("customer-notice"),
-                        channel="chat",
-                        recipient=f"customer:{s.customer_id}",
-                        template=self.spec.notice.template,
-                        context=self._target().template_context,
-                        severity="info",
-                    ),
-                    MessageSent,
-                )
-            except ActivityError as exc:
-                workflow.logger.warning("the waiting notice failed: %s", exc.cause)
+        await take_over_from_bot(s, self.spec)
         await self._move(routing.queued(s, self.spec, workflow.now()))
 
     # --- offers --------------------------------------------------------------------------
@@ -508,26 +350,13 @@ class HandoffWorkflow:
     async def _offer(self, route: Route | None) -> bool:
         """Offer to the best free agent and wait for the answer; False when there is none."""
         s = self.status
-        assert s.queue is not None
         search = routing.agent_search(s, route, bool(self._first_come), workflow.info().workflow_id)
-        reservation: Reservation = await call(
-            "presence.reserve_agent",
-            PickAgent(
-                idempotency_key=self._key(search.step),
-                conversation_id=s.conversation_id,
-                queue=s.queue,
-                skills=search.skills,
-                languages=routing.languages(s),
-                exclude=search.exclude,
-                **search.line,
-            ),
-            Reservation,
-        )
+        reservation = await reserve_agent_for(s, search)
         s.in_line = bool(search.line) and reservation.agent_id is None
         if reservation.agent_id is None:
             return False
         if s.state != "queued":  # the customer left while we looked
-            await self._release(reservation.agent_id, f"release-{search.number}")
+            await release_handoff_agent(reservation.agent_id, f"release-{search.number}")
             return True
         offer, move = routing.offer(s, reservation, search.number, self.spec, workflow.now())
         await self._move(move)
@@ -537,27 +366,21 @@ class HandoffWorkflow:
             )
         if offer.outcome == "pending":
             timed_out = routing.offer_timed_out(offer)
-            await self._release(offer.agent_id, f"release-{search.number}")
+            await release_handoff_agent(offer.agent_id, f"release-{search.number}")
             await self._move(timed_out)
         elif offer.outcome == "declined":
-            await self._release(offer.agent_id, f"release-{search.number}")
+            await release_handoff_agent(offer.agent_id, f"release-{search.number}")
         elif offer.outcome == "accepted":
             await self._accepted()
         metrics.handoff_offer_answered(queue=offer.queue, outcome=offer.outcome)
         return True
 
-    async def _release(self, agent: str, step: str) -> None:
-        await call(
-            "presence.release_agent",
-            ReleaseAgent(idempotency_key=self._key(step), agent_id=agent),
-            AgentReleased,
-        )
-
     async def _accepted(self) -> None:
+        """The agent has it: the ticket is theirs and, under an escalation policy, the
+        ticket's case opens as a child workflow that outlives the conversation."""
         s = self.status
         assert s.agent is not None and s.ticket_id is not None
-        if s.routing == "opsflow":  # the vendor assigned it already
-            await self._update_ticket("assign", assignee=s.agent, status="open")
+        await assign_ticket_to_agent(s)
         policy = self._input.escalation_policy if self._input else None
         if policy is None:
             return
@@ -575,49 +398,7 @@ class HandoffWorkflow:
         except WorkflowAlreadyStartedError:
             workflow.logger.info("the case for the handoff ticket is already open")
         s.case_workflow_id = workflow_id
-        if workflow.patched(CASE_ACKNOWLEDGED_PATCH):
-            # At once, before the case's first pass can find a level or a clock due.
-            done = await self._case_command("acknowledge", s.agent)
-            s.case_acknowledged = done.applied
-        await ledger(
-            self._target(),
-            "case-opened",
-            {"case": workflow_id, "policy": policy.ref, "opened_at": case.opened_at.isoformat()},
-        )
-
-    async def _case_command(
-        self, command: Literal["acknowledge", "resolve"], by: str, outcome: str | None = None
-    ) -> CaseCommandDone:
-        s = self.status
-        assert s.case_workflow_id is not None
-        done: CaseCommandDone = await call(
-            "handoff.case_command",
-            CaseCommand(
-                idempotency_key=self._key(f"case-{command}"),
-                workflow_id=s.case_workflow_id,
-                command=command,
-                by=by,
-                outcome=outcome,
-            ),
-            CaseCommandDone,
-        )
-        if not done.applied:
-            workflow.logger.info("the case did not take %s: %s", command, done.detail)
-        return done
-
-    async def _close_case(self) -> None:
-        """Resolve the case the way the conversation ended: by who resolved it, or with the
-        outcome (returned to the bot, abandoned) and the agent who had it."""
-        s = self.status
-        if s.case_workflow_id is None or s.case_closed:
-            return
-        by, outcome = core.case_resolution(s)
-        done = await self._case_command("resolve", by, outcome)
-        s.case_closed = True
-        detail = {"case": s.case_workflow_id, "by": by, "outcome": outcome or "resolved"}
-        if not done.applied:
-            detail["not_applied"] = done.detail
-        await ledger(self._target(), "case-closed", detail)
+        await acknowledge_and_record_case(s, self.spec, policy.ref, case)
 
     async def _active_phase(self) -> None:
         s = self.status
@@ -630,70 +411,12 @@ class HandoffWorkflow:
     # --- endings ---------------------------------------------------------------------------
 
     async def _callback(self, why: str) -> None:
-        """After hours, too long a wait, no one: a callback inside the queue's hours in the
-        customer's timezone, and the definition's other fallback actions."""
+        """No agent (after hours, too long a wait, no one): fall back to a callback."""
         s = self.status
         if s.state in FINAL_PHASES:
             return
-        callbacks, others = core.fallback_actions(self.spec)
-        for n, action in enumerate(callbacks):
-            info = await self._queue_info(action.queue, [])
-            callback = schedule_callback(s, info, action.within, why, workflow.now())
-            ticket: Ticket = await call(
-                "ticketing.create_ticket",
-                CreateTicket(
-                    idempotency_key=self._key(f"callback-{n}"),
-                    customer_id=s.customer_id or s.conversation_id,
-                    subject=callback.subject,
-                    description=callback.description,
-                    priority=core.TICKET_PRIORITY,
-                    queue=action.queue,
-                    tags=["opsflow", "handoff", "callback", f"conversation:{s.conversation_id}"],
-                    channel="phone",
-                    stage="support",
-                    due_at=callback.slot,
-                ),
-                Ticket,
-            )
-            s.callback_ticket_id = ticket.id
-        if others:
-            outcome = await run_actions(others, self._target(), "fallback")
-            if outcome.failed:
-                workflow.logger.warning("fallback actions failed: %s", outcome.failed)
-        if s.ticket_id:
-            await self._update_ticket("callback", add_tags=["callback"], status="pending")
-        if s.bot_muted:
-            await self._bot("resume", f"callback scheduled: {why}")
+        await schedule_fallback(s, self.spec, why)
         await self._move(core.callback_moved(s, why))
-
-    async def _update_ticket(self, step: str, **changes: Any) -> None:
-        s = self.status
-        if s.ticket_id is None:
-            return
-        s.commands += 1
-        await call(
-            "ticketing.update_ticket",
-            UpdateTicket(
-                idempotency_key=self._key(f"ticket-{s.commands}-{step}"),
-                ticket_id=s.ticket_id,
-                **changes,
-            ),
-            Ticket,
-        )
-
-    async def _bot(self, action: Literal["stop_replying", "resume"], reason: str) -> None:
-        s = self.status
-        await call(
-            "handoff.bot_action",
-            BotAction(
-                idempotency_key=self._key(f"bot-{action}"),
-                conversation_id=s.conversation_id,
-                customer_id=s.customer_id or s.conversation_id,
-                action=action,
-                reason=reason[:500],
-            ),
-            BotActionSent,
-        )
 
     # --- messages ----------------------------------------------------------------------------
 
