@@ -19,6 +19,7 @@ from definitions.models import HandoffSpec, Route
 from tests.definition_support import pinned as pinned_policy
 from tests.escalation_support import policy_document
 from tests.handoff_support import start_input, turn_event
+from tests.test_workflow_fingerprints import fingerprints
 from workflows import handoff_core as core
 from workflows import handoff_routing as routing
 from workflows.handoff_hours import schedule_callback
@@ -474,13 +475,19 @@ def test_the_ui_finds_the_conversation_by_its_ticket_once_there_is_one() -> None
     }
 
 
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+EFFECTS = "handoff_effects"
+"""The one handoff module beside the workflow that issues commands (activities, patches)."""
+
+
 @pytest.mark.parametrize(
     "module",
-    ["handoff_core", "handoff_routing", "handoff_triggers", "handoff_packet", "handoff_hours"],
+    sorted(p.stem for p in WORKFLOWS.glob("handoff_*.py") if p.stem != EFFECTS),
 )
 def test_the_core_never_imports_the_workflow_api(module: str) -> None:
-    """The decisions stay testable without Temporal: no `temporalio.workflow` in the core."""
-    source = (Path(__file__).resolve().parent.parent / "workflows" / f"{module}.py").read_text()
+    """The decisions stay testable without Temporal: no `temporalio.workflow` in the model,
+    the core or any of its topics (a new topic module is checked without being listed)."""
+    source = (WORKFLOWS / f"{module}.py").read_text()
     imported: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -488,3 +495,25 @@ def test_the_core_never_imports_the_workflow_api(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported |= {f"{node.module}.{alias.name}" for alias in node.names}
     assert not {name for name in imported if name.startswith("temporalio.workflow")}
+
+
+def test_every_effect_is_followed_from_the_workflow() -> None:
+    """The fingerprint follows a call into handoff_effects only by a name unique across
+    workflows/: an effect it could not follow would drop its commands from the baseline
+    without failing. Every effect that issues commands is reached from an entry point."""
+    found = fingerprints()
+    todo = [
+        name
+        for name in found
+        if name.startswith("handoff.HandoffWorkflow.")
+        and not name.rsplit(".", 1)[1].startswith("_")
+    ]
+    reached: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo += [token.removeprefix("-> ") for token in found[name] if token.startswith("->")]
+    effects = {name for name in found if name.startswith(f"{EFFECTS}.")}
+    assert effects, "no effect issues a command: the fingerprint no longer reads handoff_effects"
+    assert effects <= reached, sorted(effects - reached)
