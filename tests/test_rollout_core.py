@@ -18,6 +18,7 @@ from workflows import (
     rollout_checks,
     rollout_commands,
     rollout_core,
+    rollout_effects,
     rollout_text,
 )
 from workflows.rollout_model import (
@@ -505,3 +506,23 @@ def test_the_core_imports_nothing_of_temporal(module: ModuleType) -> None:
     assert not [
         name for name in imported if name.startswith("temporalio") and name != "temporalio.common"
     ]
+
+
+def test_every_effect_is_named_uniquely_across_the_workflows() -> None:
+    """The workflow calls rollout_effects' functions by bare name; the fingerprint test
+    (tests/test_workflow_fingerprints.py) follows such a call only when no other module of
+    workflows/ defines a function of that name, else the effect's commands drop out of it."""
+    workflows_dir = Path(rollout_effects.__file__ or "").parent
+
+    def module_functions(path: Path) -> list[str]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return [
+            node.name
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        ]
+
+    effects = module_functions(Path(rollout_effects.__file__ or ""))
+    everywhere = [name for path in workflows_dir.glob("*.py") for name in module_functions(path)]
+    assert "apply_rollout_phase" in effects
+    assert [name for name in effects if everywhere.count(name) > 1] == []

@@ -4,11 +4,12 @@ change windows, bake-time analysis, gates and rollback in reverse order.
 Workflow id `rollout-<change id>`. The decisions are the pure core's (workflows/rollout_core.py
 and its topics: rollout_approvals, rollout_checks, rollout_commands, rollout_text); this module
 holds the state, receives the commands, asks the core what to do and carries it out: the
-activities, timers, search attributes and ledger entries, in the order the recorded histories
-hold them. The run is re-entrant over `RolloutState.state`, so continue-as-new resumes
-mid-phase; updates are validated first and a refused update changes nothing; the `state` query
-returns everything. Cohorts are chosen by the activities from (change id, percent): the same
-customers on every call, cumulative from phase to phase, and their ids never enter the history.
+activities and their ledger entries through rollout_effects, the waits and search attributes
+itself, in the order the recorded histories hold them. The run is re-entrant over
+`RolloutState.state`, so continue-as-new resumes mid-phase; updates are validated first and a
+refused update changes nothing; the `state` query returns everything. Cohorts are chosen by
+the activities from (change id, percent): the same customers on every call, cumulative from
+phase to phase, and their ids never enter the history.
 """
 
 from __future__ import annotations
@@ -19,30 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
 
 from workflows import metrics
-from workflows.actions import ACTIVITY_RETRY, ActionTarget, call, ledger
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import (
-        ChangeApplied,
-        ChangeReverted,
-        Cohort,
-        MessageSent,
-        MetricReading,
-        ReadMetric,
-        SelectCohort,
-        SendMessage,
-    )
-    from activities.rollout_contracts import (
-        ApplyPhase,
-        CustomerNoticeRequest,
-        NotifyPhaseCustomers,
-        PhaseCustomersNotified,
-        RevertPhase,
-    )
     from definitions.calendar import BusinessCalendar
     from definitions.models import RolloutSpec
     from workflows import (
@@ -52,13 +33,20 @@ with workflow.unsafe.imports_passed_through():
         rollout_core,
         rollout_text,
     )
-    from workflows.rollout_checks import MetricWindow
     from workflows.rollout_core import rollback_cause
+    from workflows.rollout_effects import (
+        apply_rollout_phase,
+        ask_rollout_approvers,
+        assess_rollout_impact,
+        page_rollout_people,
+        read_rollout_checks,
+        record_rollout_step,
+        revert_rollout_phases,
+    )
     from workflows.rollout_model import (
         ChangeRequest,
         Decision,
         PhaseStatus,
-        Reading,
         Reason,
         RolloutInput,
         RolloutState,
@@ -80,15 +68,7 @@ MAX_HISTORY_EVENTS = 10_000
 # end, a window's opening) and OpsState=stuck while a paged approval waits. Runs recorded
 # before this upserted on state and stage changes only.
 DUE_AT_PATCH = "rollout-due-at-stuck"
-METRIC_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
-LONG_ACTIVITY = timedelta(hours=2)
-HEARTBEAT = timedelta(seconds=20)
-"""Long activities heartbeat per batch or customer: a killed worker's attempt is retried
-elsewhere within this, from its last recorded progress."""
+# The patches asked while carrying out effects live with them, in rollout_effects.
 
 
 @workflow.defn(name="Rollout")
@@ -112,25 +92,12 @@ class RolloutWorkflow:
         assert self._spec is not None
         return self._spec
 
-    def _key(self, step: str) -> str:
-        return f"{workflow.info().workflow_id}/a{self.status.attempt}/{step}"
-
-    def _target(self) -> ActionTarget:
-        s = self.status
-        return ActionTarget(
-            kind="rollout",
-            customer_id=s.change.change_id,
-            owner=s.change.owner,
-            definition=s.plan,
-        )
-
     def _count_verdict(self, phase: PhaseStatus) -> None:
         plan = metrics.definition_name(self.status.plan)
         metrics.rollout_phase_verdict(plan=plan, phase=phase.name, verdict=phase.verdict)
 
     async def _ledger(self, step: str, detail: dict[str, Any]) -> None:
-        s = self.status
-        await ledger(self._target(), f"a{s.attempt}-{step}", detail, subject=s.change.change_id)
+        await record_rollout_step(self.status, step, detail)
 
     def _phase_calendar(self) -> BusinessCalendar:
         if self._calendar is None:
@@ -237,19 +204,7 @@ class RolloutWorkflow:
 
     async def _assess(self) -> None:
         s = self.status
-        sizes = []
-        for number, phase in enumerate(self.spec.phases):
-            cohort: Cohort = await call(
-                "crm.select_cohort",
-                SelectCohort(cohort=rollout_core.cohort_of(s, phase), max_ids=0),
-                Cohort,
-            )
-            s.phases[number].cohort_size = cohort.size
-            s.phases[number].eligible = cohort.eligible
-            sizes.append(
-                {"phase": phase.name, "percent": phase.cohort.percent, "size": cohort.size}
-            )
-        await self._ledger("impact", rollout_approvals.impact_assessed(s, self.spec, sizes))
+        await assess_rollout_impact(s, self.spec)
         first = s.phases[0].name
         if s.approvals_needed:
             self._request_approval("start")
@@ -276,56 +231,15 @@ class RolloutWorkflow:
             self._upsert()
             await self._page(move.attention, approvers=True)
         elif move.kind in ("ask", "remind"):
-            await self._ask_approvers(move.stage, reminder=move.kind == "remind")
+            await ask_rollout_approvers(s, self.spec, move.stage, reminder=move.kind == "remind")
         else:
             await self._wait(move.until)
 
-    async def _ask_approvers(self, stage: str, *, reminder: bool) -> None:
-        """Ask the approvers' group on the plan's channel what is asked, for which cohort, by
-        when, and the exact command that answers."""
-        s = self.status
-        notice = rollout_approvals.approval_notice(s, self.spec, stage, reminder=reminder)
-        try:
-            await call(
-                "notify.send",
-                SendMessage(
-                    idempotency_key=self._key(notice.step),
-                    channel=notice.channel,
-                    recipient=notice.recipient,
-                    template="rollout-approval",
-                    context=notice.context,
-                    severity="info",
-                ),
-                MessageSent,
-            )
-        except ActivityError as exc:
-            group = self.spec.approvals.group
-            workflow.logger.warning("asking %s failed: %s", group, exc.cause)
-        await self._ledger(notice.step, {"asked": self.spec.approvals.group, **notice.ask})
-
     async def _page(self, attention: str, *, approvers: bool = False) -> None:
         """Tell the owner (and the approvers' channel) that the rollout needs a person."""
-        s = self.status
-        page = rollout_approvals.page(
-            s, self.spec, attention, self._describe(), approvers=approvers
+        await page_rollout_people(
+            self.status, self.spec, attention, self._describe(), approvers=approvers
         )
-        for number, (channel, recipient) in enumerate(page.recipients):
-            try:
-                await call(
-                    "notify.send",
-                    SendMessage(
-                        idempotency_key=self._key(f"{page.step}/{number}"),
-                        channel=channel,
-                        recipient=recipient,
-                        template="rollout-attention",
-                        context=page.context,
-                        severity="warning",
-                    ),
-                    MessageSent,
-                )
-            except ActivityError as exc:
-                workflow.logger.warning("paging %s failed: %s", recipient, exc.cause)
-        await self._ledger(page.step, {"attention": attention, "approvers": approvers})
 
     # --- windows, apply, bake ------------------------------------------------------------
 
@@ -337,36 +251,7 @@ class RolloutWorkflow:
             await self._wait(move.until)
 
     async def _apply(self) -> None:
-        s = self.status
-        number = s.phase_index
-        # Since this patch the apply records exactly whom it exposed; rollback reads that.
-        recorded = workflow.patched("exposure-record")
-        applied: ChangeApplied = await workflow.execute_activity(
-            "changes.apply",
-            ApplyPhase(
-                idempotency_key=self._key(f"phase-{number + 1}/apply"),
-                change_id=s.change.change_id,
-                flag_key=self.spec.change.key,
-                value=self.spec.change.value,
-                cohort=rollout_core.cohort_of(s, self.spec.phases[number]),
-                attempt=s.attempt if recorded else None,
-                phase=number + 1 if recorded else None,
-            ),
-            result_type=ChangeApplied,
-            start_to_close_timeout=LONG_ACTIVITY,
-            heartbeat_timeout=HEARTBEAT,
-            retry_policy=ACTIVITY_RETRY,
-        )
-        detail = rollout_core.phase_applied(
-            s,
-            self.spec,
-            number,
-            newly_exposed=applied.exposed,
-            total_exposed=applied.total_exposed,
-            recorded=recorded,
-            now=workflow.now(),
-        )
-        await self._ledger(f"phase-{number + 1}-applied", detail)
+        await apply_rollout_phase(self.status, self.spec)
         self._set_state("baking")
 
     async def _bake(self) -> None:
@@ -386,58 +271,9 @@ class RolloutWorkflow:
 
     async def _read_checks(self) -> None:
         s = self.status
-        checks = self.spec.phases[s.phase_index].checks
-        analysis = self.spec.analysis
-        now = workflow.now()
-
-        async def read(metric: str, window: MetricWindow) -> MetricReading:
-            result: MetricReading = await workflow.execute_activity(
-                "metrics.read",
-                ReadMetric(
-                    metric=metric,
-                    cohort=window.cohort,
-                    window_start=window.start,
-                    window_end=window.end,
-                ),
-                result_type=MetricReading,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=METRIC_RETRY,
-            )
-            return result
-
-        async def one(check_number: int) -> Reading:
-            check = checks[check_number]
-            try:
-                exposed = await read(
-                    check.metric, rollout_checks.exposed_window(s, check.window, now)
-                )
-                baseline = None
-                if rollout_checks.needs_baseline(check):
-                    baseline = await read(
-                        check.metric, rollout_checks.baseline_window(s, check.window, now)
-                    )
-            except ActivityError as exc:
-                return rollout_checks.error_reading(now, str(exc.cause or exc))
-            return rollout_checks.reading_of(
-                check,
-                analysis,
-                now,
-                (exposed.value, exposed.sample_size),
-                (baseline.value, baseline.sample_size) if baseline else None,
-            )
-
-        readings = await asyncio.gather(*(one(n) for n in range(len(checks))))
-        # Since this patch failure_limit counts failing readings in a row unless the plan
-        # says `failure_count: total` (before it, always the whole bake).
-        consecutive = analysis.failure_count == "consecutive" and workflow.patched(
-            "consecutive-failures"
-        )
-        failed = rollout_checks.record_readings(
-            s, self.spec, list(readings), consecutive=consecutive
-        )
+        failed = await read_rollout_checks(s, self.spec)
         if failed is None:
             return
-        await self._ledger(failed.step, failed.detail)
         phase = s.phases[s.phase_index]
         phase.verdict = "failed"
         self._count_verdict(phase)
@@ -529,72 +365,7 @@ class RolloutWorkflow:
             plan=metrics.definition_name(s.plan), cause=rollback_cause(reason, aborted=s.aborted)
         )
         await self._ledger("rollback-started", {"reason": reason, "phases": list(s.applied)})
-        notice = self.spec.rollback.notify
-        # Before this patch the first revert undid the whole change; now each phase reverts
-        # its own customers (its cohort minus the earlier phases'), last phase first.
-        scoped = workflow.patched("phase-scoped-revert")
-        for revert in rollout_core.reverts(s, self.spec):
-            number = revert.number
-            phase = s.phases[number]
-            # A phase applied with the exposure record reverts and notifies exactly whom it
-            # exposed; older phases recompute their cohorts.
-            reverted: ChangeReverted = await call(
-                "changes.revert",
-                RevertPhase(
-                    idempotency_key=self._key(f"rollback/phase-{number + 1}/revert"),
-                    change_id=s.change.change_id,
-                    flag_key=self.spec.change.key,
-                    cohort=revert.cohort if scoped else None,
-                    earlier=revert.earlier if scoped else [],
-                    attempt=revert.attempt,
-                    phase=revert.phase_number,
-                ),
-                ChangeReverted,
-            )
-            s.customers_reverted += reverted.reverted
-            done: PhaseCustomersNotified = await workflow.execute_activity(
-                "rollout.notify_phase_customers",
-                NotifyPhaseCustomers(
-                    idempotency_key=self._key(f"rollback/phase-{number + 1}/customers"),
-                    change_id=s.change.change_id,
-                    phase=phase.name,
-                    cohort=revert.cohort,
-                    earlier=revert.earlier,
-                    attempt=revert.attempt,
-                    phase_number=revert.phase_number,
-                    notice=CustomerNoticeRequest(channel=notice.channel, template=notice.template)
-                    if notice
-                    else None,
-                    recovery=list(self.spec.rollback.recovery),
-                    context={
-                        "change": {
-                            "id": s.change.change_id,
-                            "owner": s.change.owner,
-                            "reason": s.change.reason,
-                            "plan": s.plan,
-                            "rollback_reason": reason,
-                        },
-                        "phase": {"name": phase.name, "percent": phase.percent},
-                    },
-                ),
-                result_type=PhaseCustomersNotified,
-                start_to_close_timeout=LONG_ACTIVITY,
-                heartbeat_timeout=HEARTBEAT,
-                retry_policy=ACTIVITY_RETRY,
-            )
-            phase.reverted, phase.notified = True, done.notified
-            s.customers_notified += done.notified
-            await self._ledger(
-                f"rollback-phase-{number + 1}",
-                {
-                    "phase": phase.name,
-                    "reverted": reverted.reverted,
-                    "customers": done.customers,
-                    "notified": done.notified,
-                    "recovery_actions": done.recovery_actions,
-                    "failed": done.failed,
-                },
-            )
+        await revert_rollout_phases(s, self.spec, reason)
         waits_for_retry = rollout_core.rolled_back(s, reason, workflow.now())
         await self._ledger(
             "rolled-back",

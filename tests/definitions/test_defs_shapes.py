@@ -43,7 +43,7 @@ from definitions.lint import (
 from definitions.loader import load_paths
 from definitions.models import PinnedDefinition, Trigger
 from store.registry import CATALOG_DIR
-from workflows import rollout as rollout_workflow
+from workflows import rollout_effects
 from workflows.escalation import EscalationWorkflow
 from workflows.escalation_model import CaseInfo, LevelVisit
 from workflows.escalation_model import EscalationInput as OpenCase
@@ -207,7 +207,7 @@ def test_handoff_template_context() -> None:
 def test_rollout_template_context() -> None:
     """The rollback hands each customer's messages `change` and `phase` (written out in
     the workflow) and the customer's profile (activities/rollback_notify.py)."""
-    source = Path(rollout_workflow.__file__).read_text(encoding="utf-8")
+    source = Path(rollout_effects.__file__).read_text(encoding="utf-8")
     contexts = [
         keyword.value
         for node in ast.walk(ast.parse(source))
