@@ -228,19 +228,28 @@ class KeepAliveSender:
     ) -> tuple[int, bytes, float]:
         """(status, body, seconds from sending on a free connection to the whole answer)."""
         async with self._slots:
-            if self._idle.empty():
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-                self._open.append(writer)
-            else:
-                reader, writer = self._idle.get_nowait()
+            reused = not self._idle.empty()
+            reader, writer = self._idle.get_nowait() if reused else await self._connect()
             watch = Stopwatch()
             head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            writer.write(
+            request = (
                 f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\n{head}"
                 f"content-length: {len(body)}\r\n\r\n".encode()
                 + body
             )
-            status = int((await reader.readline()).split()[1])
+            try:
+                writer.write(request)
+                status_line = await reader.readline()
+            except ConnectionError:
+                status_line = b""
+            if not status_line and reused:
+                # the server closed the connection while idle (uvicorn's keep-alive timeout)
+                writer.close()
+                reader, writer = await self._connect()
+                watch = Stopwatch()
+                writer.write(request)
+                status_line = await reader.readline()
+            status = int(status_line.split()[1])
             length, close = 0, False
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.decode("latin-1").partition(":")
@@ -255,6 +264,11 @@ class KeepAliveSender:
             else:
                 self._idle.put_nowait((reader, writer))
             return status, answer, seconds
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self._open.append(writer)
+        return reader, writer
 
     async def close(self) -> None:
         for writer in self._open:
