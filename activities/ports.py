@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from activities.handoff_contracts import (
     AgentReleased,
@@ -115,6 +115,26 @@ class TicketingPort(Backend, Protocol):
 class NotifierPort(Backend, Protocol):
     async def send(self, effect: Effect, message: OutgoingMessage) -> str:
         """Deliver the message; return the message id."""
+        ...
+
+
+@runtime_checkable
+class OwnsCaseTickets(Protocol):
+    """A ticketing backend whose tickets opsflow itself keeps (the sandbox): a case opened
+    for a ticket it has not seen makes that ticket exist there first, as the ticket a case
+    is opened for exists in a real ticketing system (whose tickets are its own)."""
+
+    async def ensure_ticket(
+        self,
+        ticket_id: str,
+        *,
+        customer_id: str,
+        subject: str,
+        priority: str = "p3",
+        stage: str | None = None,
+        channel: str | None = None,
+    ) -> bool:
+        """Make the ticket exist; True when it was created."""
         ...
 
 

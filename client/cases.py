@@ -34,10 +34,9 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import search_attributes as sa
-from activities.adapters.sandbox import SandboxTicketing
 from activities.errors import NOT_FOUND
 from activities.models import CustomerProfile
-from activities.ports import CrmPort, TicketingPort
+from activities.ports import CrmPort, OwnsCaseTickets, TicketingPort
 from client.updates import execute_update
 from definitions.conditions import ConditionError, evaluate
 from definitions.errors import OpsflowError
@@ -277,10 +276,11 @@ async def choose_policy(
 
 
 async def ensure_ticket(ticketing: TicketingPort, case: CaseInfo) -> bool:
-    """With the sandbox ticketing backend, make the case's ticket exist there: a case stands
-    for a ticket of the ticketing system, and its actions (assign, update_ticket) act on it.
-    A real backend (Zendesk) is left alone: the ticket is its own. True when created."""
-    if not isinstance(ticketing, SandboxTicketing):
+    """With a ticketing backend whose tickets opsflow keeps (the sandbox), make the case's
+    ticket exist there: a case stands for a ticket of the ticketing system, and its actions
+    (assign, update_ticket) act on it. A vendor's backend (Zendesk) is left alone: the ticket
+    is its own. True when created."""
+    if not isinstance(ticketing, OwnsCaseTickets):
         return False
     created = await ticketing.ensure_ticket(
         case.ticket_id,
