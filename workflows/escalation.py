@@ -5,9 +5,10 @@ Workflow id `case-<ticket id>`. Updates (acknowledge, pause, resume, set_priorit
 reassign, resolve, migrate) are validated first: a refused update changes nothing. The `state` query
 returns everything; the Temporal UI shows the search attributes and a one-line status.
 
-The decisions are the core's (workflows/escalation_core.py, escalation_commands.py,
-escalation_clocks.py): this module holds the state, receives the messages, asks the core what
-they do and what is due, and carries it out (ledger entries, actions, timers, upserts).
+The decisions are the core's (workflows/escalation_core.py and its topics: escalation_clocks,
+escalation_commands, escalation_status): this module holds the state, receives the messages,
+asks the core what they do and what is due, and carries it out (ledger entries, actions,
+timers, upserts; the effects that need no workflow instance are in escalation_effects.py).
 """
 
 from __future__ import annotations
@@ -17,19 +18,14 @@ import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
-from activities import search_attributes as sa
 from workflows import metrics
 from workflows.actions import (
     ActionOutcome,
     ActionTarget,
-    call,
-    failure_reason,
     ledger,
     run_actions,
     run_actions_independently,
@@ -37,9 +33,8 @@ from workflows.actions import (
 
 with workflow.unsafe.imports_passed_through():
     from activities.escalation_contracts import Acknowledge, Resolve
-    from activities.models import CustomerProfile, GetCustomer, PagerEvent, PagerEventSent
     from definitions.common import Action
-    from definitions.events import EventEnvelope, SlaBreached
+    from definitions.events import EventEnvelope
     from workflows import escalation_commands as commands
     from workflows.escalation_clocks import SlaClock
     from workflows.escalation_commands import Applied
@@ -52,6 +47,16 @@ with workflow.unsafe.imports_passed_through():
         opened_state,
         opening_refusal,
         who,
+    )
+    from workflows.escalation_effects import (
+        ACTION_FAILURES_PATCH,
+        DUE_AT_PATCH,
+        cancel_case_actions,
+        deliver_breach_to_recovery,
+        follow_pager_alerts,
+        read_customer_profile,
+        record_failed_actions,
+        upsert_case_attributes,
     )
     from workflows.escalation_model import (
         CaseInfo,
@@ -72,33 +77,18 @@ with workflow.unsafe.imports_passed_through():
         breach_envelope,
         case_details,
         escalated_envelope,
-        search_attributes,
         status_view,
         summary,
         template_context,
     )
 
 
-# Failed actions are recorded (state, ledger) and a failed reassign answers with the failure;
-# runs recorded before this did neither.
-ACTION_FAILURES_PATCH = "escalation-action-failures"
 ACTION_FAILED = "ActionFailed"
 # Actions run beside the clock (a retrying vendor delays its own effect, not the next level
 # or the breach), each recipient on its own, with the definition's retry limits; resolve
 # cancels what still retries, and pages are acknowledged and resolved with the case. Runs
 # recorded before this awaited each action in turn.
 CONCURRENT_ACTIONS_PATCH = "escalation-concurrent-actions"
-# Search attributes carry the next breach (OpsDueAt) and OpsState=stuck while a failed action
-# waits for a person, and are upserted only when they change. Runs recorded before this
-# upserted them all at every change of state.
-DUE_AT_PATCH = "escalation-due-at-stuck"
-_UNSET = object()
-
-
-def _pair(name: str, value: object) -> SearchAttributeUpdate[Any]:
-    """The update for search attribute `name` (from the registry) to `value`."""
-    key = next(k for k in sa.ALL if k.name == name)
-    return key.value_set(value)
 
 
 def _refuse(refusal: str | None) -> None:
@@ -153,18 +143,7 @@ class EscalationWorkflow:
         self._changed = True
 
     def _upsert_search_attributes(self) -> None:
-        if not workflow.patched(DUE_AT_PATCH):
-            values = search_attributes(self._core, due_and_stuck=False)
-            workflow.upsert_search_attributes([_pair(k, v) for k, v in values.items()])
-            return
-        values = search_attributes(self._core)
-        # Every upsert is a command (a billed action on Temporal Cloud): only what changed.
-        changed = {k: v for k, v in values.items() if self._upserted.get(k, _UNSET) != v}
-        if not changed:
-            return
-        self._upserted.update(changed)
-        updates = [_pair(name, value) for name, value in changed.items()]
-        workflow.upsert_search_attributes(updates)
+        upsert_case_attributes(self._core, self._upserted)
 
     # --- what falls due --------------------------------------------------------------------
 
@@ -190,7 +169,7 @@ class EscalationWorkflow:
             outcome = await run_actions(
                 on_warning, target, step, priority=self.status.case.priority
             )
-            await self._note_failures(step, outcome)
+            await record_failed_actions(self._core, step, outcome, self._target)
 
     async def _breach(self, breach: Breach) -> None:
         s = self.status
@@ -204,13 +183,13 @@ class EscalationWorkflow:
                 step,
                 self._core.on_breach,
                 target,
-                before=(lambda: self._deliver_breach(event)) if deliver else None,
+                before=(lambda: deliver_breach_to_recovery(event)) if deliver else None,
                 start_event=breach_envelope(workflow.info().workflow_id, event),
             )
             self._core.breach_announced(breach.clock)
             return
         if workflow.patched("deliver-sla-breach"):
-            await self._deliver_breach(event)
+            await deliver_breach_to_recovery(event)
         on_breach = self._core.on_breach
         if on_breach:
             await self._apply(
@@ -218,14 +197,6 @@ class EscalationWorkflow:
                 step,
             )
         self._core.breach_announced(breach.clock)
-
-    async def _deliver_breach(self, event: SlaBreached) -> None:
-        """Hand the breach to `customer-<id>` (recovery); its fixed id makes it count once."""
-        envelope = breach_envelope(workflow.info().workflow_id, event)
-        try:
-            await call("recovery.deliver_event", envelope, str)
-        except ActivityError as exc:
-            workflow.logger.warning("sla.breached not delivered to recovery: %s", exc.cause)
 
     async def _fire_level(self, fired: LevelFired) -> None:
         step = fired.step
@@ -246,7 +217,7 @@ class EscalationWorkflow:
         if self._concurrent and outcome.skipped:  # not done either: recorded, never silent
             outcome.failed.extend(f"skipped: {why}" for why in outcome.skipped)
             outcome.skipped.clear()
-        await self._note_failures(step, outcome)
+        await record_failed_actions(self._core, step, outcome, self._target)
         self._core.take_outcome(
             workflow.now(),
             assignee=outcome.new_assignee,
@@ -305,62 +276,18 @@ class EscalationWorkflow:
 
         self._tasks[step] = asyncio.create_task(run())
 
-    async def _follow_alerts(self, action: AlertAction) -> None:
-        """Acknowledge or resolve every alert the case's pages opened."""
-        workflow_id = workflow.info().workflow_id
-        limit = self._core.spec.give_up_after.pager
-        for index, alert in self._core.alerts_to_follow(action):
-            try:
-                await call(
-                    "notify.pager_event",
-                    PagerEvent(
-                        idempotency_key=f"{workflow_id}/pager-{action}/{index}",
-                        dedup_key=alert.dedup_key,
-                        action=action,
-                    ),
-                    PagerEventSent,
-                    give_up_after=limit,
-                )
-            except ActivityError as exc:
-                step = f"pager-{action}"
-                error = f"{action} alert of {alert.recipient}: {failure_reason(exc, limit)}"
-                self._core.keep_failures(step, [error], workflow.now())
-                await ledger(self._target(), f"{step}-{index}-failed", {"failed": [error]})
-                continue
-            self._core.alert_followed(alert, action)
-
     def _follow_alerts_later(self, action: AlertAction) -> None:
         self._follow_ups += 1
         step = f"pager-{action}-{self._follow_ups}"
 
         async def run() -> None:
             try:
-                await self._follow_alerts(action)
+                await follow_pager_alerts(self._core, action, self._target)
             finally:
                 self._tasks.pop(step, None)
                 self._wake()
 
         self._tasks[step] = asyncio.create_task(run())
-
-    async def _cancel_in_flight(self) -> None:
-        """The case is resolved: what still runs or retries is cancelled, and recorded."""
-        unfinished = list(self.status.in_flight)
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for item in unfinished:
-            detail = self._core.cancelled(item, workflow.now())
-            await ledger(self._target(), f"{item.step}-cancelled", detail)
-
-    async def _note_failures(self, step: str, outcome: ActionOutcome) -> None:
-        """Failed actions go into the state and the ledger (`<step>-failed`): not done."""
-        if not outcome.failed or not workflow.patched(ACTION_FAILURES_PATCH):
-            return
-        workflow.logger.warning("case actions failed at %s: %s", step, "; ".join(outcome.failed))
-        self._core.keep_failures(step, outcome.failed, workflow.now())
-        await ledger(self._target(), f"{step}-failed", {"failed": outcome.failed})
 
     # --- run -----------------------------------------------------------------------------
 
@@ -370,7 +297,7 @@ class EscalationWorkflow:
         self._concurrent = workflow.patched(CONCURRENT_ACTIONS_PATCH)
         self._upsert_search_attributes()
         if request.carried is None:
-            s.customer = await self._profile(s.case.customer_id)
+            s.customer = await read_customer_profile(s.case.customer_id)
             await ledger(
                 self._target(),
                 "opened",
@@ -408,23 +335,12 @@ class EscalationWorkflow:
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(lambda: self._changed, timeout=timeout)
         if self._concurrent:
-            await self._cancel_in_flight()
-            await self._follow_alerts("resolve")
+            await cancel_case_actions(self._core, list(self._tasks.values()), self._target)
+            await follow_pager_alerts(self._core, "resolve", self._target)
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._write_unrecorded()
         workflow.set_current_details(case_details(self._core))
         return summary(self._core)
-
-    async def _profile(self, customer_id: str) -> CustomerProfile | None:
-        """The customer's CRM profile, for templates and recipients; a case opens without."""
-        try:
-            profile: CustomerProfile = await call(
-                "crm.get_customer", GetCustomer(customer_id=customer_id), CustomerProfile
-            )
-        except ActivityError as exc:
-            workflow.logger.warning("no CRM profile for the case's customer: %s", exc.cause)
-            return None
-        return profile
 
     @staticmethod
     def _new_status(request: EscalationInput) -> EscalationState:
