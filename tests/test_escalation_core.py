@@ -26,15 +26,16 @@ from workflows.escalation_clocks import (
     CLOCK_KINDS,
     FIRST_RESPONSE,
     RESOLUTION,
+    ClockKind,
     SlaClock,
     met_by,
     sla_budgets,
 )
 from workflows.escalation_core import (
-    Breach,
+    BreachDue,
     EscalationCore,
-    LevelFired,
-    Warning,
+    LevelDue,
+    WarningDue,
     opened_state,
     opening_refusal,
 )
@@ -168,8 +169,8 @@ def test_levels_fire_in_order_then_repeat_after_the_last_levels_delay() -> None:
     assert core.total_firings() == 4
     steps = list(core.due(MONDAY + timedelta(minutes=45)))
     assert [s.step for s in steps] == ["level-1-cycle-0", "level-2-cycle-0", "level-1-cycle-1"]
-    assert all(isinstance(s, LevelFired) for s in steps)
-    fired = [s for s in steps if isinstance(s, LevelFired)]
+    assert all(isinstance(s, LevelDue) for s in steps)
+    fired = [s for s in steps if isinstance(s, LevelDue)]
     # Stamped when each fell due, not when the timer was handled.
     assert [s.at for s in fired] == [MONDAY + timedelta(minutes=m) for m in (10, 30, 40)]
     assert core.current_level() == 1
@@ -196,8 +197,8 @@ def test_warnings_then_the_breach_are_due_once_each_stamped_when_they_fell_due()
         "breach-first_response",
     ]
     warning, breach = steps[0], steps[2]
-    assert isinstance(warning, Warning) and warning.at == MONDAY + timedelta(hours=1)
-    assert isinstance(breach, Breach)
+    assert isinstance(warning, WarningDue) and warning.at == MONDAY + timedelta(hours=1)
+    assert isinstance(breach, BreachDue)
     assert breach.event.breached_at == MONDAY + timedelta(hours=2)
     assert breach.event.budget_seconds == 7200 and breach.event.sla == FIRST_RESPONSE
     assert core.state.clocks[FIRST_RESPONSE].breached_at == MONDAY + timedelta(hours=2)
@@ -489,6 +490,26 @@ def test_each_clock_kind_reads_its_own_target_and_is_met_by_its_own_commands() -
     assert sla_budgets(spec, "p4", "support") is None
     assert met_by(FIRST_RESPONSE, "acknowledge") and met_by(FIRST_RESPONSE, "resolve")
     assert not met_by(RESOLUTION, "acknowledge") and met_by(RESOLUTION, "resolve")
+
+
+def test_a_new_metric_is_one_more_clock_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock kind brings its budget, warnings, deadline and what meets it; nothing else
+    (the workflow included) names the clocks."""
+    next_reply = ClockKind("next_reply", lambda t: t.first_response / 2, frozenset({"resolve"}))
+    monkeypatch.setattr(escalation_clocks, "CLOCK_KINDS", (*CLOCK_KINDS, next_reply))
+    core = _core("p2")
+    assert core.state.clocks["next_reply"].budget == timedelta(hours=1)
+    core.state.levels_fired = core.total_firings()
+    assert core.next_deadline() == MONDAY + timedelta(minutes=30)  # its 50% warning
+    assert _steps(core, MONDAY + timedelta(minutes=45)) == [
+        "warn-next_reply-50",
+        "warn-next_reply-75",
+    ]
+    applied = commands.acknowledge(core, Acknowledge(by="ana"), MONDAY + timedelta(minutes=50))
+    assert applied is not None and applied.met == [FIRST_RESPONSE]
+    assert core.state.clocks["next_reply"].running
+    applied = commands.resolve(core, Resolve(by="ana"), MONDAY + timedelta(minutes=55))
+    assert applied.met == [RESOLUTION, "next_reply"]
 
 
 def test_the_state_query_shows_each_clocks_due_moment_and_status() -> None:

@@ -40,10 +40,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.escalation_commands import Applied
     from workflows.escalation_core import (
         AlertAction,
-        Breach,
+        BreachDue,
         EscalationCore,
-        LevelFired,
-        Warning,
+        LevelDue,
+        WarningDue,
         opened_state,
         opening_refusal,
         who,
@@ -149,14 +149,14 @@ class EscalationWorkflow:
 
     async def _fire_due(self) -> None:
         for step in self._core.due(workflow.now()):
-            if isinstance(step, Warning):
+            if isinstance(step, WarningDue):
                 await self._warn(step)
-            elif isinstance(step, Breach):
+            elif isinstance(step, BreachDue):
                 await self._breach(step)
             else:
                 await self._fire_level(step)
 
-    async def _warn(self, warning: Warning) -> None:
+    async def _warn(self, warning: WarningDue) -> None:
         step = warning.step
         target = self._target(self.status.clocks[warning.clock], warning.percent)
         labels = self._metric_labels()
@@ -171,7 +171,7 @@ class EscalationWorkflow:
             )
             await record_failed_actions(self._core, step, outcome, self._target)
 
-    async def _breach(self, breach: Breach) -> None:
+    async def _breach(self, breach: BreachDue) -> None:
         s = self.status
         step, event = breach.step, breach.event
         target = self._target(s.clocks[breach.clock])
@@ -198,7 +198,7 @@ class EscalationWorkflow:
             )
         self._core.breach_announced(breach.clock)
 
-    async def _fire_level(self, fired: LevelFired) -> None:
+    async def _fire_level(self, fired: LevelDue) -> None:
         step = fired.step
         metrics.escalation_level_fired(**self._metric_labels(), level=fired.level)
         await ledger(self._target(), step, fired.detail, at=fired.at)

@@ -61,7 +61,7 @@ def describe_actions(actions: list[Action]) -> str:
 
 
 @dataclass(frozen=True)
-class Warning:
+class WarningDue:
     """`percent` of a clock's budget is spent: record it (stamped `at`), run `on_warning`."""
 
     clock: str
@@ -78,7 +78,7 @@ class Warning:
 
 
 @dataclass(frozen=True)
-class Breach:
+class BreachDue:
     """A clock ran out: record and announce `event`, run `on_breach`."""
 
     clock: str
@@ -94,7 +94,7 @@ class Breach:
 
 
 @dataclass(frozen=True)
-class LevelFired:
+class LevelDue:
     """An escalation level fell due (`at`): record it, run its `actions`."""
 
     level: int
@@ -112,7 +112,7 @@ class LevelFired:
         return {"level": self.level, "cycle": self.cycle, "name": self.name}
 
 
-DueStep = Warning | Breach | LevelFired
+DueStep = WarningDue | BreachDue | LevelDue
 
 
 class EscalationCore:
@@ -234,11 +234,11 @@ class EscalationCore:
                 if clock.warning_reached(percent, spent):
                     clock.warned_at.append(percent)
                     # Stamped when it fell due; a catch-up after an outage is written later.
-                    yield Warning(name, percent, clock.warning_due(percent, self.calendar))
+                    yield WarningDue(name, percent, clock.warning_due(percent, self.calendar))
             if clock.breached_at is None and spent >= clock.budget:
                 # The moment the budget ran out, not the moment the timer was handled.
                 clock.breached_at = clock.due_at(calendar) or now
-                yield Breach(name, self._breach_event(name, clock, clock.breached_at))
+                yield BreachDue(name, self._breach_event(name, clock, clock.breached_at))
         levels_clock = s.clocks.get(LEVELS_CLOCK)
         while (
             self.escalating()
@@ -260,7 +260,7 @@ class EscalationCore:
             policy=self.state.definition,
         )
 
-    def _fire_level(self, index: int, now: datetime) -> LevelFired:
+    def _fire_level(self, index: int, now: datetime) -> LevelDue:
         s = self.state
         levels = self.levels
         cycle, position = divmod(index, len(levels))
@@ -271,7 +271,7 @@ class EscalationCore:
         self.end_visit(at)
         s.visits.append(LevelVisit(level=position + 1, cycle=cycle, name=level.name, started_at=at))
         s.levels_fired = index + 1
-        return LevelFired(position + 1, cycle, level.name, at, level.actions)
+        return LevelDue(position + 1, cycle, level.name, at, level.actions)
 
     def end_visit(self, at: datetime) -> None:
         """The case leaves the level it is at (a level after it, an acknowledge, resolve)."""
