@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -57,6 +58,7 @@ class TemporalServer:
         self.port = free_port()
         self.db_file = folder / "temporal.db"
         self.env: WorkflowEnvironment | None = None
+        self.started = False
 
     @property
     def address(self) -> str:
@@ -68,16 +70,28 @@ class TemporalServer:
         return self.env.client
 
     async def start(self) -> Client:
-        self.env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_cli()),
-            dev_server_database_filename=str(self.db_file),
-            search_attributes=SEARCH_ATTRIBUTES,
-            data_converter=pydantic_data_converter,
-            dev_server_log_level="error",
-            ip="127.0.0.1",
-            port=self.port,
-        )
-        return self.env.client
+        """Start the server; the first start may move to another free port when its own was
+        taken meanwhile, a restart keeps the port its clients know."""
+        for tries_left in reversed(range(1 if self.started else 3)):
+            try:
+                self.env = await WorkflowEnvironment.start_local(
+                    dev_server_existing_path=str(temporal_cli()),
+                    dev_server_database_filename=str(self.db_file),
+                    search_attributes=SEARCH_ATTRIBUTES,
+                    data_converter=pydantic_data_converter,
+                    dev_server_log_level="error",
+                    # Several servers start at once on a busy machine.
+                    dev_server_startup_timeout=timedelta(minutes=2),
+                    ip="127.0.0.1",
+                    port=self.port,
+                )
+                break
+            except RuntimeError:
+                if not tries_left:
+                    raise
+                self.port = free_port()
+        self.started = True
+        return self.client
 
     def _pids(self) -> list[int]:
         """The server's process: the one whose command line names this test's database."""

@@ -186,14 +186,15 @@ async def _trickle(senders: Senders, http: httpx.AsyncClient, seconds: float) ->
 
 async def _signalled_ids(client: Client, workflow_id: str) -> list[str]:
     """The event id of every `event` signal the workflow got, in order, across its runs (a
-    customer's workflow continues as new)."""
-    runs = [
-        (execution.start_time, execution.run_id)
-        async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"')
-    ]
-    ids = []
-    for _, run_id in sorted(runs):
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    customer's workflow continues as new): from the latest run back along the chain each
+    run's start names (visibility lists a new run only some time later)."""
+    runs: list[list[str]] = []
+    run_id = ""
+    while True:
+        history = await client.get_workflow_handle(
+            workflow_id, run_id=run_id or None
+        ).fetch_history()
+        ids = []
         for event in history.events:
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 attributes = event.workflow_execution_signaled_event_attributes
@@ -203,7 +204,11 @@ async def _signalled_ids(client: Client, workflow_id: str) -> list[str]:
                     list(attributes.input.payloads)[:1]
                 )
                 ids.append(envelope["id"])
-    return ids
+        runs.append(ids)
+        started = history.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id
+        if not run_id:
+            return [event for ids in reversed(runs) for event in ids]
 
 
 async def _count(temporal: TemporalServer, db: AppDb, senders: Senders, ledger: Ledger) -> None:
