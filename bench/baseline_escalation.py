@@ -55,11 +55,15 @@ class PlainEscalation:
             start_to_close_timeout=TIMEOUT,
         )
         await self._ledger("opened")
+        opened = workflow.info().start_time
         for level in range(1, 4):
-            timeout = timedelta(seconds=level_seconds)
-            due = workflow.now() + timeout  # recorded, so the bench can tell how late it fired
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self.acknowledged, timeout=timeout)
+            # Level n falls due n levels after the case opened, as opsflow's levels do (not
+            # after the previous level's actions); the due moment is recorded with the level.
+            due = opened + timedelta(seconds=level * level_seconds)
+            remaining = due - workflow.now()
+            if remaining > timedelta(0):
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self.acknowledged, timeout=remaining)
             if self.acknowledged:
                 break
             await self._ledger(f"level-{level}", at=due)
