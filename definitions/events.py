@@ -48,6 +48,11 @@ class TicketUpdated(EventData):
         description="the agent who just replied publicly to the customer: the case's first "
         "response (acknowledgement) when it has none yet",
     )
+    requester_reply_by: EntityId | None = Field(
+        None,
+        description="the requester who just wrote on the ticket: starts a next-reply target "
+        "when none is waiting for an answer",
+    )
 
 
 class TicketSolved(EventData):
@@ -103,7 +108,15 @@ class SlaBreached(EventData):
 
     ticket_id: EntityId
     customer_id: EntityId
-    sla: Literal["first_response", "resolution"]
+    sla: Literal[
+        "first_response",
+        "next_reply",
+        "periodic_update",
+        "pausable_update",
+        "requester_wait",
+        "agent_work",
+        "resolution",
+    ]
     priority: Priority
     stage: EntityId
     budget_seconds: int = Field(ge=0)

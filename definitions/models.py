@@ -75,8 +75,30 @@ class SlaTarget(OpsModel):
 
     priority: Priority
     stage: Identifier | Literal["*"] = ANY_STAGE
-    first_response: Duration = Field(description="Business time until the first reply.")
+    first_response: Duration = Field(
+        description="Business time until the first public agent reply (or an acknowledge)."
+    )
     resolution: Duration = Field(description="Business time until the case is resolved.")
+    # Zendesk's further metrics; a target left out is not measured.
+    next_reply: Duration | None = Field(
+        None,
+        description="Business time from the oldest requester message not yet answered to "
+        "the next public agent reply.",
+    )
+    periodic_update: Duration | None = Field(
+        None,
+        description="Business time between public agent updates, from the first one on.",
+    )
+    pausable_update: Duration | None = Field(
+        None,
+        description="As periodic_update, paused while the ticket is in a pause status.",
+    )
+    requester_wait: Duration | None = Field(
+        None, description="Business time the ticket spends new, open or on hold."
+    )
+    agent_work: Duration | None = Field(
+        None, description="Business time the ticket spends new or open."
+    )
 
     @model_validator(mode="after")
     def _response_before_resolution(self) -> SlaTarget:

@@ -3,9 +3,15 @@ without losing a second.
 
 A clock is a value (`SlaClock`: its budget, the time spent, warnings sent, when it was met or
 breached) and a kind (`ClockKind`: which target of the policy budgets it at a case's priority
-and stage, and which command meets it). Everything due on the clocks (each warning, each
-breach, the next deadline across all of them) is computed here from the clocks alone, so a
-new SLA metric is one more `ClockKind`, not a new code path in the workflow.
+and stage, which ticket events meet it or start a new target, and what pauses it).
+Everything due on the clocks (each warning, each breach, the next deadline across all of
+them) is computed here from the clocks alone, so a new SLA metric is one more `ClockKind`,
+not a new code path in the workflow.
+
+The metrics are Zendesk's (support.zendesk.com, "Defining and using SLA policies"; the
+ticket metric events reference on developer.zendesk.com for what pauses requester wait and
+agent work time): first reply, next reply, periodic and pausable update, requester wait,
+agent work and resolution time.
 
 Pure and deterministic: the caller passes `now` (workflow.now()) and the calendar, so the
 same code runs in a workflow, in a backtest and in a unit test.
@@ -23,10 +29,20 @@ from pydantic import BaseModel, Field
 from definitions.models import EscalationSpec, SlaTarget
 
 FIRST_RESPONSE = "first_response"
+NEXT_REPLY = "next_reply"
+PERIODIC_UPDATE = "periodic_update"
+PAUSABLE_UPDATE = "pausable_update"
+REQUESTER_WAIT = "requester_wait"
+AGENT_WORK = "agent_work"
 RESOLUTION = "resolution"
-# What meets a clock: a person's first response (acknowledge) or the end of the case.
-MetBy = Literal["acknowledge", "resolve"]
-ClockStatus = Literal["running", "paused", "met", "breached"]
+# What meets a clock or starts a new target on it: a person's first response (acknowledge),
+# a public agent reply, a requester's message, the end of the case.
+MetBy = Literal["acknowledge", "public_reply", "requester_reply", "resolve"]
+TicketEvent = MetBy
+# What pauses a clock: the case's pause (its policy's pause_statuses or a person's pause),
+# the ticket's own status (the clock runs only in `runs_in`), or nothing.
+PausedBy = Literal["case", "ticket_status", "nothing"]
+ClockStatus = Literal["running", "paused", "met", "breached", "waiting"]
 
 
 class Calendar(Protocol):
@@ -36,10 +52,17 @@ class Calendar(Protocol):
 
 
 class SlaClock(BaseModel):
-    """One SLA target (first response or resolution) for one case."""
+    """One SLA metric of one case: its current target (a metric that restarts, such as next
+    reply, measures one target at a time, numbered by `cycle`)."""
 
     name: str
     budget: timedelta
+    cycle: int = Field(
+        0, description="which target of a metric that restarts (1, 2, ...); 0: the only one"
+    )
+    waiting: bool = Field(
+        False, description="no target runs: waiting for the event that starts one"
+    )
     # Business time spent in intervals that have closed (by a pause or a re-budget).
     spent_before: timedelta = timedelta(0)
     running_since: datetime | None = None
@@ -84,6 +107,8 @@ class SlaClock(BaseModel):
         return self.moment_spent_reaches(self.budget, calendar)
 
     def shown_status(self) -> ClockStatus:
+        if self.waiting:
+            return "waiting"
         if self.breached_at is not None and (self.met_at is None or self.met_at > self.breached_at):
             return "breached"
         if self.met_at is not None:
@@ -95,8 +120,28 @@ class SlaClock(BaseModel):
         self.running_since = None
 
     def resume(self, now: datetime) -> None:
-        if self.running_since is None and not self.stopped:
+        if self.running_since is None and not self.stopped and not self.waiting:
             self.running_since = now
+
+    def restart(self, now: datetime, *, running: bool) -> None:
+        """A new target starts at `now` (the next one of a metric that restarts): nothing
+        spent, no warning sent; paused from the start when `running` is False."""
+        self.cycle += 1
+        self.spent_before = timedelta(0)
+        self.warned_at = []
+        self.met_at = self.breached_at = None
+        self.waiting = False
+        self.running_since = now if running else None
+
+    @property
+    def active(self) -> bool:
+        """A target is measured (running or paused), not met and not waiting for one."""
+        return not self.stopped and not self.waiting
+
+    def step(self, what: str) -> str:
+        """A ledger step of this clock's current target: `breach-next_reply-2`."""
+        base = f"{what}-{self.name}"
+        return f"{base}-{self.cycle}" if self.cycle else base
 
     def stop(self, now: datetime, calendar: Calendar) -> None:
         """The target was reached (first response given, case resolved)."""
@@ -143,14 +188,42 @@ class SlaClock(BaseModel):
 @dataclass(frozen=True)
 class ClockKind:
     """One SLA metric a case is measured by: the policy target that budgets it (per priority
-    and stage) and the commands that meet it. The escalation levels run on the kind that
-    `drives_levels` (the first response: levels escalate until someone acknowledges)."""
+    and stage; None: the policy does not measure it), the ticket events that meet its target
+    and those that start a new one, and what pauses it. The escalation levels run on the
+    kind that `drives_levels` (the first response: levels escalate until someone
+    acknowledges).
+
+    The restart rule: an event in `met_by` meets the target being measured; an event in
+    `restarted_by` then starts a new one if none is measured. So a periodic update (met and
+    restarted by a public reply) measures each gap between replies, and a next reply
+    (started by a requester message, met by a public reply) measures from the oldest
+    message not yet answered. A kind with `restarted_by` waits for its first target unless
+    it `starts_at_open`."""
 
     name: str
-    budget: Callable[[SlaTarget], timedelta]
+    budget: Callable[[SlaTarget], timedelta | None]
     met_by: frozenset[MetBy]
     drives_levels: bool = False
+    restarted_by: frozenset[TicketEvent] = frozenset()
+    starts_at_open: bool = True
+    paused_by: PausedBy = "case"
+    runs_in: frozenset[str] = frozenset()
+    """With `paused_by="ticket_status"`: the ticket statuses it runs in."""
+    original: bool = False
+    """One of the two clocks every case had before the other metrics (runs since then)."""
 
+    def runs_now(self, paused: bool, ticket_status: str) -> bool:
+        """Whether a target of this kind counts time with the case `paused` (or not) and the
+        ticket at `ticket_status`."""
+        if self.paused_by == "case":
+            return not paused
+        if self.paused_by == "ticket_status":
+            return ticket_status in self.runs_in
+        return True
+
+
+# The ticket statuses of TicketUpdated (definitions/events.py); a new case's ticket is new.
+NEW_TICKET = "new"
 
 CLOCK_KINDS: tuple[ClockKind, ...] = (
     ClockKind(
@@ -158,29 +231,102 @@ CLOCK_KINDS: tuple[ClockKind, ...] = (
         lambda target: target.first_response,
         frozenset({"acknowledge", "resolve"}),
         drives_levels=True,
+        original=True,
     ),
-    ClockKind(RESOLUTION, lambda target: target.resolution, frozenset({"resolve"})),
+    # Zendesk: the time between the oldest unanswered requester comment and the next public
+    # agent comment; it does not pause.
+    ClockKind(
+        NEXT_REPLY,
+        lambda target: target.next_reply,
+        frozenset({"public_reply", "resolve"}),
+        restarted_by=frozenset({"requester_reply"}),
+        starts_at_open=False,
+        paused_by="nothing",
+    ),
+    # Zendesk: the time between each public comment from agents.
+    ClockKind(
+        PERIODIC_UPDATE,
+        lambda target: target.periodic_update,
+        frozenset({"public_reply", "resolve"}),
+        restarted_by=frozenset({"public_reply"}),
+        starts_at_open=False,
+        paused_by="nothing",
+    ),
+    # Zendesk: the same, paused while the ticket is pending (here: the policy's pause).
+    ClockKind(
+        PAUSABLE_UPDATE,
+        lambda target: target.pausable_update,
+        frozenset({"public_reply", "resolve"}),
+        restarted_by=frozenset({"public_reply"}),
+        starts_at_open=False,
+    ),
+    # Zendesk: time in new, open and on-hold; paused while pending, fulfilled when solved.
+    ClockKind(
+        REQUESTER_WAIT,
+        lambda target: target.requester_wait,
+        frozenset({"resolve"}),
+        paused_by="ticket_status",
+        runs_in=frozenset({"new", "open", "on_hold"}),
+    ),
+    # Zendesk: time in new and open; paused while pending or on-hold.
+    ClockKind(
+        AGENT_WORK,
+        lambda target: target.agent_work,
+        frozenset({"resolve"}),
+        paused_by="ticket_status",
+        runs_in=frozenset({"new", "open"}),
+    ),
+    ClockKind(RESOLUTION, lambda target: target.resolution, frozenset({"resolve"}), original=True),
 )
 LEVELS_CLOCK = next(kind.name for kind in CLOCK_KINDS if kind.drives_levels)
 
 
+def kind_of(clock_name: str) -> ClockKind | None:
+    """The kind of the clock named `clock_name` (read from CLOCK_KINDS each time)."""
+    return next((kind for kind in CLOCK_KINDS if kind.name == clock_name), None)
+
+
 def met_by(clock_name: str, command: MetBy) -> bool:
     """Whether `command` meets the clock named `clock_name`."""
-    return any(kind.name == clock_name and command in kind.met_by for kind in CLOCK_KINDS)
+    kind = kind_of(clock_name)
+    return kind is not None and command in kind.met_by
 
 
-def sla_budgets(spec: EscalationSpec, priority: str, stage: str) -> dict[str, timedelta] | None:
-    """Each clock's budget under `spec` for a case at `priority` and `stage`; None: no SLA."""
+def sla_budgets(
+    spec: EscalationSpec, priority: str, stage: str, *, metrics: bool = False
+) -> dict[str, timedelta] | None:
+    """Each clock's budget under `spec` for a case at `priority` and `stage`; None: no SLA.
+    Without `metrics`, only the two clocks every case had before the others (cases started
+    before them keep exactly those); with it, every metric the target gives."""
     target = spec.sla_for(priority, stage)
     if target is None:
         return None
-    return {kind.name: kind.budget(target) for kind in CLOCK_KINDS}
+    return {
+        kind.name: budget
+        for kind in CLOCK_KINDS
+        if metrics or kind.original
+        for budget in [kind.budget(target)]
+        if budget is not None
+    }
+
+
+def opened_clock(
+    name: str, budget: timedelta, now: datetime, *, paused: bool, ticket_status: str
+) -> SlaClock:
+    """A clock of `name` measured from `now`: running, paused (its kind's pause holds) or
+    waiting for the event that starts its first target."""
+    kind = kind_of(name)
+    assert kind is not None, name
+    if not kind.starts_at_open:
+        return SlaClock(name=name, budget=budget, waiting=True)
+    running = kind.runs_now(paused, ticket_status)
+    return SlaClock(name=name, budget=budget, running_since=now if running else None)
 
 
 def opened_clocks(budgets: dict[str, timedelta], opened: datetime) -> dict[str, SlaClock]:
-    """A new case's clocks, each running since `opened`."""
+    """A new case's clocks, each running since `opened` (or waiting for its first target)."""
     return {
-        name: SlaClock(name=name, budget=budget, running_since=opened)
+        name: opened_clock(name, budget, opened, paused=False, ticket_status=NEW_TICKET)
         for name, budget in budgets.items()
     }
 
@@ -192,10 +338,38 @@ def rebudget_clocks(
     calendar: Calendar,
 ) -> None:
     """The clocks take `budgets` from `now` on and keep the time spent, counted on the
-    `calendar` they ran on until now; a target already met keeps the SLA it was met under."""
+    `calendar` they ran on until now; a target already met keeps the SLA it was met under.
+    A clock whose metric `budgets` does not give keeps its budget (`adjust_metrics` first
+    drops it when the new SLA no longer measures it)."""
     for name, clock in clocks.items():
-        if not clock.stopped:
+        if not clock.stopped and name in budgets:
             clock.rebudget(budgets[name], now, calendar)
+
+
+def adjust_metrics(
+    clocks: dict[str, SlaClock],
+    budgets: dict[str, timedelta],
+    now: datetime,
+    *,
+    paused: bool,
+    ticket_status: str,
+    replied: bool,
+) -> None:
+    """The case moves to an SLA (a priority, stage or policy) measuring the metrics in
+    `budgets`: one it no longer measures is dropped, one it now measures starts at `now`
+    (an update metric at once once an agent has `replied`). The original two stay."""
+    for name in list(clocks):
+        kind = kind_of(name)
+        if name not in budgets and not (kind and kind.original):
+            del clocks[name]
+    for name, budget in budgets.items():
+        if name in clocks:
+            continue
+        clock = opened_clock(name, budget, now, paused=paused, ticket_status=ticket_status)
+        kind = kind_of(name)
+        if replied and kind and "public_reply" in kind.restarted_by:
+            clock.restart(now, running=kind.runs_now(paused, ticket_status))
+        clocks[name] = clock
 
 
 def migrated_clocks(

@@ -20,10 +20,12 @@ from definitions.models import ANY_STAGE, EscalationSpec, PinnedDefinition
 from workflows.escalation_clocks import MetBy, met_by
 from workflows.escalation_core import AlertAction, EscalationCore, who
 from workflows.escalation_model import (
+    AgentReply,
     EscalationState,
     Migrate,
     Pause,
     Reassign,
+    RequesterReply,
     Resume,
     SetPriority,
     SetStage,
@@ -59,7 +61,7 @@ def _stop(core: EscalationCore, command: Acknowledge | Resolve, now: datetime) -
     kind: MetBy = "acknowledge" if isinstance(command, Acknowledge) else "resolve"
     met = []
     for name, clock in core.state.clocks.items():
-        if met_by(name, kind) and not clock.stopped:
+        if met_by(name, kind) and clock.active:
             clock.stop(now, core.calendar)
             if clock.met_within_budget():
                 met.append(name)
@@ -93,6 +95,48 @@ def acknowledge(core: EscalationCore, command: Acknowledge, now: datetime) -> Ap
     if any(alert.status == "triggered" for alert in s.alerts):
         applied.follow_alerts = "acknowledge"
     return applied
+
+
+# --- the conversation: agent replies, requester messages --------------------------------------
+
+
+def refuse_agent_reply(state: EscalationState, command: AgentReply) -> str | None:
+    return _already_resolved(state)
+
+
+def agent_reply(core: EscalationCore, command: AgentReply, now: datetime) -> Applied | None:
+    """An agent wrote on the ticket. A public reply is the first response when the case has
+    none (as an acknowledge by public reply) and, on a case measured by the metrics, meets
+    the next reply waiting for an answer and the update interval, and starts the next
+    interval. An internal note counts for nothing. None: nothing changed."""
+    if not command.public:
+        return None
+    s = core.state
+    applied = acknowledge(core, Acknowledge(by=command.by, first_response_only=True), now)
+    if not s.sla_metrics:
+        return applied
+    s.last_public_reply_at = now
+    met = core.ticket_event("public_reply", now)
+    if applied is None:
+        core.record("agent-reply", {"by": command.by}, now, by_person=False)
+        applied = Applied()
+    applied.met += met
+    return applied
+
+
+def refuse_requester_reply(state: EscalationState, command: RequesterReply) -> str | None:
+    return _already_resolved(state)
+
+
+def requester_reply(core: EscalationCore, command: RequesterReply, now: datetime) -> Applied | None:
+    """The requester wrote: on a case measured by the metrics, a next-reply target starts
+    unless one already waits for an answer. None: nothing to measure (an older case)."""
+    s = core.state
+    if not s.sla_metrics:
+        return None
+    core.ticket_event("requester_reply", now)
+    core.record("requester-reply", who(command.by), now, by_person=False)
+    return Applied()
 
 
 def refuse_resolve(state: EscalationState, command: Resolve) -> str | None:
@@ -132,8 +176,8 @@ def refuse_resume(state: EscalationState, command: Resume | None) -> str | None:
 def _pause(core: EscalationCore, reason: str, now: datetime) -> None:
     """Every running clock stops counting (waiting on the customer) until a resume."""
     s = core.state
-    for clock in s.clocks.values():
-        if not clock.stopped:
+    for name, clock in s.clocks.items():
+        if not clock.stopped and core.pauses_with_case(name):
             clock.pause(now, core.calendar)
     s.paused_since, s.pause_reason = now, reason
     s.state = "paused"
@@ -141,8 +185,9 @@ def _pause(core: EscalationCore, reason: str, now: datetime) -> None:
 
 def _resume(core: EscalationCore, now: datetime) -> None:
     s = core.state
-    for clock in s.clocks.values():
-        clock.resume(now)
+    for name, clock in s.clocks.items():
+        if core.pauses_with_case(name):
+            clock.resume(now)
     s.paused_since, s.pause_reason = None, None
     s.state = "acknowledged" if s.acknowledged_by else "open"
 
@@ -166,10 +211,12 @@ def refuse_ticket_status(state: EscalationState, command: TicketStatus) -> str |
 def ticket_status(core: EscalationCore, command: TicketStatus, now: datetime) -> Applied | None:
     """The policy's `pause_statuses` pause the clocks, any other status resumes a paused
     case. Not a person's command: a failed action still needs one. None: it changes nothing
-    (still waiting, still running), and nothing is recorded."""
+    (still waiting, still running), and nothing is recorded. On a case measured by the
+    metrics the status also pauses or resumes requester wait and agent work time."""
     s = core.state
     pauses = command.status in core.spec.pause_statuses_for(s.case.priority)
     detail = {"status": command.status, **who(command.by)}
+    status_clocks = s.sla_metrics and core.status_changed(command.status, now)
     if pauses and s.state != "paused":
         reason = f"ticket {command.status}"
         _pause(core, reason, now)
@@ -178,6 +225,9 @@ def ticket_status(core: EscalationCore, command: TicketStatus, now: datetime) ->
     if not pauses and s.state == "paused":
         _resume(core, now)
         core.record("resume", detail, now, by_person=False)
+        return Applied()
+    if status_clocks:
+        core.record("status", detail, now, by_person=False)
         return Applied()
     return None
 

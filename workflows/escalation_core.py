@@ -29,6 +29,9 @@ from definitions.models import (
 from workflows.escalation_clocks import (
     LEVELS_CLOCK,
     SlaClock,
+    TicketEvent,
+    adjust_metrics,
+    kind_of,
     next_breach,
     opened_clocks,
     rebudget_clocks,
@@ -67,14 +70,19 @@ class WarningDue:
     clock: str
     percent: int
     at: datetime | None
+    cycle: int = 0
+    """Which target of a metric that restarts (next reply: each message); 0: the only one."""
 
     @property
     def step(self) -> str:
+        if self.cycle:
+            return f"warn-{self.clock}-{self.cycle}-{self.percent}"
         return f"warn-{self.clock}-{self.percent}"
 
     @property
     def detail(self) -> dict[str, Any]:
-        return {"sla": self.clock, "percent": self.percent}
+        cycle = {"target": self.cycle} if self.cycle else {}
+        return {"sla": self.clock, "percent": self.percent, **cycle}
 
 
 @dataclass(frozen=True)
@@ -83,10 +91,12 @@ class BreachDue:
 
     clock: str
     event: SlaBreached
+    cycle: int = 0
+    """Which target of a metric that restarts; 0: the only one."""
 
     @property
     def step(self) -> str:
-        return f"breach-{self.clock}"
+        return f"breach-{self.clock}-{self.cycle}" if self.cycle else f"breach-{self.clock}"
 
     @property
     def detail(self) -> dict[str, Any]:
@@ -164,7 +174,8 @@ class EscalationCore:
         self, priority: str, stage: str, policy: PinnedDefinition | None = None
     ) -> dict[str, timedelta]:
         """The clocks' budgets at `priority` and `stage` under `policy` (default: the case's)."""
-        budgets = sla_budgets(policy.escalation if policy else self.spec, priority, stage)
+        spec = policy.escalation if policy else self.spec
+        budgets = sla_budgets(spec, priority, stage, metrics=self.state.sla_metrics)
         if budgets is None:
             ref = policy.ref if policy else self.state.definition
             raise ValueError(f"policy {ref} has no SLA for {priority} at {stage}")
@@ -234,11 +245,13 @@ class EscalationCore:
                 if clock.warning_reached(percent, spent):
                     clock.warned_at.append(percent)
                     # Stamped when it fell due; a catch-up after an outage is written later.
-                    yield WarningDue(name, percent, clock.warning_due(percent, self.calendar))
+                    at = clock.warning_due(percent, self.calendar)
+                    yield WarningDue(name, percent, at, clock.cycle)
             if clock.breached_at is None and spent >= clock.budget:
                 # The moment the budget ran out, not the moment the timer was handled.
                 clock.breached_at = clock.due_at(calendar) or now
-                yield BreachDue(name, self._breach_event(name, clock, clock.breached_at))
+                event = self._breach_event(name, clock, clock.breached_at)
+                yield BreachDue(name, event, clock.cycle)
         levels_clock = s.clocks.get(LEVELS_CLOCK)
         while (
             self.escalating()
@@ -290,8 +303,76 @@ class EscalationCore:
         """The clocks take the SLA for `priority` and `stage` (under `policy`, default the
         case's) and keep the time spent, counted on the calendar they ran on until now."""
         s = self.state
-        rebudget_clocks(s.clocks, self.budgets(priority, stage, policy), now, self.calendar)
+        budgets = self.budgets(priority, stage, policy)
+        if s.sla_metrics:
+            self._adjust_metrics(budgets, now)
+        rebudget_clocks(s.clocks, budgets, now, self.calendar)
         s.case = s.case.model_copy(update={"priority": priority, "stage": stage})
+
+    def _adjust_metrics(self, budgets: dict[str, timedelta], now: datetime) -> None:
+        s = self.state
+        adjust_metrics(
+            s.clocks,
+            budgets,
+            now,
+            paused=s.state == "paused",
+            ticket_status=s.ticket_status,
+            replied=s.last_public_reply_at is not None,
+        )
+
+    # --- the SLA metrics: ticket events and statuses -------------------------------------
+
+    def measure_metrics(self, opened: datetime) -> None:
+        """From now on the case is measured by every metric its SLA gives, each since
+        `opened` (or waiting for its first target). A run since the metrics patch asks
+        this once, when it opens the case."""
+        s = self.state
+        s.sla_metrics = True
+        self._adjust_metrics(self.budgets(s.case.priority, s.case.stage), opened)
+
+    def ticket_event(self, event: TicketEvent, now: datetime) -> list[str]:
+        """`event` happened on the ticket: it meets each target it meets, then starts a new
+        target on each clock it restarts that measures none (ClockKind's restart rule).
+        The names of the clocks it met within their budget."""
+        s = self.state
+        met = []
+        for name, clock in s.clocks.items():
+            kind = kind_of(name)
+            if kind is None:
+                continue
+            if event in kind.met_by and clock.active:
+                clock.stop(now, self.calendar)
+                if clock.met_within_budget():
+                    met.append(name)
+            if event in kind.restarted_by and not clock.active:
+                paused = s.state == "paused"
+                clock.restart(now, running=kind.runs_now(paused, s.ticket_status))
+        return met
+
+    def status_changed(self, status: str, now: datetime) -> bool:
+        """The ticket is at `status`: the clocks that run by the ticket's status (requester
+        wait, agent work) pause or resume. True: one of them did."""
+        s = self.state
+        s.ticket_status = status
+        changed = False
+        for name, clock in s.clocks.items():
+            kind = kind_of(name)
+            if kind is None or kind.paused_by != "ticket_status" or not clock.active:
+                continue
+            runs = kind.runs_now(False, status)
+            if runs and not clock.running:
+                clock.resume(now)
+                changed = True
+            elif not runs and clock.running:
+                clock.pause(now, self.calendar)
+                changed = True
+        return changed
+
+    def pauses_with_case(self, name: str) -> bool:
+        """Whether the case's pause stops the clock `name` (first response, resolution and
+        pausable update do; the others run by their own rules)."""
+        kind = kind_of(name)
+        return kind is None or kind.paused_by == "case"
 
     def take_outcome(
         self,

@@ -73,9 +73,10 @@ async def read_customer_profile(customer_id: str) -> CustomerProfile | None:
     return profile
 
 
-async def deliver_breach_to_recovery(event: SlaBreached) -> None:
-    """Hand the breach to `customer-<id>` (recovery); its fixed id makes it count once."""
-    envelope = breach_envelope(workflow.info().workflow_id, event)
+async def deliver_breach_to_recovery(event: SlaBreached, cycle: int = 0) -> None:
+    """Hand the breach to `customer-<id>` (recovery); its fixed id makes it count once
+    (once per target, for a metric that restarts: `cycle`)."""
+    envelope = breach_envelope(workflow.info().workflow_id, event, cycle)
     try:
         await call("recovery.deliver_event", envelope, str)
     except ActivityError as exc:

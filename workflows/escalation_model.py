@@ -113,6 +113,15 @@ class EscalationState(BaseModel):
     resolved_by: str | None = None
     resolved_at: datetime | None = None
     clocks: dict[str, SlaClock] = Field(default_factory=dict)
+    sla_metrics: bool = Field(
+        False,
+        description="measured by every metric its SLA gives (next reply, updates, requester "
+        "wait, agent work); cases opened before measure first response and resolution only",
+    )
+    ticket_status: str = Field("new", description="the ticket's status, as last reported")
+    last_public_reply_at: datetime | None = Field(
+        None, description="when an agent last replied publicly to the requester"
+    )
     levels_fired: int = Field(0, description="levels fired so far, across cycles")
     visits: list[LevelVisit] = Field(default_factory=list)
     breaches_announced: list[str] = Field(default_factory=list)
@@ -159,6 +168,21 @@ class EscalationInput(BaseModel):
 class Pause(BaseModel):
     reason: str = Field("waiting on the customer", max_length=500)
     by: str | None = Field(None, max_length=200, description="who paused it")
+
+
+class AgentReply(BaseModel):
+    """An agent wrote on the ticket: a public reply answers the requester (the first
+    response, the next reply, a periodic update); an internal note counts for no metric."""
+
+    by: str = Field(min_length=1, max_length=200, description="the agent")
+    public: bool = True
+
+
+class RequesterReply(BaseModel):
+    """The requester wrote on the ticket: a next-reply target starts unless one already
+    waits for an answer (it is measured from the oldest message not answered)."""
+
+    by: str | None = Field(None, max_length=200, description="the requester")
 
 
 class Resume(BaseModel):

@@ -102,10 +102,12 @@ def template_context(
     }
 
 
-def breach_envelope(workflow_id: str, event: SlaBreached) -> EventEnvelope:
-    """The breach as recovery (`customer-<id>`) receives it; its fixed id counts it once."""
+def breach_envelope(workflow_id: str, event: SlaBreached, cycle: int = 0) -> EventEnvelope:
+    """The breach as recovery (`customer-<id>`) receives it; its fixed id counts it once
+    (each target of a metric that restarts, `cycle`, is its own breach)."""
+    target = f"/{cycle}" if cycle else ""
     return EventEnvelope(
-        id=f"{workflow_id}/{event.sla}",
+        id=f"{workflow_id}/{event.sla}{target}",
         source="escalation",
         type="sla.breached",
         subject=event.ticket_id,
