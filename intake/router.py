@@ -57,9 +57,10 @@ from definitions.events import (
     parse_event_data,
 )
 from workflows.escalation import (
-    Acknowledge,
+    AgentReply,
     CaseInfo,
     Reassign,
+    RequesterReply,
     Resolve,
     SetPriority,
     SetStage,
@@ -377,10 +378,13 @@ class Router:
             return [("resolve", Resolve(by=data.solved_by or who))]
         assert isinstance(data, TicketUpdated)
         commands: list[tuple[str, BaseModel | None]] = []
+        if data.requester_reply_by is not None:
+            # A requester's message starts a next-reply target (the case's SLA metrics).
+            commands.append(("requester_reply", RequesterReply(by=data.requester_reply_by)))
         if data.public_reply_by is not None:
-            # An agent's public reply is the first response (Zendesk's own definition).
-            reply = Acknowledge(by=data.public_reply_by, first_response_only=True)
-            commands.append(("acknowledge", reply))
+            # An agent's public reply is the first response (Zendesk's own definition), and
+            # answers the requester and updates them (next reply, periodic update).
+            commands.append(("agent_reply", AgentReply(by=data.public_reply_by, public=True)))
         if data.status in ("solved", "closed"):
             commands.append(("resolve", Resolve(by=who)))
         elif data.status is not None:

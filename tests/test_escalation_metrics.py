@@ -285,6 +285,9 @@ def test_a_priority_change_takes_the_new_targets_and_drops_what_it_does_not_meas
     assert set(clocks) == {FIRST_RESPONSE, NEXT_REPLY, RESOLUTION}
     assert clocks[NEXT_REPLY].budget == timedelta(hours=1)
     assert clocks[NEXT_REPLY].due_at(core.calendar) == _at(20 + 60)
+    _public(core, 55)
+    _requester(core, 56)  # a new target takes P1's budget
+    assert clocks[NEXT_REPLY].due_at(core.calendar) == _at(56 + 60)
     commands.set_priority(core, SetPriority(priority="p2", by="lead"), _at(60))
     # Back at p2: the metrics come back from now; the updates at once (an agent replied).
     assert set(clocks) == set(EVERY_METRIC)

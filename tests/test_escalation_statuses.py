@@ -25,8 +25,10 @@ from tests.escalation_support import (
 )
 from workflows.escalation import (
     Acknowledge,
+    AgentReply,
     EscalationInput,
     EscalationWorkflow,
+    RequesterReply,
     Resolve,
     TicketStatus,
     case_workflow_id,
@@ -56,9 +58,27 @@ def test_the_intake_sends_the_status_and_the_public_reply_as_they_are(app_db: Ap
         _updated({"ticket_id": "T-1", "public_reply_by": "ana", "status": "pending"})
     )
     assert reply == [
-        ("acknowledge", Acknowledge(by="ana", first_response_only=True)),
+        ("agent_reply", AgentReply(by="ana", public=True)),
         ("ticket_status", TicketStatus(status="pending", by=who)),
     ]
+
+
+def test_the_intake_maps_a_public_agent_comment_and_a_requester_comment(app_db: AppDb) -> None:
+    """A requester's comment starts a next-reply target, an agent's public comment answers
+    it: both reach the case as its commands, the requester's first."""
+
+    async def never() -> object:
+        raise AssertionError("no Temporal needed")
+
+    router = Router(TemporalLink(never), app_db.sessions, "q", SandboxCrm(app_db.sessions))  # type: ignore[arg-type]
+    [(name, command)] = router._commands(
+        _updated({"ticket_id": "T-1", "requester_reply_by": "C-1"})
+    )
+    assert (name, command) == ("requester_reply", RequesterReply(by="C-1"))
+    both = router._commands(
+        _updated({"ticket_id": "T-1", "requester_reply_by": "C-1", "public_reply_by": "ana"})
+    )
+    assert [name for name, _ in both] == ["requester_reply", "agent_reply"]
 
 
 async def test_pause_statuses_decide_which_statuses_pause(

@@ -1,9 +1,10 @@
 """The escalation workflow: one per case, SLA clocks on a business calendar, escalation levels
 until someone acknowledges, breaches recorded and announced once.
 
-Workflow id `case-<ticket id>`. Updates (acknowledge, pause, resume, set_priority, set_stage,
-reassign, resolve, migrate) are validated first: a refused update changes nothing. The `state` query
-returns everything; the Temporal UI shows the search attributes and a one-line status.
+Workflow id `case-<ticket id>`. Updates (acknowledge, agent_reply, requester_reply, pause, resume,
+ticket_status, set_priority, set_stage, reassign, resolve, migrate) are validated first: a
+refused update changes nothing. The `state` query returns everything; the Temporal UI shows
+the search attributes and a one-line status.
 
 The decisions are the core's (workflows/escalation_core.py and its topics: escalation_clocks,
 escalation_commands, escalation_status): this module holds the state, receives the messages,
@@ -59,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         upsert_case_attributes,
     )
     from workflows.escalation_model import (
+        AgentReply,
         CaseInfo,
         CaseSummary,
         EscalationInput,
@@ -67,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
         Migrate,
         Pause,
         Reassign,
+        RequesterReply,
         Resume,
         SetPriority,
         SetStage,
@@ -89,6 +92,10 @@ ACTION_FAILED = "ActionFailed"
 # cancels what still retries, and pages are acknowledged and resolved with the case. Runs
 # recorded before this awaited each action in turn.
 CONCURRENT_ACTIONS_PATCH = "escalation-concurrent-actions"
+# A case opened since this is measured by every SLA metric its policy gives (next reply,
+# periodic and pausable update, requester wait, agent work); runs opened before keep their
+# two clocks, first response and resolution, and the commands they issued.
+SLA_METRICS_PATCH = "escalation-sla-metrics"
 
 
 def _refuse(refusal: str | None) -> None:
@@ -183,13 +190,15 @@ class EscalationWorkflow:
                 step,
                 self._core.on_breach,
                 target,
-                before=(lambda: deliver_breach_to_recovery(event)) if deliver else None,
-                start_event=breach_envelope(workflow.info().workflow_id, event),
+                before=(lambda: deliver_breach_to_recovery(event, breach.cycle))
+                if deliver
+                else None,
+                start_event=breach_envelope(workflow.info().workflow_id, event, breach.cycle),
             )
             self._core.breach_announced(breach.clock)
             return
         if workflow.patched("deliver-sla-breach"):
-            await deliver_breach_to_recovery(event)
+            await deliver_breach_to_recovery(event, breach.cycle)
         on_breach = self._core.on_breach
         if on_breach:
             await self._apply(
@@ -297,6 +306,8 @@ class EscalationWorkflow:
         self._concurrent = workflow.patched(CONCURRENT_ACTIONS_PATCH)
         self._upsert_search_attributes()
         if request.carried is None:
+            if workflow.patched(SLA_METRICS_PATCH):
+                self._core.measure_metrics(min(s.case.opened_at, workflow.now()))
             s.customer = await read_customer_profile(s.case.customer_id)
             await ledger(
                 self._target(),
@@ -385,6 +396,27 @@ class EscalationWorkflow:
     @acknowledge.validator
     def _validate_acknowledge(self, command: Acknowledge) -> None:
         _refuse(commands.refuse_acknowledge(self.status, command))
+
+    @workflow.update
+    async def agent_reply(self, command: AgentReply) -> EscalationStatus:
+        """An agent wrote on the ticket: a public reply is the first response when there is
+        none, answers the requester (next reply) and is an update (periodic, pausable)."""
+        self._carry_out(commands.agent_reply(self._core, command, workflow.now()))
+        return self.status
+
+    @agent_reply.validator
+    def _validate_agent_reply(self, command: AgentReply) -> None:
+        _refuse(commands.refuse_agent_reply(self.status, command))
+
+    @workflow.update
+    async def requester_reply(self, command: RequesterReply) -> EscalationStatus:
+        """The requester wrote on the ticket: a next-reply target starts if none waits."""
+        self._carry_out(commands.requester_reply(self._core, command, workflow.now()))
+        return self.status
+
+    @requester_reply.validator
+    def _validate_requester_reply(self, command: RequesterReply) -> None:
+        _refuse(commands.refuse_requester_reply(self.status, command))
 
     @workflow.update
     async def pause(self, command: Pause) -> EscalationStatus:
@@ -492,6 +524,7 @@ class EscalationWorkflow:
 
 __all__ = [
     "Acknowledge",
+    "AgentReply",
     "CaseInfo",
     "CaseSummary",
     "EscalationInput",
@@ -501,6 +534,7 @@ __all__ = [
     "Migrate",
     "Pause",
     "Reassign",
+    "RequesterReply",
     "Resolve",
     "Resume",
     "SetPriority",

@@ -345,6 +345,8 @@ class EscalationCore:
                 if clock.met_within_budget():
                     met.append(name)
             if event in kind.restarted_by and not clock.active:
+                # A new target takes the SLA the case is under now (a met one kept its own).
+                clock.budget = self.budgets(s.case.priority, s.case.stage).get(name, clock.budget)
                 paused = s.state == "paused"
                 clock.restart(now, running=kind.runs_now(paused, s.ticket_status))
         return met
