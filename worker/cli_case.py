@@ -210,6 +210,34 @@ def acknowledge(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
 
 
 @app.command()
+def reply(
+    ticket: Ticket,
+    by: By,
+    internal: Annotated[
+        bool, typer.Option("--internal", help="An internal note: no SLA metric counts it.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Record an agent's reply to the requester: the first response, the next reply and an
+    update, as a public comment in the ticketing system would."""
+    from workflows.escalation import AgentReply
+
+    _command(ticket, "agent_reply", _model(AgentReply, by=_who(by), public=not internal), as_json)
+
+
+@app.command("requester-reply")
+def requester_reply(
+    ticket: Ticket,
+    by: Annotated[str | None, typer.Option("--by", help="The requester.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a message from the requester: a next-reply target starts if none waits."""
+    from workflows.escalation import RequesterReply
+
+    _command(ticket, "requester_reply", _model(RequesterReply, by=by), as_json)
+
+
+@app.command()
 def pause(
     ticket: Ticket,
     by: By,
@@ -488,15 +516,21 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
     zone = calendar.timezone if calendar else None
     business = f" ({zone} business time)" if zone else ""
     clocks = Table(title=f"SLA clocks{business}", title_justify="left")
-    for column in ("sla", "budget", "state", "left", "runs out at", "breached at"):
+    for column in ("sla", "budget", "state", "spent", "left", "runs out at", "breached at"):
         clocks.add_column(column)
     for clock in status.clocks.values():
-        left = "" if clock.stopped or calendar is None else clock.remaining(now, calendar)
+        measured = clock.active and calendar is not None
+        left = clock.remaining(now, calendar) if measured and calendar else None
+        spent = clock.spent(now, calendar) if calendar else clock.spent_before
+        target = f" #{clock.cycle}" if clock.cycle else ""
         clocks.add_row(
-            clock.name,
+            clock.name + target,
             _duration(clock.budget),
-            _clock_state(clock.met_at, clock.breached_at, clock.running),
-            _duration(left) if isinstance(left, timedelta) else left,
+            "waiting"
+            if clock.waiting
+            else _clock_state(clock.met_at, clock.breached_at, clock.running),
+            "" if clock.waiting else _duration(spent),
+            _duration(left) if left is not None else "",
             _when(clock.due, zone),
             _when(clock.breached_at, zone),
         )
@@ -535,8 +569,11 @@ def _time_left(status: CaseStatus, calendar: BusinessCalendar) -> dict[str, dict
     return {
         name: {
             "status": clock.status or clock.shown_status(),
+            "target": clock.cycle or None,
+            "budget_seconds": int(clock.budget.total_seconds()),
+            "spent_seconds": int(clock.spent(now, calendar).total_seconds()),
             "remaining_seconds": None
-            if clock.stopped
+            if not clock.active
             else int(clock.remaining(now, calendar).total_seconds()),
             "due": local(clock.due),
             "breached_at": local(clock.breached_at),

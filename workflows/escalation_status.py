@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from activities import search_attributes as sa
 from definitions.calendar import BusinessCalendar
 from definitions.events import CaseEscalated, EventEnvelope, SlaBreached
-from workflows.escalation_clocks import FIRST_RESPONSE, SlaClock, shown
+from workflows.escalation_clocks import CLOCK_KINDS, FIRST_RESPONSE, SlaClock, shown
 from workflows.escalation_core import EscalationCore
 from workflows.escalation_model import (
     CaseSummary,
@@ -28,7 +28,10 @@ def format_at(moment: datetime, calendar: BusinessCalendar) -> str:
 def status_view(core: EscalationCore) -> EscalationStatus:
     """The full state, each clock with the moment it runs out and its status."""
     view = core.state.model_copy(deep=True)
-    view.clocks = {name: shown(clock, core.calendar) for name, clock in view.clocks.items()}
+    # In the metrics' own order (first response ... resolution), whatever order they came in.
+    order = {kind.name: index for index, kind in enumerate(CLOCK_KINDS)}
+    names = sorted(view.clocks, key=lambda name: order.get(name, len(order)))
+    view.clocks = {name: shown(view.clocks[name], core.calendar) for name in names}
     return view
 
 
