@@ -652,7 +652,8 @@ def plan_clocks(
     priority, stage = status.case.priority, status.case.stage
     old_calendar = old.escalation.calendar_for(priority)
     new_calendar = new.escalation.calendar_for(priority)
-    budgets = sla_budgets(new.escalation, priority, stage) or {}
+    # A case measured by the SLA metrics takes the new policy's metric targets too.
+    budgets = sla_budgets(new.escalation, priority, stage, metrics=status.sla_metrics) or {}
     moved = applied or migrated_clocks(status.clocks, budgets, now, old_calendar)
     moves: list[ClockMove] = []
     for name, clock in status.clocks.items():
