@@ -28,6 +28,7 @@ from workflows.actions import (
     ActionOutcome,
     ActionTarget,
     ledger,
+    ledger_batch,
     run_actions,
     run_actions_independently,
 )
@@ -96,6 +97,12 @@ CONCURRENT_ACTIONS_PATCH = "escalation-concurrent-actions"
 # periodic and pausable update, requester wait, agent work); runs opened before keep their
 # two clocks, first response and resolution, and the commands they issued.
 SLA_METRICS_PATCH = "escalation-sla-metrics"
+# A case taking commands as fast as its ledger writes them wrote one entry at a time and never
+# got back to its clocks or to continuing as new (each update's answer, the whole state with
+# the growing backlog, filled the history to its size limit). The backlog is written in one
+# call now, and a run continues as new after `max_updates` updates, well before the
+# server's 2,000.
+LEDGER_BATCH_PATCH = "escalation-ledger-in-batches"
 
 
 def _refuse(refusal: str | None) -> None:
@@ -118,6 +125,8 @@ class EscalationWorkflow:
         # pager follow-ups); None until the run knows whether it is patched.
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._concurrent: bool | None = None
+        self._batched = False
+        self._updates_this_run = 0
         self._follow_ups = 0
         self._upserted: dict[str, object] = {}  # search attributes as last upserted
 
@@ -304,6 +313,7 @@ class EscalationWorkflow:
     async def run(self, request: EscalationInput) -> CaseSummary:
         s = self.status
         self._concurrent = workflow.patched(CONCURRENT_ACTIONS_PATCH)
+        self._batched = workflow.patched(LEDGER_BATCH_PATCH)
         self._upsert_search_attributes()
         if request.carried is None:
             if workflow.patched(SLA_METRICS_PATCH):
@@ -335,6 +345,7 @@ class EscalationWorkflow:
             if (
                 workflow.info().is_continue_as_new_suggested()
                 or workflow.info().get_current_history_length() > request.max_history_events
+                or (self._batched and self._updates_this_run >= request.max_updates)
             ) and not self._tasks:  # what still runs finishes in this run
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 # The policy this run follows now: a migrated case carries its new one.
@@ -370,6 +381,7 @@ class EscalationWorkflow:
     def _carry_out(self, applied: Applied | None) -> None:
         """After a command the core accepted: its metrics, the search attributes it changed,
         the main loop woken to write its ledger entry (the update answers at once)."""
+        self._updates_this_run += 1
         if applied is None:
             return
         for clock in applied.met:
@@ -383,6 +395,14 @@ class EscalationWorkflow:
             self._follow_alerts_later(applied.follow_alerts)
 
     async def _write_unrecorded(self) -> None:
+        if self._batched:
+            # What is noted now, in one call: commands landing meanwhile wait for the next
+            # pass, so the loop gets back to the clocks and to continuing as new.
+            noted = list(self.status.unrecorded)
+            if noted:
+                await ledger_batch(self._target(), noted)
+                del self.status.unrecorded[: len(noted)]
+            return
         while self.status.unrecorded:
             entry = self.status.unrecorded[0]
             await ledger(self._target(), entry.step, entry.detail, at=entry.at, key=entry.key)
@@ -470,6 +490,7 @@ class EscalationWorkflow:
     @workflow.update
     async def reassign(self, command: Reassign) -> EscalationStatus:
         s = self.status
+        self._updates_this_run += 1
         action = commands.reassign_action(command)
         step = commands.reassign_step(self._core)
         if self._concurrent:

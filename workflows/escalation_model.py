@@ -20,6 +20,7 @@ Priority = Literal["p1", "p2", "p3", "p4"]
 CaseState = Literal["open", "paused", "acknowledged", "resolved"]
 # Keep histories small: a case that has seen this many events starts afresh, state carried.
 MAX_HISTORY_EVENTS = 10_000
+MAX_UPDATES_PER_RUN = 1_000
 # The most recent failed actions a case keeps in its state (the ledger keeps them all).
 MAX_ACTION_FAILURES = 20
 
@@ -161,6 +162,13 @@ class EscalationInput(BaseModel):
     carried: EscalationState | None = None
     max_history_events: int = Field(
         MAX_HISTORY_EVENTS, ge=20, description="continue as new past this many events"
+    )
+    max_updates: int = Field(
+        MAX_UPDATES_PER_RUN,
+        ge=1,
+        le=1_800,
+        description="continue as new after this many commands (the server refuses a run's "
+        "2,001st update)",
     )
     by: str | None = Field(None, max_length=200, description="who opened the case")
 
