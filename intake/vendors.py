@@ -4,8 +4,12 @@ Zendesk event subscriptions (`zen:event-type:ticket.*`, one event per request, w
 `time`, `detail` = the ticket and `event` = {previous, current}):
   ticket.created → ticket.created; status_changed → ticket.updated (status), ticket.solved
   (to SOLVED/CLOSED) or ticket.reopened (from SOLVED/CLOSED); priority_changed, agent and
-  group assignment → ticket.updated. Any other type is acknowledged and ignored (vendors
-  retry non-2xx answers forever).
+  group assignment → ticket.updated; comment_added (`event.comment` with `is_public` and
+  `author.is_staff`) → ticket.updated with `public_reply_by` (an agent's public comment) or
+  `requester_reply_by` (an end user's public comment), the author's id. A private comment
+  (an internal note) counts for no SLA metric: it is recorded `rejected` with the reason
+  (`inbox.Refused`), answered 2xx, so Zendesk does not retry it. Any other type is
+  acknowledged and ignored (vendors retry non-2xx answers forever).
 HubSpot webhooks (a JSON array of events with `eventId`, `objectId`, `propertyName`,
 `propertyValue`, `occurredAt` in ms; what happened is in `subscriptionType`, or in
 `eventType`, the name HubSpot's subscription API gives the same values):
@@ -24,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from definitions.events import EventEnvelope
-from intake.envelope import to_envelope
+from intake.envelope import rfc3339, to_envelope
 from intake.inbox import Refused
 from intake.problems import Problem, invalid
 
@@ -75,6 +79,31 @@ def _upper(value: Any, path: str, table: dict[str, str]) -> str:
     return table[text]
 
 
+def _flag(document: Any, path: str) -> bool:
+    value = _need(document, path)
+    if not isinstance(value, bool):
+        raise invalid(f"{path}: must be true or false", [{"field": path, "message": "boolean"}])
+    return value
+
+
+def _zendesk_refused(document: dict[str, Any], ticket: str, reason: str) -> Refused:
+    kind = _text(_need(document, "type"), "type")
+    try:
+        moment = rfc3339(document["time"]) if isinstance(document.get("time"), str) else None
+    except ValueError:
+        moment = None
+    return Refused(
+        id=_text(_need(document, "id"), "id"),
+        source="zendesk",
+        type=kind[:64],
+        subject=ticket,
+        time=moment,
+        data=document,
+        reason=f"not mapped to an opsflow event: Zendesk {kind.removeprefix('zen:event-type:')}: "
+        f"{reason}",
+    )
+
+
 def zendesk_events(document: Any) -> list[EventEnvelope]:
     if not isinstance(document, dict):
         raise invalid("a Zendesk event is a JSON object", [{"field": "body", "message": "object"}])
@@ -122,6 +151,16 @@ def zendesk_events(document: Any) -> list[EventEnvelope]:
     elif kind == "ticket.group_assignment_changed":
         event_type = "ticket.updated"
         data["group"] = _text(_need(document, "event.current"), "event.current")
+    elif kind == "ticket.comment_added":
+        author = _text(_need(document, "event.comment.author.id"), "event.comment.author.id")
+        if not _flag(document, "event.comment.is_public"):
+            return [_zendesk_refused(document, ticket, "an internal note counts for no metric")]
+        # Staff (agents, admins) answer the requester; anyone else is an end user writing in.
+        if _flag(document, "event.comment.author.is_staff"):
+            data["public_reply_by"] = author
+        else:
+            data["requester_reply_by"] = author
+        event_type = "ticket.updated"
     else:
         return []
     attributes = {
