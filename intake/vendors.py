@@ -8,8 +8,8 @@ Zendesk event subscriptions (`zen:event-type:ticket.*`, one event per request, w
   `author.is_staff`) → ticket.updated with `public_reply_by` (an agent's public comment) or
   `requester_reply_by` (an end user's public comment), the author's id. A private comment
   (an internal note) counts for no SLA metric: it is recorded `rejected` with the reason
-  (`inbox.Refused`), answered 2xx, so Zendesk does not retry it. Any other type is
-  acknowledged and ignored (vendors retry non-2xx answers forever).
+  (`inbox.Refused`), answered 2xx, so Zendesk does not retry it (vendors retry non-2xx
+  answers forever); so is any other type, listed by `opsflow events list --rejected`.
 HubSpot webhooks (a JSON array of events with `eventId`, `objectId`, `propertyName`,
 `propertyValue`, `occurredAt` in ms; what happened is in `subscriptionType`, or in
 `eventType`, the name HubSpot's subscription API gives the same values):
@@ -53,6 +53,11 @@ ZENDESK_CHANNEL = {
     "facebook": "social",
     "native_messaging": "chat",
 }
+
+ZENDESK_UNMAPPED = (
+    "only ticket.created, status_changed, priority_changed, agent_assignment_changed, "
+    "group_assignment_changed and public comments (comment_added) map"
+)
 
 
 def _need(document: Any, path: str) -> Any:
@@ -162,7 +167,7 @@ def zendesk_events(document: Any) -> list[EventEnvelope]:
             data["requester_reply_by"] = author
         event_type = "ticket.updated"
     else:
-        return []
+        return [_zendesk_refused(document, ticket, ZENDESK_UNMAPPED)]
     attributes = {
         "specversion": "1.0",
         "id": _text(_need(document, "id"), "id"),

@@ -65,9 +65,11 @@ def comment_added(ticket: str, author: str, *, staff: bool, public: bool) -> dic
     }
 
 
-async def post_zendesk(client: httpx.AsyncClient, document: Any) -> httpx.Response:
+async def post_zendesk(
+    client: httpx.AsyncClient, document: Any, *, seconds_later: int = 0
+) -> httpx.Response:
     body = encode(document)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds_later))
     headers = {
         "content-type": "application/json",
         "x-zendesk-webhook-signature": zendesk_signature(ZENDESK_SECRET, stamp, body),
@@ -117,6 +119,32 @@ async def test_a_comment_maps_by_its_author_and_visibility(app_db: AppDb) -> Non
         assert response.status_code == 422
         assert "event.comment.is_public: missing" in response.json()["detail"]
         assert await inbox.find(app_db.sessions, unclear["id"]) == []
+
+
+async def test_an_event_no_opsflow_type_maps_is_recorded_rejected(app_db: AppDb) -> None:
+    """Zendesk's other ticket events (here "Tags changed", `zen:event-type:ticket.tags_changed`)
+    are kept as they came, rejected with the reason, as HubSpot's are: answered 202 once and
+    200 when Zendesk sends the same event again, never acknowledged and dropped."""
+    tags = {
+        "type": "zen:event-type:ticket.tags_changed",
+        "id": str(uuid.uuid4()),
+        "time": "2026-11-23T09:14:00Z",
+        "subject": "zen:ticket:35436",
+        "detail": {"id": "35436", "requester_id": REQUESTER},
+        "event": {"tags": {"added": ["vip"], "removed": []}},
+    }
+    async with http(make_intake(app_db)) as client:
+        first = await post_zendesk(client, tags)
+        assert first.status_code == 202, first.text
+        [answered] = first.json()["events"]
+        assert answered["status"] == "rejected"
+        assert "Zendesk ticket.tags_changed: only ticket.created" in answered["outcome"]
+        # a retry is signed anew, with its own timestamp
+        again = await post_zendesk(client, tags, seconds_later=1)
+        assert again.status_code == 200
+        assert again.json()["events"][0]["duplicate"] is True
+    rejected = await inbox.listing(app_db.sessions, ["rejected"])
+    assert [(r.event_id, r.type, r.data) for r in rejected] == [(tags["id"], tags["type"], tags)]
 
 
 async def settle(intake: Intake) -> None:
