@@ -61,7 +61,7 @@ LISTED_LAST: dict[str, tuple[str, str]] = {
     "defs": (
         "worker.cli_defs:app",
         "Validate, lint, deploy, import and read definitions (escalation, rollout, recovery, "
-        "handoff).",
+        "handoff, schedule).",
     ),
     "events": ("worker.cli_events:app", "Send events to the intake and inspect its inbox."),
     "rollout": (

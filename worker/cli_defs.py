@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="defs",
     help="Validate, lint, deploy, import and read definitions (escalation, rollout, recovery, "
-    "handoff).",
+    "handoff, schedule).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
