@@ -167,7 +167,7 @@ async def test_comments_start_and_meet_the_next_reply(
         opened = await workflow_env.get_current_time()
         handle = await workflow_env.client.start_workflow(
             EscalationWorkflow.run,
-            EscalationInput(case=case(ticket, opened, priority="p2"), policy=policy),  # type: ignore[arg-type]
+            EscalationInput(case=case(ticket, opened, priority="p2"), policy=policy),
             id=case_workflow_id(ticket),
             task_queue=queue,
         )
