@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Ticket,
         UpdateTicket,
     )
+    from activities.oncall_contracts import LevelMessage, RoundRobin
     from definitions.common import (
         Action,
         AssignAction,
@@ -60,6 +61,10 @@ ACTIVITY_TIMEOUT = timedelta(seconds=30)
 ACTIVITY_DEADLINE = timedelta(days=1)
 
 PRIORITY_ORDER = ("p4", "p3", "p2", "p1")
+# A level's notifications say when the level fell due (an `oncall:` recipient is whoever was
+# on call then, not when the activity ran) and a round-robin level sends one notification, to
+# the next of its targets. Runs recorded before this sent plain messages, one per recipient.
+LEVEL_MOMENT_PATCH = "notify-level-moment"
 # The definitions language names chat channels by product; the notify activity by kind.
 _CHANNELS = {
     "email": "email",
@@ -105,6 +110,20 @@ class ActionTarget:
     start_event: EventEnvelope | None = None
     """What a `start` action hands the started workflow (its fixed id makes it count once);
     None: `start` is left to the caller."""
+
+
+@dataclass(frozen=True)
+class LevelNotice:
+    """The escalation level whose actions these are."""
+
+    fired_at: datetime
+    """When the level fell due (LevelDue.at), not when its actions run."""
+    definition: str
+    """The policy's name: round-robin turns are counted per policy and level."""
+    level: str
+    """The level within the policy, `<priority>/<level number>` (`p1/2`)."""
+    round_robin: bool = False
+    """Each notify action sends once, to the next of its targets in turn across cases."""
 
 
 @dataclass
@@ -256,12 +275,15 @@ async def run_actions_independently(
     give_up_after: Mapping[str, timedelta] | None = None,
     alert_key: Callable[[str], str] | None = None,
     on_page: PageHook | None = None,
+    level: LevelNotice | None = None,
 ) -> ActionOutcome:
     """Run `actions` side by side, each recipient of a notify on its own: one that fails or
     is still retrying never holds up or skips another. Each retries for at most its
     `give_up_after` entry (see `retry_class`); what failed is in the outcome. set_priority
     steps are planned in order first, so two `raise`s still raise twice. `alert_key` names
-    the alert (PagerDuty dedup_key) a page to a recipient belongs to; `on_page` hears of it."""
+    the alert (PagerDuty dedup_key) a page to a recipient belongs to; `on_page` hears of it.
+    `level`: the escalation level these actions belong to (its notifications say when it
+    fell due; a round-robin level's notify sends once, to the next of its targets)."""
     base = f"{workflow.info().workflow_id}/{step}"
     limits = dict(give_up_after or {})
     planned: dict[int, str] = {}
@@ -270,44 +292,62 @@ async def run_actions_independently(
         if isinstance(action, SetPriorityAction):
             current = raised(current) if action.priority == "raise" else action.priority
             planned[n] = current
+    notice = level if level is not None and workflow.patched(LEVEL_MOMENT_PATCH) else None
 
-    async def send(action: NotifyAction, key: str, name: str, limit: timedelta | None) -> str:
-        recipient = _recipient(name, target)
+    async def send(
+        action: NotifyAction,
+        key: str,
+        recipient: str,
+        limit: timedelta | None,
+        turn: RoundRobin | None = None,
+    ) -> str:
+        """Send one notification to `recipient`, or with `turn`, to the activity's pick among
+        its targets (`recipient` then names the level's turn: its alert is one per level)."""
         channel = _CHANNELS[action.channel]
         alert = alert_key(recipient) if alert_key is not None and channel == "pager" else None
         if alert is not None and on_page is not None:
             on_page(recipient, alert, None)
+        fields: dict[str, Any] = {
+            "idempotency_key": key,
+            "channel": channel,
+            "recipient": recipient if turn is None else turn.targets[0],
+            "template": action.template,
+            "context": target.template_context,
+            "dedup_key": alert,
+        }
+        message = (
+            SendMessage(**fields)
+            if notice is None
+            else LevelMessage(**fields, fired_at=notice.fired_at, round_robin=turn)
+        )
         try:
-            await call(
-                "notify.send",
-                SendMessage(
-                    idempotency_key=key,
-                    channel=channel,
-                    recipient=recipient,
-                    template=action.template,
-                    context=target.template_context,
-                    dedup_key=alert,
-                ),
-                MessageSent,
-                give_up_after=limit,
-            )
+            await call("notify.send", message, MessageSent, give_up_after=limit)
         except ActivityError as exc:
             if alert is not None and on_page is not None:
                 on_page(recipient, alert, False)
-            return f"notify {action.channel} to {recipient}: {failure_reason(exc, limit)}"
+            whom = recipient if turn is None else f"one of {', '.join(turn.targets)}"
+            return f"notify {action.channel} to {whom}: {failure_reason(exc, limit)}"
         if alert is not None and on_page is not None:
             on_page(recipient, alert, True)
         return ""
+
+    async def notify(action: NotifyAction, key: str, limit: timedelta | None) -> list[str]:
+        """The errors of a notify action's sends: one per recipient, or for a round-robin
+        level one send under its own key (a retry keeps the activity's pick)."""
+        targets = [_recipient(name, target) for name in action.to]
+        if notice is not None and notice.round_robin:
+            turn = RoundRobin(definition=notice.definition, level=notice.level, targets=targets)
+            return [await send(action, f"{key}/rr", f"round-robin/{notice.level}", limit, turn)]
+        return await asyncio.gather(
+            *(send(action, f"{key}/{m}", name, limit) for m, name in enumerate(targets))
+        )
 
     async def one(n: int, action: Action) -> ActionOutcome:
         part = ActionOutcome()
         key = f"{base}/{n}"
         limit = limits.get(retry_class(action))
         if isinstance(action, NotifyAction):
-            errors = await asyncio.gather(
-                *(send(action, f"{key}/{m}", name, limit) for m, name in enumerate(action.to))
-            )
-            part.failed.extend(error for error in errors if error)
+            part.failed.extend(error for error in await notify(action, key, limit) if error)
             return part
         try:
             if isinstance(action, SetPriorityAction) and target.ticket_id:

@@ -27,6 +27,7 @@ from workflows import metrics
 from workflows.actions import (
     ActionOutcome,
     ActionTarget,
+    LevelNotice,
     ledger,
     ledger_batch,
     run_actions,
@@ -220,11 +221,14 @@ class EscalationWorkflow:
         step = fired.step
         metrics.escalation_level_fired(**self._metric_labels(), level=fired.level)
         await ledger(self._target(), step, fired.detail, at=fired.at)
+        priority = self.status.case.priority
         if self._concurrent:
-            self._spawn(step, fired.actions, self._target())
+            # Round-robin turns are counted per policy (any version) and level of a priority.
+            level = f"{priority}/{fired.level}"
+            notice = LevelNotice(fired.at, self._core.policy.name, level, fired.round_robin)
+            self._spawn(step, fired.actions, self._target(), level=notice)
             self._upsert_search_attributes()
             return
-        priority = self.status.case.priority
         await self._apply(
             await run_actions(fired.actions, self._target(), step, priority=priority), step
         )
@@ -261,10 +265,12 @@ class EscalationWorkflow:
         *,
         before: Callable[[], Awaitable[None]] | None = None,
         start_event: EventEnvelope | None = None,
+        level: LevelNotice | None = None,
     ) -> None:
         """Run `actions` for `step` beside the main loop; what they change is applied when
         they finish, what fails is recorded, and the loop is woken either way. A `start`
-        action hands the started workflow `start_event` (default: a case.escalated event)."""
+        action hands the started workflow `start_event` (default: a case.escalated event);
+        `level`: the escalation level the actions are of."""
         now, workflow_id = workflow.now(), workflow.info().workflow_id
         start_event = start_event or escalated_envelope(self.status, workflow_id, step, now)
         target = dataclasses.replace(target, start_event=start_event)
@@ -284,6 +290,7 @@ class EscalationWorkflow:
                         give_up_after=self._core.give_up_after(),
                         alert_key=self._alert_key,
                         on_page=self._on_page,
+                        level=level,
                     )
                     await self._apply(outcome, step)
                     self._upsert_search_attributes()

@@ -112,6 +112,8 @@ class LevelDue:
     name: str | None
     at: datetime
     actions: list[Action]
+    round_robin: bool = False
+    """Each notify action goes to the next of its targets in turn across cases, not to all."""
 
     @property
     def step(self) -> str:
@@ -284,7 +286,7 @@ class EscalationCore:
         self.end_visit(at)
         s.visits.append(LevelVisit(level=position + 1, cycle=cycle, name=level.name, started_at=at))
         s.levels_fired = index + 1
-        return LevelDue(position + 1, cycle, level.name, at, level.actions)
+        return LevelDue(position + 1, cycle, level.name, at, level.actions, level.round_robin)
 
     def end_visit(self, at: datetime) -> None:
         """The case leaves the level it is at (a level after it, an acknowledge, resolve)."""
