@@ -653,14 +653,6 @@ class _Linter:
                     "it can never be reached in time",
                 )
             before = level.after if before is None else max(before, level.after)
-            if level.round_robin:
-                # Until the escalation workflow passes the level's targets to notify.send
-                # (activities/oncall_contracts.py), each of them is still notified.
-                self.warn(
-                    (*at, index, "round_robin"),
-                    "round_robin is accepted, but this version of the escalation workflow "
-                    "still notifies every target of the level",
-                )
 
     def _rollout(self, spec: RolloutSpec) -> None:
         previous = 0.0
