@@ -188,6 +188,16 @@ def test_levels_fire_in_order_then_repeat_after_the_last_levels_delay() -> None:
     assert _steps(core, MONDAY + timedelta(minutes=61)) == []
 
 
+def test_a_fired_level_says_whether_it_rotates_among_its_targets() -> None:
+    rotating = {**_level("30m", "lead"), "round_robin": True}
+    core = _core("p2", _policy(levels=[_level("10m", "agent"), rotating], repeat=0))
+    fired = [s for s in core.due(MONDAY + timedelta(minutes=30)) if isinstance(s, LevelDue)]
+    assert [(s.step, s.round_robin) for s in fired] == [
+        ("level-1-cycle-0", False),
+        ("level-2-cycle-0", True),
+    ]
+
+
 def test_warnings_then_the_breach_are_due_once_each_stamped_when_they_fell_due() -> None:
     core = _core("p2")
     core.state.levels_fired = core.total_firings()
