@@ -1,15 +1,16 @@
-"""Client-side operations on rollouts, shared by the command line and tests."""
+"""Client-side operations on rollouts, shared by the command line and tests: starting, retrying
+and commanding a rollout here (starting names the workflow); reading one is
+client/rollout_read.py's, re-exported here under the same names."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -22,16 +23,34 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import search_attributes as sa
+from client.rollout_read import (
+    PendingActivity,
+    RolloutCommandRefused,
+    list_rollouts,
+    pending_activities,
+    rollout_handle,
+    rollout_state,
+)
 from definitions.errors import OpsflowError
 from definitions.models import PinnedDefinition
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_model import ChangeRequest, RolloutInput, RolloutStatus, rollout_workflow_id
 
+__all__ = [
+    "COMMANDS",
+    "PendingActivity",
+    "RetriedRollout",
+    "RolloutCommandRefused",
+    "StartedRollout",
+    "command_rollout",
+    "list_rollouts",
+    "pending_activities",
+    "retry_rollout",
+    "rollout_state",
+    "start_rollout",
+]
+
 COMMANDS = ("approve", "reject", "pause", "resume", "promote", "promote_full", "abort", "retry")
-
-
-class RolloutCommandRefused(OpsflowError):
-    """The rollout refused the command (or does not exist); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +188,7 @@ async def retry_rollout(
     """Run a rolled-back or aborted change again: attempt N+1 with the same cohorts (same
     seed) and fresh approvals; a running, aborted rollout takes the `retry` update, an
     ended one (e.g. after an automatic rollback) starts a new run of the same workflow id."""
-    handle = _handle(client, change_id)
+    handle = rollout_handle(client, change_id)
     try:
         described = await handle.describe()
     except RPCError as exc:
@@ -217,89 +236,6 @@ async def _started_state(client: Client, change_id: str, attempt: int) -> Rollou
     return await rollout_state(client, change_id)
 
 
-def _handle(client: Client, change_id: str) -> WorkflowHandle[Any, Any]:
-    return client.get_workflow_handle(rollout_workflow_id(change_id))
-
-
-async def rollout_state(client: Client, change_id: str) -> RolloutStatus:
-    try:
-        result: RolloutStatus = await _handle(client, change_id).query(
-            "state", result_type=RolloutStatus
-        )
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise RolloutCommandRefused(f"there is no rollout of change {change_id}") from None
-        raise OpsflowError(f"cannot read rollout of change {change_id}: {exc.message}") from None
-    return result
-
-
-@dataclass(frozen=True)
-class PendingActivity:
-    """An activity the rollout waits on, as the server sees it (describe's pending activities):
-    a rollback stuck on a failing vendor shows here with its attempt and last failure."""
-
-    activity: str
-    state: str
-    attempt: int
-    last_failure: str | None
-    last_heartbeat: datetime | None
-    next_attempt: datetime | None
-
-    @property
-    def failing(self) -> bool:
-        return self.attempt > 1 or self.last_failure is not None
-
-    def line(self) -> str:
-        text = f"{self.activity}: {self.state}, attempt {self.attempt}"
-        if self.last_failure:
-            text += f", last failure: {self.last_failure}"
-        if self.next_attempt is not None:
-            text += f", next attempt {self.next_attempt:%H:%M:%S} UTC"
-        return text
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "activity": self.activity,
-            "state": self.state,
-            "attempt": self.attempt,
-            "last_failure": self.last_failure,
-            "last_heartbeat": self.last_heartbeat.isoformat() if self.last_heartbeat else None,
-            "next_attempt": self.next_attempt.isoformat() if self.next_attempt else None,
-        }
-
-
-def _moment(stamp: Any, present: bool) -> datetime | None:
-    return stamp.ToDatetime(tzinfo=UTC) if present else None
-
-
-async def pending_activities(client: Client, change_id: str) -> list[PendingActivity]:
-    """The activities the running rollout waits on; empty when none or it cannot be read."""
-    try:
-        described = await _handle(client, change_id).describe()
-    except RPCError:
-        return []
-    pending = []
-    for info in described.raw_description.pending_activities:
-        failure = info.last_failure.message if info.HasField("last_failure") else None
-        pending.append(
-            PendingActivity(
-                activity=info.activity_type.name,
-                state=PendingActivityState.Name(info.state)
-                .removeprefix("PENDING_ACTIVITY_STATE_")
-                .lower(),
-                attempt=info.attempt,
-                last_failure=(failure or None) and failure.splitlines()[0][:300],
-                last_heartbeat=_moment(
-                    info.last_heartbeat_time, info.HasField("last_heartbeat_time")
-                ),
-                next_attempt=_moment(
-                    info.next_attempt_schedule_time, info.HasField("next_attempt_schedule_time")
-                ),
-            )
-        )
-    return pending
-
-
 async def command_rollout(
     client: Client, change_id: str, update: str, argument: BaseModel | None = None
 ) -> RolloutStatus:
@@ -308,7 +244,7 @@ async def command_rollout(
         raise RolloutCommandRefused(f"unknown command {update!r}")
     args = [] if argument is None else [argument]
     try:
-        result: RolloutStatus = await _handle(client, change_id).execute_update(
+        result: RolloutStatus = await rollout_handle(client, change_id).execute_update(
             update, args=args, result_type=RolloutStatus
         )
     except WorkflowUpdateFailedError as exc:
@@ -320,21 +256,3 @@ async def command_rollout(
             raise
         raise RolloutCommandRefused(f"there is no running rollout of change {change_id}") from None
     return result
-
-
-async def list_rollouts(client: Client, limit: int = 100) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    async for execution in client.list_workflows("OpsKind = 'rollout'", limit=limit):
-        attrs = execution.typed_search_attributes
-        rows.append(
-            {
-                "change": execution.id.removeprefix("rollout-"),
-                "owner": attrs.get(sa.OPS_OWNER),
-                "state": attrs.get(sa.OPS_STATE),
-                "stage": attrs.get(sa.OPS_STAGE),
-                "plan": attrs.get(sa.OPS_DEFINITION),
-                "status": execution.status.name.lower() if execution.status else "",
-                "started": execution.start_time,
-            }
-        )
-    return rows

@@ -118,3 +118,88 @@ def test_help_imports_nothing_heavy() -> None:
         env={**os.environ, "COLUMNS": "80"},
     )
     assert json.loads(out.stdout) == []
+
+
+# The modules `opsflow case show` and `opsflow rollout status` import when they run (the
+# command's module, then what its function imports: the Temporal client, the status model,
+# the app database and the registry for the policy's calendar or the plan's timezone), and
+# what these must leave out: the workflow modules, the other roles of a case (opening:
+# the CRM and ticketing ports, the policy choice; migrating), starting a rollout, the web
+# stack and the live view only `--watch` uses.
+READING_MODULES = {
+    "case show": (
+        "worker.cli_case",
+        "client.case_read",
+        "client.temporal",
+        "store.db",
+        "store.models",
+        "store.registry",
+    ),
+    "rollout status": (
+        "worker.cli_rollout",
+        "client.rollout_read",
+        "client.temporal",
+        "store.db",
+        "store.registry",
+    ),
+}
+NOT_FOR_READING = (
+    "workflows.escalation",
+    "workflows.escalation_core",
+    "workflows.escalation_commands",
+    "workflows.escalation_effects",
+    "workflows.rollout",
+    "workflows.rollout_core",
+    "workflows.rollout_effects",
+    "client.cases",
+    "client.case_open",
+    "client.case_migrate",
+    "client.rollouts",
+    "activities.ports",
+    "activities.outbox",
+    "fastapi",
+    "uvicorn",
+    "intake",
+    "rich.live",
+)
+READING_IMPORTS = """
+import importlib, json, sys
+
+for module in sys.argv[1].split(","):
+    importlib.import_module(module)
+print(json.dumps(sorted(
+    name for name in sys.modules if name.split(".")[0] in AVOID or name in AVOID
+)))
+"""
+
+
+@pytest.mark.parametrize("command", sorted(READING_MODULES))
+def test_reading_commands_import_only_what_they_read_with(command: str) -> None:
+    """`case show` and `rollout status` answer within their goal (issue 21 item 6): their
+    modules leave the workflow modules and the opening side of a case unimported."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"AVOID = {NOT_FOR_READING!r}\n{READING_IMPORTS}",
+            ",".join(READING_MODULES[command]),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout) == [], f"`opsflow {command}` imports these"
+
+
+def test_the_state_query_is_named_as_the_workflows_declare_it() -> None:
+    """client/case_read.py queries the escalation's state by name (naming the method would
+    import the workflow module): the name is the one the workflow declares."""
+    from temporalio import workflow
+
+    from client.case_read import STATE_QUERY
+    from workflows.escalation import EscalationWorkflow
+    from workflows.rollout import RolloutWorkflow
+
+    for workflow_class in (EscalationWorkflow, RolloutWorkflow):
+        definition = workflow._Definition.must_from_class(workflow_class)
+        assert STATE_QUERY in definition.queries, workflow_class.__name__

@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
     from temporalio.client import Client
 
-    from client.cases import CaseView
+    from client.case_read import CaseView
     from client.settings import Settings
     from definitions.calendar import BusinessCalendar
     from store.models import LedgerEntry
-    from workflows.escalation import EscalationStatus as CaseStatus
+    from workflows.escalation_model import EscalationStatus as CaseStatus
 
 app = typer.Typer(
     name="case",
@@ -48,7 +48,7 @@ LATE_WRITE = timedelta(minutes=1)
 
 def _link(settings: Settings, client: Client, ticket: str) -> str:
     from client.temporal import workflow_ui_url
-    from workflows.escalation import case_workflow_id
+    from workflows.escalation_model import case_workflow_id
 
     return workflow_ui_url(settings, client.namespace, case_workflow_id(ticket))
 
@@ -77,7 +77,7 @@ def _view_line(view: CaseView) -> str:
 
 
 def _command(ticket: str, update: str, argument: BaseModel | None, as_json: bool) -> None:
-    from client.cases import command_case
+    from client.case_commands import command_case
     from client.temporal import connect
 
     settings = settings_or_exit()
@@ -142,10 +142,11 @@ def open_command(
     one whose workflow failed or was terminated starts afresh)."""
     from activities.backends import Backends
     from activities.settings import load_adapter_settings
-    from client.cases import check_customer, choose_policy, open_case, parse_policy_ref
+    from client.case_open import check_customer, choose_policy, open_case
+    from client.case_read import parse_policy_ref
     from client.temporal import connect
     from store.db import create_engine, session_factory
-    from workflows.escalation import CaseInfo
+    from workflows.escalation_model import CaseInfo
 
     settings = settings_or_exit()
     who = _who(by)
@@ -204,7 +205,7 @@ def open_command(
 @app.command("ack")
 def acknowledge(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Acknowledge a case: escalation stops and the first response counts as given."""
-    from workflows.escalation import Acknowledge
+    from activities.escalation_contracts import Acknowledge
 
     _command(ticket, "acknowledge", _model(Acknowledge, by=_who(by)), as_json)
 
@@ -220,7 +221,7 @@ def reply(
 ) -> None:
     """Record an agent's reply to the requester: the first response, the next reply and an
     update, as a public comment in the ticketing system would."""
-    from workflows.escalation import AgentReply
+    from workflows.escalation_model import AgentReply
 
     _command(ticket, "agent_reply", _model(AgentReply, by=_who(by), public=not internal), as_json)
 
@@ -232,7 +233,7 @@ def requester_reply(
     as_json: JsonOption = False,
 ) -> None:
     """Record a message from the requester: a next-reply target starts if none waits."""
-    from workflows.escalation import RequesterReply
+    from workflows.escalation_model import RequesterReply
 
     _command(ticket, "requester_reply", _model(RequesterReply, by=by), as_json)
 
@@ -245,7 +246,7 @@ def pause(
     as_json: JsonOption = False,
 ) -> None:
     """Stop the SLA clocks while the case waits on the customer."""
-    from workflows.escalation import Pause
+    from workflows.escalation_model import Pause
 
     _command(ticket, "pause", _model(Pause, reason=reason, by=_who(by)), as_json)
 
@@ -253,7 +254,7 @@ def pause(
 @app.command()
 def resume(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Restart the SLA clocks with the budget that was left."""
-    from workflows.escalation import Resume
+    from workflows.escalation_model import Resume
 
     _command(ticket, "resume", _model(Resume, by=_who(by)), as_json)
 
@@ -266,7 +267,7 @@ def priority(
     as_json: JsonOption = False,
 ) -> None:
     """Change the priority; the clocks use the new SLA and keep the time already spent."""
-    from workflows.escalation import SetPriority
+    from workflows.escalation_model import SetPriority
 
     _command(ticket, "set_priority", _model(SetPriority, priority=to, by=_who(by)), as_json)
 
@@ -279,7 +280,7 @@ def stage(
     as_json: JsonOption = False,
 ) -> None:
     """Change the journey stage; the clocks use that stage's SLA."""
-    from workflows.escalation import SetStage
+    from workflows.escalation_model import SetStage
 
     _command(ticket, "set_stage", _model(SetStage, stage=to, by=_who(by)), as_json)
 
@@ -293,7 +294,7 @@ def reassign(
     as_json: JsonOption = False,
 ) -> None:
     """Move the case to a queue or an agent."""
-    from workflows.escalation import Reassign
+    from workflows.escalation_model import Reassign
 
     if (queue is None) == (agent is None):
         raise fail("give exactly one of --queue or --agent")
@@ -304,7 +305,7 @@ def reassign(
 @app.command()
 def resolve(ticket: Ticket, by: By, as_json: JsonOption = False) -> None:
     """Resolve the case; the workflow completes with its SLA summary."""
-    from workflows.escalation import Resolve
+    from activities.escalation_contracts import Resolve
 
     _command(ticket, "resolve", _model(Resolve, by=_who(by)), as_json)
 
@@ -341,7 +342,7 @@ def migrate(
     """Move running cases to another policy version: each SLA clock takes the new targets
     and calendar and keeps the time spent and any pause; shows each clock's old and new due
     moment. Cases already on the version are skipped, so a migration can be run again."""
-    from client.cases import (
+    from client.case_migrate import (
         CaseMigration,
         PolicyVersions,
         cases_matching,
@@ -452,15 +453,13 @@ def _stamped(entry: LedgerEntry) -> str:
 def show(ticket: Ticket, as_json: JsonOption = False) -> None:
     """The case's state and its timeline from the ledger: live when a worker answers within
     a second, else the state it last recorded; a failed or terminated case says why."""
-    from rich.panel import Panel
-    from rich.table import Table
     from sqlalchemy import select
 
-    from client.cases import read_case
+    from client.case_read import read_case
     from client.temporal import connect
     from store.db import create_engine, session_factory
     from store.models import LedgerEntry
-    from workflows.escalation import case_workflow_id
+    from workflows.escalation_model import case_workflow_id
 
     settings = settings_or_exit()
 
@@ -503,6 +502,9 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
             }
         )
         return
+    from rich.panel import Panel
+    from rich.table import Table
+
     steps = Table(title="Timeline", title_justify="left")
     for column in ("at", "step", "detail"):
         steps.add_column(column, overflow="fold")
@@ -545,7 +547,7 @@ async def _calendar_of(
 ) -> BusinessCalendar | None:
     """The calendar the case's pinned policy gives its priority: remaining time is business
     time, shown in the calendar's timezone. None when the version is not in this registry."""
-    from client.cases import parse_policy_ref
+    from client.case_read import parse_policy_ref
     from store.registry import get, latest
 
     if status is None:
@@ -631,7 +633,7 @@ def list_cases(
     from temporalio.client import WorkflowExecutionStatus
 
     from activities import search_attributes as sa
-    from client.cases import BROKEN_STATES, CLOSED_STATES
+    from client.case_read import BROKEN_STATES, CLOSED_STATES
     from client.temporal import connect
 
     settings = settings_or_exit()
@@ -691,7 +693,7 @@ async def _explain(client: Client, rows: list[dict[str, Any]]) -> None:
     workflow task keeps failing; a few requests at a time."""
     import asyncio
 
-    from client.cases import BROKEN_STATES, close_reason, read_case
+    from client.case_read import BROKEN_STATES, close_reason, read_case
 
     gate = asyncio.Semaphore(16)
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rich.console import Group
     from temporalio.client import Client
 
-    from client.rollouts import PendingActivity
+    from client.rollout_read import PendingActivity
     from client.settings import Settings
     from definitions.models import RolloutSpec
     from workflows.rollout_model import RolloutStatus
@@ -270,9 +270,7 @@ def status(
     """Phases, cohorts, checks and verdicts of a rollout."""
     import asyncio
 
-    from rich.live import Live
-
-    from client.rollouts import pending_activities, rollout_state
+    from client.rollout_read import pending_activities, rollout_state
     from client.temporal import connect
 
     settings = settings_or_exit()
@@ -292,6 +290,8 @@ def status(
             console.print(f"  {_link(settings, client, change_id)}", highlight=False)
             return
         console.print(f"  {_link(settings, client, change_id)}", highlight=False)
+        from rich.live import Live  # only --watch refreshes
+
         view = status_view(current, timezone, pending)
         with Live(view, console=console, refresh_per_second=1) as live:
             while not current.finished:
@@ -356,7 +356,7 @@ async def approval_outcome(
     approval completed its stage, wait up to `wait` seconds for the rollout to move on."""
     import asyncio
 
-    from client.rollouts import rollout_state
+    from client.rollout_read import rollout_state
 
     stage = result.approvals[-1].stage if result.approvals else "start"
     given = sum(1 for a in result.approvals if a.stage == stage)
@@ -492,7 +492,7 @@ def retry(
 @app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
     """Rollouts, newest first."""
-    from client.rollouts import list_rollouts
+    from client.rollout_read import list_rollouts
     from client.temporal import connect
 
     settings = settings_or_exit()
