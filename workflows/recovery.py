@@ -71,6 +71,13 @@ STALLS_IN_HOURS_PATCH = "recovery-stalls-in-hours"
 # follow-up's not_recovered_queue; the episode stays open until they close it), and send no
 # follow-up for episodes whose rules only asked a person to look (`follow_up: false`).
 EPISODE_CONTACT_PATCH = "recovery-episode-contact"
+# A burst of events (a customer's thousands in a minute) was decided in one workflow task:
+# at ~2 ms a rule's condition, past the SDK's 2 s deadlock detection, and the failed task
+# failed again on every retry, wedging the customer. Runs since this patch decide about
+# CONDITIONS_PER_TASK conditions' worth of events per workflow task (one condition per rule
+# and event), ending the task with a 1 ms timer.
+EVENTS_IN_CHUNKS_PATCH = "recovery-events-in-chunks"
+CONDITIONS_PER_TASK = 100
 
 
 @workflow.defn(name="Recovery")
@@ -275,10 +282,15 @@ class RecoveryWorkflow:
         self.engine.episode_contacts = workflow.patched(EPISODE_CONTACT_PATCH)
         if remember and request.carried is None:
             await self._recall()
+        in_chunks = workflow.patched(EVENTS_IN_CHUNKS_PATCH)
         while True:
             if wake_at_start:
                 self._changed = False
+            decided = 0
             while self._queue:
+                if in_chunks and decided >= self._events_per_task():
+                    await workflow.sleep(timedelta(milliseconds=1))  # the next task goes on
+                    decided = 0
                 event, offered = self._queue.pop(0)
                 # A duplicate changes nothing, not even the rules (since the patch)
                 if remember and event.key in self.state.seen:
@@ -289,6 +301,7 @@ class RecoveryWorkflow:
                 self._dirty = True
                 await self._refresh_profile()
                 await self._execute(self.engine.on_event(event, workflow.now()))
+                decided += 1
             await self._execute(self.engine.on_time(workflow.now()))
             if self._queue:
                 continue
@@ -324,6 +337,9 @@ class RecoveryWorkflow:
                 )
         workflow.set_current_details("nothing pending: finished")
         return self.engine.summary()
+
+    def _events_per_task(self) -> int:
+        return max(10, CONDITIONS_PER_TASK // max(1, len(self.engine.rules)))
 
     async def _switch_rules(self, offered: RecoveryRules | RulesDigest | None) -> None:
         """Use the rule sets deployed now when they differ from this run's, from the next

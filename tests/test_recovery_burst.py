@@ -1,0 +1,46 @@
+"""A burst of events to one customer is decided in several workflow tasks, a bounded number
+of rules' conditions each: decided in one task, a few thousand events ran past the SDK's 2 s
+deadlock detection, and the task failed again on every retry (the customer wedged). Every
+event still counts once, in arrival order. The dev-server version at thousands of events is
+tests/test_limits.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import AppDb
+from tests.definition_support import pinned
+from tests.escalation_support import keep_history
+from tests.recovery_support import catalog_document, recovery_worker, send, survey, view
+from workflows.recovery import CONDITIONS_PER_TASK
+
+EVENTS = 400
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_burst_is_decided_in_bounded_tasks_and_counted_once(
+    workflow_env: WorkflowEnvironment, app_db: AppDb
+) -> None:
+    rules = [pinned(catalog_document())]
+    customer = "C-BURST-1"
+    async with recovery_worker(workflow_env, app_db) as queue:
+        handle = await send(workflow_env, queue, customer, survey(customer, 5, comment="0"), rules)
+        await asyncio.gather(
+            *(handle.signal("event", survey(customer, 5, comment=f"{i}")) for i in range(1, EVENTS))
+        )
+        for _ in range(200):
+            status = await view(handle)
+            if status.state.events_seen == EVENTS:
+                break
+            await workflow_env.sleep(1)
+        assert status.state.events_seen == EVENTS
+        history = await handle.fetch_history()
+        timers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+        per_task = max(10, CONDITIONS_PER_TASK // len(rules[0].definition.spec.rules))
+        # The signals may arrive over several tasks; a burst larger than a task holds is cut.
+        assert len(timers) >= 1 and per_task < EVENTS
+        await keep_history(handle, "recovery-events-in-chunks")
