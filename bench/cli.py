@@ -6,12 +6,14 @@ also every `opsflow X Y --help`), each as a process of its own, and prints for e
 median wall time, the median ratio to `python -c pass` in the same round, the peak RSS
 (getrusage of the waited child) and whether the median meets the goal (0.3 s).
 
-When a dev stack answers (`opsflow case list --json` and `opsflow rollout list --json` exit
-0 with a case / a change to show; `--ticket` and `--change` name them instead), it also
-times `opsflow case show TICKET` and `opsflow rollout status CHANGE` against their goal
-(0.6 s); otherwise it says why it skipped them.
+It also times `opsflow case show TICKET` and `opsflow rollout status CHANGE` against their
+goal (0.6 s) on a dev stack of its own: `opsflow dev` in a scratch folder on free ports,
+where it opens a case (p2, support@1) and starts a rollout (new-billing-flow@1, waiting for
+approval), each command's answer read live from its workflow; the stack is stopped at the
+end. `--running` uses the configured stack instead (the first case and change listed, or
+`--ticket` / `--change`) and says why it skipped a command that cannot answer there.
 
-    .venv/bin/python -m bench.cli [--rounds 7] [--subcommands] [--root DIR]
+    .venv/bin/python -m bench.cli [--rounds 7] [--subcommands] [--root DIR] [--running]
 
 --root DIR times the command line of another checkout (a copy of an older commit, say)
 through the same interpreter, with DIR first on the import path.
@@ -24,11 +26,16 @@ import json
 import os
 import platform
 import resource
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,6 +131,76 @@ def first_of(opsflow: list[str], env: dict[str, str], cwd: Path, args: list[str]
     return str(rows[0][key])
 
 
+BENCH_TICKET = "T-CLI-1"
+BENCH_CHANGE = "CHG-CLI-1"
+STACK_START_LIMIT = 240.0
+"""Seconds `opsflow dev` may take to come up (a first start on a busy machine is slow)."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def own_dev_stack(opsflow: list[str], env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`opsflow dev` in a scratch folder on free ports with a case open and a rollout
+    started; yields the environment its commands talk to it with. Stopped (SIGTERM, then
+    killed) and its folder removed at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="opsflow-bench-cli-"))
+    stack_env = {
+        **env,
+        "OPSFLOW_DATA_DIR": str(folder),
+        "OPSFLOW_DEV_PORT": str(free_port()),
+        "OPSFLOW_DEV_UI_PORT": str(free_port()),
+        "OPSFLOW_INTAKE_PORT": str(free_port()),
+        "OPSFLOW_LOG_FORMAT": "json",
+    }
+    for inherited in ("OPSFLOW_DATABASE_URL", "OPSFLOW_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS"):
+        stack_env.pop(inherited, None)
+    log_path = folder / "dev.log"
+    with log_path.open("wb") as log:
+        stack = subprocess.Popen(
+            [*opsflow, "dev"],
+            env=stack_env,
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + STACK_START_LIMIT
+        while "Press Ctrl-C to stop" not in log_path.read_text(errors="replace"):
+            if stack.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError("opsflow dev did not come up:\n" + "\n".join(tail))
+            time.sleep(0.5)
+        open_case = "case open --customer C-0001 --priority p2 --by bench --ticket"
+        start_rollout = "rollout start new-billing-flow --owner bench --reason bench --change"
+        for args in ([*open_case.split(), BENCH_TICKET], [*start_rollout.split(), BENCH_CHANGE]):
+            done = subprocess.run(
+                [*opsflow, *args],
+                env=stack_env,
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"`opsflow {' '.join(args)}` failed: {done.stderr.strip()}")
+        yield stack_env
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        try:
+            stack.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stack.kill()
+            stack.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def data_commands(
     opsflow: list[str], env: dict[str, str], cwd: Path, ticket: str | None, change: str | None
 ) -> tuple[list[Timed], list[str]]:
@@ -151,12 +228,31 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help="time the command line of this checkout")
     parser.add_argument("--ticket", help="the case for `case show` (default: the first listed)")
     parser.add_argument("--change", help="the change for `rollout status` (default: first)")
+    parser.add_argument(
+        "--running", action="store_true", help="use the configured dev stack, start none"
+    )
     args = parser.parse_args()
 
     root = args.root.resolve() if args.root else None
-    cwd = root or ROOT
-    env = environment(root)
     opsflow = opsflow_argv(root)
+    if args.running:
+        measure(args, root, environment(root), opsflow, own_stack=False)
+        return
+    with own_dev_stack(opsflow, environment(root)) as stack_env:
+        args.ticket, args.change = BENCH_TICKET, BENCH_CHANGE
+        measure(args, root, stack_env, opsflow, own_stack=True)
+
+
+def measure(
+    args: argparse.Namespace,
+    root: Path | None,
+    env: dict[str, str],
+    opsflow: list[str],
+    *,
+    own_stack: bool,
+) -> None:
+    """Time every command in rounds and print the table."""
+    cwd = root or ROOT
     baseline = Timed("python -c pass", [sys.executable, "-c", "pass"], None)
     timed = [
         baseline,
@@ -190,6 +286,7 @@ def main() -> None:
         f"Python {platform.python_version()}, {args.rounds} rounds after a warm-up, "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
         + (f", command line of {root}" if root else "")
+        + (", case show and rollout status on a dev stack of its own" if own_stack else "")
     )
     width = max(len(entry.label) for entry in timed)
     print(
