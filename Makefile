@@ -31,9 +31,10 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# The chaos suite (tests/chaos) at full size; `make test` runs it short.
+# The reliability suite at full size (tests/chaos, and tests/test_limits.py's sizes of
+# thousands of updates and events); `make test` runs both short.
 chaos: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider tests/chaos --chaos-size=full
+	OPSFLOW_CHAOS_SIZE=full $(BIN)/pytest -p no:cacheprovider tests/chaos tests/test_limits.py
 
 clean:
 	rm -rf $(VENV) .opsflow .mypy_cache .pytest_cache .ruff_cache
