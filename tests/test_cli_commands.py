@@ -40,6 +40,8 @@ CASE = {
     "stage": (True, ["T-404", "support"]),
     "reassign": (True, ["T-404", "--queue", "tier-2"]),
     "resolve": (True, ["T-404"]),
+    "reply": (True, ["T-404"]),
+    "requester-reply": (True, ["T-404"]),
     "migrate": (True, ["--to", "support@1", "--case", "T-404"]),
     "show": (False, ["T-404"]),
     "list": (False, ["--state", "bogus"]),

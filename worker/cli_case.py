@@ -229,13 +229,18 @@ def reply(
 @app.command("requester-reply")
 def requester_reply(
     ticket: Ticket,
-    by: Annotated[str | None, typer.Option("--by", help="The requester.")] = None,
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by", help="The requester who wrote (recorded in the ledger).", show_default=False
+        ),
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Record a message from the requester: a next-reply target starts if none waits."""
     from workflows.escalation_model import RequesterReply
 
-    _command(ticket, "requester_reply", _model(RequesterReply, by=by), as_json)
+    _command(ticket, "requester_reply", _model(RequesterReply, by=_who(by)), as_json)
 
 
 @app.command()
