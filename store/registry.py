@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -20,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import definitions
 from definitions.errors import OpsflowError
-from definitions.lint import lint
-from definitions.loader import LoadedDefinition, Problem, load_paths
 from definitions.models import PinnedDefinition, definition_adapter
 from store.db import transaction
 from store.models import DefinitionVersion
+
+if TYPE_CHECKING:  # loading and lint (YAML, Jinja2) only where a folder is checked
+    from definitions.loader import LoadedDefinition, Problem
 
 CATALOG_DIR = Path(definitions.__file__).resolve().parent / "catalog"
 """The shipped definitions; `opsflow dev` deploys them at start."""
@@ -76,6 +77,9 @@ def check_folder(
     """Load (and lint) every definition under `paths`; DefinitionProblems lists all problems:
     the schema's for the documents it refuses and lint's for the others, in one pass, by
     file and line. A reference to a refused document is not reported again as missing."""
+    from definitions.lint import lint
+    from definitions.loader import load_paths
+
     result = load_paths(paths)
     problems = list(result.problems)
     if with_lint and result.definitions:
