@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from definitions.events import EventEnvelope
 from definitions.models import PinnedDefinition
 
 MAX_HISTORY_EVENTS = 10_000
@@ -216,6 +217,11 @@ class RecoveryInput(BaseModel):
     max_history_events: int = Field(MAX_HISTORY_EVENTS, ge=100)
     legacy_event_names: bool = Field(
         False, description="carried by continue-as-new of a run started before the contract"
+    )
+    pending_events: list[EventEnvelope] = Field(
+        default_factory=list,
+        description="events received and not yet decided when the previous run continued as "
+        "new; this run decides them first",
     )
 
 

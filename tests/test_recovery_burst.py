@@ -44,3 +44,38 @@ async def test_a_burst_is_decided_in_bounded_tasks_and_counted_once(
         # The signals may arrive over several tasks; a burst larger than a task holds is cut.
         assert len(timers) >= 1 and per_task < EVENTS
         await keep_history(handle, "recovery-events-in-chunks")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_stream_continues_as_new_carrying_what_it_has_not_decided(
+    workflow_env: WorkflowEnvironment, app_db: AppDb
+) -> None:
+    """A stream that never lets the queue empty still continues as new (between two chunks,
+    here past 100 history events), and the new run decides the events the old one had not:
+    each counted once, none refused."""
+    rules = [pinned(catalog_document())]
+    customer = "C-STREAM-1"
+    async with recovery_worker(workflow_env, app_db) as queue:
+        first = await send(
+            workflow_env,
+            queue,
+            customer,
+            survey(customer, 5, comment="0"),
+            rules,
+            max_history_events=100,
+        )
+        await asyncio.gather(
+            *(first.signal("event", survey(customer, 5, comment=f"{i}")) for i in range(1, EVENTS))
+        )
+        latest = workflow_env.client.get_workflow_handle(first.id)
+        for _ in range(200):
+            status = await view(latest)
+            if status.state.events_seen == EVENTS:
+                break
+            await workflow_env.sleep(1)
+        assert status.state.events_seen == EVENTS
+        assert (await latest.describe()).run_id != first.result_run_id
+        await keep_history(
+            workflow_env.client.get_workflow_handle(first.id, run_id=first.result_run_id),
+            "recovery-continue-mid-stream",
+        )

@@ -78,6 +78,12 @@ EPISODE_CONTACT_PATCH = "recovery-episode-contact"
 # and event), ending the task with a 1 ms timer.
 EVENTS_IN_CHUNKS_PATCH = "recovery-events-in-chunks"
 CONDITIONS_PER_TASK = 100
+# A continuous stream of events never left the queue empty, and a run continued as new only
+# with an empty queue: past the server's 10,000 signals per run the next one was refused.
+# Runs since this patch also continue as new between chunks, carrying the events not yet
+# decided, and after SIGNALS_PER_RUN signals.
+CONTINUE_MID_STREAM_PATCH = "recovery-continue-mid-stream"
+SIGNALS_PER_RUN = 5_000
 
 
 @workflow.defn(name="Recovery")
@@ -94,6 +100,7 @@ class RecoveryWorkflow:
             stalls_in_hours=workflow.patched(STALLS_IN_HOURS_PATCH),
         )
         self._queue: list[tuple[EventEnvelope, RecoveryRules | RulesDigest | None]] = []
+        self._signals = 0
         self._acting = 0
         self._changed = False
         self._upsert_on_change = False
@@ -283,6 +290,9 @@ class RecoveryWorkflow:
         if remember and request.carried is None:
             await self._recall()
         in_chunks = workflow.patched(EVENTS_IN_CHUNKS_PATCH)
+        mid_stream = in_chunks and workflow.patched(CONTINUE_MID_STREAM_PATCH)
+        # The events the previous run had not decided come first.
+        self._queue[:0] = [(event, None) for event in request.pending_events]
         while True:
             if wake_at_start:
                 self._changed = False
@@ -291,6 +301,14 @@ class RecoveryWorkflow:
                 if in_chunks and decided >= self._events_per_task():
                     await workflow.sleep(timedelta(milliseconds=1))  # the next task goes on
                     decided = 0
+                    if mid_stream and self._run_is_full(request):
+                        await workflow.wait_condition(workflow.all_handlers_finished)
+                        pending = [event for event, _ in self._queue]
+                        workflow.continue_as_new(
+                            self.engine.continued(request.max_history_events).model_copy(
+                                update={"pending_events": pending}
+                            )
+                        )
                 event, offered = self._queue.pop(0)
                 # A duplicate changes nothing, not even the rules (since the patch)
                 if remember and event.key in self.state.seen:
@@ -338,6 +356,14 @@ class RecoveryWorkflow:
         workflow.set_current_details("nothing pending: finished")
         return self.engine.summary()
 
+    def _run_is_full(self, request: RecoveryInput) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > request.max_history_events
+            or self._signals >= SIGNALS_PER_RUN
+        )
+
     def _events_per_task(self) -> int:
         return max(10, CONDITIONS_PER_TASK // max(1, len(self.engine.rules)))
 
@@ -369,6 +395,7 @@ class RecoveryWorkflow:
 
         `rules` is optional: the SDK converts arguments by type only when as many are sent as
         the handler declares, so both forms are validated here (`offered_rules`)."""
+        self._signals += 1
         self._queue.append((EventEnvelope.model_validate(event), offered_rules(rules)))
 
     @workflow.signal
