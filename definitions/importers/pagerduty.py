@@ -274,15 +274,7 @@ class _Importer:
             if isinstance(s, dict)
         ]
         notes.append(selection_note(services))
-        teams = [
-            clean_label(str(t.get("summary") or t.get("name") or ""), 200)
-            for t in list_field(policy, "teams", where)
-            if isinstance(t, dict)
-        ]
-        owner = next((t for t in teams if t), "")
-        if not owner:
-            owner = "imported from PagerDuty"
-            notes.append(f"owner: the policy has no team; written as {owner!r}")
+        owner = _team_owner(policy, where, "policy", notes)
         meta = metadata(
             name,
             owner,
@@ -372,15 +364,7 @@ class _Importer:
         if not written:
             raise ImportRefused("no layer is left to write")
         overrides = self._overrides(schedule, zone, notes, missing_people)
-        teams = [
-            clean_label(str(t.get("summary") or t.get("name") or ""), 200)
-            for t in list_field(schedule, "teams", where)
-            if isinstance(t, dict)
-        ]
-        owner = next((t for t in teams if t), "")
-        if not owner:
-            owner = "imported from PagerDuty"
-            notes.append(f"owner: the schedule has no team; written as {owner!r}")
+        owner = _team_owner(schedule, where, "schedule", notes)
         meta = metadata(
             name,
             owner,
@@ -541,3 +525,18 @@ def _time_of_day(text: str, where: str) -> int:
             f"{where}.start_time_of_day: {clean_label(text, 20)!r} is not a time such as 08:00:00"
         )
     return hour * 60 + minute
+
+
+def _team_owner(document: dict[str, Any], where: str, what: str, notes: list[str]) -> str:
+    """The owner of an imported policy or schedule: its first named team, else a placeholder
+    (with a line saying so)."""
+    teams = [
+        clean_label(str(t.get("summary") or t.get("name") or ""), 200)
+        for t in list_field(document, "teams", where)
+        if isinstance(t, dict)
+    ]
+    owner = next((t for t in teams if t), "")
+    if not owner:
+        owner = "imported from PagerDuty"
+        notes.append(f"owner: the {what} has no team; written as {owner!r}")
+    return owner
