@@ -24,6 +24,8 @@ from workflows import handoff_core as core
 from workflows import handoff_routing as routing
 from workflows.handoff_hours import schedule_callback
 from workflows.handoff_model import HandoffState, Offer, Trigger, Turn
+from workflows.handoff_packet import COMMENT_CHARS, build_packet
+from workflows.handoff_triggers import TRANSCRIPT_BYTES, TRANSCRIPT_HEAD_TURNS, keep_turn
 
 MONDAY_10 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 SUNDAY_10 = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
@@ -245,6 +247,61 @@ def test_the_bot_s_own_request_merges_its_transcript_and_is_ignored_when_switche
     )
     on = core.read_bot_event(_state("bot"), request, _spec(), MONDAY_10)
     assert on.move is not None and (on.move.phase, on.move.why) == ("requested", "cannot help")
+
+
+def test_two_thousand_turns_are_carried_whole() -> None:
+    state = _state("bot")
+    spec = _spec()
+    for i in range(2_000):
+        text = f"turn {i}: my invoice for March shows a line I do not recognise"
+        core.read_bot_event(
+            state,
+            BotTurn(
+                conversation_id="conv-1",
+                customer_id="C-1",
+                text=text,
+                speaker="customer" if i % 2 else "bot",
+            ),
+            spec,
+            MONDAY_10,
+        )
+    assert len(state.turns) == 2_000 and state.turns_omitted == 0
+    assert [t.text.split(":")[0] for t in state.turns] == [f"turn {i}" for i in range(2_000)]
+
+
+def test_a_transcript_past_its_bound_keeps_its_start_and_latest_turns_under_two_mb() -> None:
+    """Turns of 20,000 characters (the longest an event takes): the state keeps the opening
+    turns and the latest, counts the rest, and the packet and the state each stay far below
+    Temporal's 2 MB payload limit."""
+    state = _state("bot")
+    for i in range(200):
+        keep_turn(state, Turn(speaker="customer", text=f"{i:04d} " + "x" * 19_995))
+    kept = [int(t.text[:4]) for t in state.turns]
+    assert kept[:TRANSCRIPT_HEAD_TURNS] == list(range(TRANSCRIPT_HEAD_TURNS))
+    assert kept[TRANSCRIPT_HEAD_TURNS:] == list(range(200 - len(kept) + TRANSCRIPT_HEAD_TURNS, 200))
+    assert state.turns_omitted == 200 - len(kept) > 0
+    assert state.transcript_bytes <= TRANSCRIPT_BYTES
+    trigger = Trigger(kind="customer_asks", detail="asked", at=MONDAY_10)
+    state.context = build_packet(state, trigger, [], ["transcript", "summary"])
+    assert len(state.model_dump_json()) < 1_500_000
+    text = state.context.text
+    assert len(text) <= COMMENT_CHARS
+    assert "0000 xx" in text and "0199 xx" in text  # the start and the latest turn
+    assert f"for {200} turns" in state.context.summary
+    assert " turns left out here" in text
+
+
+def test_a_long_transcript_in_the_comment_keeps_its_start_and_its_end() -> None:
+    state = _state("bot")
+    for i in range(2_000):
+        keep_turn(state, Turn(speaker="customer", text=f"turn {i}: " + "y" * 60))
+    trigger = Trigger(kind="customer_asks", detail="asked", at=MONDAY_10)
+    packet = build_packet(state, trigger, [], ["transcript"])
+    assert len(packet.transcript) == 2_000 and packet.turns_omitted == 0
+    lines = packet.text.splitlines()
+    assert len(packet.text) <= COMMENT_CHARS
+    assert "turn 0: " in packet.text and "turn 1999: " in packet.text
+    assert any(line.startswith("- … ") and "turns left out here" in line for line in lines)
 
 
 def test_the_vendor_s_assignee_ends_the_wait_only_when_the_vendor_routes() -> None:

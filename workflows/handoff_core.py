@@ -41,7 +41,7 @@ from workflows.handoff_model import (
     Turn,
 )
 from workflows.handoff_packet import customer_context
-from workflows.handoff_triggers import detect_trigger, observe_turn
+from workflows.handoff_triggers import detect_trigger, keep_turn, observe_turn
 
 WAITING: frozenset[str] = frozenset({"requested", "queued", "offered"})
 """The phases in which the customer waits for a person (the handoff wait metric)."""
@@ -134,7 +134,8 @@ def describe(state: HandoffState, now: datetime, calendar: BusinessCalendar | No
     s = state
     waiting = f"{s.queue_depth} waiting in {s.queue}" if s.queue else ""
     if s.state == "bot":
-        turns = "1 turn" if len(s.turns) == 1 else f"{len(s.turns)} turns"
+        count = len(s.turns) + s.turns_omitted
+        turns = "1 turn" if count == 1 else f"{count} turns"
         return f"bot conversation, {turns}; no handoff trigger yet"
     if s.state == "requested":
         return f"handoff requested ({s.trigger.detail if s.trigger else 'no trigger'})"
@@ -342,7 +343,7 @@ def read_bot_event(
         known = {(t.speaker, t.text) for t in state.turns}
         for line in event.transcript:
             if (line.from_, line.text) not in known:
-                state.turns.append(Turn(speaker=line.from_, text=line.text, at=line.at))
+                keep_turn(state, Turn(speaker=line.from_, text=line.text, at=line.at))
         for tried in event.tried:
             if tried not in state.attempts:
                 state.attempts.append(tried)

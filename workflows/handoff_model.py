@@ -66,6 +66,7 @@ class ContextPacket(BaseModel):
     customer_id: str
     trigger: Trigger
     transcript: list[Turn] = Field(default_factory=list)
+    turns_omitted: int = Field(0, description="turns left out after the opening ones")
     intents: list[str] = Field(default_factory=list)
     attempts: list[str] = Field(default_factory=list, description="what the bot tried")
     profile: CustomerProfile | None = None
@@ -104,6 +105,10 @@ class HandoffState(BaseModel):
     state: HandoffPhase = "bot"
     history: list[Transition] = Field(default_factory=list)
     turns: list[Turn] = Field(default_factory=list)
+    transcript_bytes: int = Field(0, description="the size `turns` counts against its bound")
+    turns_omitted: int = Field(
+        0, description="turns left out of the middle of a transcript past its bound"
+    )
     attempts: list[str] = Field(default_factory=list)
     low_confidence_streak: int = 0
     topic: str | None = None

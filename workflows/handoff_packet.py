@@ -11,6 +11,7 @@ from typing import Any
 from activities.handoff_contracts import TicketBrief
 from activities.models import CustomerProfile
 from workflows.handoff_model import ContextPacket, HandoffState, Trigger, Turn
+from workflows.handoff_triggers import TRANSCRIPT_HEAD_TURNS
 
 
 def customer_context(profile: CustomerProfile | None, customer_id: str) -> dict[str, Any]:
@@ -70,7 +71,8 @@ def summary(status: HandoffState, trigger: Trigger, tickets: list[TicketBrief]) 
     elif trend:
         mood = f" Sentiment {trend[-1]:.2f}."
     open_note = f" {len(tickets)} other open ticket(s)." if tickets else ""
-    turns = "1 turn" if len(status.turns) == 1 else f"{len(status.turns)} turns"
+    count = len(status.turns) + status.turns_omitted
+    turns = "1 turn" if count == 1 else f"{count} turns"
     return (
         f"{who} chatted {topic} for {turns}{said}.{tried}{mood}{open_note} "
         f"Handed to a person because {trigger.detail}."
@@ -85,6 +87,7 @@ def build_packet(
         customer_id=status.customer_id or "",
         trigger=trigger,
         transcript=list(status.turns) if "transcript" in items else [],
+        turns_omitted=status.turns_omitted if "transcript" in items else 0,
         intents=[t.intent for t in status.turns if t.intent and t.speaker == "customer"]
         if "intents" in items
         else [],
@@ -125,7 +128,47 @@ def render_packet(packet: ContextPacket) -> str:
         lines += ["Sentiment trend: " + " → ".join(f"{s:.2f}" for s in packet.sentiment_trend), ""]
     if packet.transcript:
         lines.append("Transcript")
-        for turn in packet.transcript:
-            at = f"{turn.at:%H:%M} " if turn.at else ""
-            lines.append(f"- {at}{turn.speaker}: {turn.text}")
-    return "\n".join(lines).strip()[:50_000]
+        lines += transcript_lines(packet, COMMENT_CHARS - sum(len(line) + 1 for line in lines))
+    return "\n".join(lines).strip()[:COMMENT_CHARS]
+
+
+COMMENT_CHARS = 50_000
+"""The longest comment the packet becomes (ticketing systems cap a comment's body)."""
+
+
+def transcript_lines(packet: ContextPacket, room: int) -> list[str]:
+    """One line a turn (a very long turn cut to LINE_CHARS); when they do not fit in `room`
+    characters, the opening turns (up to a quarter of it) and as many of the latest as fit,
+    with a line saying how many are left out between them."""
+
+    def line(turn: Turn) -> str:
+        at = f"{turn.at:%H:%M} " if turn.at else ""
+        text = f"- {at}{turn.speaker}: {turn.text}"
+        return text if len(text) <= LINE_CHARS else text[: LINE_CHARS - 1] + "…"
+
+    every = [line(turn) for turn in packet.transcript]
+    omitted = packet.turns_omitted
+    if omitted == 0 and sum(len(text) + 1 for text in every) <= room:
+        return every
+    room -= 80  # the line saying what is left out
+    head: list[str] = []
+    for text in every[:TRANSCRIPT_HEAD_TURNS]:
+        if len(text) + 1 > room // 4 - sum(len(kept) + 1 for kept in head):
+            break
+        head.append(text)
+    room -= sum(len(text) + 1 for text in head)
+    tail: list[str] = []
+    for text in reversed(every[len(head) :]):
+        if len(text) + 1 > room:
+            break
+        tail.append(text)
+        room -= len(text) + 1
+    tail.reverse()
+    left_out = omitted + len(every) - len(head) - len(tail)
+    if left_out == 0:
+        return head + tail
+    return [*head, f"- … {left_out} turns left out here", *tail]
+
+
+LINE_CHARS = 2_000
+"""A turn's longest line in the comment."""

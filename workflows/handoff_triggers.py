@@ -34,7 +34,16 @@ ASK_PHRASES = (
     "un conseiller",
     "quelqu'un",
 )
-MAX_TURNS_KEPT = 500
+TRANSCRIPT_BYTES = 600_000
+"""How much transcript the state carries (text bytes plus TURN_OVERHEAD a turn): the state
+(continue-as-new input) and the context packet each hold it, and Temporal refuses a payload
+over 2 MB. Thousands of chat turns fit whole; a longer conversation keeps its start and its
+most recent turns and counts the ones between (`turns_omitted`)."""
+TURN_OVERHEAD = 150
+"""A turn's JSON around its text: speaker, time, intent, confidence, sentiment."""
+TRANSCRIPT_HEAD_TURNS = 20
+"""The opening turns kept when the middle of a very long conversation is left out: the
+agent reads how it started."""
 
 
 def customer_asks(turn: Turn) -> bool:
@@ -253,10 +262,26 @@ def asks_for_person(
     return None
 
 
+def turn_size(turn: Turn) -> int:
+    return len(turn.text.encode()) + TURN_OVERHEAD
+
+
+def keep_turn(status: HandoffState, turn: Turn) -> None:
+    """Append `turn`; past TRANSCRIPT_BYTES, leave out the oldest turns after the opening
+    ones (counted in `turns_omitted`)."""
+    status.turns.append(turn)
+    status.transcript_bytes += turn_size(turn)
+    while (
+        status.transcript_bytes > TRANSCRIPT_BYTES and len(status.turns) > TRANSCRIPT_HEAD_TURNS + 1
+    ):
+        left_out = status.turns.pop(TRANSCRIPT_HEAD_TURNS)
+        status.transcript_bytes -= turn_size(left_out)
+        status.turns_omitted += 1
+
+
 def observe_turn(status: HandoffState, turn: Turn, triggers: HandoffTriggers) -> None:
     """Fold a turn into the state: transcript, topic, what the bot tried, confidence streak."""
-    status.turns.append(turn)
-    del status.turns[:-MAX_TURNS_KEPT]
+    keep_turn(status, turn)
     if turn.speaker == "bot":
         if turn.intent and turn.intent not in status.attempts:
             status.attempts.append(turn.intent)
