@@ -26,6 +26,9 @@ from definitions.models import PinnedDefinition
 MAX_HISTORY_EVENTS = 10_000
 MEMORY_STEP = "run-ended-"
 """The ledger step prefix of a run's last state (`run-ended-<run id>-<n>`)."""
+BACKLOG_QUERY = "backlog"
+"""The query answering how many received events a customer's workflow has not decided yet
+(senders hold their next events while it is long: activities/recovery_pacing.py)."""
 
 
 def customer_workflow_id(customer_id: str) -> str:

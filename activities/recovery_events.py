@@ -18,6 +18,7 @@ delivery of an event that run already took is recognised by the new one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -37,6 +38,7 @@ from activities.recovery_contracts import (
     customer_workflow_id,
     rules_digest,
 )
+from activities.recovery_pacing import CustomerBusy, CustomerPacing
 from definitions.events import EventEnvelope, parse_event_data
 from store.models import LedgerEntry
 from store.registry import DefinitionNotFound, get, latest_of_kind
@@ -45,6 +47,7 @@ from store.registry import DefinitionNotFound, get, latest_of_kind
 class RecoveryEventActivities:
     def __init__(self, deps: ActivityDeps) -> None:
         self._sessions = deps.sessions
+        self._pacing = CustomerPacing()
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.deliver_event, self.rule_sets, self.previous_state]
@@ -67,7 +70,12 @@ class RecoveryEventActivities:
             activity.logger.info("no recovery rules deployed: %s not delivered", event.type)
             return ""
         workflow_id = customer_workflow_id(customer)
-        await activity.client().start_workflow(
+        client = activity.client()
+        try:
+            await self._pacing.before_sending(client, workflow_id)
+        except CustomerBusy as exc:  # retried by the activity's policy, after a pause
+            raise ApplicationError(str(exc), next_retry_delay=timedelta(seconds=2)) from None
+        await client.start_workflow(
             "Recovery",
             RecoveryInput(rules=rules),
             id=workflow_id,
@@ -82,6 +90,7 @@ class RecoveryEventActivities:
             ),
             static_summary=f"recovery for {customer}",
         )
+        self._pacing.sent(workflow_id)
         return workflow_id
 
     @activity.defn(name="recovery.rule_sets")

@@ -6,6 +6,9 @@ deadline exceeded, resource exhausted, ...) the events stay `pending` and the re
 with backoff, without counting the attempt; the request path never waits for Temporal. Only
 a refusal by Temporal or the target workflow settles an event as `rejected`.
 
+When a customer's recovery workflow has a long backlog (`CustomerBusy`), that customer's
+events wait `pending` for `busy_backoff` seconds, uncounted, while other subjects go on.
+
 An unexpected exception while routing (a bug, a database hiccup) keeps the event `pending`,
 counts the attempt and holds back its subject (the events after it wait, so order holds)
 for a backoff that doubles per attempt; other subjects go on. After `max_failures` counted
@@ -30,6 +33,7 @@ from functools import partial
 
 import structlog
 
+from activities.recovery_pacing import CustomerBusy
 from intake import inbox
 from intake.metrics import IntakeMetrics
 from intake.router import Router, TemporalUnavailable
@@ -51,6 +55,7 @@ class Relay:
         mark_batch: int = 200,
         max_failures: int = 10,
         failure_backoff: float = 1.0,
+        busy_backoff: float = 1.0,
         max_failure_backoff: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         metrics: IntakeMetrics | None = None,
@@ -66,6 +71,7 @@ class Relay:
         self.mark_batch = mark_batch
         self.max_failures = max_failures
         self.failure_backoff = failure_backoff
+        self.busy_backoff = busy_backoff
         self.max_failure_backoff = max_failure_backoff
         self._clock = clock
         # inbox row id → when its subject may be tried again, after a failed (counted) attempt
@@ -155,6 +161,10 @@ class Relay:
                         reachable = False
                         done(row, "pending", f"waiting for Temporal: {exc}"[:500], None, False)
                         return
+                    except CustomerBusy as exc:
+                        self._retry_at[row.id] = self._clock() + self.busy_backoff
+                        done(row, "pending", str(exc)[:500], exc.workflow_id, False)
+                        return  # the rest of this subject waits behind it, in order
                     except Exception as exc:  # a bug must not stop the other subjects
                         if failed(row, exc):
                             settled += 1

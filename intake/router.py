@@ -14,7 +14,9 @@
   workflow switches to a newly deployed version from the next event on; `handoff-<id>`
   (Handoff) starts with the pinned handoff definition and its escalation policy. Both are
   read from the registry through a cache of a few seconds (`StartInputs`), so a burst of
-  events does not read the database once per event.
+  events does not read the database once per event. A customer whose workflow has a long
+  backlog of undecided events gets its next ones later (`CustomerBusy`, from the pacing in
+  activities/recovery_pacing.py): the relay holds them `pending`, in order.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import search_attributes as sa
 from activities.ports import CrmPort, TicketingPort
+from activities.recovery_pacing import CustomerPacing
 from client.cases import choose_policy, open_case
 from client.handoffs import deliver_ticket_event, handoff_start_input
 from client.recovery import recovery_rules, recovery_signal_args
@@ -295,6 +298,7 @@ class Router:
         # made to exist there (client.cases.ensure_ticket)
         self.ticketing = ticketing
         self.start_inputs = StartInputs(sessions, start_input_ttl)
+        self.pacing = CustomerPacing()
 
     async def deliver(self, event: EventEnvelope) -> Delivery:
         """Deliver one event; raises TemporalUnavailable when it should be retried later."""
@@ -328,6 +332,8 @@ class Router:
             pairs.append(SearchAttributePair(sa.OPS_CUSTOMER_ID, customer))
         if call.definition:
             pairs.append(SearchAttributePair(sa.OPS_DEFINITION, call.definition[:1000]))
+        if route is RECOVERY:
+            await self.pacing.before_sending(client, workflow_id)
         await client.start_workflow(
             route.workflow,
             args=call.start_args,
@@ -339,6 +345,8 @@ class Router:
             static_summary=f"{route.kind} for {workflow_id.removeprefix(route.prefix)}",
             rpc_timeout=RPC_TIMEOUT,
         )
+        if route is RECOVERY:
+            self.pacing.sent(workflow_id)
         return Delivery("delivered", f"signalled {route.signal} ({event.type})", workflow_id)
 
     async def _profile(self, customer_id: str) -> Any:

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
+from activities.recovery_pacing import CustomerBusy
 from client.settings import Settings
 from client.temporal import connect
 from definitions.events import EventEnvelope
@@ -156,6 +157,49 @@ async def test_a_bug_retries_with_backoff_in_order_then_rejects_with_the_reason(
     assert entry.detail["by"] == "ana"
     assert entry.detail["event_id"] == "a1"
     assert entry.detail["rejected_for"].startswith("routing failed 3 times")
+
+
+class BusyRouter:
+    """Delivers every event, but holds the subjects in `busy` (a customer whose workflow has
+    a long backlog of undecided events)."""
+
+    def __init__(self, busy: set[str]) -> None:
+        self.busy = busy
+        self.delivered: list[str] = []
+
+    async def deliver(self, event: EventEnvelope) -> Delivery:
+        if event.subject in self.busy:
+            raise CustomerBusy(f"customer-{event.subject}", 1_000)
+        self.delivered.append(event.id)
+        return Delivery("delivered", "signalled", f"customer-{event.subject}")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_busy_customer_s_events_wait_in_order_without_using_attempts(
+    app_db: AppDb,
+) -> None:
+    await inbox.record(
+        app_db.sessions,
+        [envelope("a1", "C-0001"), envelope("b1", "C-0002"), envelope("a2", "C-0001")],
+    )
+    router = BusyRouter({"C-0001"})
+    clock = Clock()
+    relay = Relay(app_db.sessions, cast(Router, router), busy_backoff=2, clock=clock)
+    for _ in range(3):  # held again and again: never counted, never rejected
+        await relay.drain_once()
+        clock.now += 2
+    stored = {r.event_id: r for r in await rows(app_db)}
+    assert router.delivered == ["b1"]
+    assert (stored["a1"].status, stored["a1"].attempts) == ("pending", 0)
+    assert stored["a1"].outcome == "customer-C-0001 has 1000 events to decide: its next events wait"
+    assert stored["a2"].status == "accepted"
+    await relay.drain_once()  # held again, for busy_backoff seconds
+    router.busy.clear()
+    assert await relay.drain_once() == (0, True)  # within the pause: not even asked
+    clock.now += 2
+    assert await relay.drain_once() == (2, True)
+    assert router.delivered == ["b1", "a1", "a2"]
+    assert not await inbox.any_waiting(app_db.sessions)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.adapters.sandbox import SandboxCrm
+from activities.recovery_pacing import CustomerBusy, CustomerPacing
 from client.cases import command_case
-from definitions.events import EventEnvelope
+from intake import inbox
+from intake.relay import Relay
+from intake.router import Router, TemporalLink
+from store.registry import CATALOG_DIR, deploy_folder
 from tests.conftest import AppDb
 from tests.definition_support import pinned
 from tests.escalation_support import (
@@ -35,8 +41,7 @@ from tests.escalation_support import (
 )
 from tests.handoff_support import handoff_worker, new_conversation, start, turn_event
 from tests.helpers import assert_eventually
-from tests.recovery_support import catalog_document, recovery_worker, view
-from tests.recovery_support import send as send_event
+from tests.recovery_support import STARTED, recovery_worker, view
 from tests.recovery_support import survey as survey_answer
 from workflows.escalation import (
     EscalationInput,
@@ -46,7 +51,7 @@ from workflows.escalation import (
     case_workflow_id,
 )
 from workflows.handoff_model import HandoffStatus
-from workflows.recovery_model import RecoveryStatus
+from workflows.recovery_model import RecoveryStatus, customer_workflow_id
 
 FULL = os.environ.get("OPSFLOW_CHAOS_SIZE") == "full"
 
@@ -183,32 +188,74 @@ async def test_a_customer_takes_tens_of_thousands_of_events(
     dev_env: WorkflowEnvironment, app_db: AppDb
 ) -> None:
     """Every recovery event counts once, across the runs the customer's workflow goes
-    through as it continues as new."""
-    rules = [pinned(catalog_document())]
+    through as it continues as new: the intake's relay holds the customer's next events while
+    its workflow has a long backlog, so the run hands over in the pause and the server never
+    refuses a signal."""
+    await deploy_folder(app_db.sessions, CATALOG_DIR, deployed_by="test")
     customer = f"C-LIMITS-{new_ticket_id()}"
     async with recovery_worker(dev_env, app_db) as queue:
-
-        async def survey(index: int) -> WorkflowHandle[Any, Any]:
-            envelope: EventEnvelope = survey_answer(customer, 5, comment=f"answer {index}")
-            return await send_event(dev_env, queue, customer, envelope, rules)
-
-        handles = await _bounded(RECOVERY_EVENTS, survey)
-        handle = handles[-1]
-
-        async def state() -> RecoveryStatus | None:
-            try:
-                return await view(dev_env.client.get_workflow_handle(handle.id))
-            except RPCError:  # a query waits behind the stream of events; ask again
-                return None
-
-        seen = await assert_eventually(
-            state,
-            lambda v: v is not None and v.state.events_seen == RECOVERY_EVENTS,
-            "every event counted",
-            within=1_500 if FULL else 600,
+        router = Router(
+            TemporalLink(lambda: _same(dev_env.client)),
+            app_db.sessions,
+            queue,
+            SandboxCrm(app_db.sessions),
         )
+        # Quick: a small high water, so the pacing is met at the quick size too.
+        pacing = CountingPacing() if FULL else CountingPacing(check_every=50, high_water=100)
+        router.pacing = pacing
+        relay = Relay(app_db.sessions, router, busy_backoff=0.5)
+        for start in range(0, RECOVERY_EVENTS, 1_000):
+            await inbox.record(
+                app_db.sessions,
+                [
+                    survey_answer(customer, 5, comment=f"answer {index}")
+                    for index in range(start, min(start + 1_000, RECOVERY_EVENTS))
+                ],
+            )
+        workflow_id = customer_workflow_id(customer)
+        STARTED.setdefault(queue, set()).add(workflow_id)
+        stop = asyncio.Event()
+        relaying = asyncio.create_task(relay.run(stop))
+        try:
+
+            async def state() -> RecoveryStatus | None:
+                try:
+                    return await view(dev_env.client.get_workflow_handle(workflow_id))
+                except RPCError:  # not started yet, or busy: ask again
+                    return None
+
+            seen = await assert_eventually(
+                state,
+                lambda v: v is not None and v.state.events_seen == RECOVERY_EVENTS,
+                "every event counted",
+                within=1_500 if FULL else 600,
+            )
+        finally:
+            stop.set()
+            await relaying
         assert seen is not None and seen.state.customer_id == customer
-        runs = await _runs(dev_env.client, handle.id)
+        rows = await inbox.listing(app_db.sessions, limit=RECOVERY_EVENTS + 10)
+        statuses = Counter(row.status for row in rows)
+        assert statuses == {"delivered": RECOVERY_EVENTS}, statuses
+        assert pacing.holds > 0, "the relay never held the customer's events"
+        runs = await _runs(dev_env.client, workflow_id)
         assert runs[-1] == WorkflowExecutionStatus.RUNNING
         if FULL:  # past 10,000 history events
             assert len(runs) >= 2, runs
+
+
+class CountingPacing(CustomerPacing):
+    """The router's pacing, counting how often it held the customer's next event."""
+
+    holds = 0
+
+    async def before_sending(self, client: Client, workflow_id: str) -> None:
+        try:
+            await super().before_sending(client, workflow_id)
+        except CustomerBusy:
+            self.holds += 1
+            raise
+
+
+async def _same(client: Client) -> Client:
+    return client

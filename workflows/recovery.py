@@ -24,6 +24,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from activities import search_attributes as sa
+from activities.recovery_contracts import BACKLOG_QUERY
 from workflows import metrics
 from workflows.actions import ActionTarget, call, ledger, run_actions
 
@@ -84,6 +85,9 @@ CONDITIONS_PER_TASK = 100
 # decided, and after SIGNALS_PER_RUN signals.
 CONTINUE_MID_STREAM_PATCH = "recovery-continue-mid-stream"
 SIGNALS_PER_RUN = 5_000
+PENDING_BYTES = 1_000_000
+"""The most undecided events (as JSON) a run carries into the next; senders keep the backlog
+far below it (activities/recovery_pacing.py)."""
 
 
 @workflow.defn(name="Recovery")
@@ -301,7 +305,7 @@ class RecoveryWorkflow:
                 if in_chunks and decided >= self._events_per_task():
                     await workflow.sleep(timedelta(milliseconds=1))  # the next task goes on
                     decided = 0
-                    if mid_stream and self._run_is_full(request):
+                    if mid_stream and self._run_is_full(request) and self._queue_carriable():
                         await workflow.wait_condition(workflow.all_handlers_finished)
                         pending = [event for event, _ in self._queue]
                         workflow.continue_as_new(
@@ -364,6 +368,16 @@ class RecoveryWorkflow:
             or self._signals >= SIGNALS_PER_RUN
         )
 
+    def _queue_carriable(self) -> bool:
+        """Whether the undecided events fit in the next run's input (Temporal refuses a
+        payload over 2 MB); until they do, the run decides on and sheds them."""
+        size = 0
+        for event, _ in self._queue:
+            size += len(event.model_dump_json())
+            if size > PENDING_BYTES:
+                return False
+        return True
+
     def _events_per_task(self) -> int:
         return max(10, CONDITIONS_PER_TASK // max(1, len(self.engine.rules)))
 
@@ -403,6 +417,11 @@ class RecoveryWorkflow:
         """The rule sets deployed now; they apply from the next event on."""
         if self.engine.switch_rules(rules.rules) is not None:
             self._changed = True
+
+    @workflow.query(name=BACKLOG_QUERY)
+    def backlog(self) -> int:
+        """Events received and not decided yet (senders pace themselves by it)."""
+        return len(self._queue)
 
     @workflow.query
     def view(self) -> RecoveryStatus:
