@@ -14,16 +14,20 @@ it is created once, lazily, and shared.
 from __future__ import annotations
 
 import functools
+import os
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import celpy
-from celpy import celtypes
-from celpy.celparser import CELParseError
+import lark
+from celpy import celparser, celtypes
+from celpy.celparser import CELParseError, CELParser
 from celpy.evaluation import CELEvalError
 from pydantic import AfterValidator, WithJsonSchema
 
@@ -64,7 +68,45 @@ def _environment() -> celpy.Environment:
     # built the CEL grammar once per thread at the same time, each past the SDK's 2 s
     # deadlock detection.
     with _ENVIRONMENT_LOCK:
+        _load_cached_parser()
         return celpy.Environment()
+
+
+def parser_cache_path() -> Path | None:
+    """Where the CEL parser's tables are kept between processes: the user's cache folder
+    (never a shared temp folder: lark reads the file back with pickle). None when there is
+    no such folder to write."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(base) / "opsflow"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder / f"cel-parser-{lark.__version__}.lark"
+
+
+def _load_cached_parser() -> None:
+    """Build cel-python's parser as it does (celpy/celparser.py, `CELParser.__init__`), but
+    with lark's cache: building the LALR tables costs every command and process that reads a
+    definition about 0.15 s; loading them, about 0.01 s. lark checks the cached file against
+    a hash of the grammar, the options and its own version, and rebuilds when they differ."""
+    if CELParser.CEL_PARSER is not None:
+        return
+    cache = parser_cache_path()
+    grammar = (Path(celparser.__file__).parent / "cel.lark").read_text()
+    CELParser.CEL_PARSER = lark.Lark(
+        grammar,
+        parser="lalr",
+        start="expr",
+        debug=True,
+        g_regex_flags=re.M,
+        lexer_callbacks={"IDENT": CELParser.ambiguous_literals},
+        propagate_positions=True,
+        maybe_placeholders=False,
+        priority="invert",
+        tree_class=lark.Tree,
+        cache=str(cache) if cache is not None else False,
+    )
 
 
 def warm_up() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from definitions import conditions
 from definitions.conditions import (
     ESCALATION_MATCH,
     RECOVERY_TRIGGER,
@@ -96,3 +97,35 @@ def test_hostile_cel_corpus_is_refused_or_bounded() -> None:
         except ConditionError:
             refused += 1
     assert refused > 50  # the parse errors and every resource bomb
+
+
+PARSED_ALIKE = [
+    'ticket.priority == "p1" && customer.tier in ["gold", "platinum"]',
+    "event.score <= 2 || (has(event.comment) && size(event.comment) > 0)",
+    "history.filter(h, h.type == 'contact.received').size() >= 3",
+    "true != false && customer.lifetime_value > 1000.5",
+]
+
+
+def test_the_cached_parser_reads_expressions_as_cel_python_s_own(tmp_path: Path) -> None:
+    """The parser built with lark's cache (definitions/conditions.py) and cel-python's own
+    give the same trees, when the cache file is written and when it is read back."""
+    from celpy.celparser import CELParser
+
+    kept = CELParser.CEL_PARSER
+    try:
+        CELParser.CEL_PARSER = None
+        own = [CELParser().parse(text) for text in PARSED_ALIKE]
+        for _ in ("written", "read back"):
+            CELParser.CEL_PARSER = None
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("XDG_CACHE_HOME", str(tmp_path))
+                conditions._load_cached_parser()
+            assert [CELParser().parse(text) for text in PARSED_ALIKE] == own
+            assert conditions_cache_files(tmp_path)
+    finally:
+        CELParser.CEL_PARSER = kept
+
+
+def conditions_cache_files(folder: Path) -> list[Path]:
+    return list((folder / "opsflow").glob("cel-parser-*.lark"))
