@@ -92,21 +92,27 @@ def _load_cached_parser() -> None:
     a hash of the grammar, the options and its own version, and rebuilds when they differ."""
     if CELParser.CEL_PARSER is not None:
         return
-    cache = parser_cache_path()
     grammar = (Path(celparser.__file__).parent / "cel.lark").read_text()
-    CELParser.CEL_PARSER = lark.Lark(
-        grammar,
-        parser="lalr",
-        start="expr",
-        debug=True,
-        g_regex_flags=re.M,
-        lexer_callbacks={"IDENT": CELParser.ambiguous_literals},
-        propagate_positions=True,
-        maybe_placeholders=False,
-        priority="invert",
-        tree_class=lark.Tree,
-        cache=str(cache) if cache is not None else False,
-    )
+
+    def build(cache: Path | None) -> lark.Lark:
+        return lark.Lark(
+            grammar,
+            parser="lalr",
+            start="expr",
+            debug=True,
+            g_regex_flags=re.M,
+            lexer_callbacks={"IDENT": CELParser.ambiguous_literals},
+            propagate_positions=True,
+            maybe_placeholders=False,
+            priority="invert",
+            tree_class=lark.Tree,
+            cache=str(cache) if cache is not None else False,
+        )
+
+    try:
+        CELParser.CEL_PARSER = build(parser_cache_path())
+    except Exception:  # no file access here (a workflow's sandbox refuses `open`): build it
+        CELParser.CEL_PARSER = build(None)
 
 
 def warm_up() -> None:
