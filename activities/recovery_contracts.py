@@ -26,6 +26,9 @@ from definitions.models import PinnedDefinition
 MAX_HISTORY_EVENTS = 10_000
 MEMORY_STEP = "run-ended-"
 """The ledger step prefix of a run's last state (`run-ended-<run id>-<n>`)."""
+NEXT_CHUNK_ACTIVITY = "recovery.next_chunk"
+"""The local activity a recovery run awaits between two chunks of events (it does nothing):
+each chunk is an activation of its own, within the SDK's deadlock detection."""
 BACKLOG_QUERY = "backlog"
 """The query answering how many received events a customer's workflow has not decided yet
 (senders hold their next events while it is long: activities/recovery_pacing.py)."""

@@ -30,6 +30,7 @@ from activities import search_attributes as sa
 from activities.deps import ActivityDeps
 from activities.recovery_contracts import (
     MEMORY_STEP,
+    NEXT_CHUNK_ACTIVITY,
     PreviousState,
     RecoveryInput,
     RecoveryMemory,
@@ -50,7 +51,12 @@ class RecoveryEventActivities:
         self._pacing = CustomerPacing()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.deliver_event, self.rule_sets, self.previous_state]
+        return [self.deliver_event, self.rule_sets, self.previous_state, self.next_chunk]
+
+    @activity.defn(name=NEXT_CHUNK_ACTIVITY)
+    async def next_chunk(self) -> None:
+        """Nothing: awaited as a local activity between two chunks of a customer's events,
+        it ends the workflow's activation without a round trip to the server."""
 
     @activity.defn(name="recovery.deliver_event")
     async def deliver_event(self, event: EventEnvelope) -> str:

@@ -208,6 +208,9 @@ class RecoveryBasis:
         # follow-up, and a low answer hands the episode to a person (the workflow turns this
         # off for runs recorded before its patch "recovery-episode-contact").
         self.episode_contacts = True
+        # Conditions evaluated so far (triggers and dedup keys): the workflow sizes its
+        # chunks of events by the work they cost, not by their number.
+        self.conditions_evaluated = 0
         self.set_rules(rule_sets)
 
     def _type(self, event_type: str) -> str:

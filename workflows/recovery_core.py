@@ -103,6 +103,7 @@ class RecoveryEngine(TriggerDecisions, EpisodeDecisions, StatusViews):
             trigger = loaded.rule.trigger
             if trigger.event is None or self._type(trigger.event) != kind:
                 continue
+            self.conditions_evaluated += 1
             try:
                 if not evaluate(trigger.when, activation):
                     continue

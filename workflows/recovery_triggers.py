@@ -98,6 +98,7 @@ class TriggerDecisions(ApprovalDecisions):
             why = f"{scope} is silenced by {silence.by} until {silence.until.isoformat()}"
             return self._suppress(loaded, ctx, key, now, "silence", why + f": {silence.reason}")
         if rule.dedup:
+            self.conditions_evaluated += 1
             try:
                 dedup = str(
                     evaluate_value(rule.dedup, {"event": ctx, "customer": self.customer_context()})
