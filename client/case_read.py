@@ -32,6 +32,9 @@ from workflows.escalation_model import case_workflow_id
 STATE_QUERY = "state"
 """The escalation workflow's query for its whole state (EscalationWorkflow.state), by name:
 naming the method would import the workflow module (tests check the two agree)."""
+CALENDAR_QUERY = "calendar"
+"""The escalation workflow's query for the business calendar its clocks run on
+(EscalationWorkflow.calendar), by name as STATE_QUERY."""
 
 _POLICY_REF = re.compile(r"(?P<name>[^@\s]+)(?:@(?P<version>[0-9]{1,9}))?")
 

@@ -196,10 +196,12 @@ def test_the_state_query_is_named_as_the_workflows_declare_it() -> None:
     import the workflow module): the name is the one the workflow declares."""
     from temporalio import workflow
 
-    from client.case_read import STATE_QUERY
+    from client.case_read import CALENDAR_QUERY, STATE_QUERY
     from workflows.escalation import EscalationWorkflow
     from workflows.rollout import RolloutWorkflow
 
     for workflow_class in (EscalationWorkflow, RolloutWorkflow):
         definition = workflow._Definition.must_from_class(workflow_class)
         assert STATE_QUERY in definition.queries, workflow_class.__name__
+    escalation = workflow._Definition.must_from_class(EscalationWorkflow)
+    assert CALENDAR_QUERY in escalation.queries

@@ -473,7 +473,7 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
         view = await read_case(client, ticket)
         engine = create_engine(settings.database)
         try:
-            calendar = await _calendar_of(session_factory(engine), view.live)
+            calendar = await _calendar_of(client, session_factory(engine), ticket, view.live)
             async with session_factory(engine)() as session:
                 timeline = list(
                     await session.scalars(
@@ -548,15 +548,33 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
 
 
 async def _calendar_of(
-    sessions: async_sessionmaker[AsyncSession], status: CaseStatus | None
+    client: Client,
+    sessions: async_sessionmaker[AsyncSession],
+    ticket: str,
+    status: CaseStatus | None,
 ) -> BusinessCalendar | None:
     """The calendar the case's pinned policy gives its priority: remaining time is business
-    time, shown in the calendar's timezone. None when the version is not in this registry."""
-    from client.case_read import parse_policy_ref
-    from store.registry import get, latest
+    time, shown in the calendar's timezone. Asked of the case itself (its pinned policy);
+    from the registry when its worker predates that query; None when the version is not
+    in this registry either."""
+    from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
+    from temporalio.service import RPCError
+
+    from client.case_read import CALENDAR_QUERY, QUERY_TIMEOUT, parse_policy_ref
+    from definitions.calendar import BusinessCalendar
+    from workflows.escalation_model import case_workflow_id
 
     if status is None:
         return None
+    try:
+        calendar: BusinessCalendar = await client.get_workflow_handle(
+            case_workflow_id(ticket)
+        ).query(CALENDAR_QUERY, result_type=BusinessCalendar, rpc_timeout=QUERY_TIMEOUT)
+        return calendar
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        pass
+    from store.registry import get, latest  # the registry's pinned version, if it has it
+
     name, version = parse_policy_ref(status.definition)
     try:
         pinned = await (get(sessions, name, version) if version else latest(sessions, name))

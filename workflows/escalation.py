@@ -36,6 +36,7 @@ from workflows.actions import (
 
 with workflow.unsafe.imports_passed_through():
     from activities.escalation_contracts import Acknowledge, Resolve
+    from definitions.calendar import BusinessCalendar
     from definitions.common import Action
     from definitions.events import EventEnvelope
     from workflows import escalation_commands as commands
@@ -384,6 +385,12 @@ class EscalationWorkflow:
     def state(self) -> EscalationStatus:
         """The full state, each running clock with the moment it runs out."""
         return status_view(self._core)
+
+    @workflow.query
+    def calendar(self) -> BusinessCalendar:
+        """The business calendar the case's clocks run on (at its priority), as pinned: what
+        `opsflow case show` measures time left with, without reading the registry."""
+        return self._core.calendar
 
     def _carry_out(self, applied: Applied | None) -> None:
         """After a command the core accepted: its metrics, the search attributes it changed,
