@@ -17,6 +17,8 @@ from pydantic import (
     Field,
     PrivateAttr,
     TypeAdapter,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -658,6 +660,10 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+MAX_SHARED_PINNED = 256
+_SHARED_PINNED: dict[tuple[Any, ...], PinnedDefinition] = {}
+
+
 class PinnedDefinition(BaseModel):
     """The exact definition version a workflow run was started with: its input, never re-read."""
 
@@ -668,6 +674,26 @@ class PinnedDefinition(BaseModel):
     content_hash: str
     kind: Kind
     definition: AnyDefinition
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _shared(cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        """Payloads (JSON) of one version share one validated copy: every case of a policy
+        carries it in its input, and a worker holding 10,000 waiting cases held 10,000
+        copies (~56 kB each for the shipped support policy). Frozen, so sharing is safe; the
+        key includes the content hash, so an edited definition is never mistaken for one."""
+        if info.mode != "json" or not isinstance(data, dict):
+            return handler(data)
+        key = (data.get("name"), data.get("version"), data.get("content_hash"))
+        if not all(isinstance(part, str | int) for part in key):
+            return handler(data)
+        shared = _SHARED_PINNED.get(key)
+        if shared is None:
+            shared = handler(data)
+            if len(_SHARED_PINNED) >= MAX_SHARED_PINNED:
+                _SHARED_PINNED.pop(next(iter(_SHARED_PINNED)))
+            _SHARED_PINNED[key] = shared
+        return shared
 
     @property
     def ref(self) -> str:

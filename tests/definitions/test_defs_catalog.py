@@ -110,3 +110,29 @@ def test_content_hash_ignores_layout() -> None:
     a, _ = read_documents(b"a: 1\nb: [x, y]\n", "a.yaml")
     b, _ = read_documents(b"# comment\nb:\n  - x\n  - y\na: 1\n", "b.yaml")
     assert a[0].content_hash() == b[0].content_hash()
+
+
+def test_payloads_of_one_version_share_one_validated_copy(
+    catalog: list[LoadedDefinition],
+) -> None:
+    """Every case of a policy carries it in its input: the worker keeps one copy per version
+    (name, version and content hash), not one per case; another hash is another copy."""
+    loaded = next(d for d in catalog if d.name == "support")
+    pinned = PinnedDefinition(
+        name=loaded.name,
+        version=1,
+        content_hash=loaded.content_hash,
+        kind=loaded.definition.kind,
+        definition=loaded.definition,
+    )
+    payload = pinned.model_dump_json()
+    first = PinnedDefinition.model_validate_json(payload)
+    assert PinnedDefinition.model_validate_json(payload) is first
+    edited = PinnedDefinition.model_validate_json(
+        payload.replace(loaded.content_hash, "0" * len(loaded.content_hash))
+    )
+    assert edited is not first and edited == first.model_copy(
+        update={"content_hash": "0" * len(loaded.content_hash)}
+    )
+    # Built in code (a test, the registry) it is its own object, as any model.
+    assert PinnedDefinition.model_validate(pinned.model_dump()) is not first
