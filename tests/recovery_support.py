@@ -121,8 +121,10 @@ def contact(customer: str, at: datetime | None = None, **kw: Any) -> EventEnvelo
 
 
 @asynccontextmanager
-async def recovery_worker(env: WorkflowEnvironment, db: AppDb) -> AsyncIterator[str]:
-    queue = f"recovery-{uuid.uuid4()}"
+async def recovery_worker(
+    env: WorkflowEnvironment, db: AppDb, queue: str | None = None
+) -> AsyncIterator[str]:
+    queue = queue or f"recovery-{uuid.uuid4()}"
     async with Worker(
         env.client,
         task_queue=queue,
