@@ -6,11 +6,16 @@ client and the status model (workflows/rollout_model.py), never the workflow mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import search_attributes as sa
@@ -36,6 +41,22 @@ async def rollout_state(client: Client, change_id: str) -> RolloutStatus:
             raise RolloutCommandRefused(f"there is no rollout of change {change_id}") from None
         raise OpsflowError(f"cannot read rollout of change {change_id}: {exc.message}") from None
     return result
+
+
+async def rollout_timezone(client: Client, change_id: str) -> str | None:
+    """The plan's timezone (the rollout's `timezone` query); None when no worker answers it
+    (one older than the query, or none running)."""
+    try:
+        zone: str = await rollout_handle(client, change_id).query(
+            TIMEZONE_QUERY, result_type=str, rpc_timeout=timedelta(seconds=1)
+        )
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        return None
+    return zone
+
+
+TIMEZONE_QUERY = "timezone"
+"""RolloutWorkflow.timezone, by name (naming the method would import the workflow module)."""
 
 
 @dataclass(frozen=True)

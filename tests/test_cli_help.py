@@ -205,3 +205,6 @@ def test_the_state_query_is_named_as_the_workflows_declare_it() -> None:
         assert STATE_QUERY in definition.queries, workflow_class.__name__
     escalation = workflow._Definition.must_from_class(EscalationWorkflow)
     assert CALENDAR_QUERY in escalation.queries
+    from client.rollout_read import TIMEZONE_QUERY
+
+    assert TIMEZONE_QUERY in workflow._Definition.must_from_class(RolloutWorkflow).queries

@@ -125,7 +125,13 @@ async def _plan(settings: Settings, ref: str) -> RolloutSpec | None:
     return pinned.rollout if pinned.kind == "rollout" else None
 
 
-async def _timezone(settings: Settings, status: RolloutStatus) -> str | None:
+async def _timezone(settings: Settings, client: Client, status: RolloutStatus) -> str | None:
+    """The plan's timezone: asked of the rollout itself, else read from the registry."""
+    from client.rollout_read import rollout_timezone
+
+    zone = await rollout_timezone(client, status.change.change_id)
+    if zone is not None:
+        return zone
     spec = await _plan(settings, status.plan)
     return spec.windows.timezone if spec else None
 
@@ -284,7 +290,7 @@ def status(
             shown["pending_activities"] = [p.as_json() for p in pending]
             print_json(shown)
             return
-        timezone = await _timezone(settings, current)
+        timezone = await _timezone(settings, client, current)
         if not watch:
             console.print(status_view(current, timezone, pending))
             console.print(f"  {_link(settings, client, change_id)}", highlight=False)
@@ -325,7 +331,9 @@ def _command(change_id: str, update: str, argument: BaseModel | None, as_json: b
                 }
             )
             return
-        console.print(status_line(result, await _timezone(settings, result)), highlight=False)
+        console.print(
+            status_line(result, await _timezone(settings, client, result)), highlight=False
+        )
         console.print(f"  {_link(settings, client, change_id)}", highlight=False)
 
     run(main)

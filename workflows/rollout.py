@@ -389,6 +389,12 @@ class RolloutWorkflow:
     def state(self) -> RolloutStatus:
         return self.status
 
+    @workflow.query
+    def timezone(self) -> str:
+        """The plan's windows' timezone, as pinned: what `opsflow rollout status` shows
+        moments in, without reading the registry."""
+        return self.spec.windows.timezone
+
     async def _record(self, command: str, detail: dict[str, Any]) -> None:
         s = self.status
         s.commands += 1
