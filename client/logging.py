@@ -171,7 +171,7 @@ class _ActivityLogContext(ActivityInboundInterceptor):
 class LogContextInterceptor(temporalio.client.Interceptor, Interceptor):
     """Binds workflow id, run id, activity name and attempt to every activity log line.
 
-    Given to the client, it reaches every worker built on that client too."""
+    Given to the worker (worker/assembly.py)."""
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _ActivityLogContext(next)

@@ -15,8 +15,6 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
 from activities.environment import (
     ENV_PREFIX,
@@ -30,6 +28,8 @@ from activities.environment import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
     from client.codec import PayloadKeys
 
 _CODEC_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
@@ -165,6 +165,9 @@ class Settings(EnvironmentSettings):
     def _check_database_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        from sqlalchemy.engine import make_url  # only here: commands without a database skip it
+        from sqlalchemy.exc import ArgumentError
+
         try:
             url = make_url(value)
         except ArgumentError as exc:
@@ -185,6 +188,8 @@ class Settings(EnvironmentSettings):
     @cached_property
     def database(self) -> URL:
         """The app database URL, with the driver opsflow uses for each backend."""
+        from sqlalchemy.engine import make_url
+
         if self.database_url is None:
             return make_url(f"sqlite:///{self.data_dir / 'opsflow.db'}")
         url = make_url(self.database_url)

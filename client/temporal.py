@@ -10,7 +10,6 @@ from temporalio.runtime import Runtime
 
 from client.codec import data_converter
 from client.errors import TemporalUnreachable
-from client.logging import LogContextInterceptor
 from client.settings import Settings
 
 
@@ -39,7 +38,6 @@ async def connect(
             **config,
             # Encrypting when OPSFLOW_PAYLOAD_KEYS is set: every client opsflow makes is this one.
             data_converter=data_converter(settings.payload_keyring),
-            interceptors=[LogContextInterceptor()],
             runtime=runtime,
         )
     except RuntimeError as exc:

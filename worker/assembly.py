@@ -20,6 +20,7 @@ from activities.recovery_events import RecoveryEventActivities
 from activities.rollback_notify import RollbackNotifyActivities
 from activities.starts import StartActivities
 from activities.ticketing import TicketingActivities
+from client.logging import LogContextInterceptor
 from client.settings import Settings
 from definitions import conditions
 from worker.activity_failures import ActivityFailureInterceptor
@@ -75,5 +76,6 @@ def build_worker(client: Client, settings: Settings, deps: ActivityDeps) -> Work
         activities=activity_functions(deps),
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        interceptors=[ActivityFailureInterceptor(deps.sessions)],
+        # Activity log lines carry the workflow id, run id, activity and attempt.
+        interceptors=[LogContextInterceptor(), ActivityFailureInterceptor(deps.sessions)],
     )
