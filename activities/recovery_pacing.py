@@ -7,8 +7,10 @@ continue as new while signals keep arriving during its workflow task (the server
 the continue-as-new, the worker replays the run and tries again, and meanwhile more arrive).
 So every sender of recovery events (the intake's relay, `recovery.deliver_event`) asks the
 run for its backlog after every CHECK_EVERY events it sent a customer, and holds that
-customer's next events while HIGH_WATER or more wait undecided. The pause it makes is the
-window in which the run continues as new; the events held are not lost, only later.
+customer's next events while HIGH_WATER or more wait undecided, or while no worker answers.
+The pause it makes is the window in which the run continues as new; the events held are not
+lost, only later. Each sender process counts on its own, so N senders may each send
+CHECK_EVERY events between two looks: far below the server's 10,000 signals per run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections import OrderedDict
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.recovery_contracts import BACKLOG_QUERY
 
@@ -27,7 +29,9 @@ HIGH_WATER = 1_000
 (catalog rules decide 16 to 100 events a second), small enough that a run carries them through
 continue-as-new well under Temporal's 2 MB payload limit."""
 REMEMBERED_CUSTOMERS = 10_000
-_QUERY_TIMEOUT = timedelta(seconds=5)
+_QUERY_TIMEOUT = timedelta(seconds=2)
+_NO_ANSWER = {RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+_UNREACHABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL}
 
 
 class CustomerBusy(Exception):
@@ -60,10 +64,11 @@ class CustomerPacing:
         except (WorkflowQueryRejectedError, WorkflowQueryFailedError):
             backlog = 0  # the run is closed or older than the query: nothing piles up there
         except RPCError as exc:
-            if exc.status is not None and exc.status.name == "NOT_FOUND":
-                backlog = 0
-            else:  # busy replaying, or unreachable: ask again on the next attempt
+            if exc.status in _NO_ANSWER:  # no worker, or one busy: ask again later
                 raise CustomerBusy(workflow_id, None) from exc
+            if exc.status in _UNREACHABLE:
+                raise  # the sender's own handling of an unreachable Temporal applies
+            backlog = 0  # no such run, or another refusal: the event itself will tell
         if backlog >= self.high_water:
             raise CustomerBusy(workflow_id, backlog)
         self._sent[workflow_id] = 0

@@ -418,24 +418,30 @@ def _existing(
     return rows
 
 
-async def waiting(sessions: Sessions, limit: int) -> list[Waiting]:
-    """Events not yet delivered, oldest first (only what delivery needs)."""
-    async with sessions() as session:
-        result = await session.execute(
-            select(
-                InboxEvent.id,
-                InboxEvent.source,
-                InboxEvent.event_id,
-                InboxEvent.type,
-                InboxEvent.subject,
-                InboxEvent.time,
-                InboxEvent.data,
-                InboxEvent.attempts,
-            )
-            .where(InboxEvent.status.in_(WAITING))
-            .order_by(InboxEvent.id)
-            .limit(limit)
+async def waiting(
+    sessions: Sessions, limit: int, skip_subjects: Sequence[str] = ()
+) -> list[Waiting]:
+    """Events not yet delivered, oldest first (only what delivery needs), leaving out the
+    subjects in `skip_subjects` (held back: their events must not fill the batch)."""
+    query = (
+        select(
+            InboxEvent.id,
+            InboxEvent.source,
+            InboxEvent.event_id,
+            InboxEvent.type,
+            InboxEvent.subject,
+            InboxEvent.time,
+            InboxEvent.data,
+            InboxEvent.attempts,
         )
+        .where(InboxEvent.status.in_(WAITING))
+        .order_by(InboxEvent.id)
+        .limit(limit)
+    )
+    if skip_subjects:
+        query = query.where(InboxEvent.subject.not_in(list(skip_subjects)))
+    async with sessions() as session:
+        result = await session.execute(query)
         return [Waiting(*row) for row in result]
 
 

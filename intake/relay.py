@@ -6,8 +6,10 @@ deadline exceeded, resource exhausted, ...) the events stay `pending` and the re
 with backoff, without counting the attempt; the request path never waits for Temporal. Only
 a refusal by Temporal or the target workflow settles an event as `rejected`.
 
-When a customer's recovery workflow has a long backlog (`CustomerBusy`), that customer's
-events wait `pending` for `busy_backoff` seconds, uncounted, while other subjects go on.
+When a customer's recovery workflow has a long backlog or does not answer (`CustomerBusy`),
+that customer's events wait `pending`, uncounted, for `busy_backoff` seconds, doubling while
+it stays busy (up to `max_busy_backoff`); other subjects go on, and a held subject's events
+are left out of the next passes' reads so they cannot fill the batch.
 
 An unexpected exception while routing (a bug, a database hiccup) keeps the event `pending`,
 counts the attempt and holds back its subject (the events after it wait, so order holds)
@@ -40,6 +42,9 @@ from intake.router import Router, TemporalUnavailable
 
 log = structlog.get_logger(__name__)
 
+MAX_SKIPPED_SUBJECTS = 500
+"""Held subjects left out of a read (the soonest due first); more are read and skipped."""
+
 
 class Relay:
     def __init__(
@@ -56,6 +61,7 @@ class Relay:
         max_failures: int = 10,
         failure_backoff: float = 1.0,
         busy_backoff: float = 1.0,
+        max_busy_backoff: float = 30.0,
         max_failure_backoff: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         metrics: IntakeMetrics | None = None,
@@ -72,10 +78,15 @@ class Relay:
         self.max_failures = max_failures
         self.failure_backoff = failure_backoff
         self.busy_backoff = busy_backoff
+        self.max_busy_backoff = max_busy_backoff
         self.max_failure_backoff = max_failure_backoff
         self._clock = clock
         # inbox row id → when its subject may be tried again, after a failed (counted) attempt
         self._retry_at: dict[int, float] = {}
+        # subject → until when it is held (a failed attempt, a busy customer); its events are
+        # not read meanwhile. And how many times in a row a subject was found busy.
+        self._held: dict[str, float] = {}
+        self._busy_in_a_row: dict[str, int] = {}
         self._wake = asyncio.Event()
         self.temporal_reachable = True
         # How outcomes are written; the intake points this at its inbox writer's thread.
@@ -88,13 +99,18 @@ class Relay:
 
     async def drain_once(self) -> tuple[int, bool]:
         """One pass over the waiting events: (how many were settled, Temporal reachable)."""
-        rows = await inbox.waiting(self.sessions, self.batch)
+        now = self._clock()
+        for subject in [s for s, until in self._held.items() if until <= now]:
+            del self._held[subject]
+        held_subjects = sorted(self._held, key=self._held.__getitem__)[:MAX_SKIPPED_SUBJECTS]
+        rows = await inbox.waiting(self.sessions, self.batch, held_subjects)
         self.metrics.waiting(len(rows))
         if len(rows) < self.batch:  # every waiting event is in view: forget settled ones
             waiting_ids = {row.id for row in rows}
-            for row_id in [r for r in self._retry_at if r not in waiting_ids]:
+            for row_id in [
+                r for r, at in self._retry_at.items() if r not in waiting_ids and at <= now
+            ]:
                 del self._retry_at[row_id]
-        now = self._clock()
         by_subject: OrderedDict[str, list[inbox.Waiting]] = OrderedDict()
         held: set[str] = set()
         for row in rows:
@@ -139,7 +155,7 @@ class Relay:
                 done(row, "rejected", f"routing failed {attempt} times: {exc!r}"[:500], None)
                 return True
             delay = min(self.failure_backoff * 2 ** (attempt - 1), self.max_failure_backoff)
-            self._retry_at[row.id] = self._clock() + delay
+            self._retry_at[row.id] = self._held[row.subject] = self._clock() + delay
             done(
                 row,
                 "pending",
@@ -162,7 +178,10 @@ class Relay:
                         done(row, "pending", f"waiting for Temporal: {exc}"[:500], None, False)
                         return
                     except CustomerBusy as exc:
-                        self._retry_at[row.id] = self._clock() + self.busy_backoff
+                        times = self._busy_in_a_row.get(row.subject, 0)
+                        self._busy_in_a_row[row.subject] = times + 1
+                        delay = min(self.busy_backoff * 2**times, self.max_busy_backoff)
+                        self._retry_at[row.id] = self._held[row.subject] = self._clock() + delay
                         done(row, "pending", str(exc)[:500], exc.workflow_id, False)
                         return  # the rest of this subject waits behind it, in order
                     except Exception as exc:  # a bug must not stop the other subjects
@@ -171,6 +190,7 @@ class Relay:
                             continue
                         return  # the rest of this subject waits behind it, in order
                     self._retry_at.pop(row.id, None)
+                    self._busy_in_a_row.pop(row.subject, None)
                     done(row, result.status, result.outcome, result.target)
                     settled += 1
 
@@ -212,10 +232,11 @@ class Relay:
                         backoff = min(backoff * 2, self.max_backoff)
                         continue
                     backoff = 0.5
-                    if not _settled and self._retry_at:
-                        # nothing could move: every waiting subject is backing off after a
-                        # failure; wait for the first one due (or a new event)
-                        due = min(self._retry_at.values()) - self._clock()
+                    if not _settled and (self._retry_at or self._held):
+                        # nothing could move: every waiting subject is held (after a failure,
+                        # or busy); wait for the first one due (or a new event)
+                        due = min([*self._retry_at.values(), *self._held.values()])
+                        due -= self._clock()
                         await self._sleep(stop, min(max(due, 0.05), self.poll_seconds), True)
                         continue
                     if await inbox.any_waiting(self.sessions):
