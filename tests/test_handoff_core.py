@@ -24,7 +24,7 @@ from workflows import handoff_core as core
 from workflows import handoff_routing as routing
 from workflows.handoff_hours import schedule_callback
 from workflows.handoff_model import HandoffState, Offer, Trigger, Turn
-from workflows.handoff_packet import COMMENT_CHARS, build_packet
+from workflows.handoff_packet import COMMENT_CHARS, build_packet, conversation_context
 from workflows.handoff_triggers import TRANSCRIPT_BYTES, TRANSCRIPT_HEAD_TURNS, keep_turn
 
 MONDAY_10 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
@@ -250,49 +250,91 @@ def test_the_bot_s_own_request_merges_its_transcript_and_is_ignored_when_switche
 
 
 def test_two_thousand_turns_are_carried_whole() -> None:
-    state = _state("bot")
+    state = _state("bot", transcript_by_size=True)
     spec = _spec()
     for i in range(2_000):
         text = f"turn {i}: my invoice for March shows a line I do not recognise"
-        core.read_bot_event(
-            state,
-            BotTurn(
-                conversation_id="conv-1",
-                customer_id="C-1",
-                text=text,
-                speaker="customer" if i % 2 else "bot",
-            ),
-            spec,
-            MONDAY_10,
-        )
+        speaker = "customer" if i % 2 else "bot"
+        turn = BotTurn(conversation_id="conv-1", customer_id="C-1", text=text, speaker=speaker)
+        core.read_bot_event(state, turn, spec, MONDAY_10)
     assert len(state.turns) == 2_000 and state.turns_omitted == 0
     assert [t.text.split(":")[0] for t in state.turns] == [f"turn {i}" for i in range(2_000)]
+    assert conversation_context(state)["turns"] == 2_000
 
 
-def test_a_transcript_past_its_bound_keeps_its_start_and_latest_turns_under_two_mb() -> None:
-    """Turns of 20,000 characters (the longest an event takes): the state keeps the opening
-    turns and the latest, counts the rest, and the packet and the state each stay far below
-    Temporal's 2 MB payload limit."""
-    state = _state("bot")
+def test_runs_from_before_the_bound_by_size_keep_their_last_500_turns() -> None:
+    state = _state("bot")  # transcript_by_size False: a run recorded before the patch
+    for i in range(600):
+        keep_turn(state, Turn(speaker="customer", text=f"turn {i}"))
+    assert [t.text for t in state.turns] == [f"turn {i}" for i in range(100, 600)]
+    assert state.turns_omitted == 0
+
+
+@pytest.mark.parametrize("character", ["x", '"', "\x01", "é"])
+def test_a_transcript_past_its_bound_keeps_its_start_and_latest_turns_under_two_mb(
+    character: str,
+) -> None:
+    """Turns of 20,000 characters (the longest an event takes, JSON escaping included) with
+    the longest intent: the state keeps the opening turns and the latest, counts the rest,
+    and the state with its context packet stays below Temporal's 2 MB payload limit."""
+    state = _state("bot", transcript_by_size=True)
+    start = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
     for i in range(200):
-        keep_turn(state, Turn(speaker="customer", text=f"{i:04d} " + "x" * 19_995))
+        text = f"{i:04d} " + character * 19_995
+        at = start + timedelta(seconds=i)
+        keep_turn(state, Turn(speaker="customer", text=text, at=at, intent="i" * 500))
     kept = [int(t.text[:4]) for t in state.turns]
-    assert kept[:TRANSCRIPT_HEAD_TURNS] == list(range(TRANSCRIPT_HEAD_TURNS))
-    assert kept[TRANSCRIPT_HEAD_TURNS:] == list(range(200 - len(kept) + TRANSCRIPT_HEAD_TURNS, 200))
+    assert kept[0] == 0 and kept == sorted(kept)
+    assert kept[-1] == 199 and kept == sorted(kept)
     assert state.turns_omitted == 200 - len(kept) > 0
     assert state.transcript_bytes <= TRANSCRIPT_BYTES
     trigger = Trigger(kind="customer_asks", detail="asked", at=MONDAY_10)
-    state.context = build_packet(state, trigger, [], ["transcript", "summary"])
-    assert len(state.model_dump_json()) < 1_500_000
+    state.context = build_packet(state, trigger, [], ["transcript", "summary", "intents"])
+    assert len(state.model_dump_json().encode()) < 1_900_000
     text = state.context.text
     assert len(text) <= COMMENT_CHARS
-    assert "0000 xx" in text and "0199 xx" in text  # the start and the latest turn
-    assert f"for {200} turns" in state.context.summary
+    assert "0199 " in text  # the latest turn
+    assert "for 200 turns" in state.context.summary
     assert " turns left out here" in text
+    assert conversation_context(state)["turns"] == 200
+
+
+def test_a_bot_s_transcript_does_not_bring_back_turns_left_out() -> None:
+    state = _state("bot", transcript_by_size=True)
+    start = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    for i in range(100):
+        at = start + timedelta(seconds=i)
+        keep_turn(state, Turn(speaker="customer", text=f"{i:04d} " + "x" * 19_995, at=at))
+    assert state.turns_omitted > 0 and state.omitted_through is not None
+    count = len(state.turns)
+    first_left_out = TRANSCRIPT_HEAD_TURNS  # the turn after the opening ones
+    request = BotHandoffRequested.model_validate(
+        {
+            "conversation_id": "conv-1",
+            "customer_id": "C-1",
+            "reason": "cannot help",
+            "transcript": [
+                {
+                    "from": "customer",
+                    "text": f"{first_left_out:04d} " + "x" * 19_995,
+                    "at": (start + timedelta(seconds=first_left_out)).isoformat(),
+                },
+                {
+                    "from": "bot",
+                    "text": "a new line",
+                    "at": (start + timedelta(hours=1)).isoformat(),
+                },
+            ],
+        }
+    )
+    core.read_bot_event(state, request, _spec(), MONDAY_10)
+    assert len(state.turns) <= count + 1
+    assert state.turns[-1].text == "a new line"
+    assert not any(t.text.startswith(f"{first_left_out:04d} ") for t in state.turns)
 
 
 def test_a_long_transcript_in_the_comment_keeps_its_start_and_its_end() -> None:
-    state = _state("bot")
+    state = _state("bot", transcript_by_size=True)
     for i in range(2_000):
         keep_turn(state, Turn(speaker="customer", text=f"turn {i}: " + "y" * 60))
     trigger = Trigger(kind="customer_asks", detail="asked", at=MONDAY_10)

@@ -131,6 +131,7 @@ async def test_customer_asks_full_context_bot_muted_once_and_case_counts_the_wai
         muted = await notifications(app_db, channel="webhook", recipient=f"bot:{conversation}")
         assert len(muted) == 1
         await keep_history(handle, "handoff-accepted-resolved")
+        await keep_history(handle, "handoff-transcript-by-size")  # since that patch
         # The conversation's case was acknowledged by ana at the accept and ends with it.
         summary = await env.client.get_workflow_handle(case.id, result_type=CaseSummary).result()
         assert summary.acknowledged_by == "ana" and summary.resolved_by == "ana"

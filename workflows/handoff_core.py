@@ -342,6 +342,9 @@ def read_bot_event(
     else:
         known = {(t.speaker, t.text) for t in state.turns}
         for line in event.transcript:
+            through = state.omitted_through
+            if through is not None and line.at is not None and line.at <= through:
+                continue  # a turn left out of the middle of a long transcript: not again
             if (line.from_, line.text) not in known:
                 keep_turn(state, Turn(speaker=line.from_, text=line.text, at=line.at))
         for tried in event.tried:

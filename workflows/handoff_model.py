@@ -105,10 +105,14 @@ class HandoffState(BaseModel):
     state: HandoffPhase = "bot"
     history: list[Transition] = Field(default_factory=list)
     turns: list[Turn] = Field(default_factory=list)
+    transcript_by_size: bool = Field(
+        False, description="the transcript is bounded by size (runs since that patch)"
+    )
     transcript_bytes: int = Field(0, description="the size `turns` counts against its bound")
     turns_omitted: int = Field(
         0, description="turns left out of the middle of a transcript past its bound"
     )
+    omitted_through: datetime | None = Field(None, description="the latest turn left out")
     attempts: list[str] = Field(default_factory=list)
     low_confidence_streak: int = 0
     topic: str | None = None

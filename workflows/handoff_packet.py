@@ -39,7 +39,7 @@ def conversation_context(status: HandoffState) -> dict[str, Any]:
         "topic": status.topic or "",
         "intents": intents,
         "trigger": status.trigger.kind if status.trigger else "",
-        "turns": len(status.turns),
+        "turns": len(status.turns) + status.turns_omitted,
     }
 
 

@@ -34,13 +34,13 @@ ASK_PHRASES = (
     "un conseiller",
     "quelqu'un",
 )
-TRANSCRIPT_BYTES = 600_000
-"""How much transcript the state carries (text bytes plus TURN_OVERHEAD a turn): the state
-(continue-as-new input) and the context packet each hold it, and Temporal refuses a payload
+TRANSCRIPT_BYTES = 500_000
+"""How much transcript the state carries (each turn as JSON): the state (continue-as-new
+input) holds it twice (its turns and the context packet's), and Temporal refuses a payload
 over 2 MB. Thousands of chat turns fit whole; a longer conversation keeps its start and its
 most recent turns and counts the ones between (`turns_omitted`)."""
-TURN_OVERHEAD = 150
-"""A turn's JSON around its text: speaker, time, intent, confidence, sentiment."""
+LEGACY_TURNS_KEPT = 500
+"""What runs from before the bound by size keep: the last 500 turns."""
 TRANSCRIPT_HEAD_TURNS = 20
 """The opening turns kept when the middle of a very long conversation is left out: the
 agent reads how it started."""
@@ -263,20 +263,24 @@ def asks_for_person(
 
 
 def turn_size(turn: Turn) -> int:
-    return len(turn.text.encode()) + TURN_OVERHEAD
+    return len(turn.model_dump_json().encode())
 
 
 def keep_turn(status: HandoffState, turn: Turn) -> None:
     """Append `turn`; past TRANSCRIPT_BYTES, leave out the oldest turns after the opening
-    ones (counted in `turns_omitted`)."""
+    ones (counted in `turns_omitted`, the latest moment left out kept)."""
     status.turns.append(turn)
+    if not status.transcript_by_size:  # a run from before the bound by size
+        del status.turns[:-LEGACY_TURNS_KEPT]
+        return
     status.transcript_bytes += turn_size(turn)
-    while (
-        status.transcript_bytes > TRANSCRIPT_BYTES and len(status.turns) > TRANSCRIPT_HEAD_TURNS + 1
-    ):
-        left_out = status.turns.pop(TRANSCRIPT_HEAD_TURNS)
+    while status.transcript_bytes > TRANSCRIPT_BYTES and len(status.turns) > 1:
+        # the first turn after the opening ones (the newest stays, whatever its size)
+        left_out = status.turns.pop(min(TRANSCRIPT_HEAD_TURNS, len(status.turns) - 2))
         status.transcript_bytes -= turn_size(left_out)
         status.turns_omitted += 1
+        if left_out.at is not None:
+            status.omitted_through = max(status.omitted_through or left_out.at, left_out.at)
 
 
 def observe_turn(status: HandoffState, turn: Turn, triggers: HandoffTriggers) -> None:
