@@ -161,7 +161,7 @@ async def serve_baseline(
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     from activities.deps import ActivityDeps
-    from client.logging import configure_logging
+    from client.logging import LogContextInterceptor, configure_logging
     from client.settings import load_settings
     from client.temporal import connect
     from store.db import create_engine, session_factory
@@ -190,6 +190,7 @@ async def serve_baseline(
             workflows=list(workflows),
             activities=activity_functions(deps),
             max_concurrent_activities=settings.max_concurrent_activities,
+            interceptors=[LogContextInterceptor()],  # as worker/assembly.py
             **options,
         ):
             await stop.wait()

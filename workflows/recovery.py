@@ -320,7 +320,8 @@ class RecoveryWorkflow:
                         await workflow.sleep(timedelta(milliseconds=1))  # the next task goes on
                     decided = 0
                     chunk_start = self.engine.conditions_evaluated
-                    if mid_stream and self._run_is_full(request) and self._queue_carriable():
+                    carriable = not by_cost or self._queue_carriable()
+                    if mid_stream and self._run_is_full(request) and carriable:
                         await workflow.wait_condition(workflow.all_handlers_finished)
                         pending = [event for event, _ in self._queue]
                         workflow.continue_as_new(
