@@ -7,9 +7,9 @@ with backoff, without counting the attempt; the request path never waits for Tem
 a refusal by Temporal or the target workflow settles an event as `rejected`.
 
 When a customer's recovery workflow has a long backlog or does not answer (`CustomerBusy`),
-that customer's events wait `pending`, uncounted, for `busy_backoff` seconds, doubling while
-it stays busy (up to `max_busy_backoff`); other subjects go on, and a held subject's events
-are left out of the next passes' reads so they cannot fill the batch.
+that customer's events wait `pending`, uncounted, for `busy_backoff` seconds (doubling while
+it does not answer, up to `max_busy_backoff`); other subjects go on, and a held subject's
+events are left out of the next passes' reads so they cannot fill the batch.
 
 An unexpected exception while routing (a bug, a database hiccup) keeps the event `pending`,
 counts the attempt and holds back its subject (the events after it wait, so order holds)
@@ -178,7 +178,11 @@ class Relay:
                         done(row, "pending", f"waiting for Temporal: {exc}"[:500], None, False)
                         return
                     except CustomerBusy as exc:
-                        times = self._busy_in_a_row.get(row.subject, 0)
+                        # A backlog going down: look again soon. No answer (no worker, or a
+                        # stuck one): wait longer each time.
+                        times = (
+                            self._busy_in_a_row.get(row.subject, 0) if exc.backlog is None else 0
+                        )
                         self._busy_in_a_row[row.subject] = times + 1
                         delay = min(self.busy_backoff * 2**times, self.max_busy_backoff)
                         self._retry_at[row.id] = self._held[row.subject] = self._clock() + delay

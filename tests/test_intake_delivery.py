@@ -163,13 +163,14 @@ class BusyRouter:
     """Delivers every event, but holds the subjects in `busy` (a customer whose workflow has
     a long backlog of undecided events)."""
 
-    def __init__(self, busy: set[str]) -> None:
+    def __init__(self, busy: set[str], backlog: int | None = 1_000) -> None:
         self.busy = busy
+        self.backlog = backlog
         self.delivered: list[str] = []
 
     async def deliver(self, event: EventEnvelope) -> Delivery:
         if event.subject in self.busy:
-            raise CustomerBusy(f"customer-{event.subject}", 1_000)
+            raise CustomerBusy(f"customer-{event.subject}", self.backlog)
         self.delivered.append(event.id)
         return Delivery("delivered", "signalled", f"customer-{event.subject}")
 
@@ -178,8 +179,9 @@ class BusyRouter:
 async def test_a_busy_customer_s_events_wait_in_order_without_using_attempts(
     app_db: AppDb,
 ) -> None:
-    """Held, not failed: no attempt counted, the pause doubling while the customer stays
-    busy, its events left out of the reads so that the batch goes to the others."""
+    """Held, not failed: no attempt counted, the pause doubling while the customer's
+    workflow does not answer, its events left out of the reads so that the batch goes to the
+    others."""
     await inbox.record(
         app_db.sessions,
         [
@@ -189,7 +191,7 @@ async def test_a_busy_customer_s_events_wait_in_order_without_using_attempts(
             envelope("b1", "C-0002"),
         ],
     )
-    router = BusyRouter({"C-0001"})
+    router = BusyRouter({"C-0001"}, backlog=None)
     clock = Clock()
     relay = Relay(app_db.sessions, cast(Router, router), batch=2, busy_backoff=2, clock=clock)
     assert await relay.drain_once() == (0, True)  # reads a1, a2: held
@@ -202,13 +204,31 @@ async def test_a_busy_customer_s_events_wait_in_order_without_using_attempts(
         await relay.drain_once()
     stored = {r.event_id: r for r in await rows(app_db)}
     assert (stored["a1"].status, stored["a1"].attempts) == ("pending", 0)
-    assert stored["a1"].outcome == "customer-C-0001 has 1000 events to decide: its next events wait"
+    assert stored["a1"].outcome == "customer-C-0001 did not answer: its next events wait"
     assert {stored["a2"].status, stored["a3"].status} == {"accepted"}
     router.busy.clear()
     clock.now += 8
     while await inbox.any_waiting(app_db.sessions):
         await relay.drain_once()
     assert router.delivered == ["b1", "a1", "a2", "a3"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_customer_deciding_its_backlog_is_asked_again_after_the_same_pause(
+    app_db: AppDb,
+) -> None:
+    await inbox.record(app_db.sessions, [envelope("a1", "C-0001")])
+    router = BusyRouter({"C-0001"}, backlog=1_000)
+    clock = Clock()
+    relay = Relay(app_db.sessions, cast(Router, router), busy_backoff=2, clock=clock)
+    for _ in range(3):
+        await relay.drain_once()
+        clock.now += 1.9
+        assert await relay.drain_once() == (0, True)  # held: not asked
+        clock.now += 0.1
+    router.busy.clear()
+    assert await relay.drain_once() == (1, True)
+    assert router.delivered == ["a1"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
