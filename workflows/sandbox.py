@@ -1,10 +1,14 @@
 """The workflow sandbox opsflow's workers use.
 
 Definitions carry compiled conditions and templates; their libraries, and opsflow's own
-pure helpers and pydantic models, are passed through the sandbox rather than re-imported for
-every run: building pydantic classes again per run costs far more than the run itself, and
-lazily imported submodules would otherwise appear after the workflow loaded. Only the
-workflow modules (escalation, rollout, recovery, handoff) are loaded afresh per run.
+modules (the workflow definitions included), are passed through the sandbox rather than
+re-imported for every run: building pydantic classes again per run costs far more than the
+run itself, lazily imported submodules would otherwise appear after the workflow loaded, and
+a worker holding thousands of waiting cases held a copy of its workflow module per case
+(as the tuned hand-written baseline in bench/ does, every module is passed through). What
+the sandbox would have caught in a workflow module (a clock, randomness, I/O) is kept out by
+the import contracts (.importlinter: workflows/ import no I/O) and by the replay of recorded
+histories (tests/test_replay.py).
 """
 
 from __future__ import annotations
@@ -14,9 +18,6 @@ import pkgutil
 from collections.abc import Callable
 
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-
-WORKFLOW_MODULES = frozenset({"escalation", "rollout", "recovery", "handoff"})
-"""The workflow definitions themselves: loaded afresh for each run."""
 
 
 def _modules(package: str, keep: Callable[[str], bool]) -> tuple[str, ...]:
@@ -42,11 +43,8 @@ PASSED_THROUGH = (
         "activities",
         lambda name: name in ("models", "search_attributes") or name.endswith("_contracts"),
     ),
-    # every kind's model, decision core and topic modules, and the shared helpers
-    *_modules(
-        "workflows",
-        lambda name: name not in WORKFLOW_MODULES and name != "sandbox",
-    ),
+    # every kind's workflow, model, decision core and topic modules, and the shared helpers
+    *_modules("workflows", lambda name: name != "sandbox"),
 )
 
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
