@@ -239,6 +239,10 @@ async def test_a_customer_takes_tens_of_thousands_of_events(
                 "every event counted",
                 within=1_500 if FULL else 600,
             )
+            # Before the worker's cleanup terminates what still runs: runs hand over
+            # (continue as new) or end when nothing waits (the next event starts the
+            # customer's next run, which recalls this one's state); none failed.
+            runs = await _runs(dev_env.client, workflow_id)
     finally:
         stop.set()
         await relaying
@@ -246,9 +250,6 @@ async def test_a_customer_takes_tens_of_thousands_of_events(
     rows = await inbox.listing(app_db.sessions, limit=RECOVERY_EVENTS + 10)
     statuses = Counter(row.status for row in rows)
     assert statuses == {"delivered": RECOVERY_EVENTS}, statuses
-    # Runs hand over (continue as new) or end when nothing waits (the next event starts
-    # the customer's next run, which recalls this one's state); none failed.
-    runs = await _runs(dev_env.client, workflow_id)
     ended_well = {
         WorkflowExecutionStatus.RUNNING,
         WorkflowExecutionStatus.COMPLETED,
