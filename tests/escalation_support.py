@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -285,7 +286,12 @@ async def eventually(
 async def settled(handle: WorkflowHandle[Any, Any]) -> EscalationStatus:
     """The case's state once the workflow has caught up (profile read, commands recorded)."""
     for _ in range(200):
-        state: EscalationStatus = await handle.query(EscalationWorkflow.state)
+        try:
+            state: EscalationStatus = await handle.query(EscalationWorkflow.state)
+        except RPCError as exc:  # a worker busy with a long task (a continue-as-new): again
+            if exc.status != RPCStatusCode.DEADLINE_EXCEEDED:
+                raise
+            continue
         if state.customer is not None and not state.unrecorded:
             return state
         await asyncio.sleep(0.05)
