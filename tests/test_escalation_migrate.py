@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from client.cases import (
@@ -299,8 +300,8 @@ async def test_a_migrated_case_continues_as_new_on_the_new_version(
             if (await handle.describe()).run_id != first_run:
                 break
             await skip_to(workflow_env, monday + timedelta(minutes=minutes))
-            await handle.execute_update(EscalationWorkflow.pause, Pause(by="ana"))
-            await handle.execute_update(EscalationWorkflow.resume, Resume(by="ana"))
+            await _again_on_timeout(handle, EscalationWorkflow.pause, Pause(by="ana"), minutes)
+            await _again_on_timeout(handle, EscalationWorkflow.resume, Resume(by="ana"), minutes)
             await settled(handle)
         assert (await handle.describe()).run_id != first_run, "the case did not continue as new"
         state = await settled(handle)
@@ -357,3 +358,19 @@ def test_what_a_migration_refuses() -> None:
     )
     resolved = status.model_copy(update={"state": "resolved"})
     assert migration_refusal(resolved, v2) == "case T-1 is already resolved"
+
+
+async def _again_on_timeout(
+    handle: WorkflowHandle[Any, Any], update: Any, command: Any, minute: int
+) -> None:
+    """An update sent again, with the same id, when its answer timed out: under load one may
+    reach the run while it continues as new (the id makes the second the same command)."""
+    key = f"{update.__name__}-{minute}"
+    for attempt in range(3):
+        try:
+            await handle.execute_update(update, command, id=key)
+            return
+        except RPCError as exc:
+            timed_out = exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+            if attempt == 2 or not (timed_out or "Timeout expired" in exc.message):
+                raise
