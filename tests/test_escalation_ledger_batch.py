@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import AppDb
@@ -49,15 +50,22 @@ async def test_a_burst_of_commands_is_written_once_each_in_batches(
             task_queue=queue,
         )
         first_run = handle.result_run_id
-        await asyncio.gather(
-            *(
-                workflow_env.client.get_workflow_handle(handle.id).execute_update(
-                    EscalationWorkflow.ticket_status,
-                    TicketStatus(status="pending" if i % 2 == 0 else "open", by="zendesk"),
-                )
-                for i in range(COMMANDS)
-            )
-        )
+
+        async def command(i: int) -> None:
+            # Sent again with the same id when its answer times out under load (it may
+            # reach the run as it continues as new): the id makes it one command.
+            status = TicketStatus(status="pending" if i % 2 == 0 else "open", by="zendesk")
+            for attempt in range(3):
+                try:
+                    await workflow_env.client.get_workflow_handle(handle.id).execute_update(
+                        EscalationWorkflow.ticket_status, status, id=f"{ticket}-{i}"
+                    )
+                    return
+                except RPCError as exc:
+                    if attempt == 2 or "Timeout expired" not in exc.message:
+                        raise
+
+        await asyncio.gather(*(command(i) for i in range(COMMANDS)))
         latest = workflow_env.client.get_workflow_handle(handle.id)
         state = await settled(latest)
         assert (await latest.describe()).run_id != first_run  # continued as new
