@@ -72,11 +72,11 @@ FIRST_COME_PATCH = "handoff-first-come-first-served"
 """Queued conversations wait in line (first come, first served) and are woken by a free
 agent, instead of each looking again every AGENT_POLL."""
 TRIGGERS_BY_MEANING_PATCH = "handoff-triggers-by-meaning"
-# Runs from before this patch kept the last 500 turns; runs since keep the transcript whole up
-# to a size (handoff_triggers.TRANSCRIPT_BYTES), then its start and its latest turns, and
-# count every turn in `conversation.turns` (route conditions read it).
-TRANSCRIPT_BY_SIZE_PATCH = "handoff-transcript-by-size"
 """Asking for a person is read from whole words and the bot's intents, not substrings."""
+TRANSCRIPT_BY_SIZE_PATCH = "handoff-transcript-by-size"
+"""Runs from before this patch kept the last 500 turns; runs since keep the transcript whole
+up to a size (handoff_triggers.TRANSCRIPT_BYTES), then its start and its latest turns, and
+count every turn in `conversation.turns` (route conditions read it)."""
 # The patches asked while carrying out effects live with them, in handoff_effects.
 MAX_HISTORY_EVENTS = 10_000
 
