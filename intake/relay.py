@@ -81,10 +81,9 @@ class Relay:
         self.max_busy_backoff = max_busy_backoff
         self.max_failure_backoff = max_failure_backoff
         self._clock = clock
-        # inbox row id → when its subject may be tried again, after a failed (counted) attempt
-        self._retry_at: dict[int, float] = {}
-        # subject → until when it is held (a failed attempt, a busy customer); its events are
-        # not read meanwhile. And how many times in a row a subject was found busy.
+        # subject → until when it is held (after a failed, counted attempt, or busy): none of
+        # its events is tried meanwhile, nor read while a read can leave them out. And how many
+        # times in a row a subject was found busy.
         self._held: dict[str, float] = {}
         self._busy_in_a_row: dict[str, int] = {}
         self._wake = asyncio.Event()
@@ -105,22 +104,10 @@ class Relay:
         held_subjects = sorted(self._held, key=self._held.__getitem__)[:MAX_SKIPPED_SUBJECTS]
         rows = await inbox.waiting(self.sessions, self.batch, held_subjects)
         self.metrics.waiting(len(rows))
-        if len(rows) < self.batch:  # every waiting event is in view: forget settled ones
-            waiting_ids = {row.id for row in rows}
-            for row_id in [
-                r for r, at in self._retry_at.items() if r not in waiting_ids and at <= now
-            ]:
-                del self._retry_at[row_id]
         by_subject: OrderedDict[str, list[inbox.Waiting]] = OrderedDict()
-        held: set[str] = set()
         for row in rows:
-            if row.subject in held:
-                continue
-            if self._retry_at.get(row.id, now) > now:
-                held.add(row.subject)  # its first waiting event is backing off: all wait
-                by_subject.pop(row.subject, None)
-                continue
-            by_subject.setdefault(row.subject, []).append(row)
+            if row.subject not in self._held:  # a held subject's events all wait, in order
+                by_subject.setdefault(row.subject, []).append(row)
         gate = asyncio.Semaphore(self.concurrency)
         outcomes: list[inbox.Settled] = []
         full = asyncio.Event()
@@ -151,11 +138,11 @@ class Relay:
                 max_attempts=self.max_failures,
             )
             if attempt >= self.max_failures:
-                self._retry_at.pop(row.id, None)
+                self._held.pop(row.subject, None)
                 done(row, "rejected", f"routing failed {attempt} times: {exc!r}"[:500], None)
                 return True
             delay = min(self.failure_backoff * 2 ** (attempt - 1), self.max_failure_backoff)
-            self._retry_at[row.id] = self._held[row.subject] = self._clock() + delay
+            self._held[row.subject] = self._clock() + delay
             done(
                 row,
                 "pending",
@@ -185,7 +172,7 @@ class Relay:
                         )
                         self._busy_in_a_row[row.subject] = times + 1
                         delay = min(self.busy_backoff * 2**times, self.max_busy_backoff)
-                        self._retry_at[row.id] = self._held[row.subject] = self._clock() + delay
+                        self._held[row.subject] = self._clock() + delay
                         done(row, "pending", str(exc)[:500], exc.workflow_id, False)
                         return  # the rest of this subject waits behind it, in order
                     except Exception as exc:  # a bug must not stop the other subjects
@@ -193,7 +180,6 @@ class Relay:
                             settled += 1
                             continue
                         return  # the rest of this subject waits behind it, in order
-                    self._retry_at.pop(row.id, None)
                     self._busy_in_a_row.pop(row.subject, None)
                     done(row, result.status, result.outcome, result.target)
                     settled += 1
@@ -236,11 +222,10 @@ class Relay:
                         backoff = min(backoff * 2, self.max_backoff)
                         continue
                     backoff = 0.5
-                    if not _settled and (self._retry_at or self._held):
+                    if not _settled and self._held:
                         # nothing could move: every waiting subject is held (after a failure,
                         # or busy); wait for the first one due (or a new event)
-                        due = min([*self._retry_at.values(), *self._held.values()])
-                        due -= self._clock()
+                        due = min(self._held.values()) - self._clock()
                         await self._sleep(stop, min(max(due, 0.05), self.poll_seconds), True)
                         continue
                     if await inbox.any_waiting(self.sessions):
