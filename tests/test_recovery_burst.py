@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import AppDb
@@ -36,12 +38,7 @@ async def test_a_burst_is_decided_in_bounded_tasks_and_counted_once(
         *(handle.signal("event", survey(customer, 5, comment=f"{i}")) for i in range(1, EVENTS))
     )
     async with recovery_worker(workflow_env, app_db, queue):
-        for _ in range(200):
-            status = await view(handle)
-            if status.state.events_seen == EVENTS:
-                break
-            await workflow_env.sleep(1)
-        assert status.state.events_seen == EVENTS
+        await _all_counted(workflow_env, handle)
         history = await handle.fetch_history()
         kinds = [e.event_type for e in history.events]
         # Between two chunks, the local activity's marker, not a timer (a timer of 1 ms took
@@ -79,14 +76,19 @@ async def test_a_stream_continues_as_new_carrying_what_it_has_not_decided(
             *(first.signal("event", survey(customer, 5, comment=f"{i}")) for i in range(1, EVENTS))
         )
         latest = workflow_env.client.get_workflow_handle(first.id)
-        for _ in range(200):
-            status = await view(latest)
-            if status.state.events_seen == EVENTS:
-                break
-            await workflow_env.sleep(1)
-        assert status.state.events_seen == EVENTS
+        await _all_counted(workflow_env, latest)
         assert (await latest.describe()).run_id != first.result_run_id
         await keep_history(
             workflow_env.client.get_workflow_handle(first.id, run_id=first.result_run_id),
             "recovery-continue-mid-stream",
         )
+
+
+async def _all_counted(env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any]) -> None:
+    """Wait (skipping time) until the customer's workflow has counted every event."""
+    for _ in range(200):
+        status = await view(handle)
+        if status.state.events_seen == EVENTS:
+            break
+        await env.sleep(1)
+    assert status.state.events_seen == EVENTS
