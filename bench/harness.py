@@ -161,11 +161,12 @@ async def serve_baseline(
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     from activities.deps import ActivityDeps
-    from client.logging import LogContextInterceptor, configure_logging
+    from client.logging import configure_logging
     from client.settings import load_settings
     from client.temporal import connect
     from store.db import create_engine, session_factory
     from worker.assembly import activity_functions
+    from worker.log_context import LogContextInterceptor
     from worker.runner import stop_on_signals
 
     parser = argparse.ArgumentParser()

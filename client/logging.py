@@ -1,8 +1,9 @@
 """Structured logs: JSON when not a terminal, readable when it is, with Temporal ids bound.
 
 Workflow code logs through `workflow.logger`, whose records carry the workflow's ids as an
-extra; activity code logs through structlog, and the interceptor below binds the activity's
-ids for the length of each attempt. Either way every line names its workflow and run.
+extra; activity code logs through structlog, and the worker's interceptor
+(worker/log_context.py) binds the activity's ids for the length of each attempt. Either way
+every line names its workflow and run.
 """
 
 from __future__ import annotations
@@ -10,18 +11,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
-import temporalio.client
 import temporalio.workflow
 from structlog.typing import EventDict, Processor, WrappedLogger
 from temporalio import activity
-from temporalio.worker import (
-    ActivityInboundInterceptor,
-    ExecuteActivityInput,
-    Interceptor,
-)
 
 if TYPE_CHECKING:
     from temporalio.runtime import LoggingConfig
@@ -154,24 +149,3 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     temporalio.workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
     forward_core_logs(level)
-
-
-class _ActivityLogContext(ActivityInboundInterceptor):
-    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        info = activity.info()
-        with structlog.contextvars.bound_contextvars(
-            workflow_id=info.workflow_id,
-            run_id=info.workflow_run_id,
-            activity_type=info.activity_type,
-            attempt=info.attempt,
-        ):
-            return await self.next.execute_activity(input)
-
-
-class LogContextInterceptor(temporalio.client.Interceptor, Interceptor):
-    """Binds workflow id, run id, activity name and attempt to every activity log line.
-
-    Given to the worker (worker/assembly.py)."""
-
-    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _ActivityLogContext(next)

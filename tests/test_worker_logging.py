@@ -21,10 +21,11 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.deps import ActivityDeps
     from activities.models import LedgerAppend
-    from client.logging import LogContextInterceptor, configure_logging
+    from client.logging import configure_logging
     from store.models import LedgerEntry
     from tests.conftest import AppDb
     from worker.assembly import activity_functions
+    from worker.log_context import LogContextInterceptor
 
 
 @activity.defn(name="probe.log_customer")

@@ -20,10 +20,10 @@ from activities.recovery_events import RecoveryEventActivities
 from activities.rollback_notify import RollbackNotifyActivities
 from activities.starts import StartActivities
 from activities.ticketing import TicketingActivities
-from client.logging import LogContextInterceptor
 from client.settings import Settings
 from definitions import conditions
 from worker.activity_failures import ActivityFailureInterceptor
+from worker.log_context import LogContextInterceptor
 from workflows.escalation import EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
 from workflows.recovery import RecoveryWorkflow
