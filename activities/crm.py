@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.customer_contracts import CustomerProfile
 from activities.deps import ActivityDeps
 from activities.models import (
     AddNote,
     ApplyCredit,
     Cohort,
     CreditApplied,
-    CustomerProfile,
     GetCustomer,
     NoteAdded,
     SelectCohort,

@@ -40,19 +40,6 @@ class GetCustomer(_Model):
     customer_id: Identifier
 
 
-class CustomerProfile(_Model):
-    id: str
-    name: str
-    tier: str
-    segment: str
-    lifetime_value: Decimal
-    language: str
-    timezone: str
-    country: str | None = None
-    account_manager: str | None = None
-    journey_stage: str | None = None
-
-
 class CohortSpec(_Model):
     """Which customers a phase reaches: a filter, then a stable percentage of the matches.
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from activities.customer_contracts import CustomerProfile
 from activities.handoff_contracts import (
     AgentReleased,
     AgentView,
@@ -35,7 +36,6 @@ from activities.models import (
     CommentAdded,
     CreateTicket,
     CreditApplied,
-    CustomerProfile,
     MetricCohort,
     MetricReading,
     NoteAdded,

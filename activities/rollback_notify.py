@@ -22,16 +22,10 @@ from temporalio.exceptions import ApplicationError
 from activities import exposures
 from activities.cohorts import Condition
 from activities.crm import CrmActivities
+from activities.customer_contracts import CustomerProfile
 from activities.deps import ActivityDeps
 from activities.heartbeat import HeartbeatDetails, Progress, progress
-from activities.models import (
-    AddNote,
-    ApplyCredit,
-    Channel,
-    CreateTicket,
-    CustomerProfile,
-    SendMessage,
-)
+from activities.models import AddNote, ApplyCredit, Channel, CreateTicket, SendMessage
 from activities.notify import NotifyActivities
 from activities.rollout_contracts import (
     NotifyPhaseCustomers,

@@ -10,13 +10,8 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import (
-        CustomerProfile,
-        GetCustomer,
-        LedgerAppend,
-        MessageSent,
-        SendMessage,
-    )
+    from activities.customer_contracts import CustomerProfile
+    from activities.models import GetCustomer, LedgerAppend, MessageSent, SendMessage
     from bench.harness import serve_baseline
 
 TIMEOUT = timedelta(seconds=30)

@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities import search_attributes as sa
+    from activities.customer_contracts import CustomerProfile
     from activities.handoff_contracts import (
         AgentReleased,
         BotAction,
@@ -29,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
         AddComment,
         CommentAdded,
         CreateTicket,
-        CustomerProfile,
         GetCustomer,
         LedgerAppend,
         MessageSent,

@@ -13,10 +13,10 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.customer_contracts import CustomerProfile
     from activities.models import (
         AddNote,
         CreateTicket,
-        CustomerProfile,
         GetCustomer,
         LedgerAppend,
         MessageSent,

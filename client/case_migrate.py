@@ -24,7 +24,7 @@ from store.registry import get, latest
 from workflows.escalation_clocks import SlaClock, migrated_clocks, sla_budgets
 from workflows.escalation_commands import migration_refusal
 from workflows.escalation_model import EscalationStatus as CaseStatus
-from workflows.escalation_model import Migrate
+from workflows.escalation_pinned import Migrate
 
 DEFAULT_MIGRATION_RATE = 5.0
 """Cases migrated per second at most, by default: each is a workflow update a worker runs."""

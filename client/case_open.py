@@ -16,8 +16,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities import search_attributes as sa
+from activities.customer_contracts import CustomerProfile
 from activities.errors import NOT_FOUND
-from activities.models import CustomerProfile
 from activities.ports import CrmPort, OwnsCaseTickets, TicketingPort
 from client.case_read import CLOSED_STATES, CaseView, parse_policy_ref, read_case
 from definitions.conditions import ConditionError, evaluate
@@ -27,7 +27,7 @@ from definitions.selection import ClauseResult, explain_match
 from store.registry import get, latest, latest_of_kind
 from workflows.escalation import EscalationWorkflow
 from workflows.escalation_model import CaseInfo, case_workflow_id
-from workflows.escalation_model import EscalationInput as OpenCase
+from workflows.escalation_pinned import EscalationInput as OpenCase
 
 log = structlog.get_logger(__name__)
 

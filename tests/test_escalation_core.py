@@ -41,7 +41,6 @@ from workflows.escalation_core import (
 )
 from workflows.escalation_model import (
     CaseInfo,
-    Migrate,
     Pause,
     Reassign,
     Resume,
@@ -49,6 +48,7 @@ from workflows.escalation_model import (
     SetStage,
     TicketStatus,
 )
+from workflows.escalation_pinned import Migrate
 from workflows.escalation_status import case_details, search_attributes, summary
 
 # A Monday, 09:00 in Berlin (07:00 UTC): inside the desk's hours below.

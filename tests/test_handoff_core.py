@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from activities.customer_contracts import CustomerProfile
 from activities.handoff_contracts import QueueInfo, Reservation
-from activities.models import CustomerProfile
 from definitions.events import BotHandoffRequested, BotTurn, EventEnvelope, TicketUpdated
 from definitions.models import HandoffSpec, Route
 from tests.definition_support import pinned as pinned_policy

@@ -34,8 +34,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.customer_contracts import CustomerProfile
 from activities.environment import SettingsError, read_environment
-from activities.models import CustomerProfile
 from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
 from client.cases import open_case
 from client.codec import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from activities.models import CustomerProfile
+from activities.customer_contracts import CustomerProfile
 from definitions.common import CreditAction, NotifyAction, ScheduleCallbackAction
 from tests.definition_support import pinned
 from tests.recovery_support import catalog_document, event, survey, variant

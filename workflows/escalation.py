@@ -66,10 +66,8 @@ with workflow.unsafe.imports_passed_through():
         AgentReply,
         CaseInfo,
         CaseSummary,
-        EscalationInput,
         EscalationState,
         EscalationStatus,
-        Migrate,
         Pause,
         Reassign,
         RequesterReply,
@@ -79,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         TicketStatus,
         case_workflow_id,
     )
+    from workflows.escalation_pinned import EscalationInput, Migrate
     from workflows.escalation_status import (
         breach_envelope,
         case_details,

@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from definitions.models import EscalationSpec, SlaTarget
+if TYPE_CHECKING:  # annotations only: `case show` reads clocks without the policy models
+    from definitions.models import EscalationSpec, SlaTarget
 
 FIRST_RESPONSE = "first_response"
 NEXT_REPLY = "next_reply"

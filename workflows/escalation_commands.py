@@ -22,7 +22,6 @@ from workflows.escalation_core import AlertAction, EscalationCore, who
 from workflows.escalation_model import (
     AgentReply,
     EscalationState,
-    Migrate,
     Pause,
     Reassign,
     RequesterReply,
@@ -31,6 +30,7 @@ from workflows.escalation_model import (
     SetStage,
     TicketStatus,
 )
+from workflows.escalation_pinned import Migrate
 
 # The stages a case may be at besides the ones a policy names: the default `support` and the
 # customer journey's stages.

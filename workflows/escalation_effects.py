@@ -21,7 +21,8 @@ from activities import search_attributes as sa
 from workflows.actions import ActionOutcome, ActionTarget, call, failure_reason, ledger
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CustomerProfile, GetCustomer, PagerEvent, PagerEventSent
+    from activities.customer_contracts import CustomerProfile
+    from activities.models import GetCustomer, PagerEvent, PagerEventSent
     from definitions.events import SlaBreached
     from workflows.escalation_core import AlertAction, EscalationCore
     from workflows.escalation_status import breach_envelope, search_attributes

@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from activities.models import CustomerProfile
-from definitions.models import PinnedDefinition
+from activities.customer_contracts import CustomerProfile
 from workflows.escalation_clocks import SlaClock
 
 Priority = Literal["p1", "p2", "p3", "p4"]
@@ -153,26 +152,6 @@ EscalationStatus = EscalationState
 clock's due moment and status). One model: a name for each role, as in every kind."""
 
 
-class EscalationInput(BaseModel):
-    """What starts a case's run: the case, the pinned policy, and on continue-as-new the
-    state it carries."""
-
-    case: CaseInfo
-    policy: PinnedDefinition
-    carried: EscalationState | None = None
-    max_history_events: int = Field(
-        MAX_HISTORY_EVENTS, ge=20, description="continue as new past this many events"
-    )
-    max_updates: int = Field(
-        MAX_UPDATES_PER_RUN,
-        ge=1,
-        le=1_800,
-        description="continue as new after this many commands (the server refuses a run's "
-        "2,001st update)",
-    )
-    by: str | None = Field(None, max_length=200, description="who opened the case")
-
-
 class Pause(BaseModel):
     reason: str = Field("waiting on the customer", max_length=500)
     by: str | None = Field(None, max_length=200, description="who paused it")
@@ -219,11 +198,3 @@ class Reassign(BaseModel):
     queue: str | None = Field(None, max_length=64)
     agent: str | None = Field(None, max_length=64)
     by: str = Field("opsflow", max_length=200)
-
-
-class Migrate(BaseModel):
-    """Move a case to another version of its policy (or another escalation policy): the
-    clocks take the new targets and calendar and keep the time already spent and any pause."""
-
-    policy: PinnedDefinition
-    by: str = Field(min_length=1, max_length=200, description="who migrates it")

@@ -28,8 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from definitions.models import HandoffSpec, Route
     from workflows import handoff_core as core
     from workflows import handoff_routing as routing
-    from workflows.escalation_model import EscalationInput as OpenCase
     from workflows.escalation_model import case_workflow_id
+    from workflows.escalation_pinned import EscalationInput as OpenCase
     from workflows.handoff_effects import (
         acknowledge_and_record_case,
         assign_ticket_to_agent,

@@ -18,6 +18,7 @@ from activities import search_attributes as sa
 from workflows.actions import ActionTarget, call, ledger, run_actions
 
 with workflow.unsafe.imports_passed_through():
+    from activities.customer_contracts import CustomerProfile
     from activities.handoff_contracts import (
         AgentReleased,
         AssignGroup,
@@ -39,7 +40,6 @@ with workflow.unsafe.imports_passed_through():
         AddComment,
         CommentAdded,
         CreateTicket,
-        CustomerProfile,
         GetCustomer,
         MessageSent,
         SendMessage,

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from activities.customer_contracts import CustomerProfile
 from activities.handoff_contracts import Routing, TicketBrief
-from activities.models import CustomerProfile
 from definitions.models import PinnedDefinition
 
 HandoffPhase = Literal[

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from activities.customer_contracts import CustomerProfile
 from activities.handoff_contracts import TicketBrief
-from activities.models import CustomerProfile
 from workflows.handoff_model import ContextPacket, HandoffState, Trigger, Turn
 from workflows.handoff_triggers import TRANSCRIPT_HEAD_TURNS
 

@@ -29,7 +29,8 @@ from workflows import metrics
 from workflows.actions import ActionTarget, call, ledger, run_actions
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CustomerProfile, GetCustomer, MessageSent, Ticket
+    from activities.customer_contracts import CustomerProfile
+    from activities.models import GetCustomer, MessageSent, Ticket
     from definitions.events import EventEnvelope
     from workflows.recovery_context import Plan
     from workflows.recovery_core import RecoveryEngine

@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from activities.models import CustomerProfile
+from activities.customer_contracts import CustomerProfile
 from definitions.conditions import ConditionError, evaluate
 from definitions.events import EventEnvelope
 from definitions.models import PinnedDefinition

@@ -26,9 +26,10 @@ from typing import Any
 
 from activities.adapters.http import VendorHttp
 from activities.cohorts import Condition, place
+from activities.customer_contracts import CustomerProfile
 from activities.errors import protocol_error
 from activities.heartbeat import heartbeat
-from activities.models import AddNote, CohortSpec, CustomerProfile, NoteAdded
+from activities.models import AddNote, CohortSpec, NoteAdded
 from activities.outbox import Effect
 from activities.ports import CohortMembers, Contact
 from activities.settings import AdapterSettings

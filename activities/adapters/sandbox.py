@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.cohorts import Condition, place
+from activities.customer_contracts import CustomerProfile
 from activities.errors import invalid, not_found
 from activities.heartbeat import heartbeat
 from activities.models import (
@@ -34,7 +35,6 @@ from activities.models import (
     CommentAdded,
     CreateTicket,
     CreditApplied,
-    CustomerProfile,
     MetricCohort,
     MetricReading,
     NoteAdded,

@@ -23,7 +23,7 @@ from temporalio import workflow
 import definitions.common
 import definitions.models
 from activities.adapters.sandbox import _CONDITION_COLUMNS
-from activities.models import CustomerProfile
+from activities.customer_contracts import CustomerProfile
 from client.cases import match_context
 from definitions.directory import TEMPLATE_VARIABLES
 from definitions.events import EVENT_TYPES as CONTRACT
@@ -46,7 +46,7 @@ from store.registry import CATALOG_DIR
 from workflows import rollout_effects
 from workflows.escalation import EscalationWorkflow
 from workflows.escalation_model import CaseInfo, LevelVisit
-from workflows.escalation_model import EscalationInput as OpenCase
+from workflows.escalation_pinned import EscalationInput as OpenCase
 from workflows.handoff import HandoffWorkflow
 from workflows.handoff_hours import callback_context
 from workflows.handoff_model import HandoffInput, HandoffStatus
