@@ -384,11 +384,32 @@ def to_cel(value: Any) -> Any:
     raise ConditionError(f"a {type(value).__name__} cannot be given to a condition")
 
 
-def evaluate_value(expression: str, activation: Mapping[str, Any]) -> Any:
-    """The CEL value of `expression` (compiled once, cached); ConditionError on failure."""
+class Activation:
+    """A condition's variables (plain data), turned into CEL values once: a caller evaluating
+    several conditions over the same data (a recovery event's rules, a conversation's routes)
+    passes one of these instead of having the data converted again for every condition."""
+
+    __slots__ = ("_plain", "_values")
+
+    def __init__(self, plain: Mapping[str, Any]) -> None:
+        self._plain = plain
+        self._values: dict[str, Any] | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The CEL values; ConditionError (every time) for data a condition cannot be given."""
+        if self._values is None:
+            self._values = {name: to_cel(value) for name, value in self._plain.items()}
+        return self._values
+
+
+def evaluate_value(expression: str, activation: Mapping[str, Any] | Activation) -> Any:
+    """The CEL value of `expression` (compiled once, cached) over `activation` (plain data, or
+    an Activation shared by several conditions); ConditionError on failure."""
     program = _program(expression)
+    if not isinstance(activation, Activation):
+        activation = Activation(activation)
     try:
-        result = program.evaluate({name: to_cel(value) for name, value in activation.items()})
+        result = program.evaluate(activation.values())
     except ConditionError:
         raise
     except CELEvalError as exc:
@@ -406,8 +427,9 @@ def evaluate_value(expression: str, activation: Mapping[str, Any]) -> Any:
     return result
 
 
-def evaluate(expression: str, activation: Mapping[str, Any]) -> bool:
-    """Whether the condition holds for `activation` (plain data); ConditionError if not a bool."""
+def evaluate(expression: str, activation: Mapping[str, Any] | Activation) -> bool:
+    """Whether the condition holds for `activation` (plain data or an Activation);
+    ConditionError if not a bool."""
     result = evaluate_value(expression, activation)
     if not isinstance(result, bool):  # celtypes.BoolType subclasses int, not bool
         if isinstance(result, celtypes.BoolType):

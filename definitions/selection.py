@@ -14,7 +14,7 @@ from typing import Any
 
 from celpy import celtypes
 
-from definitions.conditions import ConditionError, evaluate, evaluate_value
+from definitions.conditions import Activation, ConditionError, evaluate, evaluate_value
 from definitions.models import EscalationSpec
 
 
@@ -70,9 +70,10 @@ class ClauseResult:
 def explain_match(expression: str, activation: Mapping[str, Any]) -> list[ClauseResult]:
     """Each clause of `expression` with what it gave for `activation`."""
     results: list[ClauseResult] = []
+    values = Activation(activation)  # converted once for every clause
     for clause in split_clauses(expression):
         try:
-            value = evaluate_value(clause, activation)
+            value = evaluate_value(clause, values)
         except ConditionError as exc:
             results.append(ClauseResult(clause, f"error: {exc}"))
             continue

@@ -11,7 +11,7 @@ from typing import Any
 
 from activities.handoff_contracts import QueueInfo, Reservation
 from definitions.calendar import BusinessCalendar
-from definitions.conditions import ConditionError, evaluate
+from definitions.conditions import Activation, ConditionError, evaluate
 from definitions.models import HandoffSpec, Route
 from workflows.handoff_core import TICKET_PRIORITY, LedgerEntry, Move
 from workflows.handoff_hours import format_local, minutes, queue_calendar
@@ -25,7 +25,7 @@ def choose_route(routes: list[Route], state: HandoffState) -> tuple[Route | None
     """The first route whose tiers, languages and condition all hold, and the routes skipped
     on the way because their condition could not be evaluated."""
     customer = customer_context(state.profile, state.customer_id or "")
-    activation = {"conversation": conversation_context(state), "customer": customer}
+    activation = Activation({"conversation": conversation_context(state), "customer": customer})
     unreadable: list[str] = []
     for route in routes:
         if route.tiers and customer["tier"] not in route.tiers:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from activities.customer_contracts import CustomerProfile
-from definitions.conditions import ConditionError, evaluate
+from definitions.conditions import Activation, ConditionError, evaluate
 from definitions.events import EventEnvelope
 from definitions.models import PinnedDefinition
 from workflows.recovery_context import (
@@ -92,11 +92,13 @@ class RecoveryEngine(TriggerDecisions, EpisodeDecisions, StatusViews):
             self._watch_stalls(ctx["to_stage"], at)
         if kind == SURVEY:
             plans += self._follow_up_answer(ctx, now)
-        activation = {
-            "event": ctx,
-            "customer": self.customer_context(),
-            "history": self.history_context(now, ctx.get("ticket_id")),
-        }
+        activation = Activation(
+            {
+                "event": ctx,
+                "customer": self.customer_context(),
+                "history": self.history_context(now, ctx.get("ticket_id")),
+            }
+        )
         if kind == SURVEY:
             self._record_score(ctx, at)
         for loaded in self.rules:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from definitions import conditions
 from definitions.conditions import (
     ESCALATION_MATCH,
     RECOVERY_TRIGGER,
+    Activation,
     ConditionError,
     check_condition,
     evaluate,
@@ -66,6 +68,26 @@ def test_evaluate_with_plain_data() -> None:
     assert evaluate("event.score <= 2 && size(history.contacts) >= 3", activation) is True
     assert evaluate('customer.tier == "vip"', activation) is False
     assert evaluate("customer.lifetime_value > 10000.0", activation) is True
+
+
+def test_an_activation_shared_by_conditions_answers_as_plain_data_does() -> None:
+    plain = {
+        "event": {"type": "survey.responded", "score": 2, "at": datetime(2026, 6, 1, tzinfo=UTC)},
+        "customer": {"tier": "gold", "tags": ["vip"]},
+    }
+    shared = Activation(plain)
+    for expression in (
+        "event.score <= 2",
+        'customer.tier == "vip"',
+        '"vip" in customer.tags && event.at < timestamp("2026-06-02T00:00:00Z")',
+        "has(event.ticket_id) && event.ticket_id != null ? event.score > 1 : event.score < 3",
+    ):
+        assert evaluate(expression, shared) == evaluate(expression, plain), expression
+    # Data a condition cannot be given fails each condition alike, as plain data does.
+    unreadable = Activation({"event": {"id": object()}})
+    for _ in range(2):
+        with pytest.raises(ConditionError, match="cannot be given"):
+            evaluate("true", unreadable)
 
 
 def test_evaluate_failures_are_condition_errors() -> None:
