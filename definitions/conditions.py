@@ -384,22 +384,38 @@ def to_cel(value: Any) -> Any:
     raise ConditionError(f"a {type(value).__name__} cannot be given to a condition")
 
 
+@functools.lru_cache(maxsize=1_024)
+def _names_read(expression: str) -> frozenset[str]:
+    """Every identifier `expression` names: the variables it reads (and any a macro binds)."""
+    return frozenset(
+        str(token)
+        for node in _compile(expression).iter_subtrees()
+        if node.data in ("ident", "dot_ident")
+        for token in node.children
+        if not hasattr(token, "data")
+    )
+
+
 class Activation:
-    """A condition's variables (plain data), turned into CEL values once: a caller evaluating
-    several conditions over the same data (a recovery event's rules, a conversation's routes)
-    passes one of these instead of having the data converted again for every condition."""
+    """A condition's variables (plain data), each turned into CEL values once and only when a
+    condition reads it: a caller evaluating several conditions over the same data (a recovery
+    event's rules, a conversation's routes) passes one of these instead of having the data
+    converted again for every condition."""
 
     __slots__ = ("_plain", "_values")
 
     def __init__(self, plain: Mapping[str, Any]) -> None:
         self._plain = plain
-        self._values: dict[str, Any] | None = None
+        self._values: dict[str, Any] = {}
 
-    def values(self) -> dict[str, Any]:
-        """The CEL values; ConditionError (every time) for data a condition cannot be given."""
-        if self._values is None:
-            self._values = {name: to_cel(value) for name, value in self._plain.items()}
-        return self._values
+    def values_for(self, expression: str) -> dict[str, Any]:
+        """The CEL values of the variables `expression` reads; ConditionError (every time)
+        for data a condition cannot be given."""
+        names = _names_read(expression)
+        for name in names:
+            if name not in self._values and name in self._plain:
+                self._values[name] = to_cel(self._plain[name])
+        return {name: self._values[name] for name in names if name in self._values}
 
 
 def evaluate_value(expression: str, activation: Mapping[str, Any] | Activation) -> Any:
@@ -409,7 +425,7 @@ def evaluate_value(expression: str, activation: Mapping[str, Any] | Activation) 
     if not isinstance(activation, Activation):
         activation = Activation(activation)
     try:
-        result = program.evaluate(activation.values())
+        result = program.evaluate(activation.values_for(expression))
     except ConditionError:
         raise
     except CELEvalError as exc:

@@ -83,11 +83,12 @@ def test_an_activation_shared_by_conditions_answers_as_plain_data_does() -> None
         "has(event.ticket_id) && event.ticket_id != null ? event.score > 1 : event.score < 3",
     ):
         assert evaluate(expression, shared) == evaluate(expression, plain), expression
-    # Data a condition cannot be given fails each condition alike, as plain data does.
-    unreadable = Activation({"event": {"id": object()}})
+    # Data a condition cannot be given fails every condition that reads it, and only those.
+    unreadable = Activation({"event": {"id": object()}, "customer": {"tier": "gold"}})
     for _ in range(2):
         with pytest.raises(ConditionError, match="cannot be given"):
-            evaluate("true", unreadable)
+            evaluate("event.id == 1", unreadable)
+    assert evaluate('customer.tier == "gold"', unreadable) is True
 
 
 def test_evaluate_failures_are_condition_errors() -> None:
