@@ -1,4 +1,5 @@
-"""The inputs and outputs of every integration activity (what workflows send and receive).
+"""The inputs and outputs of the integration activities (what workflows send and receive);
+the CRM profile is activities/customer_contracts.py, each kind's own in activities/*_contracts.py.
 
 Personal data stays out of workflow histories: profiles carry no email or phone, and a
 notification to a customer names them as `customer:<id>`; the activity looks the address up.

@@ -396,21 +396,50 @@ def _names_read(expression: str) -> frozenset[str]:
     )
 
 
+_INT64 = range(-(2**63), 2**63)
+_DURATION_SECONDS = range(
+    int(celtypes.DurationType.MinSeconds), int(celtypes.DurationType.MaxSeconds) + 1
+)
+
+
+def _convertible(value: Any) -> bool:
+    """Whether `to_cel` takes `value` without error, checked without building CEL values
+    (CEL's ints are 64-bit and its durations bounded; other types it does not take)."""
+    if value is None or isinstance(value, bool | str | float | Decimal | datetime):
+        return True
+    if isinstance(value, int):
+        return value in _INT64
+    if isinstance(value, timedelta):
+        return int(value.total_seconds()) in _DURATION_SECONDS
+    if isinstance(value, Mapping):
+        return all(_convertible(item) for item in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return all(_convertible(item) for item in value)
+    return False
+
+
 class Activation:
     """A condition's variables (plain data), each turned into CEL values once and only when a
     condition reads it: a caller evaluating several conditions over the same data (a recovery
     event's rules, a conversation's routes) passes one of these instead of having the data
-    converted again for every condition."""
+    converted again for every condition.
 
-    __slots__ = ("_plain", "_values")
+    Data a condition cannot be given fails every condition, whichever variables it reads,
+    with the same error in the same order: as when every variable was converted for every
+    condition, so a recorded decision replays alike."""
+
+    __slots__ = ("_plain", "_values", "_whole")
 
     def __init__(self, plain: Mapping[str, Any]) -> None:
         self._plain = plain
         self._values: dict[str, Any] = {}
+        self._whole = not all(_convertible(value) for value in plain.values())
 
     def values_for(self, expression: str) -> dict[str, Any]:
-        """The CEL values of the variables `expression` reads; ConditionError (every time)
-        for data a condition cannot be given."""
+        """The CEL values of the variables `expression` reads (every variable, raising its
+        error, when some data cannot be converted)."""
+        if self._whole:
+            return {name: to_cel(value) for name, value in self._plain.items()}
         names = _names_read(expression)
         for name in names:
             if name not in self._values and name in self._plain:

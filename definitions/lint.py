@@ -122,7 +122,7 @@ def _fields(*names: str) -> dict[str, Shape | None]:
     return dict.fromkeys(names)
 
 
-CUSTOMER = _fields(  # a CRM profile (activities.models.CustomerProfile)
+CUSTOMER = _fields(  # a CRM profile (activities.customer_contracts.CustomerProfile)
     "id",
     "name",
     "tier",

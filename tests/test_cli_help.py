@@ -130,6 +130,7 @@ READING_MODULES = {
     "case show": (
         "worker.cli_case",
         "client.case_read",
+        "client.logging",
         "client.temporal",
         "store.db",
         "store.models",
@@ -157,6 +158,8 @@ NOT_FOR_READING = (
     "client.rollouts",
     "activities.ports",
     "activities.outbox",
+    "activities.models",  # the activity contracts: a case's profile is customer_contracts
+    "temporalio.worker",  # the SDK's worker package: the log context is the worker's own
     "fastapi",
     "uvicorn",
     "intake",

@@ -1,4 +1,5 @@
-"""The escalation workflow's data: its input, state, commands and summary.
+"""The escalation workflow's data: its state, commands and summary (the run's input and the
+migrate command, which carry a pinned policy, are in workflows/escalation_pinned.py).
 
 Kept apart from the workflow so the sandbox passes it through (workflows/sandbox.py) instead
 of building these pydantic classes again for every run. What the case decides with them is

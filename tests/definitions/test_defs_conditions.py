@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +83,19 @@ def test_an_activation_shared_by_conditions_answers_as_plain_data_does() -> None
         "has(event.ticket_id) && event.ticket_id != null ? event.score > 1 : event.score < 3",
     ):
         assert evaluate(expression, shared) == evaluate(expression, plain), expression
-    # Data a condition cannot be given fails every condition that reads it, and only those.
-    unreadable = Activation({"event": {"id": object()}, "customer": {"tier": "gold"}})
-    for _ in range(2):
-        with pytest.raises(ConditionError, match="cannot be given"):
-            evaluate("event.id == 1", unreadable)
-    assert evaluate('customer.tier == "gold"', unreadable) is True
+    # Data a condition cannot be given fails every condition, whether it reads it or not
+    # (as when every variable was converted for each): a recorded decision replays alike.
+    for bad in ({"id": object()}, {"score": 2**63}, {"wait": timedelta(days=10**8)}):
+        unreadable = Activation({"event": bad, "customer": {"tier": "gold"}})
+        for expression in ("event.id == 1", 'customer.tier == "gold"', "true"):
+            with pytest.raises(ConditionError):
+                evaluate(expression, unreadable)
+            with pytest.raises(ConditionError):
+                evaluate(expression, {"event": bad, "customer": {"tier": "gold"}})
+    # A condition reading no variable, or one through a leading dot, or one a macro binds.
+    assert evaluate("true", shared) is True
+    assert evaluate(".event.score == 2", shared) is True
+    assert evaluate("[1, 2].exists(x, x == event.score)", shared) is True
 
 
 def test_evaluate_failures_are_condition_errors() -> None:
