@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from definitions.loader import content_hash
+from definitions.loader import LoadedDefinition, content_hash
 from definitions.models import PinnedDefinition, definition_adapter
 
 
@@ -16,4 +16,15 @@ def pinned(document: dict[str, Any], version: int = 1) -> PinnedDefinition:
         content_hash=content_hash(document),
         kind=document["kind"],
         definition=definition_adapter.validate_python(document),
+    )
+
+
+def pinned_loaded(loaded: LoadedDefinition, version: int = 1) -> PinnedDefinition:
+    """A definition as loaded from a file, pinned as the registry pins a deployed version."""
+    return PinnedDefinition(
+        name=loaded.name,
+        version=version,
+        content_hash=loaded.content_hash,
+        kind=loaded.definition.kind,
+        definition=loaded.definition,
     )

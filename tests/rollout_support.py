@@ -15,8 +15,7 @@ from temporalio.worker import Worker
 
 from activities.cohorts import place
 from activities.deps import ActivityDeps
-from definitions.loader import content_hash
-from definitions.models import PinnedDefinition, definition_adapter
+from definitions.models import PinnedDefinition
 from store.models import (
     SandboxCrmNote,
     SandboxCustomer,
@@ -91,16 +90,6 @@ def plan_document(**spec_overrides: Any) -> dict[str, Any]:
         "metadata": {"name": "test-plan", "owner": "billing-operations"},
         "spec": spec,
     }
-
-
-def pinned(document: dict[str, Any], version: int = 1) -> PinnedDefinition:
-    return PinnedDefinition(
-        name=document["metadata"]["name"],
-        version=version,
-        content_hash=content_hash(document),
-        kind="rollout",
-        definition=definition_adapter.validate_python(document),
-    )
 
 
 def new_change_id() -> str:

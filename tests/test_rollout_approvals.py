@@ -12,11 +12,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from store.models import SandboxNotification
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.rollout_support import (
     add_customers,
     new_change_id,
     phase,
-    pinned,
     plan_document,
     rollout_worker,
     settled,

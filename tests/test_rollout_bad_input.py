@@ -11,10 +11,10 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.rollout_support import (
     add_customers,
     new_change_id,
-    pinned,
     plan_document,
     rollout_worker,
     settled,

@@ -12,14 +12,8 @@ from client.rollouts import (
     start_rollout,
 )
 from tests.conftest import AppDb
-from tests.rollout_support import (
-    change,
-    new_change_id,
-    pinned,
-    plan_document,
-    rollout_worker,
-    settled,
-)
+from tests.definition_support import pinned
+from tests.rollout_support import change, new_change_id, plan_document, rollout_worker, settled
 from workflows.rollout_model import Decision, Reason
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -18,7 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 from client.rollouts import command_rollout, pending_activities, start_rollout
 from store.models import SandboxFlagExposure, SandboxNotification
 from tests.conftest import AppDb
-from tests.rollout_support import add_customers, new_change_id, phase, pinned, plan_document
+from tests.definition_support import pinned
+from tests.rollout_support import add_customers, new_change_id, phase, plan_document
 from tests.test_rollout_devserver import Workers, _until, workers  # noqa: F401 (fixture)
 from workflows.rollout_model import ChangeRequest, Reason
 

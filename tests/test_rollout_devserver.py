@@ -20,9 +20,10 @@ from temporalio.testing import WorkflowEnvironment
 from client.rollouts import rollout_state, start_rollout
 from store.models import SandboxFlagExposure, SandboxNotification
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.devstack_support import OPSFLOW
 from tests.escalation_support import ledger_steps
-from tests.rollout_support import add_customers, new_change_id, phase, pinned, plan_document
+from tests.rollout_support import add_customers, new_change_id, phase, plan_document
 from workflows.rollout_model import ChangeRequest, RolloutStatus
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

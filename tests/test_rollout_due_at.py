@@ -14,12 +14,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import search_attributes as sa
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.escalation_support import keep_history
 from tests.helpers import assert_eventually
 from tests.rollout_support import (
     add_customers,
     new_change_id,
-    pinned,
     plan_document,
     rollout_worker,
     settled,

@@ -15,6 +15,7 @@ from activities.cohorts import place
 from store.models import RolloutExposure, SandboxCustomer
 from store.seed import customers
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.rollout_support import (
     add_customers,
     emails_of,
@@ -23,7 +24,6 @@ from tests.rollout_support import (
     new_change_id,
     notes_about,
     phase,
-    pinned,
     plan_document,
     rollback_notices,
     rollout_worker,

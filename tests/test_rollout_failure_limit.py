@@ -11,11 +11,11 @@ from temporalio.testing import WorkflowEnvironment
 from activities.adapters.sandbox import degrade
 from definitions.models import Analysis
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.rollout_support import (
     add_customers,
     new_change_id,
     phase,
-    pinned,
     plan_document,
     rollout_worker,
     start,

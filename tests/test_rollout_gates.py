@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from client.rollouts import RolloutCommandRefused, command_rollout
 from store.models import SandboxNotification
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.escalation_support import ledger_steps
 from tests.rollout_support import (
     add_customers,
     exposed,
     new_change_id,
     phase,
-    pinned,
     plan_document,
     rollback_notices,
     rollout_worker,

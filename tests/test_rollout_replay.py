@@ -19,11 +19,11 @@ from temporalio.worker import Replayer
 
 from activities.adapters.sandbox import degrade
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.rollout_support import (
     add_customers,
     new_change_id,
     phase,
-    pinned,
     plan_document,
     rollout_worker,
     settled,

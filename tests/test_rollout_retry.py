@@ -13,13 +13,13 @@ from activities.adapters.sandbox import degrade
 from client.rollouts import RolloutCommandRefused, retry_rollout, start_rollout
 from store.models import RolloutExposure
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.escalation_support import ledger_steps
 from tests.rollout_support import (
     add_customers,
     change,
     new_change_id,
     phase,
-    pinned,
     plan_document,
     rollout_worker,
     settled,

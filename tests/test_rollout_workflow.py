@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities import search_attributes as sa
 from activities.adapters.sandbox import degrade
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.escalation_support import ledger_entries, ledger_steps, skip_to
 from tests.rollout_support import (
     add_customers,
@@ -23,7 +24,6 @@ from tests.rollout_support import (
     notes_about,
     own_members,
     phase,
-    pinned,
     plan_document,
     revert_waves,
     rollback_notices,

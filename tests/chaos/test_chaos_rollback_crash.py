@@ -35,8 +35,9 @@ from tests.chaos.support import (
     eventually,
 )
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.devstack_support import free_port
-from tests.rollout_support import add_customers, new_change_id, phase, pinned, plan_document
+from tests.rollout_support import add_customers, new_change_id, phase, plan_document
 from workflows.rollout_model import ChangeRequest, Reason, RolloutStatus
 
 NOTIFY = "rollout.notify_phase_customers"

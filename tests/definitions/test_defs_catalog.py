@@ -13,6 +13,7 @@ from definitions.loader import LoadedDefinition, load_paths
 from definitions.models import PinnedDefinition, json_schema
 from store.registry import CATALOG_DIR, TEMPLATES_DIR
 from store.seed import QUEUES as SEEDED_QUEUES
+from tests.definition_support import pinned_loaded
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +54,9 @@ def test_json_schema_refuses_unknown_fields(catalog: list[LoadedDefinition]) -> 
     assert not validator.is_valid(document)
 
 
-def _pinned(loaded: LoadedDefinition) -> PinnedDefinition:
-    """`loaded` as version 1, as the registry pins it."""
-    return PinnedDefinition(
-        name=loaded.name,
-        version=1,
-        content_hash=loaded.content_hash,
-        kind=loaded.definition.kind,
-        definition=loaded.definition,
-    )
-
-
 def test_pinned_definitions_survive_a_json_round_trip(catalog: list[LoadedDefinition]) -> None:
     for loaded in catalog:
-        pinned = _pinned(loaded)
+        pinned = pinned_loaded(loaded)
         again = PinnedDefinition.model_validate_json(pinned.model_dump_json())
         assert again == pinned
         assert again.ref == f"{loaded.name}@1"
@@ -123,7 +113,7 @@ def test_payloads_of_one_version_share_one_validated_copy(
     """Every case of a policy carries it in its input: the worker keeps one copy per version
     (name, version and content hash), not one per case; another hash is another copy."""
     loaded = next(d for d in catalog if d.name == "support")
-    pinned = _pinned(loaded)
+    pinned = pinned_loaded(loaded)
     payload = pinned.model_dump_json()
     first = PinnedDefinition.model_validate_json(payload)
     assert PinnedDefinition.model_validate_json(payload) is first

@@ -43,6 +43,7 @@ from definitions.lint import (
 from definitions.loader import load_paths
 from definitions.models import PinnedDefinition, Trigger
 from store.registry import CATALOG_DIR
+from tests.definition_support import pinned_loaded
 from workflows import rollout_effects
 from workflows.escalation import EscalationWorkflow
 from workflows.escalation_model import CaseInfo, LevelVisit
@@ -75,13 +76,7 @@ CASE = CaseInfo(
 
 def _catalog(kind: str, name: str) -> PinnedDefinition:
     [loaded] = load_paths([CATALOG_DIR / kind / f"{name}.yaml"]).definitions
-    return PinnedDefinition(
-        name=loaded.name,
-        version=1,
-        content_hash=loaded.content_hash,
-        kind=loaded.definition.kind,
-        definition=loaded.definition,
-    )
+    return pinned_loaded(loaded)
 
 
 def fields_of(shape: Shape | None) -> set[str]:
