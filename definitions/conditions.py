@@ -362,7 +362,8 @@ def _program(expression: str) -> Any:
 
 
 def to_cel(value: Any) -> Any:
-    """Plain Python data (what a model_dump gives) as CEL values."""
+    """Plain Python data (what a model_dump gives) as CEL values. `_convertible` tells,
+    without building them, whether this succeeds: a type taken here is taken there."""
     if value is None:
         return None
     if isinstance(value, bool):
