@@ -1,10 +1,14 @@
 """The plain-Temporal baseline for bench/handoff.py: the same handoff path (request, route,
 queue, offer, accept, resolve) with the same activity calls, written by hand as one would
-without opsflow: no definition, no triggers or routes to evaluate, a small state."""
+without opsflow: no definition, no triggers or routes to evaluate, a small state. It waits in
+line as an expert would with these activities: the reservation names the workflow and its
+place in line, a released agent wakes it (signal `agent_free`), and it looks again on its own
+every `fallback_seconds` in case a wake-up was lost."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -54,6 +58,7 @@ class PlainHandoff:
         self.accepted = False
         self.resolved = False
         self.customer = ""
+        self.agent_free = False
 
     async def _call(self, activity: str, arg: Any, result_type: Any) -> Any:
         return await workflow.execute_activity(
@@ -84,7 +89,7 @@ class PlainHandoff:
     @workflow.run
     async def run(self, args: dict[str, Any]) -> str:
         queue, skills = str(args["queue"]), list(args["skills"])
-        poll = timedelta(seconds=float(args["poll_seconds"]))
+        fallback = timedelta(seconds=float(args["fallback_seconds"]))
         offer_timeout = timedelta(seconds=float(args["offer_timeout_seconds"]))
         key = workflow.info().workflow_id
         await workflow.wait_condition(lambda: bool(self.inbox))
@@ -163,9 +168,11 @@ class PlainHandoff:
             MessageSent,
         )
         await self._transition("queued", {"queue": queue, "ticket": ticket.id})
+        waiting_since = workflow.now()
         searches = 0
         while True:
             searches += 1
+            self.agent_free = False  # a wake-up from now on means: look again
             reservation: Reservation = await self._call(
                 "presence.reserve_agent",
                 PickAgent(
@@ -174,12 +181,15 @@ class PlainHandoff:
                     queue=queue,
                     skills=skills,
                     languages=languages,
+                    workflow_id=key,
+                    waiting_since=waiting_since,
                 ),
                 Reservation,
             )
             if reservation.agent_id is not None:
                 break
-            await workflow.sleep(poll)
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self.agent_free, timeout=fallback)
         self.agent = reservation.agent_id
         self.offered_at = workflow.now().isoformat()
         await self._transition("offered", {"agent": self.agent})
@@ -213,6 +223,10 @@ class PlainHandoff:
     @workflow.signal
     def event(self, envelope: EventEnvelope) -> None:
         self.inbox.append(envelope)
+
+    @workflow.signal(name="agent_free")
+    def wake(self) -> None:
+        self.agent_free = True
 
     @workflow.query
     def offer(self) -> dict[str, Any]:

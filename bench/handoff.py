@@ -4,20 +4,21 @@ served naive (the SDK's default sandbox) and tuned (every module passed through)
 All run in the same run, on the same in-memory dev server and app database, each in a
 worker process of its own, with the same activity calls. N conversations ask for a person
 at once (a `bot.handoff_requested` signal-with-start) and are handed to 50 bench agents of
-capacity 1 in a 24/7 bench queue. opsflow's queued conversations wait in line, first come
-first served, and a released agent wakes the next (AGENT_FALLBACK is only their safety
-look); the hand-written baseline looks for a free agent again every AGENT_POLL (20 s), as
-the handoff workflow did before it waited in line. The driver is the same on both: send
-the request, query until there is an offer, accept, resolve, wait for the end. Request-to-
-offer latency runs from the client's send time to the workflow's `offered_at`, so it
-includes the wait for a free agent.
+capacity 1 in a 24/7 bench queue. Every side waits in line the same way, first come first
+served: a released agent wakes the next conversation (signal `agent_free`), and each looks
+again on its own every AGENT_FALLBACK in case a wake-up was lost. The driver is the same on
+every side: send the request, query until there is an offer, accept, resolve, wait for the
+end. Request-to-offer latency runs from the client's send time to the workflow's
+`offered_at`, so it includes the wait for a free agent.
 
 The bench definition (not the catalog's) has one route, no queue-depth limit and a 4 h
 maximum wait: with 1,000 waiting and 50 slots the sandbox estimates about 2 h, which the
 catalog's limits would turn into callbacks. No escalation policy: no case is opened on
 accept (the baseline opens none either).
 
-    .venv/bin/python -m bench.handoff [--conversations 1000]
+    .venv/bin/python -m bench.handoff [--conversations 1000] '[--sides "plain (tuned),opsflow"]
+
+--sides runs only the named sides (default: every one), e.g. to time one side alone.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from store.migrate import upgrade
 from store.models import SandboxAgent, SandboxCustomer, SandboxQueue
 from store.seed import seed_sandbox
 from store.types import utcnow
-from workflows.handoff import AGENT_POLL, HandoffWorkflow
+from workflows.handoff import AGENT_FALLBACK, HandoffWorkflow
 from workflows.handoff_model import Accept, HandoffInput, HandoffStatus, Resolve
 
 AGENTS = 50
@@ -276,7 +277,7 @@ async def run_baseline(
     args = {
         "queue": QUEUE,
         "skills": [SKILL],
-        "poll_seconds": AGENT_POLL.total_seconds(),
+        "fallback_seconds": AGENT_FALLBACK.total_seconds(),
         "offer_timeout_seconds": OFFER_TIMEOUT_SECONDS,
     }
 
@@ -314,24 +315,47 @@ async def run_baseline(
     return await _run(name, client, worker, queue, conversations, customers, sides)
 
 
-def report(baselines: Sequence[Result], opsflow: Result) -> None:
+SIDES = (*(name for name, _ in BASELINES), "opsflow")
+
+
+def report(results: Sequence[Result]) -> None:
     print(
         f"{'':16} {'handoffs/s':>10} {'wall s':>8} {'CPU ms/conv':>12} {'peak RSS MiB':>13}"
         f" {'offer p50 ms':>13} {'offer p99 ms':>13}"
     )
-    for r in (*baselines, opsflow):
+    for r in results:
         print(
             f"{r.name:16} {r.per_second:10.2f} {r.seconds:8.2f} {r.cpu_ms_per_unit:12.1f}"
             f" {r.peak_rss_mib:13.1f} {percentile(r.offer_latencies_ms, 50):13.1f}"
             f" {percentile(r.offer_latencies_ms, 99):13.1f}"
         )
-    print_goals(opsflow, baselines, "conversation")
+    opsflow = [r for r in results if r.name == "opsflow"]
+    baselines = [r for r in results if r.name != "opsflow"]
+    if opsflow and baselines:
+        print_goals(opsflow[0], baselines, "conversation")
+
+
+def chosen_sides(text: str) -> list[str]:
+    sides = [side.strip() for side in text.split(",") if side.strip()]
+    unknown = [side for side in sides if side not in SIDES]
+    if unknown or not sides:
+        raise argparse.ArgumentTypeError(
+            f"unknown side {', '.join(unknown) or '(none)'}: choose from {', '.join(SIDES)}"
+        )
+    return sides
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=1000)
+    parser.add_argument(
+        "--sides",
+        type=chosen_sides,
+        default=list(SIDES),
+        help=f"comma-separated, from: {', '.join(SIDES)} (default: all)",
+    )
     args = parser.parse_args()
+    results: list[Result] = []
     with tempfile.TemporaryDirectory() as folder:
         url = make_url(f"sqlite:///{folder}/bench.db")
         customers = await prepare_database(url)
@@ -344,18 +368,18 @@ async def main() -> None:
                 "OPSFLOW_DATA_DIR": folder,
             }
             n = args.conversations
-            baselines = [
-                await run_baseline(server.client, env, n, customers, baseline)
-                for baseline in BASELINES
-            ]
-            opsflow = await run_opsflow(server.client, env, n, customers)
+            for baseline in BASELINES:
+                if baseline[0] in args.sides:
+                    results.append(await run_baseline(server.client, env, n, customers, baseline))
+            if "opsflow" in args.sides:
+                results.append(await run_opsflow(server.client, env, n, customers))
     print(
         f"handoff benchmark: {args.conversations} conversations, {AGENTS} bench agents of "
-        f"capacity 1; opsflow waits in line (woken by a release), the baselines search every "
-        f"{AGENT_POLL.total_seconds():.0f} s; in-memory dev server, each worker in its own "
-        "process"
+        "capacity 1; every side waits in line, woken by a release (and looks again every "
+        f"{AGENT_FALLBACK.total_seconds():.0f} s); in-memory dev server, each worker in its "
+        "own process"
     )
-    report(baselines, opsflow)
+    report(results)
 
 
 if __name__ == "__main__":
