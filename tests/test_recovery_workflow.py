@@ -554,3 +554,34 @@ async def test_the_catalog_never_pays_a_credit_without_a_human(
         # Asked, reminded, escalated to the managers (asked, reminded): four notices.
         recipients = [n.recipient for n in await _notices(app_db, handle.id)]
         assert recipients == ["team:cx-leads"] * 2 + ["team:cx-managers"] * 2
+
+
+async def test_a_run_kept_only_by_its_window_ends_when_the_window_expires(
+    workflow_env: WorkflowEnvironment, app_db: AppDb
+) -> None:
+    """One contact opens the repeat-contact window (7 days) and nothing else: the run does
+    not wait for the customer's next event but ends when the window expires, leaving its
+    state for the next run, which still counts the contacts within the week before it."""
+    customer = "C-0016"
+    rules = [pinned(catalog_document())]
+    async with recovery_worker(workflow_env, app_db) as queue:
+        handle = await send(workflow_env, queue, customer, contact(customer), rules)
+        state = await settle(workflow_env, handle)
+        assert list(state.state.windows) == [REPEAT]
+        expires = state.state.windows[REPEAT][0] + timedelta(days=7)
+        summary = await handle.result()  # the time-skipping server jumps to the next timer
+        assert summary.events_seen == 1
+        ended = await handle.describe()
+        ended_at = ended.close_time
+        assert ended_at is not None
+        assert expires <= ended_at < expires + timedelta(minutes=1)
+        assert any(s.startswith("run-ended-") for s in await ledger_steps(app_db, handle.id))
+        await keep_history(handle, "recovery-ends-when-quiet")
+
+        # The next run starts afresh (the expired contact no longer counts) and, kept by its
+        # own window, waits again.
+        second = await send(workflow_env, queue, customer, contact(customer), rules)
+        state = await settle(workflow_env, second)
+        assert state.state.events_seen == 2
+        assert len(state.state.windows[REPEAT]) == 1
+        assert (await second.describe()).run_id != ended.run_id

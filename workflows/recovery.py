@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
@@ -92,6 +92,10 @@ SIGNALS_PER_RUN = 5_000
 # worker itself, in the same workflow task) and size a chunk by the conditions it evaluated
 # (an event whose type no rule takes costs almost nothing), at most EVENTS_PER_CHUNK events.
 CHUNKS_IN_ONE_TASK_PATCH = "recovery-chunks-in-one-task"
+# A run kept only by windows, dedup keys, cooldowns, caps or silences waited without a timer
+# and so never ended when they expired, only at the customer's next event. Runs since this
+# patch wake when the last of them expires (`quiet_at`), one timer kept across events.
+QUIET_END_PATCH = "recovery-end-when-quiet"
 EVENTS_PER_CHUNK = 100
 PENDING_BYTES = 1_000_000
 """The most undecided events (as JSON) a run carries into the next; senders keep the backlog
@@ -120,6 +124,8 @@ class RecoveryWorkflow:
         self._recalled = True  # False while a new run loads what the last one left
         self._dirty = False  # changed since the run started (or last recorded its state)
         self._memories = 0
+        self._quiet_wake: asyncio.Task[None] | None = None
+        self._quiet_wake_at: datetime | None = None
 
     @property
     def state(self) -> RecoveryState:
@@ -370,12 +376,39 @@ class RecoveryWorkflow:
                 timeout = max(wake - workflow.now(), timedelta(seconds=1))
             if not wake_at_start:
                 self._changed = False
+            self._arm_quiet_wake()
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(
-                    lambda: bool(self._queue) or self._changed, timeout=timeout
+                    lambda: bool(self._queue) or self._changed or self._quiet_due(),
+                    timeout=timeout,
                 )
         workflow.set_current_details("nothing pending: finished")
         return self.engine.summary()
+
+    def _arm_quiet_wake(self) -> None:
+        """A timer at the moment all that keeps the run has expired: then the loop prunes
+        it and ends. Kept across events rather than restarted on each; one that fires before
+        a later expiry is followed by the next, one due later than a new, earlier moment is
+        replaced."""
+        if self._quiet_wake is not None and self._quiet_wake.done():
+            self._quiet_wake = self._quiet_wake_at = None
+        at = self.engine.quiet_at()
+        if at is None or (self._quiet_wake_at is not None and self._quiet_wake_at <= at):
+            return
+        if not workflow.patched(QUIET_END_PATCH):
+            return
+        if self._quiet_wake is not None:
+            self._quiet_wake.cancel()
+        self._quiet_wake_at = at
+        self._quiet_wake = asyncio.create_task(
+            workflow.sleep(
+                max(at - workflow.now(), timedelta(seconds=1)),
+                summary="windows, cooldowns and silences expire: the run ends if idle",
+            )
+        )
+
+    def _quiet_due(self) -> bool:
+        return self._quiet_wake is not None and self._quiet_wake.done()
 
     def _run_is_full(self, request: RecoveryInput) -> bool:
         info = workflow.info()

@@ -195,7 +195,7 @@ class RecoveryEngine(TriggerDecisions, EpisodeDecisions, StatusViews):
             s.recent[kind] = [t for t in s.recent[kind] if t > now - HISTORY_RETENTION]
             if not s.recent[kind]:
                 del s.recent[kind]
-        within = {r.id: r.rule.trigger.within for r in self.rules}
+        within = self._window_spans()
         for rule_id in list(s.windows):
             span = within.get(rule_id)
             s.windows[rule_id] = [t for t in s.windows[rule_id] if span and t > now - span]
@@ -206,9 +206,9 @@ class RecoveryEngine(TriggerDecisions, EpisodeDecisions, StatusViews):
             if not s.dedup[rule_id]:
                 del s.dedup[rule_id]
         s.cooldowns = {k: t for k, t in s.cooldowns.items() if t > now}
-        longest = {c.class_: c.per for r in self.rules for c in r.spec.caps}
+        periods = self._cap_periods()
         for cls in list(s.caps):
-            per = longest.get(cls, timedelta(0))
+            per = periods.get(cls, timedelta(0))
             s.caps[cls] = [t for t in s.caps[cls] if t > now - per]
             if not s.caps[cls]:
                 del s.caps[cls]
@@ -222,6 +222,25 @@ class RecoveryEngine(TriggerDecisions, EpisodeDecisions, StatusViews):
         if len(done) > MAX_APPROVALS:
             drop = {a.id for a in done[: len(done) - MAX_APPROVALS]}
             s.approvals = [a for a in s.approvals if a.id not in drop]
+
+    def _window_spans(self) -> dict[str, timedelta | None]:
+        return {r.id: r.rule.trigger.within for r in self.rules}
+
+    def _cap_periods(self) -> dict[str, timedelta]:
+        return {c.class_: c.per for r in self.rules for c in r.spec.caps}
+
+    def quiet_at(self) -> datetime | None:
+        """When the last window entry, dedup key, cooldown, cap count and silence kept now
+        expires (`_prune` drops each then), so the run may end; a stall, an approval or an
+        episode keeps it longer (each with its own wake-up, `next_wake`). None: none kept."""
+        s = self.state
+        spans, periods = self._window_spans(), self._cap_periods()
+        ends = [t + span for k, ts in s.windows.items() if (span := spans.get(k)) for t in ts]
+        ends += [t for keys in s.dedup.values() for t in keys.values()]
+        ends += s.cooldowns.values()
+        ends += [t + periods.get(c, timedelta(0)) for c, ts in s.caps.items() for t in ts]
+        ends += [x.until for x in s.silences]
+        return max(ends, default=None)
 
     def idle(self, now: datetime) -> bool:
         """Nothing left to wait for: no windows, cooldowns, episodes, approvals or timers."""
