@@ -51,5 +51,5 @@ class LedgerActivities:
                     LedgerEntry.idempotency_key.in_(keys)
                 )
             )
-            ids = {key: entry_id for key, entry_id in found.tuples()}
+            ids = {key: entry_id for key, entry_id in found}
         return [ids[key] for key in keys]
