@@ -77,7 +77,9 @@ class SurveyResponded(EventData):
     customer_id: EntityId
     survey: Literal["csat", "nps"] = "csat"
     score: int
-    scale: int = Field(5, description="highest possible score: 5 for CSAT, 10 for NPS")
+    scale: int = Field(
+        5, ge=1, le=100, description="highest possible score: 5 for CSAT, 10 for NPS"
+    )
     comment: LongText | None = None
     ticket_id: EntityId | None = None
 

@@ -321,6 +321,10 @@ async def test_field_named_in_the_problem(app_db: AppDb) -> None:
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "data"
         assert "outside 1..5" in response.json()["detail"]
+        wide = {"customer_id": "C-1", "score": 900, "scale": 1000}
+        response = await post_event(client, cloud_event("survey.responded", wide))
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "data.scale"
         response = await post_event(
             client, cloud_event("ticket.created", {**TICKET, "priority": "p9"})
         )
