@@ -7,9 +7,12 @@ at once (a `bot.handoff_requested` signal-with-start) and are handed to 50 bench
 capacity 1 in a 24/7 bench queue. Every side waits in line the same way, first come first
 served: a released agent wakes the next conversation (signal `agent_free`), and each looks
 again on its own every AGENT_FALLBACK in case a wake-up was lost. The driver is the same on
-every side: send the request, query until there is an offer, accept, resolve, wait for the
-end. Request-to-offer latency runs from the client's send time to the workflow's
-`offered_at`, so it includes the wait for a free agent.
+every side: send the request, wait for the offer, accept, resolve, wait for the end. The
+driver learns of offers from the ledger row each side writes when it offers
+(`transition-N-offered`, the agent in its detail), read for every waiting conversation at
+once every OFFER_WATCH seconds, so the workers spend no time answering queries the benchmark
+would otherwise count as the handoff's cost. Request-to-offer latency runs from the client's
+send time to the offer's moment (the row's `at`), so it includes the wait for a free agent.
 
 The bench definition (not the catalog's) has one route, no queue-depth limit and a 4 h
 maximum wait: with 1,000 waiting and 50 slots the sandbox estimates about 2 h, which the
@@ -36,9 +39,9 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities import search_attributes as sa
 from bench.harness import (
@@ -58,20 +61,20 @@ from definitions.loader import content_hash
 from definitions.models import PinnedDefinition, definition_adapter
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
-from store.models import SandboxAgent, SandboxCustomer, SandboxQueue
+from store.models import LedgerEntry, SandboxAgent, SandboxCustomer, SandboxQueue
 from store.seed import seed_sandbox
 from store.types import utcnow
 from workflows.handoff import AGENT_FALLBACK, HandoffWorkflow
-from workflows.handoff_model import Accept, HandoffInput, HandoffStatus, Resolve
+from workflows.handoff_model import Accept, HandoffInput, Resolve
 
 AGENTS = 50
 QUEUE = "bench-desk"
 SKILL = "bench-handoff"
 OFFER_TIMEOUT_SECONDS = 600
 CONCURRENCY = 64
-"""Client calls in flight at once (starts, queries, updates)."""
-POLL_FIRST, POLL_MAX = 0.05, 1.0
-"""The driver's query back-off while a conversation waits for its offer."""
+"""Client calls in flight at once (starts and updates)."""
+OFFER_WATCH = 0.1
+"""Seconds between two reads of the ledger for new offers."""
 
 DEFINITION = {
     "apiVersion": "opsflow/v1",
@@ -106,10 +109,8 @@ class Result(Measured):
     offer_latencies_ms: list[float] = field(default_factory=list)
 
 
-# Per side: start(n, event) -> handle; offer(handle) -> (agent, offered_at) or None;
-# accept(handle, agent); resolve(handle).
+# Per side: start(event) -> handle; accept(handle, agent); resolve(handle).
 Start = Callable[[EventEnvelope], Awaitable[WorkflowHandle[Any, Any]]]
-ReadOffer = Callable[[WorkflowHandle[Any, Any]], Awaitable[tuple[str, datetime] | None]]
 Accepting = Callable[[WorkflowHandle[Any, Any], str], Awaitable[None]]
 Resolving = Callable[[WorkflowHandle[Any, Any]], Awaitable[None]]
 
@@ -166,11 +167,47 @@ def request_event(conversation: str, customer: str) -> EventEnvelope:
     )
 
 
+class OfferWatch:
+    """The first offer of each conversation, as its workflow records it in the ledger."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._read_up_to = 0
+        self._offers: dict[str, tuple[str, datetime]] = {}
+        self._waiting: dict[str, asyncio.Future[tuple[str, datetime]]] = {}
+
+    async def offer(self, workflow_id: str) -> tuple[str, datetime]:
+        """The agent offered and the offer's moment, once the workflow has offered."""
+        if workflow_id in self._offers:
+            return self._offers[workflow_id]
+        future = self._waiting.setdefault(workflow_id, asyncio.get_running_loop().create_future())
+        return await future
+
+    async def watch(self) -> None:
+        """Read new offer rows until cancelled (SQLite numbers rows in commit order)."""
+        while True:
+            async with self._sessions() as session:
+                rows = await session.execute(
+                    select(LedgerEntry.id, LedgerEntry.workflow_id, LedgerEntry.detail)
+                    .add_columns(LedgerEntry.at)
+                    .where(LedgerEntry.id > self._read_up_to, LedgerEntry.step.endswith("-offered"))
+                    .order_by(LedgerEntry.id)
+                )
+                for row_id, workflow_id, detail, at in rows:
+                    self._read_up_to = row_id
+                    offer = (str(detail["agent"]), at)
+                    self._offers.setdefault(workflow_id, offer)
+                    waiting = self._waiting.pop(workflow_id, None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(self._offers[workflow_id])
+            await asyncio.sleep(OFFER_WATCH)
+
+
 async def _drive(
     conversations: int,
     customers: list[str],
+    offers: OfferWatch,
     start: Start,
-    read_offer: ReadOffer,
     accept: Accepting,
     resolve: Resolving,
 ) -> tuple[float, list[float]]:
@@ -184,20 +221,7 @@ async def _drive(
         async with gate:
             sent = datetime.now(UTC)
             handle = await start(event)
-        delay = POLL_FIRST
-        while True:
-            async with gate:
-                try:
-                    offer = await read_offer(handle)
-                except RPCError as exc:  # a query waits behind a busy worker: ask again
-                    if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
-                        raise
-                    offer = None
-            if offer is not None:
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, POLL_MAX)
-        agent, offered_at = offer
+        agent, offered_at = await offers.offer(handle.id)
         latencies.append((offered_at - sent).total_seconds() * 1000)
         async with gate:
             await accept(handle, agent)
@@ -205,9 +229,13 @@ async def _drive(
             await resolve(handle)
         await handle.result()
 
-    watch = Stopwatch()
-    await asyncio.gather(*(one(n) for n in range(conversations)))
-    return watch.seconds, latencies
+    watching = asyncio.create_task(offers.watch())
+    try:
+        watch = Stopwatch()
+        await asyncio.gather(*(one(n) for n in range(conversations)))
+        return watch.seconds, latencies
+    finally:
+        watching.cancel()
 
 
 async def _run(
@@ -217,12 +245,14 @@ async def _run(
     queue: str,
     conversations: int,
     customers: list[str],
-    sides: tuple[Start, ReadOffer, Accepting, Resolving],
+    sessions: async_sessionmaker[AsyncSession],
+    sides: tuple[Start, Accepting, Resolving],
 ) -> Result:
     try:
         await wait_for_poller(client, queue)
         worker.mark()
-        seconds, latencies = await _drive(conversations, customers, *sides)
+        offers = OfferWatch(sessions)
+        seconds, latencies = await _drive(conversations, customers, offers, *sides)
     except BaseException:
         worker.kill()
         raise
@@ -231,7 +261,11 @@ async def _run(
 
 
 async def run_opsflow(
-    client: Client, env: dict[str, str], conversations: int, customers: list[str]
+    client: Client,
+    env: dict[str, str],
+    conversations: int,
+    customers: list[str],
+    sessions: async_sessionmaker[AsyncSession],
 ) -> Result:
     queue = f"bench-opsflow-{uuid.uuid4().hex[:6]}"
     definition = PinnedDefinition(
@@ -246,23 +280,16 @@ async def run_opsflow(
     async def start(event: EventEnvelope) -> WorkflowHandle[Any, Any]:
         return await signal_with_start(client, queue, start_input, event)
 
-    async def read_offer(handle: WorkflowHandle[Any, Any]) -> tuple[str, datetime] | None:
-        status: HandoffStatus = await handle.query(HandoffWorkflow.state)
-        if status.state in ("resolved", "returned_to_bot", "callback_scheduled", "abandoned"):
-            raise RuntimeError(f"{handle.id} ended {status.state}: {status.end_reason}")
-        offer = status.current_offer
-        return (offer.agent_id, offer.offered_at) if offer else None
-
     async def accept(handle: WorkflowHandle[Any, Any], agent: str) -> None:
         await handle.execute_update(HandoffWorkflow.accept, Accept(agent=agent))
 
     async def resolve(handle: WorkflowHandle[Any, Any]) -> None:
         await handle.execute_update(HandoffWorkflow.resolve, Resolve(by="bench"))
 
-    sides = (start, read_offer, accept, resolve)
+    sides = (start, accept, resolve)
     opsflow = str(Path(sys.executable).parent / "opsflow")
     worker = WorkerProcess([opsflow, "worker"], {**env, "OPSFLOW_TASK_QUEUE": queue})
-    return await _run("opsflow", client, worker, queue, conversations, customers, sides)
+    return await _run("opsflow", client, worker, queue, conversations, customers, sessions, sides)
 
 
 async def run_baseline(
@@ -270,6 +297,7 @@ async def run_baseline(
     env: dict[str, str],
     conversations: int,
     customers: list[str],
+    sessions: async_sessionmaker[AsyncSession],
     baseline: tuple[str, Sequence[str]],
 ) -> Result:
     name, worker_args = baseline
@@ -298,21 +326,15 @@ async def run_baseline(
             search_attributes=TypedSearchAttributes(pairs),
         )
 
-    async def read_offer(handle: WorkflowHandle[Any, Any]) -> tuple[str, datetime] | None:
-        state: dict[str, Any] = await handle.query("offer", result_type=dict)
-        if state["offered_at"] is None:
-            return None
-        return str(state["agent"]), datetime.fromisoformat(state["offered_at"])
-
     async def accept(handle: WorkflowHandle[Any, Any], agent: str) -> None:
         await handle.execute_update("accept", agent)
 
     async def resolve(handle: WorkflowHandle[Any, Any]) -> None:
         await handle.execute_update("resolve")
 
-    sides = (start, read_offer, accept, resolve)
+    sides = (start, accept, resolve)
     worker = baseline_worker("bench.baseline_handoff", queue, env, worker_args)
-    return await _run(name, client, worker, queue, conversations, customers, sides)
+    return await _run(name, client, worker, queue, conversations, customers, sessions, sides)
 
 
 SIDES = (*(name for name, _ in BASELINES), "opsflow")
@@ -368,11 +390,20 @@ async def main() -> None:
                 "OPSFLOW_DATA_DIR": folder,
             }
             n = args.conversations
-            for baseline in BASELINES:
-                if baseline[0] in args.sides:
-                    results.append(await run_baseline(server.client, env, n, customers, baseline))
-            if "opsflow" in args.sides:
-                results.append(await run_opsflow(server.client, env, n, customers))
+            engine = create_engine(url)
+            sessions = session_factory(engine)
+            try:
+                for baseline in BASELINES:
+                    if baseline[0] in args.sides:
+                        result = await run_baseline(
+                            server.client, env, n, customers, sessions, baseline
+                        )
+                        results.append(result)
+                if "opsflow" in args.sides:
+                    result = await run_opsflow(server.client, env, n, customers, sessions)
+                    results.append(result)
+            finally:
+                await engine.dispose()
     print(
         f"handoff benchmark: {args.conversations} conversations, {AGENTS} bench agents of "
         "capacity 1; every side waits in line, woken by a release (and looks again every "
