@@ -92,14 +92,14 @@ SIGNALS_PER_RUN = 5_000
 # worker itself, in the same workflow task) and size a chunk by the conditions it evaluated
 # (an event whose type no rule takes costs almost nothing), at most EVENTS_PER_CHUNK events.
 CHUNKS_IN_ONE_TASK_PATCH = "recovery-chunks-in-one-task"
-# A run kept only by windows, dedup keys, cooldowns, caps or silences waited without a timer
-# and so never ended when they expired, only at the customer's next event. Runs since this
-# patch wake when the last of them expires (`quiet_at`), one timer kept across events.
-QUIET_END_PATCH = "recovery-end-when-quiet"
 EVENTS_PER_CHUNK = 100
 PENDING_BYTES = 1_000_000
 """The most undecided events (as JSON) a run carries into the next; senders keep the backlog
 far below it (activities/recovery_pacing.py)."""
+# A run kept only by windows, dedup keys, cooldowns, caps or silences waited without a timer
+# and so never ended when they expired, only at the customer's next event. Runs since this
+# patch wake when the last of them expires (`quiet_at`), one timer kept across events.
+QUIET_END_PATCH = "recovery-end-when-quiet"
 
 
 @workflow.defn(name="Recovery")
