@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from client.cases import CaseCommandRefused, command_case, open_case
@@ -113,7 +114,15 @@ async def test_p1_walks_every_level_repeats_and_breaches_once(
         summary_state = await handle.execute_update(EscalationWorkflow.resolve, Resolve(by="ana"))
         assert summary_state.state == "resolved"
         summary = await handle.result()
-        await keep_history(handle, "escalation-levels-repeat-breach")
+        await keep_history(handle, "escalation-one-timer-per-deadline")
+        # Actions finishing wake the loop; it keeps the timer of the deadline still next
+        # instead of cancelling it and starting another for the same moment.
+        history = await handle.fetch_history()
+        kinds = [e.event_type for e in history.events]
+        started = kinds.count(EventType.EVENT_TYPE_TIMER_STARTED)
+        assert kinds.count(EventType.EVENT_TYPE_TIMER_CANCELED) == 0
+        # every timer fired but the one pending when the case was resolved
+        assert started - kinds.count(EventType.EVENT_TYPE_TIMER_FIRED) <= 1
     first = next(s for s in summary.slas if s.name == "first_response")
     assert first.breached and not first.met
     assert first.margin < timedelta(0)

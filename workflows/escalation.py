@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -104,6 +104,11 @@ SLA_METRICS_PATCH = "escalation-sla-metrics"
 # call now, and a run continues as new after `max_updates` updates, well before the
 # server's 2,000.
 LEDGER_BATCH_PATCH = "escalation-ledger-in-batches"
+# The loop waited for the next deadline with a timer of its own on every pass, so each action
+# finishing (or command) cancelled it and started another for the same moment: two more
+# history events and a billable timer each time. Runs since this patch keep one timer per
+# deadline across passes.
+DEADLINE_TIMER_PATCH = "escalation-one-timer-per-deadline"
 
 
 def _refuse(refusal: str | None) -> None:
@@ -130,6 +135,9 @@ class EscalationWorkflow:
         self._updates_this_run = 0
         self._follow_ups = 0
         self._upserted: dict[str, object] = {}  # search attributes as last upserted
+        self._one_timer = False
+        self._deadline_timer: asyncio.Task[None] | None = None
+        self._deadline_at: datetime | None = None
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -321,6 +329,7 @@ class EscalationWorkflow:
         s = self.status
         self._concurrent = workflow.patched(CONCURRENT_ACTIONS_PATCH)
         self._batched = workflow.patched(LEDGER_BATCH_PATCH)
+        self._one_timer = workflow.patched(DEADLINE_TIMER_PATCH)
         self._upsert_search_attributes()
         if request.carried is None:
             if workflow.patched(SLA_METRICS_PATCH):
@@ -358,11 +367,15 @@ class EscalationWorkflow:
                 # The policy this run follows now: a migrated case carries its new one.
                 carried = {"case": s.case, "carried": s, "policy": self._core.policy}
                 workflow.continue_as_new(request.model_copy(update=carried))
-            timeout = None
-            if next_at is not None:
-                timeout = max(next_at - workflow.now(), timedelta(seconds=1))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await workflow.wait_condition(lambda: self._changed, timeout=timeout)
+            if self._one_timer:
+                self._wait_for_deadline(next_at)
+                await workflow.wait_condition(lambda: self._changed or self._deadline_reached())
+            else:
+                timeout = None
+                if next_at is not None:
+                    timeout = max(next_at - workflow.now(), timedelta(seconds=1))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await workflow.wait_condition(lambda: self._changed, timeout=timeout)
         if self._concurrent:
             await cancel_case_actions(self._core, list(self._tasks.values()), self._target)
             await follow_pager_alerts(self._core, "resolve", self._target)
@@ -370,6 +383,21 @@ class EscalationWorkflow:
         await self._write_unrecorded()
         workflow.set_current_details(case_details(self._core))
         return summary(self._core)
+
+    def _wait_for_deadline(self, next_at: datetime | None) -> None:
+        """One timer for the next deadline, kept while it stays the next one."""
+        timer = self._deadline_timer
+        if timer is not None and not timer.done() and self._deadline_at == next_at:
+            return
+        if timer is not None and not timer.done():
+            timer.cancel()
+        self._deadline_timer, self._deadline_at = None, next_at
+        if next_at is not None:
+            wait = max(next_at - workflow.now(), timedelta(seconds=1))
+            self._deadline_timer = asyncio.create_task(workflow.sleep(wait))
+
+    def _deadline_reached(self) -> bool:
+        return self._deadline_timer is not None and self._deadline_timer.done()
 
     @staticmethod
     def _new_status(request: EscalationInput) -> EscalationState:
