@@ -107,8 +107,12 @@ LEDGER_BATCH_PATCH = "escalation-ledger-in-batches"
 # The loop waited for the next deadline with a timer of its own on every pass, so each action
 # finishing (or command) cancelled it and started another for the same moment: two more
 # history events and a billable timer each time. Runs since this patch keep one timer per
-# deadline across passes.
+# deadline across passes, set for the deadline itself: the old loop never waited less than a
+# second, so a level due 0.3 s after a pass fired 0.7 s late.
 DEADLINE_TIMER_PATCH = "escalation-one-timer-per-deadline"
+SHORTEST_WAIT = timedelta(milliseconds=50)
+"""A deadline already passed (the pass took longer) is waited for this long: the next pass
+fires it, and a clock that rounds a moment just short of due cannot spin in one task."""
 
 
 def _refuse(refusal: str | None) -> None:
@@ -393,7 +397,7 @@ class EscalationWorkflow:
             timer.cancel()
         self._deadline_timer, self._deadline_at = None, next_at
         if next_at is not None:
-            wait = max(next_at - workflow.now(), timedelta(seconds=1))
+            wait = max(next_at - workflow.now(), SHORTEST_WAIT)
             self._deadline_timer = asyncio.create_task(workflow.sleep(wait))
 
     def _deadline_reached(self) -> bool:
