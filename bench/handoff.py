@@ -19,7 +19,7 @@ maximum wait: with 1,000 waiting and 50 slots the sandbox estimates about 2 h, w
 catalog's limits would turn into callbacks. No escalation policy: no case is opened on
 accept (the baseline opens none either).
 
-    .venv/bin/python -m bench.handoff [--conversations 1000] '[--sides "plain (tuned),opsflow"]
+    .venv/bin/python -m bench.handoff [--conversations 1000] [--sides "plain (tuned),opsflow"]
 
 --sides runs only the named sides (default: every one), e.g. to time one side alone.
 """
@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowHandle
@@ -167,39 +167,52 @@ def request_event(conversation: str, customer: str) -> EventEnvelope:
     )
 
 
+ENDED_UNOFFERED = ("-callback_scheduled", "-abandoned", "-returned_to_bot")
+"""Ledger steps of a conversation that ended without a person: the benchmark stops there."""
+
+
 class OfferWatch:
     """The first offer of each conversation, as its workflow records it in the ledger."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._read_up_to = 0
-        self._offers: dict[str, tuple[str, datetime]] = {}
+        self._offers: dict[str, tuple[str, datetime] | str] = {}
         self._waiting: dict[str, asyncio.Future[tuple[str, datetime]]] = {}
 
     async def offer(self, workflow_id: str) -> tuple[str, datetime]:
-        """The agent offered and the offer's moment, once the workflow has offered."""
-        if workflow_id in self._offers:
-            return self._offers[workflow_id]
+        """The agent offered and the offer's moment, once the workflow has offered; raises
+        when the conversation ended without an offer (a side that fails must not hang)."""
         future = self._waiting.setdefault(workflow_id, asyncio.get_running_loop().create_future())
+        self._settle(workflow_id)
         return await future
 
+    def _settle(self, workflow_id: str) -> None:
+        seen, waiting = self._offers.get(workflow_id), self._waiting.get(workflow_id)
+        if seen is None or waiting is None or waiting.done():
+            return
+        if isinstance(seen, str):
+            waiting.set_exception(RuntimeError(f"{workflow_id} ended {seen} before an offer"))
+        else:
+            waiting.set_result(seen)
+
     async def watch(self) -> None:
-        """Read new offer rows until cancelled (SQLite numbers rows in commit order)."""
+        """Read new offer (and early end) rows until cancelled (SQLite numbers rows in
+        commit order)."""
+        wanted = [LedgerEntry.step.endswith(end) for end in ("-offered", *ENDED_UNOFFERED)]
         while True:
             async with self._sessions() as session:
                 rows = await session.execute(
-                    select(LedgerEntry.id, LedgerEntry.workflow_id, LedgerEntry.detail)
-                    .add_columns(LedgerEntry.at)
-                    .where(LedgerEntry.id > self._read_up_to, LedgerEntry.step.endswith("-offered"))
+                    select(LedgerEntry.id, LedgerEntry.workflow_id, LedgerEntry.step)
+                    .add_columns(LedgerEntry.detail, LedgerEntry.at)
+                    .where(LedgerEntry.id > self._read_up_to, or_(*wanted))
                     .order_by(LedgerEntry.id)
                 )
-                for row_id, workflow_id, detail, at in rows:
+                for row_id, workflow_id, step, detail, at in rows:
                     self._read_up_to = row_id
-                    offer = (str(detail["agent"]), at)
-                    self._offers.setdefault(workflow_id, offer)
-                    waiting = self._waiting.pop(workflow_id, None)
-                    if waiting is not None and not waiting.done():
-                        waiting.set_result(self._offers[workflow_id])
+                    seen = (str(detail["agent"]), at) if step.endswith("-offered") else step
+                    self._offers.setdefault(workflow_id, seen)
+                    self._settle(workflow_id)
             await asyncio.sleep(OFFER_WATCH)
 
 

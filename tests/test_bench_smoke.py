@@ -4,6 +4,7 @@ themselves are never run here: they print ratios, they are not timed tests."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.escalation import timer_lateness_ms
+from bench.handoff import OfferWatch
 from bench.harness import JUDGED_BASELINE, Goal, Measured, print_goals
 from store.models import LedgerEntry, SandboxNotification
 from tests.conftest import AppDb
@@ -119,3 +121,36 @@ def test_a_figure_that_could_not_be_measured_misses_its_goal() -> None:
     lateness = Goal("timer lateness p99", float("nan"), 200, unit=" ms")
     assert lateness.describe(judged=True) == "timer lateness p99 not measured"
     assert not lateness.met
+
+
+async def test_the_handoff_driver_reads_offers_and_early_ends_from_the_ledger(
+    app_db: AppDb,
+) -> None:
+    at = datetime(2026, 12, 7, 12, tzinfo=UTC)
+
+    def row(workflow_id: str, step: str, detail: dict[str, str]) -> LedgerEntry:
+        return LedgerEntry(
+            idempotency_key=f"{workflow_id}/{step}/ledger",
+            workflow_id=workflow_id,
+            kind="handoff",
+            step=step,
+            detail=detail,
+            at=at,
+        )
+
+    async with app_db.sessions() as session, session.begin():
+        session.add(row("handoff-a", "transition-3-offered", {"agent": "bench-01"}))
+    watch = OfferWatch(app_db.sessions)
+    watching = asyncio.create_task(watch.watch())
+    try:
+        # offered before the driver asked, and after
+        assert await asyncio.wait_for(watch.offer("handoff-a"), 5) == ("bench-01", at)
+        later = asyncio.create_task(watch.offer("handoff-b"))
+        async with app_db.sessions() as session, session.begin():
+            session.add(row("handoff-b", "transition-3-offered", {"agent": "bench-02"}))
+            session.add(row("handoff-c", "transition-4-callback_scheduled", {}))
+        assert await asyncio.wait_for(later, 5) == ("bench-02", at)
+        with pytest.raises(RuntimeError, match=r"handoff-c ended .*callback_scheduled"):
+            await asyncio.wait_for(watch.offer("handoff-c"), 5)
+    finally:
+        watching.cancel()
