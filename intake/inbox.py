@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from definitions.events import EventEnvelope
-from store.db import create_sync_engine, write_lock
+from store.blocking import create_sync_engine
+from store.db import write_lock
 from store.models import InboxEvent, LedgerEntry
 from store.types import utcnow
 

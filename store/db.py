@@ -6,11 +6,8 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine, event
-from sqlalchemy import create_engine as create_blocking_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,35 +16,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from store.blocking import ensure_sqlite_folder, sqlite_pragmas
+
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
-_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 
 
 def async_url(url: URL) -> URL:
     return url.set(drivername=_ASYNC_DRIVERS[url.get_backend_name()])
-
-
-def sync_url(url: URL) -> URL:
-    return url.set(drivername=_SYNC_DRIVERS[url.get_backend_name()])
-
-
-def ensure_sqlite_folder(url: URL) -> None:
-    """SQLite creates the file but not its folder."""
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the CLI read while the worker writes; the busy timeout waits for a writer
-    # instead of failing with "database is locked".
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # In WAL mode NORMAL syncs at checkpoints, not at every commit: a power cut may lose the
-    # last commits but never corrupts the file, and every effect is idempotent anyway.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
 
 
 def create_engine(url: URL) -> AsyncEngine:
@@ -59,18 +34,7 @@ def create_engine(url: URL) -> AsyncEngine:
     # its thread on every session.
     engine = create_async_engine(async_url(url), pool_pre_ping=not sqlite)
     if sqlite:
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def create_sync_engine(url: URL) -> Engine:
-    """A blocking engine for the app database at `url` (any driver name), with the same
-    SQLite settings, for work that runs on a thread of its own (the intake's inbox writer)."""
-    ensure_sqlite_folder(url)
-    sqlite = url.get_backend_name() == "sqlite"
-    engine = create_blocking_engine(sync_url(url), pool_pre_ping=not sqlite)
-    if sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
 
 

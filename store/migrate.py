@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
-from store.db import ensure_sqlite_folder, sync_url
+from store.blocking import ensure_sqlite_folder, sync_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

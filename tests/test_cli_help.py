@@ -132,9 +132,7 @@ READING_MODULES = {
         "client.case_read",
         "client.logging",
         "client.temporal",
-        "store.db",
-        "store.models",
-        "store.registry",
+        "store.ledger_read",
     ),
     "rollout status": (
         "worker.cli_rollout",
@@ -165,13 +163,20 @@ NOT_FOR_READING = (
     "intake",
     "rich.live",
 )
+# `case show` reads the ledger in SQLAlchemy Core on a blocking connection (the registry,
+# with the ORM and the async engine, only when a case's worker cannot say its calendar).
+ALSO_NOT_FOR = {
+    "case show": ("store.db", "store.models", "sqlalchemy.orm", "sqlalchemy.ext.asyncio"),
+    "rollout status": (),
+}
 READING_IMPORTS = """
 import importlib, json, sys
 
 for module in sys.argv[1].split(","):
     importlib.import_module(module)
 print(json.dumps(sorted(
-    name for name in sys.modules if name.split(".")[0] in AVOID or name in AVOID
+    name for name in sys.modules
+    if any(name == avoid or name.startswith(avoid + ".") for avoid in AVOID)
 )))
 """
 
@@ -184,7 +189,7 @@ def test_reading_commands_import_only_what_they_read_with(command: str) -> None:
         [
             sys.executable,
             "-c",
-            f"AVOID = {NOT_FOR_READING!r}\n{READING_IMPORTS}",
+            f"AVOID = {NOT_FOR_READING + ALSO_NOT_FOR[command]!r}\n{READING_IMPORTS}",
             ",".join(READING_MODULES[command]),
         ],
         capture_output=True,

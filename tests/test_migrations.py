@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import URL
 
-from store.db import sync_url
+from store.blocking import sync_url
 from store.migrate import downgrade, upgrade
 from store.models import Base
 

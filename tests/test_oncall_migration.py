@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import URL
 
-from store.db import sync_url
+from store.blocking import sync_url
 from store.migrate import downgrade, upgrade
 
 ONCALL_TABLES = {"oncall_overrides", "round_robin_counters", "round_robin_picks"}

@@ -22,13 +22,12 @@ from worker.cli_support import (
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
     from temporalio.client import Client
 
     from client.case_read import CaseView
     from client.settings import Settings
     from definitions.calendar import BusinessCalendar
-    from store.models import LedgerEntry
+    from store.ledger_read import Step
     from workflows.escalation_model import EscalationStatus as CaseStatus
 
 app = typer.Typer(
@@ -447,7 +446,7 @@ def migrate(
         raise fail(f"{refused} of {len(done)} cases refused (each says why); {then}")
 
 
-def _stamped(entry: LedgerEntry) -> str:
+def _stamped(entry: Step) -> str:
     """When the step happened; a step caught up after an outage also says when it was written."""
     if entry.written_at - entry.at < LATE_WRITE:
         return _when(entry.at)
@@ -458,32 +457,19 @@ def _stamped(entry: LedgerEntry) -> str:
 def show(ticket: Ticket, as_json: JsonOption = False) -> None:
     """The case's state and its timeline from the ledger: live when a worker answers within
     a second, else the state it last recorded; a failed or terminated case says why."""
-    from sqlalchemy import select
-
     from client.case_read import read_case
     from client.temporal import connect
-    from store.db import create_engine, session_factory
-    from store.models import LedgerEntry
+    from store.ledger_read import timeline as ledger_timeline
     from workflows.escalation_model import case_workflow_id
 
     settings = settings_or_exit()
 
-    async def main() -> tuple[CaseView, list[LedgerEntry], BusinessCalendar | None, str]:
+    async def main() -> tuple[CaseView, list[Step], BusinessCalendar | None, str]:
         client = await connect(settings)
         view = await read_case(client, ticket)
-        engine = create_engine(settings.database)
-        try:
-            calendar = await _calendar_of(client, session_factory(engine), ticket, view.live)
-            async with session_factory(engine)() as session:
-                timeline = list(
-                    await session.scalars(
-                        select(LedgerEntry)
-                        .where(LedgerEntry.workflow_id == case_workflow_id(ticket))
-                        .order_by(LedgerEntry.at, LedgerEntry.id)
-                    )
-                )
-        finally:
-            await engine.dispose()
+        calendar = await _calendar_of(client, settings, ticket, view.live)
+        # A blocking read, briefly: here so that a database error is one line, as in `run`.
+        timeline = ledger_timeline(settings.database, case_workflow_id(ticket))
         return view, timeline, calendar, _link(settings, client, ticket)
 
     view, timeline, calendar, link = run(main)
@@ -549,7 +535,7 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
 
 async def _calendar_of(
     client: Client,
-    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
     ticket: str,
     status: CaseStatus | None,
 ) -> BusinessCalendar | None:
@@ -573,13 +559,19 @@ async def _calendar_of(
         return calendar
     except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
         pass
-    from store.registry import get, latest  # the registry's pinned version, if it has it
+    # The registry's pinned version, if it has it (the ORM and engine only on this path).
+    from store.db import create_engine, session_factory
+    from store.registry import get, latest
 
     name, version = parse_policy_ref(status.definition)
+    engine = create_engine(settings.database)
+    sessions = session_factory(engine)
     try:
         pinned = await (get(sessions, name, version) if version else latest(sessions, name))
     except OpsflowError:
         return None
+    finally:
+        await engine.dispose()
     return pinned.escalation.calendar_for(status.case.priority)
 
 
