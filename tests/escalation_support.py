@@ -212,6 +212,27 @@ class FakePagerDuty:
         return [(e["event_action"], e["dedup_key"]) for e in self.accepted]
 
 
+def ledger_row(
+    workflow_id: str,
+    step: str,
+    at: datetime,
+    *,
+    kind: str = "escalation",
+    detail: dict[str, Any] | None = None,
+    written_at: datetime | None = None,
+) -> LedgerEntry:
+    """A ledger row as a workflow writes it (its idempotency key), to add to a session."""
+    return LedgerEntry(
+        idempotency_key=f"{workflow_id}/{step}/ledger",
+        workflow_id=workflow_id,
+        kind=kind,
+        step=step,
+        detail=detail or {},
+        at=at,
+        written_at=written_at or at,
+    )
+
+
 async def ledger_steps(db: AppDb, workflow_id: str) -> list[str]:
     async with db.sessions() as session:
         rows = await session.scalars(

@@ -18,6 +18,7 @@ from bench.handoff import OfferWatch
 from bench.harness import JUDGED_BASELINE, Goal, Measured, print_goals
 from store.models import LedgerEntry, SandboxNotification
 from tests.conftest import AppDb
+from tests.escalation_support import ledger_row
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ["escalation", "rollout", "recovery", "handoff", "intake", "open_cases", "cli"]
@@ -74,14 +75,7 @@ async def test_timer_lateness_is_the_first_effect_after_the_due_moment(app_db: A
     async with app_db.sessions() as session, session.begin():
 
         def level(workflow_id: str, step: str, at: datetime, written: datetime) -> LedgerEntry:
-            return LedgerEntry(
-                idempotency_key=f"{workflow_id}/{step}/ledger",
-                workflow_id=workflow_id,
-                kind="plain",
-                step=step,
-                at=at,
-                written_at=written,
-            )
+            return ledger_row(workflow_id, step, at, kind="plain", written_at=written)
 
         session.add_all(
             [
@@ -129,14 +123,7 @@ async def test_the_handoff_driver_reads_offers_and_early_ends_from_the_ledger(
     at = datetime(2026, 12, 7, 12, tzinfo=UTC)
 
     def row(workflow_id: str, step: str, detail: dict[str, str]) -> LedgerEntry:
-        return LedgerEntry(
-            idempotency_key=f"{workflow_id}/{step}/ledger",
-            workflow_id=workflow_id,
-            kind="handoff",
-            step=step,
-            detail=detail,
-            at=at,
-        )
+        return ledger_row(workflow_id, step, at, kind="handoff", detail=detail)
 
     async with app_db.sessions() as session, session.begin():
         session.add(row("handoff-a", "transition-3-offered", {"agent": "bench-01"}))

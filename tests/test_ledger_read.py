@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from store.ledger_read import LEDGER, Step, timeline
 from store.models import LedgerEntry
 from tests.conftest import AppDb
+from tests.escalation_support import ledger_row
 
 
 def test_the_read_names_the_models_columns_with_their_types() -> None:
@@ -23,14 +24,9 @@ async def test_a_workflows_timeline_in_the_order_it_happened(app_db: AppDb) -> N
     start = datetime(2026, 12, 7, 9, tzinfo=UTC)
 
     def row(workflow_id: str, step: str, at: datetime) -> LedgerEntry:
-        return LedgerEntry(
-            idempotency_key=f"{workflow_id}/{step}/ledger",
-            workflow_id=workflow_id,
-            kind="escalation",
-            step=step,
-            detail={"step": step, "n": 1},
-            at=at,
-            written_at=at + timedelta(seconds=1),
+        detail = {"step": step, "n": 1}
+        return ledger_row(
+            workflow_id, step, at, detail=detail, written_at=at + timedelta(seconds=1)
         )
 
     async with app_db.sessions() as session, session.begin():
