@@ -304,13 +304,21 @@ async def eventually(
     await assert_eventually(check, bool, what, within=deadline, every=0.1)
 
 
+def answer_timed_out(exc: RPCError) -> bool:
+    """The server stopped waiting for a busy worker's answer to a query or an update (the
+    time-skipping server says "Timeout expired"): asking again is safe, an update with the
+    same id being the same command."""
+    timed_out = exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+    return timed_out or "Timeout expired" in exc.message
+
+
 async def settled(handle: WorkflowHandle[Any, Any]) -> EscalationStatus:
     """The case's state once the workflow has caught up (profile read, commands recorded)."""
     for _ in range(200):
         try:
             state: EscalationStatus = await handle.query(EscalationWorkflow.state)
         except RPCError as exc:  # a worker busy with a long task (a continue-as-new): again
-            if exc.status != RPCStatusCode.DEADLINE_EXCEEDED:
+            if not answer_timed_out(exc):
                 raise
             continue
         if state.customer is not None and not state.unrecorded:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from client.cases import (
@@ -31,6 +31,7 @@ from tests.escalation_support import (
     about,
     about_at,
     add_ticket,
+    answer_timed_out,
     case,
     escalation_worker,
     eventually,
@@ -371,6 +372,5 @@ async def _again_on_timeout(
             await handle.execute_update(update, command, id=key)
             return
         except RPCError as exc:
-            timed_out = exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
-            if attempt == 2 or not (timed_out or "Timeout expired" in exc.message):
+            if attempt == 2 or not answer_timed_out(exc):
                 raise
