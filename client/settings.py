@@ -80,6 +80,12 @@ class Settings(EnvironmentSettings):
     max_concurrent_activities: int = Field(
         100, ge=1, description="Activities one worker process runs at once."
     )
+    workflow_releases: bool = Field(
+        True,
+        description="New runs take the changes of the newest workflow release under one patch "
+        "marker (workflows/releases.py). Turn off while a worker may go back to an opsflow "
+        "from before releases: runs then record each change's own marker, which it replays.",
+    )
     intake_host: NonEmptyText = Field(
         "127.0.0.1", description="Address the event intake listens on."
     )

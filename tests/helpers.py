@@ -1,10 +1,18 @@
-"""Helpers every test module shares: waiting for something that happens in real time."""
+"""Helpers every test module shares: waiting for something that happens in real time, and
+reading a run's history."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+from temporalio.client import WorkflowHistory
+
+from workflows.releases import RELEASES
+
+NEWEST_RELEASE = RELEASES[0][0]
 
 T = TypeVar("T")
 
@@ -29,3 +37,14 @@ async def assert_eventually(
         if loop.time() > end:
             raise AssertionError(f"not within {within:.0f} s: {what}; last read: {value!r}")
         await asyncio.sleep(every)
+
+
+def patches_taken(history: WorkflowHistory) -> list[str]:
+    """The patch ids a run has markers for, in order (sdk-core's `core_patch` markers): a new
+    run should have its release's alone (workflows/releases.py)."""
+    taken: list[str] = []
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name == "core_patch":
+            taken.append(json.loads(marker.details["patch-data"].payloads[0].data)["id"])
+    return taken

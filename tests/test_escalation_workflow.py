@@ -30,6 +30,7 @@ from tests.escalation_support import (
     settled,
     skip_to,
 )
+from tests.helpers import NEWEST_RELEASE, patches_taken
 from workflows.escalation import (
     Acknowledge,
     EscalationInput,
@@ -123,6 +124,8 @@ async def test_p1_walks_every_level_repeats_and_breaches_once(
         assert kinds.count(EventType.EVENT_TYPE_TIMER_CANCELED) == 0
         # every timer fired but the one pending when the case was resolved
         assert started - kinds.count(EventType.EVENT_TYPE_TIMER_FIRED) <= 1
+        # A new case takes every change under its release's one marker.
+        assert patches_taken(history) == [NEWEST_RELEASE]
     first = next(s for s in summary.slas if s.name == "first_response")
     assert first.breached and not first.met
     assert first.margin < timedelta(0)

@@ -24,6 +24,7 @@ from tests.handoff_support import (
     wait_for,
     wait_until,
 )
+from tests.helpers import NEWEST_RELEASE, patches_taken
 from workflows.escalation import CaseSummary
 from workflows.escalation import EscalationStatus as CaseStatus
 from workflows.handoff_model import Accept, CustomerLeft, Resolve, ReturnToBot
@@ -132,6 +133,7 @@ async def test_customer_asks_full_context_bot_muted_once_and_case_counts_the_wai
         assert len(muted) == 1
         await keep_history(handle, "handoff-accepted-resolved")
         await keep_history(handle, "handoff-transcript-by-size")  # since that patch
+        assert patches_taken(await handle.fetch_history()) == [NEWEST_RELEASE]
         # The conversation's case was acknowledged by ana at the accept and ends with it.
         summary = await env.client.get_workflow_handle(case.id, result_type=CaseSummary).result()
         assert summary.acknowledged_by == "ana" and summary.resolved_by == "ana"

@@ -17,6 +17,7 @@ from store.models import SandboxNotification
 from tests.conftest import AppDb
 from tests.definition_support import pinned
 from tests.escalation_support import keep_history, ledger_steps
+from tests.helpers import NEWEST_RELEASE, patches_taken
 from tests.recovery_support import (
     catalog_document,
     contact,
@@ -577,6 +578,7 @@ async def test_a_run_kept_only_by_its_window_ends_when_the_window_expires(
         assert expires <= ended_at < expires + timedelta(minutes=1)
         assert any(s.startswith("run-ended-") for s in await ledger_steps(app_db, handle.id))
         await keep_history(handle, "recovery-ends-when-quiet")
+        assert patches_taken(await handle.fetch_history()) == [NEWEST_RELEASE]
 
         # The next run starts afresh (the expired contact no longer counts) and, kept by its
         # own window, waits again.

@@ -41,6 +41,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "OPSFLOW_LOG_FORMAT": ("xml", "'auto', 'json' or 'console'"),
     "OPSFLOW_LOG_LEVEL": ("loud", "'debug', 'info', 'warning' or 'error'"),
     "OPSFLOW_MAX_CONCURRENT_ACTIVITIES": ("0", "greater than or equal to 1"),
+    "OPSFLOW_WORKFLOW_RELEASES": ("later", "valid boolean"),
     "OPSFLOW_METRICS_ADDRESS": ("9464", "not host:port"),
     "OPSFLOW_INTAKE_HOST": ("\x1b[31m127.0.0.1", "control character U+001B at position 1"),
     "OPSFLOW_INTAKE_PORT": ("-1", "greater than or equal to 1"),

@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+from workflows.releases import RELEASES
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = sorted((ROOT / "workflows").glob("*.py"))
 BASELINES = Path(__file__).resolve().parent / "fingerprints"
@@ -51,11 +53,11 @@ code against the commands they recorded, so a different command or order breaks 
 (a non-determinism error, the run stuck on a failing workflow task).
 
   - For behaviour that must change for running workflows too, keep the old path and branch:
-        if workflow.patched("what-changed"):
+        if has_change("what-changed"):  # workflows/releases.py
             ...new commands...
         else:
             ...old commands...
-    (later, once no run predates the patch: workflow.deprecate_patch("what-changed")).
+    (the next release lists it; once no run predates a change, its old path can go).
   - Record a history of the new path (OPSFLOW_RECORD_HISTORIES=1) so tests/test_replay.py
     covers it.
   - Then accept the new fingerprint in the same commit:
@@ -110,6 +112,8 @@ class _Commands(ast.NodeVisitor):
         elif isinstance(func, ast.Name):
             if func.id == "call":
                 self.found.append(f"activity:{_first_argument(node)}")
+            elif func.id == "has_change":  # workflows/releases.py: a patch, or its release's
+                self.found.append(f"patch:{_first_argument(node)}")
             elif func.id in WRAPPERS:
                 self.found.append(func.id)
             else:
@@ -170,6 +174,11 @@ def fingerprints() -> dict[str, list[str]]:
             elif (callee := resolve(qualified, token)) in issuing:
                 kept.append(f"-> {callee}")
         result[qualified] = kept
+    # What each release's marker stands for: adding a change to a release already out would
+    # change the path its runs replay, so the list is part of the baseline too.
+    result["releases.RELEASES"] = [
+        f"release:{release}: {' '.join(sorted(changes))}" for release, changes in RELEASES
+    ]
     return result
 
 
@@ -229,3 +238,18 @@ def test_the_fingerprint_sees_every_kind_of_command() -> None:
     assert "ledger" in every and "run_actions" in every
     for kind in ("escalation", "rollout", "recovery", "handoff"):
         assert any(name.startswith(f"{kind}.") and ".run" in name for name in found), kind
+
+
+def test_workflows_ask_for_changes_through_releases() -> None:
+    """`workflow.patched` is called in workflows/releases.py alone: a change asked for
+    directly would never be gathered into a release, and cost every new run a marker."""
+    direct = [
+        f"{path.name}:{node.lineno}"
+        for path in WORKFLOW_MODULES
+        if path.name != "releases.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("patched", "deprecate_patch")
+    ]
+    assert not direct, f"use workflows.releases.has_change, not workflow.patched: {direct}"

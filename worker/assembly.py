@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import PatchActivationInput, Worker
 
 from activities.changes import ChangeActivities
 from activities.crm import CrmActivities
@@ -27,6 +27,7 @@ from worker.log_context import LogContextInterceptor
 from workflows.escalation import EscalationWorkflow
 from workflows.handoff import HandoffWorkflow
 from workflows.recovery import RecoveryWorkflow
+from workflows.releases import RELEASES
 from workflows.rollout import RolloutWorkflow
 from workflows.sandbox import WORKFLOW_RUNNER
 
@@ -78,4 +79,15 @@ def build_worker(client: Client, settings: Settings, deps: ActivityDeps) -> Work
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # Activity log lines carry the workflow id, run id, activity and attempt.
         interceptors=[LogContextInterceptor(), ActivityFailureInterceptor(deps.sessions)],
+        patch_activation_callback=None if settings.workflow_releases else each_change_apart,
     )
+
+
+RELEASE_IDS = frozenset(release for release, _ in RELEASES)
+
+
+def each_change_apart(patch: PatchActivationInput) -> bool:
+    """New runs record each change's own patch, never a release's (`workflow_releases` off):
+    what an opsflow from before releases replays. Histories that have a release's marker
+    still replay by it."""
+    return patch.patch_id not in RELEASE_IDS

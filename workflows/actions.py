@@ -16,6 +16,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, RetryState, TimeoutError
 
+from workflows.releases import has_change
+
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
         AddComment,
@@ -292,7 +294,7 @@ async def run_actions_independently(
         if isinstance(action, SetPriorityAction):
             current = raised(current) if action.priority == "raise" else action.priority
             planned[n] = current
-    notice = level if level is not None and workflow.patched(LEVEL_MOMENT_PATCH) else None
+    notice = level if level is not None and has_change(LEVEL_MOMENT_PATCH) else None
 
     async def send(
         action: NotifyAction,

@@ -33,6 +33,7 @@ from workflows.actions import (
     run_actions,
     run_actions_independently,
 )
+from workflows.releases import has_change
 
 with workflow.unsafe.imports_passed_through():
     from activities.escalation_contracts import Acknowledge, Resolve
@@ -207,7 +208,7 @@ class EscalationWorkflow:
         metrics.sla_breached(**self._metric_labels(), clock=breach.clock)
         await ledger(target, step, breach.detail, at=event.breached_at)
         if self._concurrent:
-            deliver = workflow.patched("deliver-sla-breach")
+            deliver = has_change("deliver-sla-breach")
             self._spawn(
                 step,
                 self._core.on_breach,
@@ -219,7 +220,7 @@ class EscalationWorkflow:
             )
             self._core.breach_announced(breach.clock)
             return
-        if workflow.patched("deliver-sla-breach"):
+        if has_change("deliver-sla-breach"):
             await deliver_breach_to_recovery(event, breach.cycle)
         on_breach = self._core.on_breach
         if on_breach:
@@ -331,12 +332,12 @@ class EscalationWorkflow:
     @workflow.run
     async def run(self, request: EscalationInput) -> CaseSummary:
         s = self.status
-        self._concurrent = workflow.patched(CONCURRENT_ACTIONS_PATCH)
-        self._batched = workflow.patched(LEDGER_BATCH_PATCH)
-        self._one_timer = workflow.patched(DEADLINE_TIMER_PATCH)
+        self._concurrent = has_change(CONCURRENT_ACTIONS_PATCH)
+        self._batched = has_change(LEDGER_BATCH_PATCH)
+        self._one_timer = has_change(DEADLINE_TIMER_PATCH)
         self._upsert_search_attributes()
         if request.carried is None:
-            if workflow.patched(SLA_METRICS_PATCH):
+            if has_change(SLA_METRICS_PATCH):
                 self._core.measure_metrics(min(s.case.opened_at, workflow.now()))
             s.customer = await read_customer_profile(s.case.customer_id)
             await ledger(
@@ -360,7 +361,7 @@ class EscalationWorkflow:
                 break
             next_at = self._core.next_deadline()
             workflow.set_current_details(case_details(self._core))
-            if workflow.patched(DUE_AT_PATCH):
+            if has_change(DUE_AT_PATCH):
                 self._upsert_search_attributes()  # the next breach moves as clocks change
             if (
                 workflow.info().is_continue_as_new_suggested()
@@ -544,7 +545,7 @@ class EscalationWorkflow:
             )
         else:
             outcome = await run_actions([action], self._target(), step)
-        if outcome.failed and workflow.patched(ACTION_FAILURES_PATCH):
+        if outcome.failed and has_change(ACTION_FAILURES_PATCH):
             # Not done: the queue and assignee stay, the ledger and the answer say why.
             answer = commands.reassign_failed(self._core, command, outcome.failed, workflow.now())
             await ledger(

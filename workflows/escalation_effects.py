@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError
 
 from activities import search_attributes as sa
 from workflows.actions import ActionOutcome, ActionTarget, call, failure_reason, ledger
+from workflows.releases import has_change
 
 with workflow.unsafe.imports_passed_through():
     from activities.customer_contracts import CustomerProfile
@@ -48,7 +49,7 @@ def _pair(name: str, value: object) -> SearchAttributeUpdate[Any]:
 
 def upsert_case_attributes(core: EscalationCore, upserted: dict[str, object]) -> None:
     """Upsert the case's search attributes that changed since `upserted` (which it updates)."""
-    if not workflow.patched(DUE_AT_PATCH):
+    if not has_change(DUE_AT_PATCH):
         values = search_attributes(core, due_and_stuck=False)
         workflow.upsert_search_attributes([_pair(k, v) for k, v in values.items()])
         return
@@ -88,7 +89,7 @@ async def record_failed_actions(
     core: EscalationCore, step: str, outcome: ActionOutcome, target: Target
 ) -> None:
     """Failed actions go into the state and the ledger (`<step>-failed`): not done."""
-    if not outcome.failed or not workflow.patched(ACTION_FAILURES_PATCH):
+    if not outcome.failed or not has_change(ACTION_FAILURES_PATCH):
         return
     workflow.logger.warning("case actions failed at %s: %s", step, "; ".join(outcome.failed))
     core.keep_failures(step, outcome.failed, workflow.now())

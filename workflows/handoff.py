@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from workflows import metrics
 from workflows.actions import ActionTarget, ledger
 from workflows.escalation import EscalationWorkflow
+from workflows.releases import has_change
 
 with workflow.unsafe.imports_passed_through():
     from activities.handoff_contracts import QueueInfo
@@ -151,7 +152,7 @@ class HandoffWorkflow:
                 conversation_id=conversation, definition=request.definition.ref
             )
         s = self.status
-        s.transcript_by_size = workflow.patched(TRANSCRIPT_BY_SIZE_PATCH)
+        s.transcript_by_size = has_change(TRANSCRIPT_BY_SIZE_PATCH)
         if request.carried is None:
             await self._move(core.Move("bot", "conversation started"))
         upsert_handoff_attributes(s)
@@ -229,7 +230,7 @@ class HandoffWorkflow:
                 by_meaning = (
                     isinstance(event, BotTurn)
                     and s.state == "bot"
-                    and workflow.patched(TRIGGERS_BY_MEANING_PATCH)
+                    and has_change(TRIGGERS_BY_MEANING_PATCH)
                 )
                 decision = core.read_bot_event(
                     s, event, self.spec, workflow.now(), envelope.time, by_meaning
@@ -312,7 +313,7 @@ class HandoffWorkflow:
         s = self.status
         route = routing.current_route(s, self.spec)
         if self._first_come is None:
-            self._first_come = workflow.patched(FIRST_COME_PATCH)
+            self._first_come = has_change(FIRST_COME_PATCH)
         while s.state == "queued":
             await self._drain()
             now = workflow.now()

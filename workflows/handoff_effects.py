@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError
 
 from activities import search_attributes as sa
 from workflows.actions import ActionTarget, call, ledger, run_actions
+from workflows.releases import has_change
 
 with workflow.unsafe.imports_passed_through():
     from activities.customer_contracts import CustomerProfile
@@ -87,7 +88,7 @@ def handoff_target(
 def upsert_handoff_attributes(s: HandoffState) -> None:
     pairs = core.search_attributes(s)
     due = core.next_deadline(s)
-    if due is not None and workflow.patched(DUE_AT_PATCH):
+    if due is not None and has_change(DUE_AT_PATCH):
         # kept once nothing is due (see OPS_DUE_AT)
         pairs.append(sa.OPS_DUE_AT.value_set(due))
     workflow.upsert_search_attributes(pairs)
@@ -156,7 +157,7 @@ async def file_handoff_ticket(s: HandoffState) -> None:
             Ticket,
         )
         s.ticket_id = ticket.id
-        if workflow.patched(TICKET_SEARCHABLE_PATCH):
+        if has_change(TICKET_SEARCHABLE_PATCH):
             upsert_handoff_attributes(s)  # the vendor's first ticket event can find it
         await call(
             "ticketing.add_comment",
@@ -246,7 +247,7 @@ async def acknowledge_and_record_case(
 ) -> None:
     """The case just opened: acknowledged by the agent who accepted, and in the ledger."""
     assert s.agent is not None and s.case_workflow_id is not None
-    if workflow.patched(CASE_ACKNOWLEDGED_PATCH):
+    if has_change(CASE_ACKNOWLEDGED_PATCH):
         # At once, before the case's first pass can find a level or a clock due.
         done = await send_case_command(s, "acknowledge", s.agent)
         s.case_acknowledged = done.applied
@@ -348,7 +349,7 @@ async def carry_out_ending(s: HandoffState, spec: HandoffSpec, end: core.Ending)
             workflow.logger.warning("closing the abandoned ticket failed: %s", exc.cause)
     if end.resume_bot is not None:
         await tell_bot(s, "resume", end.resume_bot)
-    if s.case_workflow_id and workflow.patched(CASE_CLOSED_PATCH):
+    if s.case_workflow_id and has_change(CASE_CLOSED_PATCH):
         await close_handoff_case(s, spec)
 
 

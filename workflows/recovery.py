@@ -27,6 +27,7 @@ from activities import search_attributes as sa
 from activities.recovery_contracts import BACKLOG_QUERY, NEXT_CHUNK_ACTIVITY
 from workflows import metrics
 from workflows.actions import ActionTarget, call, ledger, run_actions
+from workflows.releases import has_change
 
 with workflow.unsafe.imports_passed_through():
     from activities.customer_contracts import CustomerProfile
@@ -108,12 +109,12 @@ class RecoveryWorkflow:
     def __init__(self, request: RecoveryInput) -> None:
         customer_id = workflow.info().workflow_id.removeprefix("customer-")
         state = request.carried or RecoveryState(customer_id=customer_id)
-        legacy = request.legacy_event_names or not workflow.patched(CONTRACT_NAMES_PATCH)
+        legacy = request.legacy_event_names or not has_change(CONTRACT_NAMES_PATCH)
         self.engine = RecoveryEngine(
             state,
             request.rules,
             legacy_names=legacy,
-            stalls_in_hours=workflow.patched(STALLS_IN_HOURS_PATCH),
+            stalls_in_hours=has_change(STALLS_IN_HOURS_PATCH),
         )
         self._queue: list[tuple[EventEnvelope, RecoveryRules | RulesDigest | None]] = []
         self._signals = 0
@@ -297,19 +298,19 @@ class RecoveryWorkflow:
 
     @workflow.run
     async def run(self, request: RecoveryInput) -> RecoverySummary:
-        self._upsert_on_change = workflow.patched(UPSERT_ON_CHANGE_PATCH)
+        self._upsert_on_change = has_change(UPSERT_ON_CHANGE_PATCH)
         self._upsert()
         # Runs started before this patch cleared the wake flag just before waiting, losing a
         # wake from an update that finished while the pass was still acting.
-        wake_at_start = workflow.patched(WAKE_FLAG_PATCH)
-        remember = workflow.patched(RUN_MEMORY_PATCH)
-        self.engine.approver_notices = workflow.patched(APPROVAL_NOTICES_PATCH)
-        self.engine.episode_contacts = workflow.patched(EPISODE_CONTACT_PATCH)
+        wake_at_start = has_change(WAKE_FLAG_PATCH)
+        remember = has_change(RUN_MEMORY_PATCH)
+        self.engine.approver_notices = has_change(APPROVAL_NOTICES_PATCH)
+        self.engine.episode_contacts = has_change(EPISODE_CONTACT_PATCH)
         if remember and request.carried is None:
             await self._recall()
-        in_chunks = workflow.patched(EVENTS_IN_CHUNKS_PATCH)
-        mid_stream = in_chunks and workflow.patched(CONTINUE_MID_STREAM_PATCH)
-        by_cost = mid_stream and workflow.patched(CHUNKS_IN_ONE_TASK_PATCH)
+        in_chunks = has_change(EVENTS_IN_CHUNKS_PATCH)
+        mid_stream = in_chunks and has_change(CONTINUE_MID_STREAM_PATCH)
+        by_cost = mid_stream and has_change(CHUNKS_IN_ONE_TASK_PATCH)
         # The events the previous run had not decided come first.
         self._queue[:0] = [(event, None) for event in request.pending_events]
         while True:
@@ -395,7 +396,7 @@ class RecoveryWorkflow:
         at = self.engine.quiet_at()
         if at is None or (self._quiet_wake_at is not None and self._quiet_wake_at <= at):
             return
-        if not workflow.patched(QUIET_END_PATCH):
+        if not has_change(QUIET_END_PATCH):
             return
         if self._quiet_wake is not None:
             self._quiet_wake.cancel()

@@ -22,6 +22,7 @@ from typing import Any
 from temporalio import workflow
 
 from workflows import metrics
+from workflows.releases import has_change
 
 with workflow.unsafe.imports_passed_through():
     from definitions.calendar import BusinessCalendar
@@ -115,7 +116,7 @@ class RolloutWorkflow:
         rollout_core.sync_clocks(self.status, workflow.now())
 
     def _upsert(self) -> None:
-        due_at = workflow.patched(DUE_AT_PATCH)
+        due_at = has_change(DUE_AT_PATCH)
         attributes = rollout_core.search_attributes(self.status, self.spec, due_at=due_at)
         if attributes.shown == self._upserted:
             return
@@ -214,7 +215,7 @@ class RolloutWorkflow:
 
     def _request_approval(self, stage: str) -> None:
         # Since this patch the approvers are asked at once and reminded before the timeout.
-        notify = workflow.patched("approval-notices")
+        notify = has_change("approval-notices")
         rollout_approvals.request_approval(self.status, stage, workflow.now(), notify=notify)
 
     async def _await_approval(self) -> None:
@@ -483,7 +484,7 @@ class RolloutWorkflow:
         s = self.status
         # Since this patch a retry is a new attempt in full: the earlier attempt's approvals
         # count for none of its gates, and the start is approved afresh.
-        fresh = workflow.patched("retry-fresh-approvals")
+        fresh = has_change("retry-fresh-approvals")
         if rollout_commands.retry(s, self.spec, fresh_approvals=fresh):
             self._request_approval("start")
         await self._record("retry", {"attempt": s.attempt, **rollout_commands.who(command)})

@@ -18,6 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows.actions import ACTIVITY_RETRY, ActionTarget, call, ledger
+from workflows.releases import has_change
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
@@ -141,7 +142,7 @@ async def apply_rollout_phase(s: RolloutState, spec: RolloutSpec) -> None:
     """Apply the change to the current phase's cohort and record whom it exposed."""
     number = s.phase_index
     # Since this patch the apply records exactly whom it exposed; rollback reads that.
-    recorded = workflow.patched("exposure-record")
+    recorded = has_change("exposure-record")
     applied: ChangeApplied = await workflow.execute_activity(
         "changes.apply",
         ApplyPhase(
@@ -214,9 +215,7 @@ async def read_rollout_checks(s: RolloutState, spec: RolloutSpec) -> FailedCheck
     readings = await asyncio.gather(*(one(n) for n in range(len(checks))))
     # Since this patch failure_limit counts failing readings in a row unless the plan
     # says `failure_count: total` (before it, always the whole bake).
-    consecutive = analysis.failure_count == "consecutive" and workflow.patched(
-        "consecutive-failures"
-    )
+    consecutive = analysis.failure_count == "consecutive" and has_change("consecutive-failures")
     failed = rollout_checks.record_readings(s, spec, list(readings), consecutive=consecutive)
     if failed is not None:
         await record_rollout_step(s, failed.step, failed.detail)
@@ -227,7 +226,7 @@ async def revert_rollout_phases(s: RolloutState, spec: RolloutSpec, reason: str)
     """Revert the applied phases, last first, each with its customers' notices."""
     # Before this patch the first revert undid the whole change; now each phase reverts
     # its own customers (its cohort minus the earlier phases'), last phase first.
-    scoped = workflow.patched("phase-scoped-revert")
+    scoped = has_change("phase-scoped-revert")
     for revert in rollout_core.reverts(s, spec):
         await revert_one_rollout_phase(s, spec, revert, reason, scoped=scoped)
 
