@@ -129,9 +129,17 @@ async def _timezone(settings: Settings, client: Client, status: RolloutStatus) -
     """The plan's timezone: asked of the rollout itself, else read from the registry."""
     from client.rollout_read import rollout_timezone
 
-    zone = await rollout_timezone(client, status.change.change_id)
-    if zone is not None:
-        return zone
+    return await _timezone_or_plan(
+        settings, await rollout_timezone(client, status.change.change_id), status
+    )
+
+
+async def _timezone_or_plan(
+    settings: Settings, asked: str | None, status: RolloutStatus
+) -> str | None:
+    """The timezone the rollout answered (`asked`), else its plan's in the registry."""
+    if asked is not None:
+        return asked
     spec = await _plan(settings, status.plan)
     return spec.windows.timezone if spec else None
 
@@ -276,21 +284,28 @@ def status(
     """Phases, cohorts, checks and verdicts of a rollout."""
     import asyncio
 
-    from client.rollout_read import pending_activities, rollout_state
+    from client.rollout_read import pending_activities, rollout_state, rollout_timezone
     from client.temporal import connect
 
     settings = settings_or_exit()
 
     async def main() -> None:
         client = await connect(settings)
-        current = await rollout_state(client, change_id)
-        pending = await pending_activities(client, change_id)
         if as_json:
+            current, pending = await asyncio.gather(
+                rollout_state(client, change_id), pending_activities(client, change_id)
+            )
             shown = current.model_dump(mode="json")
             shown["pending_activities"] = [p.as_json() for p in pending]
             print_json(shown)
             return
-        timezone = await _timezone(settings, client, current)
+        # The three round trips at once.
+        current, pending, asked = await asyncio.gather(
+            rollout_state(client, change_id),
+            pending_activities(client, change_id),
+            rollout_timezone(client, change_id),
+        )
+        timezone = await _timezone_or_plan(settings, asked, current)
         if not watch:
             console.print(status_view(current, timezone, pending))
             console.print(f"  {_link(settings, client, change_id)}", highlight=False)
