@@ -578,7 +578,17 @@ async def test_a_run_kept_only_by_its_window_ends_when_the_window_expires(
         assert expires <= ended_at < expires + timedelta(minutes=1)
         assert any(s.startswith("run-ended-") for s in await ledger_steps(app_db, handle.id))
         await keep_history(handle, "recovery-ends-when-quiet")
-        assert patches_taken(await handle.fetch_history()) == [NEWEST_RELEASE]
+        history = await handle.fetch_history()
+        assert patches_taken(history) == [NEWEST_RELEASE]
+        # A new run reads the last run's state and the CRM profile at once (one task).
+        scheduled = [
+            (n, e.activity_task_scheduled_event_attributes.activity_type.name)
+            for n, e in enumerate(history.events)
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        (recall_at, recall), (profile_at, profile) = scheduled[:2]
+        assert (recall, profile) == ("recovery.previous_state", "crm.get_customer")
+        assert profile_at == recall_at + 1
 
         # The next run starts afresh (the expired contact no longer counts) and, kept by its
         # own window, waits again.

@@ -101,6 +101,9 @@ far below it (activities/recovery_pacing.py)."""
 # and so never ended when they expired, only at the customer's next event. Runs since this
 # patch wake when the last of them expires (`quiet_at`), one timer kept across events.
 QUIET_END_PATCH = "recovery-end-when-quiet"
+# A new run recalled the last run's state, and only then read the CRM profile for its first
+# decision: two activities one after the other. Runs since this read both at once.
+RECALL_WITH_PROFILE_PATCH = "recovery-recall-with-profile"
 
 
 @workflow.defn(name="Recovery")
@@ -211,9 +214,14 @@ class RecoveryWorkflow:
             self._acting -= 1
             self._upsert()
 
-    async def _recall(self) -> None:
-        """Continue from the state the customer's last run recorded when it ended."""
+    async def _recall(self, *, with_profile: bool) -> None:
+        """Continue from the state the customer's last run recorded when it ended; with
+        `with_profile`, read the CRM profile meanwhile (the run's first decision needs both,
+        and the recalled state holds no profile)."""
         self._recalled = False
+        now = workflow.now()
+        # Started first, it is scheduled second: after the recall this coroutine asks for.
+        profile_read = asyncio.create_task(self._read_profile()) if with_profile else None
         try:
             memory: RecoveryMemory = await call(
                 "recovery.previous_state",
@@ -227,6 +235,8 @@ class RecoveryWorkflow:
             self._recalled = True
         if memory.state is not None:
             self.engine.recall(memory.state)
+        if profile_read is not None:
+            self.engine.set_profile(await profile_read, now)
 
     async def _record_memory(self) -> None:
         """Leave this run's state for the customer's next run (CRM profile excluded)."""
@@ -283,16 +293,20 @@ class RecoveryWorkflow:
         now = workflow.now()
         if self.engine.profile_fresh(now):
             return
+        self.engine.set_profile(await self._read_profile(), now)
+
+    async def _read_profile(self) -> CustomerProfile | None:
+        """The customer's CRM profile; None when the CRM does not answer."""
         try:
-            profile: CustomerProfile | None = await call(
+            profile: CustomerProfile = await call(
                 "crm.get_customer",
                 GetCustomer(customer_id=self.state.customer_id),
                 CustomerProfile,
             )
         except ActivityError as exc:
             workflow.logger.warning("no CRM profile for the customer: %s", exc.cause)
-            profile = None
-        self.engine.set_profile(profile, now)
+            return None
+        return profile
 
     # --- run -----------------------------------------------------------------------------
 
@@ -307,7 +321,7 @@ class RecoveryWorkflow:
         self.engine.approver_notices = has_change(APPROVAL_NOTICES_PATCH)
         self.engine.episode_contacts = has_change(EPISODE_CONTACT_PATCH)
         if remember and request.carried is None:
-            await self._recall()
+            await self._recall(with_profile=has_change(RECALL_WITH_PROFILE_PATCH))
         in_chunks = has_change(EVENTS_IN_CHUNKS_PATCH)
         mid_stream = in_chunks and has_change(CONTINUE_MID_STREAM_PATCH)
         by_cost = mid_stream and has_change(CHUNKS_IN_ONE_TASK_PATCH)

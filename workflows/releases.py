@@ -46,6 +46,7 @@ RELEASES: tuple[tuple[str, frozenset[str]], ...] = (
                 "recovery-end-when-quiet",
                 "recovery-episode-contact",
                 "recovery-events-in-chunks",
+                "recovery-recall-with-profile",
                 "recovery-remember-across-runs",
                 "recovery-stalls-in-hours",
                 "recovery-upsert-on-change",
