@@ -34,7 +34,8 @@ from client.rollout_read import (
 from definitions.errors import OpsflowError
 from definitions.models import PinnedDefinition
 from workflows.rollout import RolloutWorkflow
-from workflows.rollout_model import ChangeRequest, RolloutInput, RolloutStatus, rollout_workflow_id
+from workflows.rollout_model import ChangeRequest, RolloutStatus, rollout_workflow_id
+from workflows.rollout_pinned import RolloutInput
 
 __all__ = [
     "COMMANDS",

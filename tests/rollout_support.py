@@ -27,7 +27,8 @@ from tests.conftest import AppDb
 from tests.helpers import assert_eventually
 from worker.assembly import activity_functions
 from workflows.rollout import RolloutWorkflow
-from workflows.rollout_model import ChangeRequest, RolloutInput, RolloutStatus, rollout_workflow_id
+from workflows.rollout_model import ChangeRequest, RolloutStatus, rollout_workflow_id
+from workflows.rollout_pinned import RolloutInput
 from workflows.sandbox import WORKFLOW_RUNNER
 
 CUSTOMERS = 400

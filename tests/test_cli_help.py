@@ -122,7 +122,7 @@ def test_help_imports_nothing_heavy() -> None:
 
 # The modules `opsflow case show` and `opsflow rollout status` import when they run (the
 # command's module, then what its function imports: the Temporal client, the status model,
-# the app database and the registry for the policy's calendar or the plan's timezone), and
+# the ledger), and
 # what these must leave out: the workflow modules, the other roles of a case (opening:
 # the CRM and ticketing ports, the policy choice; migrating), starting a rollout, the web
 # stack and the live view only `--watch` uses.
@@ -134,13 +134,7 @@ READING_MODULES = {
         "client.temporal",
         "store.ledger_read",
     ),
-    "rollout status": (
-        "worker.cli_rollout",
-        "client.rollout_read",
-        "client.temporal",
-        "store.db",
-        "store.registry",
-    ),
+    "rollout status": ("worker.cli_rollout", "client.rollout_read", "client.temporal"),
 }
 NOT_FOR_READING = (
     "workflows.escalation",
@@ -164,10 +158,12 @@ NOT_FOR_READING = (
     "rich.live",
 )
 # `case show` reads the ledger in SQLAlchemy Core on a blocking connection (the registry,
-# with the ORM and the async engine, only when a case's worker cannot say its calendar).
+# with the ORM and the async engine, only when a case's worker cannot say its calendar);
+# `rollout status` reads no database (the registry only when a rollout's worker cannot say
+# its plan's timezone), nor the definitions' models (workflows/rollout_pinned.py).
 ALSO_NOT_FOR = {
     "case show": ("store.db", "store.models", "sqlalchemy.orm", "sqlalchemy.ext.asyncio"),
-    "rollout status": (),
+    "rollout status": ("store", "sqlalchemy", "definitions.models", "celpy"),
 }
 READING_IMPORTS = """
 import importlib, json, sys

@@ -35,7 +35,8 @@ from tests.escalation_support import case, policy_document
 from tests.rollout_support import add_customers, change, plan_document
 from worker.assembly import build_worker
 from workflows.rollout import RolloutWorkflow
-from workflows.rollout_model import RolloutInput, rollout_workflow_id
+from workflows.rollout_model import rollout_workflow_id
+from workflows.rollout_pinned import RolloutInput
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -27,10 +27,10 @@ from workflows.rollout_model import (
     Decision,
     Reading,
     Reason,
-    RolloutInput,
     RolloutState,
     Verdict,
 )
+from workflows.rollout_pinned import RolloutInput
 from workflows.rollout_text import describe
 
 # A Monday, 10:00 in Berlin: inside the windows below.

@@ -96,10 +96,10 @@ from workflows.rollout_model import (
     ChangeRequest,
     Decision,
     Reason,
-    RolloutInput,
     RolloutStatus,
     rollout_workflow_id,
 )
+from workflows.rollout_pinned import RolloutInput
 from workflows.sandbox import WORKFLOW_RUNNER
 
 # A scripted command: what it is called in the events file, its update, its message type.

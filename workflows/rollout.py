@@ -49,12 +49,12 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         PhaseStatus,
         Reason,
-        RolloutInput,
         RolloutState,
         RolloutStateName,
         RolloutStatus,
         rollout_workflow_id,
     )
+    from workflows.rollout_pinned import RolloutInput
 
 __all__ = [
     "ChangeRequest",

@@ -23,10 +23,10 @@ from workflows.rollout_checks import fresh_checks
 from workflows.rollout_model import (
     TERMINAL,
     PhaseStatus,
-    RolloutInput,
     RolloutState,
     Stopwatch,
 )
+from workflows.rollout_pinned import RolloutInput
 
 if TYPE_CHECKING:
     from temporalio.common import SearchAttributeUpdate

@@ -1,5 +1,6 @@
-"""The rollout workflow's input, state and messages (pydantic models; no decisions: those are
-in workflows/rollout_core.py and its topic modules).
+"""The rollout workflow's state and messages (pydantic models; no decisions: those are in
+workflows/rollout_core.py and its topic modules); its input, which carries the pinned plan,
+is in workflows/rollout_pinned.py.
 
 Everything a rollout knows lives in one `RolloutState`, carried whole through
 continue-as-new and returned by the `state` query (as `RolloutStatus`, the same model).
@@ -11,8 +12,6 @@ from datetime import datetime, timedelta
 from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, Field
-
-from definitions.models import PinnedDefinition
 
 RolloutStateName = Literal[
     "assessing",
@@ -184,17 +183,6 @@ RolloutStatus: TypeAlias = RolloutState
 
 
 # --- messages ---
-
-
-class RolloutInput(BaseModel):
-    """What starts a run (and, with `carried`, continues one as new)."""
-
-    change: ChangeRequest
-    plan: PinnedDefinition
-    carried: RolloutState | None = None
-    attempt: int = Field(
-        1, ge=1, description="a retry of a finished change starts a new run at attempt N+1"
-    )
 
 
 class Decision(BaseModel):
