@@ -191,13 +191,18 @@ class Settings(EnvironmentSettings):
             raise ValueError("the embedded dev server binds to a loopback address only")
         return value
 
+    @property
+    def embedded_database(self) -> Path | None:
+        """The embedded default's SQLite file; None when OPSFLOW_DATABASE_URL names one."""
+        return self.data_dir / "opsflow.db" if self.database_url is None else None
+
     @cached_property
     def database(self) -> URL:
         """The app database URL, with the driver opsflow uses for each backend."""
         from sqlalchemy.engine import make_url
 
         if self.database_url is None:
-            return make_url(f"sqlite:///{self.data_dir / 'opsflow.db'}")
+            return make_url(f"sqlite:///{self.embedded_database}")
         url = make_url(self.database_url)
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")

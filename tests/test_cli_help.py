@@ -157,12 +157,13 @@ NOT_FOR_READING = (
     "intake",
     "rich.live",
 )
-# `case show` reads the ledger in SQLAlchemy Core on a blocking connection (the registry,
-# with the ORM and the async engine, only when a case's worker cannot say its calendar);
+# `case show` reads the embedded stack's ledger with the standard library's sqlite3 (a
+# configured database in SQLAlchemy Core; the registry, with the ORM and the async engine,
+# only when a case's worker cannot say its calendar);
 # `rollout status` reads no database (the registry only when a rollout's worker cannot say
 # its plan's timezone), nor the definitions' models (workflows/rollout_pinned.py).
 ALSO_NOT_FOR = {
-    "case show": ("store.db", "store.models", "sqlalchemy.orm", "sqlalchemy.ext.asyncio"),
+    "case show": ("store.db", "store.models", "sqlalchemy"),
     "rollout status": ("store", "sqlalchemy", "definitions.models", "celpy"),
 }
 READING_IMPORTS = """

@@ -469,7 +469,9 @@ def show(ticket: Ticket, as_json: JsonOption = False) -> None:
         view = await read_case(client, ticket)
         calendar = await _calendar_of(client, settings, ticket, view.live)
         # A blocking read, briefly: here so that a database error is one line, as in `run`.
-        timeline = ledger_timeline(settings.database, case_workflow_id(ticket))
+        timeline = ledger_timeline(
+            settings.embedded_database or settings.database, case_workflow_id(ticket)
+        )
         return view, timeline, calendar, _link(settings, client, ticket)
 
     view, timeline, calendar, link = run(main)

@@ -173,12 +173,18 @@ def _error_line(exc: Exception) -> str | None:
 
         if isinstance(exc, RPCError):
             return describe_rpc_error(exc)
+    database_errors: tuple[type[Exception], ...] = ()
     if "sqlalchemy.exc" in sys.modules:
         from sqlalchemy.exc import SQLAlchemyError
 
-        if isinstance(exc, SQLAlchemyError):
-            first = str(exc).splitlines()[0][:200]
-            return f"cannot use the app database ({first}); run `opsflow migrate` first"
+        database_errors += (SQLAlchemyError,)
+    if "sqlite3" in sys.modules:  # the embedded database read without SQLAlchemy
+        import sqlite3
+
+        database_errors += (sqlite3.Error,)
+    if isinstance(exc, database_errors):
+        first = str(exc).splitlines()[0][:200]
+        return f"cannot use the app database ({first}); run `opsflow migrate` first"
     return None
 
 
