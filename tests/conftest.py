@@ -23,7 +23,9 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Interceptor, OutboundInterceptor, QueryWorkflowInput
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -37,11 +39,31 @@ pytest_plugins = ["tests.devstack_support"]
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 
 
+class QueryAgainWhenTheServerGaveUp(Interceptor):
+    """The time-skipping server gives up on a query its worker is slow to answer on a loaded
+    machine ("Timeout expired"): a query only reads, so it is asked again, twice at most."""
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _QueryAgain(next)
+
+
+class _QueryAgain(OutboundInterceptor):
+    async def query_workflow(self, input: QueryWorkflowInput) -> object:
+        for attempt in range(3):
+            try:
+                return await super().query_workflow(input)
+            except RPCError as exc:
+                if attempt == 2 or "Timeout expired" not in exc.message:
+                    raise
+        raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="module")
 async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_test_server()),
         data_converter=pydantic_data_converter,
+        interceptors=[QueryAgainWhenTheServerGaveUp()],
     )
     async with env:
         # The same registry the dev server and clusters use (activities/search_attributes.py).
