@@ -3,6 +3,7 @@ backends and the catalog's rule set."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from store.models import SandboxNotification
 from tests.conftest import AppDb
 from tests.definition_support import pinned
-from tests.escalation_support import keep_history, ledger_steps
+from tests.escalation_support import current_details, keep_history, ledger_steps
 from tests.helpers import NEWEST_RELEASE, patches_taken
 from tests.recovery_support import (
     catalog_document,
@@ -570,6 +571,9 @@ async def test_a_run_kept_only_by_its_window_ends_when_the_window_expires(
         state = await settle(workflow_env, handle)
         assert list(state.state.windows) == [REPEAT]
         expires = state.state.windows[REPEAT][0] + timedelta(days=7)
+        # The UI's line says when the run ends (the expiry, in the rules' calendar).
+        ends = r"; ends \w{3} \d{2} \w{3} \d{2}:\d{2} \S+ unless another event comes$"
+        assert re.search(ends, await current_details(handle))
         summary = await handle.result()  # the time-skipping server jumps to the next timer
         assert summary.events_seen == 1
         ended = await handle.describe()

@@ -383,7 +383,6 @@ class RecoveryWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._queue:
                     workflow.continue_as_new(self.engine.continued(request.max_history_events))
-            workflow.set_current_details(self.engine.details(workflow.now()))
             self._upsert()
             wake = self.engine.next_wake()
             timeout = None
@@ -392,6 +391,7 @@ class RecoveryWorkflow:
             if not wake_at_start:
                 self._changed = False
             self._arm_quiet_wake()
+            workflow.set_current_details(self._details())
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(
                     lambda: bool(self._queue) or self._changed or self._quiet_due(),
@@ -399,6 +399,17 @@ class RecoveryWorkflow:
                 )
         workflow.set_current_details("nothing pending: finished")
         return self.engine.summary()
+
+    def _details(self) -> str:
+        """The UI's one line; a run that only its windows, dedup keys, cooldowns, caps or
+        silences keep says when it ends (the quiet timer's moment)."""
+        line = self.engine.details(workflow.now())
+        s = self.state
+        only_quiet = not (s.stalls or s.open_episode() or s.waiting_approvals())
+        ends = self.engine.quiet_at()
+        if self._quiet_wake is not None and ends is not None and only_quiet:
+            line += f"; ends {self.engine.local_time(ends)} unless another event comes"
+        return line
 
     def _arm_quiet_wake(self) -> None:
         """A timer at the moment all that keeps the run has expired: then the loop prunes
