@@ -18,11 +18,9 @@ from temporalio.worker import Worker
 from activities.deps import ActivityDeps
 from client.handoffs import signal_with_start
 from definitions.events import EventEnvelope
-from definitions.loader import content_hash
-from definitions.models import PinnedDefinition, definition_adapter
 from store.models import SandboxAgent, SandboxCustomer, SandboxNotification, SandboxTicket
 from tests.conftest import AppDb
-from tests.definition_support import pinned as pinned_policy
+from tests.definition_support import pinned
 from tests.escalation_support import policy_document
 from worker.assembly import activity_functions
 from workflows.escalation import EscalationWorkflow
@@ -118,15 +116,10 @@ def handoff_document(**spec_overrides: Any) -> dict[str, Any]:
 
 
 def start_input(**spec_overrides: Any) -> HandoffInput:
-    document = handoff_document(**spec_overrides)
-    definition = PinnedDefinition(
-        name="test-handoff",
-        version=1,
-        content_hash=content_hash(document),
-        kind="handoff",
-        definition=definition_adapter.validate_python(document),
+    return HandoffInput(
+        definition=pinned(handoff_document(**spec_overrides)),
+        escalation_policy=pinned(policy_document()),
     )
-    return HandoffInput(definition=definition, escalation_policy=pinned_policy(policy_document()))
 
 
 async def add_customers(db: AppDb) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from definitions.loader import content_hash
-from definitions.models import PinnedDefinition, RolloutSpec, definition_adapter
+from definitions.models import PinnedDefinition, RolloutSpec
+from tests.definition_support import pinned
 from workflows import (
     rollout_approvals,
     rollout_checks,
@@ -69,13 +69,7 @@ def _plan(**overrides: Any) -> PinnedDefinition:
         "metadata": {"name": "test-plan", "owner": "billing-operations"},
         "spec": spec,
     }
-    return PinnedDefinition(
-        name="test-plan",
-        version=1,
-        content_hash=content_hash(document),
-        kind="rollout",
-        definition=definition_adapter.validate_python(document),
-    )
+    return pinned(document)
 
 
 def _start(*, outside_windows: bool = False, **overrides: Any) -> tuple[RolloutState, RolloutSpec]:
