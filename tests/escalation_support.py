@@ -27,9 +27,17 @@ from activities.deps import ActivityDeps
 from store.models import LedgerEntry, SandboxTicket
 from tests.activities.conftest import Reply, Seen, VendorServer
 from tests.conftest import AppDb
+from tests.definition_support import pinned
 from tests.helpers import assert_eventually
 from worker.assembly import activity_functions
-from workflows.escalation import CaseInfo, EscalationStatus, EscalationWorkflow
+from workflows.escalation import (
+    CaseInfo,
+    CaseSummary,
+    EscalationInput,
+    EscalationStatus,
+    EscalationWorkflow,
+    case_workflow_id,
+)
 from workflows.sandbox import WORKFLOW_RUNNER
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -121,6 +129,19 @@ def case(ticket_id: str, opened_at: datetime, priority: str = "p1", **extra: Any
         subject="Invoice shows wrong VAT",
         opened_at=opened_at,
         **extra,
+    )
+
+
+async def start_case(
+    env: WorkflowEnvironment, queue: str, ticket_id: str
+) -> WorkflowHandle[EscalationWorkflow, CaseSummary]:
+    """A P1 case for `ticket_id` under `policy_document()`, opened now (the server's time)."""
+    opened_at = await env.get_current_time()
+    return await env.client.start_workflow(
+        EscalationWorkflow.run,
+        EscalationInput(case=case(ticket_id, opened_at), policy=pinned(policy_document())),
+        id=case_workflow_id(ticket_id),
+        task_queue=queue,
     )
 
 

@@ -22,6 +22,7 @@ from tests.escalation_support import (
     new_ticket_id,
     policy_document,
     settled,
+    start_case,
 )
 from workflows.escalation import (
     EscalationInput,
@@ -40,13 +41,7 @@ async def test_reassign_of_a_missing_ticket_fails_and_changes_nothing(
 ) -> None:
     ticket = new_ticket_id()  # not in the sandbox ticketing backend
     async with escalation_worker(workflow_env, app_db) as queue:
-        opened_at = await workflow_env.get_current_time()
-        handle = await workflow_env.client.start_workflow(
-            EscalationWorkflow.run,
-            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
-            id=case_workflow_id(ticket),
-            task_queue=queue,
-        )
+        handle = await start_case(workflow_env, queue, ticket)
         await settled(handle)
         with pytest.raises(CaseCommandRefused) as failed:
             await command_case(
@@ -76,13 +71,7 @@ async def test_a_level_assignment_that_fails_is_recorded_not_applied(
 ) -> None:
     ticket = new_ticket_id()  # level 2 assigns tier-2: the ticket is missing
     async with escalation_worker(workflow_env, app_db) as queue:
-        opened_at = await workflow_env.get_current_time()
-        handle = await workflow_env.client.start_workflow(
-            EscalationWorkflow.run,
-            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
-            id=case_workflow_id(ticket),
-            task_queue=queue,
-        )
+        handle = await start_case(workflow_env, queue, ticket)
         await workflow_env.sleep(timedelta(minutes=25))
         state = await settled(handle)
         assert state.levels_fired == 2
@@ -133,13 +122,7 @@ async def test_unknown_stage_and_targetless_reassign_are_refused_in_one_line(
 ) -> None:
     ticket = new_ticket_id()
     async with escalation_worker(workflow_env, app_db) as queue:
-        opened_at = await workflow_env.get_current_time()
-        handle = await workflow_env.client.start_workflow(
-            EscalationWorkflow.run,
-            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
-            id=case_workflow_id(ticket),
-            task_queue=queue,
-        )
+        handle = await start_case(workflow_env, queue, ticket)
         before = (await settled(handle)).model_dump()
         with pytest.raises(CaseCommandRefused) as refused:
             await command_case(workflow_env.client, ticket, "set_stage", SetStage(stage="nonsense"))

@@ -22,6 +22,7 @@ from tests.escalation_support import (
     new_ticket_id,
     policy_document,
     settled,
+    start_case,
 )
 from workflows.escalation import (
     Acknowledge,
@@ -132,13 +133,7 @@ async def test_a_public_reply_is_the_first_response_and_only_the_first_counts(
     ticket = new_ticket_id()
     await add_ticket(app_db, ticket)
     async with escalation_worker(workflow_env, app_db) as queue:
-        opened_at = await workflow_env.get_current_time()
-        handle = await workflow_env.client.start_workflow(
-            EscalationWorkflow.run,
-            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
-            id=case_workflow_id(ticket),
-            task_queue=queue,
-        )
+        handle = await start_case(workflow_env, queue, ticket)
         await workflow_env.sleep(timedelta(minutes=12))
         reply = Acknowledge(by="ana", first_response_only=True)
         state = await handle.execute_update(EscalationWorkflow.acknowledge, reply)

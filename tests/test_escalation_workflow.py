@@ -29,6 +29,7 @@ from tests.escalation_support import (
     policy_document,
     settled,
     skip_to,
+    start_case,
 )
 from tests.helpers import NEWEST_RELEASE, patches_taken
 from workflows.escalation import (
@@ -138,13 +139,7 @@ async def test_acknowledgement_stops_escalation_and_meets_first_response(
     ticket = new_ticket_id()
     await add_ticket(app_db, ticket)
     async with escalation_worker(workflow_env, app_db) as queue:
-        opened_at = await workflow_env.get_current_time()
-        handle = await workflow_env.client.start_workflow(
-            EscalationWorkflow.run,
-            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
-            id=case_workflow_id(ticket),
-            task_queue=queue,
-        )
+        handle = await start_case(workflow_env, queue, ticket)
         await workflow_env.sleep(timedelta(minutes=12))
         await handle.execute_update(EscalationWorkflow.acknowledge, Acknowledge(by="ana"))
         await workflow_env.sleep(timedelta(hours=2))

@@ -12,11 +12,10 @@ from temporalio.worker import Replayer
 from activities.deps import ActivityDeps
 from client.settings import Settings
 from tests.conftest import AppDb
-from tests.definition_support import pinned
-from tests.escalation_support import add_ticket, case, new_ticket_id, policy_document
+from tests.escalation_support import add_ticket, new_ticket_id, start_case
 from tests.helpers import NEWEST_RELEASE, patches_taken
 from worker.assembly import WORKFLOWS, build_worker
-from workflows.escalation import EscalationInput, EscalationWorkflow, Resolve, case_workflow_id
+from workflows.escalation import EscalationWorkflow, Resolve
 from workflows.releases import RELEASES
 from workflows.sandbox import WORKFLOW_RUNNER
 
@@ -37,13 +36,7 @@ async def test_a_new_case_records_its_release_or_each_change(
     queue = f"releases-{ticket}"
     settings = Settings(task_queue=queue, workflow_releases=releases)
     async with build_worker(workflow_env.client, settings, ActivityDeps(sessions=app_db.sessions)):
-        opened_at = await workflow_env.get_current_time()
-        handle = await workflow_env.client.start_workflow(
-            EscalationWorkflow.run,
-            EscalationInput(case=case(ticket, opened_at), policy=pinned(policy_document())),
-            id=case_workflow_id(ticket),
-            task_queue=queue,
-        )
+        handle = await start_case(workflow_env, queue, ticket)
         await handle.execute_update(EscalationWorkflow.resolve, Resolve(by="ana"))
         await handle.result()
     history = await handle.fetch_history()
